@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both create .venv with pip when missing.
+# torch is pinned to the build this machine serves from disk (other versions download gigabytes).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.edgecam-installed
+ARGS   ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+## run the embedded default benchmark (configs/quickstart.toml); extra CLI flags via ARGS="--limit 50"
+run: $(STAMP)
+	$(VENV)/bin/edgecam run $(ARGS)
+
+## the test suite (slow and hardware tests are opt-in); pytest's "no tests collected" (exit 5) is a failure
+test: $(STAMP)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf runs .pytest_cache

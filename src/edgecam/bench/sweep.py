@@ -1,0 +1,281 @@
+"""The end-to-end run: data -> train (cached) -> export (cached) -> device runs -> CAMs -> metrics -> results.
+
+One row per image x model x runtime x precision x CAM method in results.parquet; raw latency samples in
+latency.parquet; per-variant performance in bench.csv; Table-1 layout in summary.csv; everything that
+produced the run in manifest.json. Outputs are written atomically at the end of each stage.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgecam.cache import atomic_write_json, cache_dir, stable_hash
+from edgecam.config import ModelSpec, RunConfig, RuntimeSpec
+from edgecam.errors import EdgecamError
+
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.25, 0.25, 0.25)
+
+Progress = Callable[[str, float], None]
+
+
+def normalise(images: np.ndarray, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD) -> np.ndarray:
+    """(x - mean) / std per channel; the artifact manifest records mean and std."""
+    m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return ((images - m) / s).astype(np.float32)
+
+
+@dataclass
+class Datasets:
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    test_masks: np.ndarray
+    test_ids: list[str]
+    fingerprint: str
+    n_classes: int = 10
+
+
+def load_data(cfg: RunConfig) -> Datasets:
+    from edgecam.data.digits_clutter import DigitsClutterSpec, build_digits_clutter
+
+    spec = DigitsClutterSpec(canvas=cfg.data.canvas, digit_size=cfg.data.digit_size, seed=cfg.data.seed)
+    train = build_digits_clutter(spec, "train")
+    test = build_digits_clutter(spec, "test")
+    return Datasets(
+        normalise(train.images), train.labels, normalise(test.images), test.labels, test.masks,
+        [str(i) for i in test.ids], stable_hash([train.fingerprint(), test.fingerprint()]),
+    )
+
+
+@dataclass
+class Variant:
+    """One deployed model: model x format x precision x runtime, and what running it produced."""
+
+    model: str
+    format: str
+    precision: str
+    runtime: str
+    artifact_dir: Path
+    manifest: dict[str, Any]
+    result: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}-{self.format}-{self.precision}-{self.runtime}"
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("edgecam", "torch", "torchvision", "onnx", "onnxruntime", "grad-cam", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def prepare_model(mspec: ModelSpec, cfg: RunConfig, data: Datasets, progress: Progress | None = None) -> tuple[Any, str, dict[str, Any]]:
+    """fp32 model for `mspec`: the user's weights, or trained on the data (cached by what produced it)."""
+    from edgecam.models import build_model
+    from edgecam.models.train import TrainSpec, accuracy, cached_checkpoint, train_classifier
+
+    if mspec.weights:
+        model, layer = build_model(mspec.name, data.n_classes, mspec.weights, mspec.target_layer)
+        from edgecam.cache import sha256_file
+
+        meta: dict[str, Any] = {"sha256": sha256_file(mspec.weights), "source": str(mspec.weights), "trained_now": False}
+    else:
+        tspec = cfg.train if mspec.epochs is None else TrainSpec(**{**cfg.train.__dict__, "epochs": mspec.epochs})
+        import torch
+
+        key = {"model": mspec.name, "classes": data.n_classes, "data": data.fingerprint, "train": tspec.__dict__, "torch": torch.__version__, "norm": [MEAN, STD]}
+        _, layer = build_model(mspec.name, data.n_classes, None, mspec.target_layer)
+        model, _ckpt, meta, trained = cached_checkpoint(
+            key,
+            cache_dir() / "checkpoints" / mspec.name,
+            lambda: build_model(mspec.name, data.n_classes, None, mspec.target_layer)[0],
+            lambda m: train_classifier(m, data.train_x, data.train_y, tspec, progress, mspec.name),
+        )
+        meta = {**meta, "trained_now": trained}
+    meta["host_fp32_accuracy"] = accuracy(model, data.test_x, data.test_y)
+    return model, layer, meta
+
+
+def build_artifact(model: Any, mspec: ModelSpec, layer: str, ckpt_sha: str, fmt: str, precision: str, cfg: RunConfig, data: Datasets, exporter: Any, progress: Progress | None = None) -> tuple[Path, bool]:
+    """Export (or reuse from the cache) one artifact; returns (cached artifact dir, built_now)."""
+    from edgecam.exporters.base import Artifact, ArtifactError, CalibData, ModelInfo
+
+    spec = cfg.export.spec(precision, cfg.train.seed)
+    info = ModelInfo(mspec.name, data.n_classes, layer, tuple(data.test_x.shape[1:]), MEAN, STD, ckpt_sha)  # type: ignore[arg-type]
+    key = stable_hash({"info": info.__dict__, "spec": spec.to_dict(), "format": fmt, "data": data.fingerprint, "versions": _versions()})
+    out = cache_dir() / "artifacts" / f"{mspec.name}-{fmt}-{precision}-{key}"
+    try:
+        Artifact.load(out)
+        return out, False
+    except ArtifactError:
+        pass
+    exporter.export(model, info, spec, out, CalibData(data.train_x, data.train_y), progress=progress)
+    return out, True
+
+
+def run_variant(variant: Variant, rspec: RuntimeSpec, cfg: RunConfig, data: Datasets, device: Any) -> None:
+    """Timing + outputs pass, then a separate memory pass, on `device`; failures are recorded, not raised."""
+    job = {"runtime": rspec.name, "runtime_options": rspec.options(), "warmup": cfg.bench.warmup, "iterations": cfg.bench.iterations, "batch_size": cfg.bench.batch_size}
+    try:
+        variant.result, variant.outputs = device.run_job(variant.artifact_dir, data.test_x, {**job, "mode": "run"}, timeout=cfg.bench.timeout_s)
+        if cfg.bench.memory:
+            variant.memory, _ = device.run_job(variant.artifact_dir, data.test_x[: 3 * cfg.bench.batch_size], {**job, "mode": "memory"}, timeout=cfg.bench.timeout_s)
+    except (EdgecamError, OSError, TimeoutError) as exc:
+        variant.error = f"{type(exc).__name__}: {exc}"
+
+
+def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the whole experiment into `out_dir`; returns the manifest. `progress` is a `RunProgress` or None."""
+    import pandas as pd
+
+    from edgecam.bench.results import build_rows, summarise, variant_table
+    import torch
+
+    from edgecam.devices.local import LocalDevice
+    from edgecam.exporters.base import EXPORTERS
+    from edgecam.explain.cams import CamContext, cam_method, reference_cams
+    from edgecam.runtimes import RUNTIME_FORMATS
+
+    t_start = time.perf_counter()
+    torch.set_flush_denormal(True)  # int16 activations sit near denormals; x86 slows ~10x on them
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = progress.stage if progress else (lambda name, total: (lambda desc, frac: None))
+    data = load_data(cfg)
+    n_img = limit or cfg.data.limit or len(data.test_x)
+    n_img = min(n_img, len(data.test_x))
+    device = LocalDevice(workdir=str(out_dir / ".device"))
+    manifest: dict[str, Any] = {
+        "config": cfg.to_dict(),
+        "config_hash": stable_hash(cfg.to_dict()),
+        "versions": _versions(),
+        "host": device.info(),
+        "device": device.info(),
+        "images": n_img,
+        "data_fingerprint": data.fingerprint,
+        "models": {},
+        "variants": {},
+        "stages_s": {},
+    }
+    all_rows: list[pd.DataFrame] = []
+    latency_rows: list[dict[str, Any]] = []
+    variants: list[Variant] = []
+    for mspec in cfg.models:
+        t0 = time.perf_counter()
+        model, layer, meta = prepare_model(mspec, cfg, data, stage(f"train {mspec.name}", 1.0))
+        manifest["models"][mspec.name] = {"target_layer": layer, "checkpoint": meta}
+        log(f"{mspec.name}: fp32 host accuracy {meta['host_fp32_accuracy']:.4f} ({'trained now' if meta['trained_now'] else 'cached checkpoint'})")
+        mvariants: list[Variant] = []
+        for fmt in cfg.export.formats:
+            exporter = EXPORTERS.get(fmt)()
+            for precision in cfg.export.precisions:
+                art_cache, built = build_artifact(model, mspec, layer, meta["sha256"], fmt, precision, cfg, data, exporter, stage(f"export {mspec.name} {precision}", 1.0))
+                art_dir = out_dir / "artifacts" / f"{mspec.name}-{fmt}-{precision}"
+                if art_dir.exists():
+                    shutil.rmtree(art_dir)
+                shutil.copytree(art_cache, art_dir)
+                from edgecam.exporters.base import Artifact
+
+                art = Artifact.load(art_dir)
+                for rspec in cfg.runtimes:
+                    if RUNTIME_FORMATS.get(rspec.name, fmt) not in (fmt, "*"):
+                        continue
+                    v = Variant(mspec.name, fmt, precision, rspec.name, art_dir, art.manifest)
+                    step = stage(f"run {v.key}", 1.0)
+                    step(f"run {v.key}", 0.0)
+                    run_variant(v, rspec, cfg, data, device)
+                    step(f"run {v.key}", 1.0)
+                    if v.error:
+                        log(f"[red]FAILED[/red] {v.key}: {v.error.splitlines()[0]}")
+                    mvariants.append(v)
+        # -- explain: reference CAM once per model, then every method on every variant ---------------------
+        ctx = CamContext(model, layer, data.test_x[:n_img])
+        labels = data.test_y[:n_img]
+        fp32_pred = {}
+        cams: dict[tuple[str, str], np.ndarray] = {}
+        step = stage(f"CAMs {mspec.name}", 1.0)
+        ok = [v for v in mvariants if not v.error]
+        todo = len(ok) * len(cfg.explain.methods) + 1
+        done = 0
+        host_pred = _host_pred(model, ctx.images)
+        ref_targets = labels if cfg.explain.target == "label" else host_pred
+        reference = reference_cams(ctx, cfg.explain.reference, ref_targets)
+        done += 1
+        step(f"CAMs {mspec.name}", done / todo)
+        for v in ok:
+            logits = v.outputs["logits"][:n_img]
+            feats = v.outputs["features"][:n_img]
+            pred = logits.argmax(1)
+            if v.precision == "fp32":
+                fp32_pred[(v.format, v.runtime)] = pred
+            targets = labels if cfg.explain.target == "label" else pred
+            for mname in cfg.explain.methods:
+                cams[(v.key, mname)] = cam_method(mname)(ctx, feats, targets)
+                done += 1
+                step(f"CAMs {mspec.name}", done / todo)
+        for v in ok:
+            base = f"{v.model}-{v.format}-fp32-{v.runtime}"
+            for mname in cfg.explain.methods:
+                method = cam_method(mname)
+                rows = build_rows(
+                    v, mname, method.mode, cams[(v.key, mname)], cams[(base, mname)], reference, data.test_masks[:n_img],
+                    data.test_ids[:n_img], labels, v.outputs["logits"][:n_img].argmax(1), fp32_pred[(v.format, v.runtime)], device.name,
+                )
+                all_rows.append(rows)
+            for i, s in enumerate(v.result.get("samples_s", [])):
+                latency_rows.append({"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "device": device.name, "iteration": i, "batch_size": v.result.get("batch_size"), "latency_ms": s * 1e3})
+        variants += mvariants
+        manifest["stages_s"][mspec.name] = time.perf_counter() - t0
+    results = pd.concat(all_rows, ignore_index=True) if all_rows else pd.DataFrame()
+    bench = variant_table(variants, data.test_y, device.name)
+    summary = summarise(results, [m.name for m in cfg.models])
+    _write_parquet(results, out_dir / "results.parquet")
+    _write_parquet(pd.DataFrame(latency_rows), out_dir / "latency.parquet")
+    _write_csv(bench, out_dir / "bench.csv")
+    _write_csv(summary, out_dir / "summary.csv")
+    manifest["variants"] = {v.key: {"artifact": str(v.artifact_dir.relative_to(out_dir)), "sha256": v.manifest.get("sha256"), "size_bytes": v.manifest.get("size_bytes"), "runtime": v.result.get("runtime"), "error": v.error} for v in variants}
+    manifest["failed"] = [v.key for v in variants if v.error]
+    manifest["wall_s"] = time.perf_counter() - t_start
+    atomic_write_json(out_dir / "manifest.json", manifest)
+    shutil.rmtree(out_dir / ".device", ignore_errors=True)
+    return {"manifest": manifest, "results": results, "bench": bench, "summary": summary}
+
+
+def _host_pred(model: Any, images: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(images[i : i + 128])).argmax(1).numpy() for i in range(0, len(images), 128)])
+
+
+def _write_parquet(df: Any, path: Path) -> None:
+    from edgecam.cache import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def _write_csv(df: Any, path: Path) -> None:
+    from edgecam.cache import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)

@@ -1,0 +1,126 @@
+"""Command line: thin. It builds a RunConfig, calls the library and prints; unset options stay None so that
+the library's (and the config file's) defaults win."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from edgecam import __version__
+from edgecam.errors import EdgecamError
+
+
+class RunProgress:
+    """Rich progress bars, one per stage (train / export / run / CAMs)."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def stage(self, name: str, total: float) -> Callable[[str, float], None]:
+        def update(desc: str, frac: float) -> None:
+            if desc not in self.tasks:
+                self.tasks[desc] = self.progress.add_task(desc, total=100)
+            self.progress.update(self.tasks[desc], completed=min(100.0, 100.0 * frac))
+
+        return update
+
+
+def _fmt(mean: float, std: float) -> str:
+    if mean != mean:  # NaN
+        return "n/a"
+    return f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
+
+
+def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> None:
+    """The Table-1 layout (comparison x metric rows, model columns, best per row in bold) + performance."""
+    from rich.table import Table
+
+    from edgecam.bench.results import HIGHER_IS_BETTER, METRICS
+
+    summary = out["summary"]
+    if not summary.empty:
+        for (fmt, runtime, method), grp in summary.groupby(["format", "runtime", "cam_method"], sort=False):
+            table = Table(title=f"CAM fidelity: {method} ({grp.iloc[0:1].to_dict('records')[0]['format']} / {runtime}), mean ± std over images")
+            table.add_column("Comparison")
+            table.add_column("Metric")
+            for m in models:
+                table.add_column(m, justify="right")
+            for _, row in grp.iterrows():
+                metric_key = next(k for k, lab in METRICS.items() if lab == row["metric"])
+                means = [row[f"{m}_mean"] for m in models]
+                finite = [x for x in means if x == x]
+                best = (max(finite) if HIGHER_IS_BETTER[metric_key] else min(finite)) if finite else None
+                cells = []
+                for m, mean in zip(models, means):
+                    cell = _fmt(mean, row[f"{m}_std"])
+                    cells.append(f"[bold green]{cell}[/]" if best is not None and mean == best and len(models) > 1 else cell)
+                table.add_row(row["comparison"], row["metric"], *cells)
+            console.print(table)
+    bench = out["bench"]
+    table = Table(title="Accuracy, latency and memory (test split; latency at batch 1)")
+    for col in ("model", "runtime", "precision", "accuracy", "agrees fp32", "p50 ms", "p99 ms", "init ms", "peak RSS MB", "size KB"):
+        table.add_column(col, justify="left" if col in ("model", "runtime", "precision") else "right")
+    for _, r in bench.iterrows():
+        if not r["ok"]:
+            table.add_row(r["model"], r["runtime"], r["precision"], "[red]failed[/]", *[""] * 6)
+            continue
+        table.add_row(
+            r["model"], r["runtime"], r["precision"], f"{r['accuracy']:.4f}", f"{r['agrees_fp32']:.4f}",
+            f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['init_ms']:.1f}", f"{r['peak_rss_mb']:.1f}", f"{r['size_bytes'] / 1024:.1f}",
+        )
+    console.print(table)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgecam.bench.sweep import run
+    from edgecam.config import default_config_path, load_config
+
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 150)  # logs and CI: do not squeeze the tables to 80 columns
+    cfg = load_config(args.config or default_config_path())
+    if args.limit is not None:
+        if args.limit < 1:
+            raise EdgecamError(f"--limit: expected a positive integer, got {args.limit}")
+    out_dir = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console, transient=False) as progress:
+        out = run(cfg, out_dir, limit=args.limit, progress=RunProgress(progress), log=console.print)
+    print_summary(console, out, [m.name for m in cfg.models])
+    console.print(f"results: {out_dir}/results.parquet, latency.parquet, bench.csv, summary.csv, manifest.json  ({out['manifest']['wall_s']:.0f} s)")
+    failed = out["manifest"]["failed"]
+    if failed:
+        console.print(f"[red]{len(failed)} variant(s) failed:[/] {', '.join(failed)}")
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgecam", description="Latency, memory and CAM fidelity of quantized vision models on the hardware that runs them.")
+    p.add_argument("--version", action="version", version=f"edgecam {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run an experiment (default: configs/quickstart.toml)")
+    r.add_argument("config", nargs="?", default=None, help="experiment TOML file (default: configs/quickstart.toml)")
+    r.add_argument("--out", default=None, help="run directory (default: runs/<name>-<timestamp>)")
+    r.add_argument("--limit", type=int, default=None, help="test images per variant (overrides data.limit)")
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EdgecamError as exc:
+        print(f"edgecam: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Experiment files (TOML) -> frozen, validated specs. Every error names the file and the field's path.
+
+Each section maps onto a frozen dataclass; unknown keys, wrong types and bad values are rejected before any
+work starts. `RunConfig.to_dict()` is what the run manifest records and what the config hash covers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from edgecam.errors import ConfigError, EdgecamError
+from edgecam.exporters.base import PRECISIONS, QUANT_METHODS, ExportSpec
+from edgecam.models.train import TrainSpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which dataset, and how many test images to benchmark and explain."""
+
+    name: str = "digits-clutter"
+    canvas: int = 64
+    digit_size: int = 24
+    seed: int = 0
+    limit: Optional[int] = 200  # test images per variant (None = the whole split)
+
+    def __post_init__(self) -> None:
+        if self.name != "digits-clutter":
+            raise ConfigError(f"data.name: expected one of digits-clutter, got {self.name!r}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"data.limit: expected a positive integer or nothing, got {self.limit}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model: registry name or `module.path:factory`, optional state dict and CAM layer override."""
+
+    name: str
+    weights: Optional[str] = None
+    target_layer: Optional[str] = None
+    epochs: Optional[int] = None  # overrides train.epochs for this model
+
+    def __post_init__(self) -> None:
+        from edgecam.models import MODELS
+
+        if ":" not in self.name and self.name not in MODELS:
+            raise ConfigError(f"models.name: unknown model {self.name!r}; known models: {', '.join(MODELS.names())} (or 'module.path:factory')")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"models.epochs ({self.name}): expected a positive integer, got {self.epochs}")
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Formats x precisions to build, and the quantization recipe shared by all of them."""
+
+    formats: tuple[str, ...] = ("onnx",)
+    precisions: tuple[str, ...] = PRECISIONS
+    quant: str = "qat"
+    calib_samples: int = 128
+    qat_epochs: int = 2
+    qat_lr: float = 1e-4
+    qat_samples: int = 1024
+    opset: int = 21
+
+    def __post_init__(self) -> None:
+        from edgecam.exporters.base import EXPORTERS
+
+        import edgecam.exporters.onnx  # noqa: F401  (registers "onnx")
+
+        for f in self.formats:
+            EXPORTERS.get(f)
+        for p in self.precisions:
+            if p not in PRECISIONS:
+                raise ConfigError(f"export.precisions: expected values from {', '.join(PRECISIONS)}, got {p!r}")
+        if "fp32" not in self.precisions:
+            raise ConfigError("export.precisions: fp32 is required (it is the reference every CAM is compared with)")
+        if self.quant not in QUANT_METHODS:
+            raise ConfigError(f"export.quant: expected one of {', '.join(QUANT_METHODS)}, got {self.quant!r}")
+
+    def spec(self, precision: str, seed: int) -> ExportSpec:
+        return ExportSpec(precision=precision, quant=self.quant, opset=self.opset, calib_samples=self.calib_samples, qat_epochs=self.qat_epochs, qat_lr=self.qat_lr, qat_samples=self.qat_samples, seed=seed)
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """A runtime to run every artifact of its format with."""
+
+    name: str = "onnxruntime"
+    threads: Optional[int] = None
+    providers: Optional[tuple[str, ...]] = None
+
+    def __post_init__(self) -> None:
+        from edgecam.runtimes import RUNTIMES
+
+        RUNTIMES.get(self.name)
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"runtimes.threads: expected a positive integer, got {self.threads}")
+
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"threads": self.threads}
+        if self.providers:
+            opts["providers"] = list(self.providers)
+        return opts
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """Timing protocol: warm-up runs, timed iterations (raw samples kept), batch size, memory pass."""
+
+    warmup: int = 10
+    iterations: int = 100
+    batch_size: int = 1
+    memory: bool = True
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.iterations < 1 or self.batch_size < 1:
+            raise ConfigError("bench: warmup >= 0, iterations >= 1 and batch_size >= 1 are required")
+
+
+@dataclass(frozen=True)
+class ExplainSpec:
+    """CAM methods to run on every artifact, and which class they explain."""
+
+    methods: tuple[str, ...] = ("gradcampp", "eigencam")
+    reference: str = "gradcampp"
+    target: str = "pred"  # "pred": each variant's own top-1; "label": the ground-truth class
+
+    def __post_init__(self) -> None:
+        from edgecam.explain.cams import CAM_METHODS
+
+        for m in self.methods:
+            CAM_METHODS.get(m)
+        if self.reference not in ("gradcampp", "gradcam", "xgradcam", "layercam", "hirescam"):
+            raise ConfigError(f"explain.reference: expected a gradient CAM (gradcampp, gradcam, xgradcam, layercam, hirescam), got {self.reference!r}")
+        if self.target not in ("pred", "label"):
+            raise ConfigError(f"explain.target: expected 'pred' or 'label', got {self.target!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole experiment. `version` tags the schema so old files can be migrated."""
+
+    name: str = "quickstart"
+    version: int = CONFIG_VERSION
+    device: str = "local"
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    export: ExportSettings = field(default_factory=ExportSettings)
+    models: tuple[ModelSpec, ...] = (ModelSpec("tinycnn"),)
+    runtimes: tuple[RuntimeSpec, ...] = (RuntimeSpec(),)
+    bench: BenchSpec = field(default_factory=BenchSpec)
+    explain: ExplainSpec = field(default_factory=ExplainSpec)
+
+    def __post_init__(self) -> None:
+        if self.version != CONFIG_VERSION:
+            raise ConfigError(f"version: this edgecam reads config version {CONFIG_VERSION}, got {self.version}")
+        if self.device != "local":
+            raise ConfigError(f"device: expected one of local, got {self.device!r}")
+        if not self.models:
+            raise ConfigError("models: at least one [[models]] entry is required")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"models: duplicate model names {names}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# -- generic TOML table -> dataclass, with field paths in every error ------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], path)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        item = args[0]
+        return tuple(_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a table, got {type(value).__name__}")
+        return _build(tp, value, path)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: Any, table: dict[str, Any], path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - fields)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(where + k for k in unknown)}; allowed keys{' in ' + path if path else ''}: {', '.join(sorted(fields))}")
+    kwargs = {k: _convert(v, hints[k], f"{path}.{k}" if path else k) for k, v in table.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{path or 'config'}: {exc}") from exc
+    except TypeError as exc:  # missing required fields
+        raise ConfigError(f"{path or 'config'}: {exc}") from exc
+
+
+def config_from_dict(table: dict[str, Any]) -> RunConfig:
+    return _build(RunConfig, table, "")
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML experiment file; errors name the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from exc
+    try:
+        return config_from_dict(table)
+    except EdgecamError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def default_config_path() -> Path:
+    """configs/quickstart.toml of the source tree (the embedded default); packaged copy as a fallback."""
+    here = Path(__file__).resolve()
+    for cand in (here.parents[2] / "configs" / "quickstart.toml", here.parent / "quickstart.toml"):
+        if cand.is_file():
+            return cand
+    raise ConfigError("the default config configs/quickstart.toml was not found; pass a CONFIG path")

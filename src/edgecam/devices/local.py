@@ -1,0 +1,62 @@
+"""The local device: the agent runs in a fresh subprocess of this machine's Python (process isolation keeps
+the host's torch and caches out of the measured process)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from edgecam.devices.base import DEVICES, Device, RunResult, copy_tree
+
+
+@DEVICES.register("local")
+class LocalDevice(Device):
+    kind = "local"
+
+    def __init__(self, workdir: str | None = None, python: str | None = None) -> None:
+        self.name = "local"
+        self._workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="edgecam-local-"))
+        self._python = python or sys.executable
+
+    def workdir(self) -> str:
+        return str(self._workdir)
+
+    def python(self) -> list[str]:
+        return [self._python]
+
+    def push(self, local: Path, remote: str) -> None:
+        if Path(local).resolve() != Path(remote).resolve():
+            copy_tree(Path(local), Path(remote))
+
+    def pull(self, remote: str, local: Path) -> None:
+        copy_tree(Path(remote), Path(local))
+
+    def run(self, argv: list[str], timeout: float | None = None) -> RunResult:
+        start = time.perf_counter()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        return RunResult(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
+
+    def cleanup(self, remote: str) -> None:
+        shutil.rmtree(remote, ignore_errors=True)
+
+    def info(self) -> dict[str, Any]:
+        import psutil
+
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "arch": platform.machine(),
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "ram_bytes": psutil.virtual_memory().total,
+            "os": platform.platform(),
+            "python": platform.python_version(),
+        }

@@ -1,0 +1,227 @@
+"""ONNX exporter: fp32, int16 and int8 (QDQ) artifacts with two outputs, `logits` and `features`.
+
+fp32: `torch.onnx.export(dynamo=True)` of the model wrapped so that the CAM target layer's activation is a
+second output, then ONNX Runtime's quantization pre-processing (shape inference, Conv+BatchNorm folding).
+int8 / int16: ONNX Runtime's static QDQ quantizer lays out the QuantizeLinear / DequantizeLinear pairs
+(per-channel symmetric weights, int8 or int16 weights and activations); with `quant = "qat"` the scales and
+weights are then learned by quantization-aware fine-tuning of that very graph (`quantize.qat`), with
+`quant = "ptq"` they stay at the MinMax calibration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from edgecam.errors import ArtifactError
+from edgecam.exporters.base import EXPORTERS, Artifact, CalibData, Exporter, ExportSpec, ModelInfo, staging_dir, write_manifest
+
+if TYPE_CHECKING:
+    import torch
+
+
+def two_output_module(model: "torch.nn.Module", target_layer: str) -> "torch.nn.Module":
+    """Wrap `model` so that forward returns (logits, activation of `target_layer`); `.handle.remove()` unhooks."""
+    from torch import nn
+
+    class TwoOutputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self._captured: list[Any] = []
+            self.handle = model.get_submodule(target_layer).register_forward_hook(lambda _m, _i, out: self._captured.append(out))
+
+        def forward(self, x: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+            self._captured.clear()
+            logits = self.model(x)
+            return logits, self._captured[-1]
+
+    return TwoOutputs().eval()
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """Silence the exporters' progress prints and warnings (they would break the progress bars)."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def export_fp32(model: "torch.nn.Module", info: ModelInfo, path: Path, opset: int = 21) -> None:
+    """Export the fp32 two-output ONNX graph (dynamic batch) and pre-process it for quantization."""
+    import torch
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    wrapped = two_output_module(model, info.target_layer)
+    example = torch.zeros((2, *info.input_shape), dtype=torch.float32)
+    raw = path.with_suffix(".raw.onnx")
+    try:
+        with _quiet(), torch.no_grad():
+            torch.onnx.export(
+                wrapped,
+                (example,),
+                str(raw),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["logits", "features"],
+                dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}},
+                external_data=False,
+            )
+            quant_pre_process(str(raw), str(path), skip_symbolic_shape=True)
+    except Exception as exc:
+        raise ArtifactError(f"ONNX export of model {info.name!r} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        wrapped.handle.remove()
+        raw.unlink(missing_ok=True)
+        for extra in path.parent.glob(raw.name + "*"):
+            extra.unlink(missing_ok=True)
+
+
+def _calibration_reader(images: np.ndarray, batch: int = 32) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter([{"input": images[i : i + batch]} for i in range(0, len(images), batch)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    return Reader()
+
+
+def quantize_qdq(fp32_path: Path, out_path: Path, precision: str, calib_images: np.ndarray) -> None:
+    """ONNX Runtime static QDQ quantization, per-channel symmetric weights, MinMax calibration."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    qtype = {"int8": QuantType.QInt8, "int16": QuantType.QInt16}[precision]
+    with _quiet():
+        quantize_static(
+            str(fp32_path),
+            str(out_path),
+            _calibration_reader(calib_images.astype(np.float32)),
+            quant_format=QuantFormat.QDQ,
+            activation_type=qtype,
+            weight_type=qtype,
+            per_channel=True,
+            calibrate_method=CalibrationMethod.MinMax,
+            # biases become int32 DQ for both tiers: a float bias would be int32-quantized by ORT's own
+            # BiasQuantization graph transformer at load time with s_in x s_w, which overflows at int16
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+        )
+
+
+def integer_weight_dtypes(path: Path) -> dict[str, str]:
+    """Names -> element types of the integer initializers read by DequantizeLinear (the stored weights)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            out[node.input[0]] = onnx.TensorProto.DataType.Name(inits[node.input[0]].data_type)
+    return out
+
+
+@EXPORTERS.register("onnx")
+class OnnxExporter(Exporter):
+    """PyTorch -> ONNX (fp32) -> QDQ ONNX (int16 / int8) with QAT-learned or calibrated scales."""
+
+    format = "onnx"
+    supported = ("fp32", "int16", "int8")
+    atol_fp32 = 1e-4
+
+    def __init__(self) -> None:
+        self._fp32_memo: dict[tuple[int, str, int], bytes] = {}  # one fp32 export serves every precision
+
+    def export(
+        self,
+        model: "torch.nn.Module",
+        info: ModelInfo,
+        spec: ExportSpec,
+        out_dir: Path,
+        calib: CalibData | None = None,
+        progress: Callable[[str, float], None] | None = None,
+    ) -> Artifact:
+        """Write `out_dir/model.onnx` + `manifest.json` atomically; nothing is left behind on failure."""
+        import onnx
+        import onnxruntime
+        import torch
+
+        out_dir = Path(out_dir)
+        quant_info: dict[str, Any] = {"method": "none"}
+        with staging_dir(out_dir) as tmp:
+            fp32 = tmp / "fp32.onnx"
+            memo_key = (id(model), info.checkpoint_sha256, spec.opset)
+            if memo_key in self._fp32_memo:
+                fp32.write_bytes(self._fp32_memo[memo_key])
+            else:
+                export_fp32(model, info, fp32, spec.opset)
+                self._fp32_memo = {memo_key: fp32.read_bytes()}
+            final = tmp / "model.onnx"
+            if spec.precision == "fp32":
+                fp32.rename(final)
+            else:
+                if calib is None or len(calib.images) == 0:
+                    raise ArtifactError(f"{info.name} {spec.precision}: quantization needs calibration data (training split)")
+                rng = np.random.default_rng(spec.seed)
+                idx = rng.permutation(len(calib.images))[: spec.calib_samples]
+                qdq = tmp / "qdq.onnx"
+                quantize_qdq(fp32, qdq, spec.precision, calib.images[idx])
+                quant_info = {
+                    "method": spec.quant,
+                    "activation_dtype": spec.precision,
+                    "weight_dtype": spec.precision,
+                    "weights": "per-channel symmetric",
+                    "activations": "per-tensor asymmetric",
+                    "calibration": f"MinMax on {len(idx)} training images (seed {spec.seed})",
+                }
+                if spec.quant == "qat":
+                    from edgecam.exporters.quantize.qat import qat_finetune
+
+                    stats = qat_finetune(fp32, qdq, final, calib, spec, name=f"{info.name}-{spec.precision}", progress=progress)
+                    quant_info.update(stats)
+                    quant_info["scales_from"] = "qat (learned, written into the QDQ graph)"
+                else:
+                    qdq.rename(final)
+                    quant_info["scales_from"] = "ptq calibration"
+                fp32.unlink(missing_ok=True)
+                qdq.unlink(missing_ok=True)
+            opset = next((o.version for o in onnx.load(str(final), load_external_data=False).opset_import if o.domain in ("", "ai.onnx")), spec.opset)
+            probe = two_output_module(model, info.target_layer)
+            with torch.no_grad():
+                logits, feats = probe(torch.zeros((1, *info.input_shape)))
+            probe.handle.remove()
+            fields = {
+                "format": "onnx",
+                "output_shapes": {"logits": ["batch", *logits.shape[1:]], "features": ["batch", *feats.shape[1:]]},
+                "model": info.name,
+                "num_classes": info.num_classes,
+                "precision_requested": spec.precision,
+                "precision_effective": spec.precision,
+                "opset": opset,
+                "input": {
+                    "name": "input",
+                    "shape": ["batch", *info.input_shape],
+                    "dtype": "float32",
+                    "layout": "NCHW",
+                    "value_range": [0.0, 1.0],
+                    "normalisation": {"mean": list(info.mean), "std": list(info.std)},
+                },
+                "target_layer": info.target_layer,
+                "source_checkpoint_sha256": info.checkpoint_sha256,
+                "quantization": quant_info,
+                "export_spec": spec.to_dict(),
+                "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+            }
+            write_manifest(tmp, final, fields)
+        return Artifact.load(out_dir)

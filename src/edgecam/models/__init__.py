@@ -1,0 +1,130 @@
+"""Model registry: `tinycnn`, the six torchvision architectures of arXiv 2403.09939, and custom factories.
+
+Each entry builds an untrained `torch.nn.Module` for `num_classes` and names its default CAM target layer
+(the last convolutional block, as pytorch-grad-cam's README recommends), as a dotted submodule path.
+torch is imported inside the builders so that `import edgecam.models` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from edgecam.errors import ArtifactError, ConfigError
+from edgecam.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """How to build one architecture and where its CAM target layer is."""
+
+    build: Callable[[int], "torch.nn.Module"]
+    target_layer: str
+
+
+MODELS: Registry[ModelEntry] = Registry("model")
+
+
+def _tinycnn(num_classes: int) -> "torch.nn.Module":
+    from torch import nn
+
+    def block(cin: int, cout: int, pool: bool) -> nn.Sequential:
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+        return nn.Sequential(*layers)
+
+    class TinyCNN(nn.Module):
+        """Four conv blocks (12-24-48-96 channels, three 2x2 max-pools: receptive field 38 px > the digit,
+        CAMs 8x8 on a 64x64 input), global average pooling, linear head."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(block(3, 12, True), block(12, 24, True), block(24, 48, True), block(48, 96, False))
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Linear(96, num_classes)
+
+        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+            return self.classifier(self.pool(self.features(x)).flatten(1))
+
+    return TinyCNN()
+
+
+def _torchvision(arch: str) -> Callable[[int], "torch.nn.Module"]:
+    def build(num_classes: int) -> "torch.nn.Module":
+        import torchvision
+
+        return getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+
+    return build
+
+
+MODELS.add("tinycnn", ModelEntry(_tinycnn, "features.3"))
+# Target layers: pytorch-grad-cam README, "Chosing the Target Layer" (last conv block of each family).
+MODELS.add("vgg16", ModelEntry(_torchvision("vgg16"), "features.29"))
+MODELS.add("resnet50", ModelEntry(_torchvision("resnet50"), "layer4.2"))
+MODELS.add("densenet121", ModelEntry(_torchvision("densenet121"), "features.norm5"))
+MODELS.add("mobilenet_v2", ModelEntry(_torchvision("mobilenet_v2"), "features.18"))
+MODELS.add("squeezenet1_0", ModelEntry(_torchvision("squeezenet1_0"), "features.12"))
+MODELS.add("efficientnet_b0", ModelEntry(_torchvision("efficientnet_b0"), "features.8"))
+
+
+def _custom_entry(ref: str, target_layer: str | None) -> ModelEntry:
+    """`package.module:factory` -> entry; the factory is called as `factory(num_classes=N)`."""
+    mod_name, _, attr = ref.partition(":")
+    if not mod_name or not attr:
+        raise ConfigError(f"model {ref!r}: expected a registered name ({', '.join(MODELS.names())}) or 'module.path:factory'")
+    try:
+        factory = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"model {ref!r}: cannot import factory {attr!r} from module {mod_name!r}: {exc}") from exc
+    if target_layer is None:
+        raise ConfigError(f"model {ref!r}: a custom model needs `target_layer` (dotted submodule path of the CAM layer)")
+    return ModelEntry(lambda n: factory(num_classes=n), target_layer)
+
+
+def resolve_entry(name: str, target_layer: str | None = None) -> ModelEntry:
+    """Registry lookup, or a custom `module:factory`; `target_layer` overrides the default."""
+    if ":" in name:
+        return _custom_entry(name, target_layer)
+    entry = MODELS.get(name)
+    return ModelEntry(entry.build, target_layer or entry.target_layer)
+
+
+def build_model(name: str, num_classes: int, weights: str | Path | None = None, target_layer: str | None = None) -> tuple["torch.nn.Module", str]:
+    """Build `name` (eval mode), load an optional state dict (`weights_only=True`), return (model, target_layer)."""
+    entry = resolve_entry(name, target_layer)
+    model = entry.build(num_classes)
+    try:
+        model.get_submodule(entry.target_layer)
+    except AttributeError as exc:
+        raise ConfigError(f"model {name!r}: target_layer {entry.target_layer!r} is not a submodule ({exc})") from exc
+    if weights is not None:
+        load_state_dict_file(model, weights, name)
+    return model.eval(), entry.target_layer
+
+
+def load_state_dict_file(model: "torch.nn.Module", path: str | Path, name: str = "model") -> None:
+    """Load a state dict safely (`weights_only=True`); missing / corrupt / mismatching files name the file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"weights file for {name!r} not found: {path}")
+    try:
+        state: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files (pickle, zip, runtime)
+        raise ArtifactError(f"weights file {path} for {name!r} is corrupt or not a state dict: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ArtifactError(f"weights file {path} for {name!r} holds a {type(state).__name__}, expected a state dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ArtifactError(f"weights file {path} does not fit model {name!r}: {exc}") from exc

@@ -1,0 +1,143 @@
+"""fp32 training on an in-memory dataset, and checkpoints cached by a hash of everything that produced them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from edgecam.cache import atomic_path, atomic_write_json, sha256_file, stable_hash
+from edgecam.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """fp32 training hyper-parameters (Adam + cosine schedule + label smoothing)."""
+
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 5e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    version: int = 2  # 2: BatchNorm statistics re-estimated after training
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"train: epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr: expected a positive number, got {self.lr}")
+
+
+def train_classifier(
+    model: "torch.nn.Module",
+    images: np.ndarray,
+    labels: np.ndarray,
+    spec: TrainSpec,
+    progress: Callable[[str, float], None] | None = None,
+    name: str = "model",
+) -> dict[str, Any]:
+    """Train `model` in place on normalised `images` (N, C, H, W); returns the loss history summary."""
+    import torch
+
+    torch.manual_seed(spec.seed)
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    y = torch.from_numpy(np.array(labels, dtype=np.int64))
+    steps_per_epoch = int(np.ceil(len(x) / spec.batch_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(spec.seed)
+    model.train()
+    losses: list[float] = []
+    step = 0
+    for _epoch in range(spec.epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), spec.batch_size):
+            idx = order[start : start + spec.batch_size]
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx], label_smoothing=0.05)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            if progress is not None:
+                progress(f"train {name}", step / (spec.epochs * steps_per_epoch))
+    recalibrate_batchnorm(model, x, spec.batch_size)
+    model.eval()
+    return {"steps": step, "final_loss": float(np.mean(losses[-steps_per_epoch:]))}
+
+
+def recalibrate_batchnorm(model: "torch.nn.Module", x: "torch.Tensor", batch_size: int, max_samples: int = 1024) -> None:
+    """Re-estimate BatchNorm running statistics with the final weights (cumulative average, no grad).
+
+    Short, high-learning-rate schedules leave the exponential running averages behind the weights; deep
+    nets (MobileNetV2 here) then evaluate at chance although they train well. Standard remedy (e.g. the
+    "BN re-estimation" used after weight averaging, Izmailov et al. 2018).
+    """
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average over the recalibration batches
+    model.train()
+    with torch.no_grad():
+        for start in range(0, min(len(x), max_samples), batch_size):
+            model(x[start : start + batch_size])
+    for bn, m in zip(bns, momenta):
+        bn.momentum = m
+
+
+def accuracy(model: "torch.nn.Module", images: np.ndarray, labels: np.ndarray, batch: int = 256) -> float:
+    """Top-1 accuracy of `model` (eval mode, no grad)."""
+    import torch
+
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            pred = model(torch.from_numpy(np.ascontiguousarray(images[i : i + batch], dtype=np.float32))).argmax(1)
+            correct += int((pred.numpy() == labels[i : i + batch]).sum())
+    return correct / max(1, len(images))
+
+
+def cached_checkpoint(
+    key_obj: dict[str, Any],
+    root: Path,
+    build: Callable[[], "torch.nn.Module"],
+    train: Callable[["torch.nn.Module"], dict[str, Any]],
+) -> tuple["torch.nn.Module", Path, dict[str, Any], bool]:
+    """Load the checkpoint keyed by `key_obj` from `root`, or build + train + save it atomically.
+
+    Returns (model, checkpoint path, metadata, trained_now).
+    """
+    import torch
+
+    key = stable_hash(key_obj)
+    directory = root / key
+    ckpt = directory / "model.pt"
+    meta_path = directory / "meta.json"
+    model = build()
+    if ckpt.is_file() and meta_path.is_file():
+        from edgecam.models import load_state_dict_file
+
+        load_state_dict_file(model, ckpt, str(key_obj.get("model", "model")))
+        return model.eval(), ckpt, json.loads(meta_path.read_text()), False
+    stats = train(model)
+    with atomic_path(ckpt) as tmp:
+        torch.save(model.state_dict(), tmp)
+    meta = {"key": key, "produced_by": key_obj, "train": stats, "sha256": sha256_file(ckpt)}
+    atomic_write_json(meta_path, meta)
+    return model.eval(), ckpt, meta, True
+
+
+def spec_dict(spec: Any) -> dict[str, Any]:
+    return asdict(spec)

@@ -1,0 +1,71 @@
+"""ONNX Runtime adapter (torch-free): configurable providers and thread count."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from edgecam.runtimes.base import Runtime
+
+
+class OnnxRuntime(Runtime):
+    """`onnxruntime.InferenceSession` with explicit threads / providers / graph optimisation level."""
+
+    name = "onnxruntime"
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        if self.threads:
+            so.intra_op_num_threads = int(self.threads)
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        level = str(self.options.get("graph_optimization", "all"))
+        levels = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
+        if level not in levels:
+            raise ValueError("onnxruntime graph_optimization: expected one of %s, got %r" % (", ".join(levels), level))
+        so.graph_optimization_level = levels[level]
+        providers: List[str] = list(self.options.get("providers") or ["CPUExecutionProvider"])
+        available = ort.get_available_providers()
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise ValueError("onnxruntime providers %s are not available here; available: %s" % (missing, available))
+        self.session = ort.InferenceSession(self.model_path, sess_options=so, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        x = feeds.get(self.input_name)
+        if x is None:
+            x = next(iter(feeds.values()))
+        outs = self.session.run(self.output_names, {self.input_name: x})
+        return dict(zip(self.output_names, outs))
+
+    def describe(self) -> Dict[str, Any]:
+        d = super().describe()
+        d["providers"] = self.session.get_providers()
+        return d
+
+    def close(self) -> None:
+        self.__dict__.pop("session", None)
+
+    @classmethod
+    def is_available(cls) -> bool:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    @classmethod
+    def version(cls) -> str:
+        import onnxruntime
+
+        return str(onnxruntime.__version__)

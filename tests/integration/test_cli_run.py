@@ -1,0 +1,74 @@
+"""`edgecam run` end to end through the CLI (tinycnn, a few images), and its bad-input paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+CONFIG = """
+name = "e2e"
+[[models]]
+name = "tinycnn"
+[[runtimes]]
+name = "onnxruntime"
+threads = 1
+[bench]
+warmup = 2
+iterations = 9
+"""
+
+REQUIRED = ["model", "runtime", "precision", "precision_effective", "device", "cam_method", "cam_mode", "image_id", "label", "pred",
+            "top1_correct", "agrees_fp32", "sim_fp32", "cc_fp32", "kld_fp32", "sim_gt", "cc_gt", "kld_gt"]
+
+
+def edgecam(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EDGECAM_CACHE_DIR": str(cache)}
+    return subprocess.run([sys.executable, "-m", "edgecam.cli", *args], capture_output=True, text=True, env=env, timeout=900)
+
+
+def test_run_writes_results_and_reuses_cache(trained_tinycnn, session_cache: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "e2e.toml"
+    cfg.write_text(CONFIG)
+    out = tmp_path / "run"
+    proc = edgecam(["run", str(cfg), "--out", str(out), "--limit", "12"], session_cache)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "int8 v. fp32" in proc.stdout and "p50 ms" in proc.stdout
+    results = pd.read_parquet(out / "results.parquet")
+    assert len(results) == 12 * 3 * 2  # images x precisions x CAM methods
+    assert set(REQUIRED) <= set(results.columns)
+    assert set(results["cam_mode"]) == {"mirror", "surrogate"}
+    fp32 = results[results["precision"] == "fp32"]
+    assert fp32["agrees_fp32"].all() and (fp32["cc_fp32"] > 0.999).all()  # fp32 vs itself
+    latency = pd.read_parquet(out / "latency.parquet")
+    assert len(latency) == 3 * 9 and (latency["latency_ms"] > 0).all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert {"tinycnn_mean", "tinycnn_std"} <= set(summary.columns)
+    bench = pd.read_csv(out / "bench.csv")
+    assert bench["ok"].all() and (bench["peak_rss_mb"] > 0).all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["models"]["tinycnn"]["checkpoint"]["trained_now"] is False  # the fixture trained it
+    assert manifest["versions"]["onnxruntime"] and manifest["host"]["cores"] >= 1
+    assert (out / "artifacts" / "tinycnn-onnx-int8" / "manifest.json").is_file()
+
+
+def test_run_with_unknown_key_exits_2_naming_the_field(tmp_path: Path, session_cache: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[bench]\niteratons = 3\n")
+    proc = edgecam(["run", str(cfg), "--out", str(tmp_path / "r")], session_cache)
+    assert proc.returncode == 2
+    assert "bench.iteratons" in proc.stderr and "iterations" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_with_missing_weights_names_the_file(tmp_path: Path, session_cache: Path) -> None:
+    cfg = tmp_path / "w.toml"
+    cfg.write_text(f'[[models]]\nname = "tinycnn"\nweights = "{tmp_path / "nope.pt"}"\n')
+    proc = edgecam(["run", str(cfg), "--out", str(tmp_path / "r")], session_cache)
+    assert proc.returncode == 2
+    assert "nope.pt" in proc.stderr and "not found" in proc.stderr

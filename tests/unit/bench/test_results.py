@@ -1,0 +1,35 @@
+"""Latency statistics and the Table-1 summary layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from edgecam.bench.results import summarise
+from edgecam.bench.timing import latency_stats
+
+
+def test_latency_stats_in_ms() -> None:
+    s = latency_stats([0.001, 0.002, 0.003, 0.004, 0.010])
+    assert s["p50_ms"] == 3.0
+    assert s["min_ms"] == 1.0
+    assert abs(s["mean_ms"] - 4.0) < 1e-12
+    assert abs(s["std_ms"] - np.std([1, 2, 3, 4, 10], ddof=1)) < 1e-12
+    assert s["p90_ms"] == np.percentile([1, 2, 3, 4, 10], 90)
+    assert np.isnan(latency_stats([])["p50_ms"])
+
+
+def test_summary_is_table1_layout() -> None:
+    rows = []
+    for model in ("a", "b"):
+        for precision in ("fp32", "int8"):
+            for i in range(3):
+                rows.append({"model": model, "format": "onnx", "runtime": "ort", "cam_method": "m", "precision": precision,
+                             "sim_gt": 0.1 * i, "cc_gt": np.nan if i == 0 else 0.5, "kld_gt": 1.0, "sim_fp32": 1.0, "cc_fp32": 1.0, "kld_fp32": 0.0})
+    s = summarise(pd.DataFrame(rows), ["a", "b"])
+    assert list(s["comparison"].unique()) == ["fp32 v. GT", "int8 v. GT", "int8 v. fp32"]
+    assert len(s) == 9  # 3 comparisons x 3 metrics
+    row = s[(s["comparison"] == "fp32 v. GT") & (s["metric"].str.startswith("SIM"))].iloc[0]
+    assert abs(row["a_mean"] - 0.1) < 1e-12 and abs(row["a_std"] - 0.1) < 1e-12
+    cc_row = s[(s["comparison"] == "fp32 v. GT") & (s["metric"].str.startswith("CC"))].iloc[0]
+    assert cc_row["a_nan"] == 1 and cc_row["a_mean"] == 0.5  # NaN (constant map) excluded and counted

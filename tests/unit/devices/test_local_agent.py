@@ -1,0 +1,58 @@
+"""The agent on the local device: timing + outputs pass, memory pass, failures reported with the cause."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ort_outputs
+
+from edgecam.devices.base import JobFailed
+from edgecam.devices.local import LocalDevice
+
+JOB = {"runtime": "onnxruntime", "runtime_options": {"threads": 1}, "warmup": 2, "iterations": 7, "batch_size": 1}
+
+
+def test_run_job_returns_samples_and_outputs(trained_tinycnn, tmp_path: Path) -> None:
+    dev = LocalDevice(workdir=str(tmp_path / "dev"))
+    x = trained_tinycnn.data.test_x[:37]
+    result, outputs = dev.run_job(trained_tinycnn.artifacts["int8"], x, {**JOB, "mode": "run"})
+    assert len(result["samples_s"]) == 7 and all(s > 0 for s in result["samples_s"])
+    assert result["init_s"] > 0 and result["first_s"] > 0
+    assert outputs["logits"].shape == (37, 10) and outputs["features"].shape == (37, 96, 8, 8)
+    np.testing.assert_allclose(outputs["logits"], ort_outputs(trained_tinycnn.artifacts["int8"], x)["logits"], atol=1e-5)
+    assert result["runtime"]["providers"] == ["CPUExecutionProvider"]
+    assert not any((tmp_path / "dev" / "jobs").iterdir())  # job dirs cleaned up
+
+
+def test_memory_pass_reports_peak_rss(trained_tinycnn, tmp_path: Path) -> None:
+    dev = LocalDevice(workdir=str(tmp_path / "dev"))
+    result, outputs = dev.run_job(trained_tinycnn.artifacts["fp32"], trained_tinycnn.data.test_x[:3], {**JOB, "mode": "memory"})
+    assert outputs == {}
+    assert result["peak_rss_bytes"] >= result["rss_after_run_bytes"] > 10 * 2**20
+
+
+def test_null_runtime_measures_harness_overhead(trained_tinycnn, tmp_path: Path) -> None:
+    dev = LocalDevice(workdir=str(tmp_path / "dev"))
+    result, outputs = dev.run_job(trained_tinycnn.artifacts["fp32"], trained_tinycnn.data.test_x[:5], {**JOB, "runtime": "null", "mode": "run"})
+    assert outputs["logits"].shape == (5, 10) and not outputs["logits"].any()
+    assert outputs["features"].shape == (5, 96, 8, 8)
+    assert np.median(result["samples_s"]) < 1e-3
+
+
+def test_corrupt_artifact_fails_with_cause(trained_tinycnn, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(trained_tinycnn.artifacts["fp32"], bad)
+    (bad / "model.onnx").write_bytes(b"this is not an onnx file")
+    dev = LocalDevice(workdir=str(tmp_path / "dev"))
+    with pytest.raises(JobFailed, match="model.onnx|INVALID_PROTOBUF|Protobuf"):
+        dev.run_job(bad, trained_tinycnn.data.test_x[:2], {**JOB, "mode": "run"})
+
+
+def test_info_describes_the_machine(tmp_path: Path) -> None:
+    info = LocalDevice(workdir=str(tmp_path)).info()
+    assert info["cores"] >= 1 and info["ram_bytes"] > 0 and info["python"].count(".") == 2
+    json.dumps(info)

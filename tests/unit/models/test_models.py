@@ -1,0 +1,65 @@
+"""Model registry: the seven architectures build with their CAM layers; custom factories and weights files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgecam.errors import ArtifactError, ConfigError
+from edgecam.models import MODELS, build_model
+
+
+@pytest.mark.parametrize("name", ["tinycnn", "mobilenet_v2", "squeezenet1_0", "efficientnet_b0", "resnet50", "densenet121", "vgg16"])
+def test_registry_models_build_with_target_layer(name: str) -> None:
+    model, layer = build_model(name, 7)
+    feats: list[torch.Tensor] = []
+    model.get_submodule(layer).register_forward_hook(lambda m, i, o: feats.append(o))
+    with torch.no_grad():
+        y = model(torch.zeros(1, 3, 64, 64))
+    assert y.shape == (1, 7)
+    assert feats[0].ndim == 4 and feats[0].shape[-1] >= 2  # a spatial map to explain
+
+
+def test_custom_factory_with_state_dict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "mymodels.py").write_text(
+        "import torch\n"
+        "def small(num_classes):\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, num_classes))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model, layer = build_model("mymodels:small", 3, target_layer="1")
+    weights = tmp_path / "w.pt"
+    torch.save(model.state_dict(), weights)
+    loaded, _ = build_model("mymodels:small", 3, weights=weights, target_layer="1")
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    sys.modules.pop("mymodels", None)
+
+
+def test_bad_weights_files_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="not found: .*missing.pt"):
+        build_model("tinycnn", 10, weights=tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage")
+    with pytest.raises(ArtifactError, match="corrupt.pt.*corrupt"):
+        build_model("tinycnn", 10, weights=corrupt)
+    other = tmp_path / "other.pt"
+    torch.save(build_model("tinycnn", 5)[0].state_dict(), other)
+    with pytest.raises(ArtifactError, match="does not fit model 'tinycnn'"):
+        build_model("tinycnn", 10, weights=other)
+
+
+def test_custom_model_errors() -> None:
+    with pytest.raises(ConfigError, match="cannot import"):
+        build_model("no_such_module_xyz:f", 10, target_layer="x")
+    with pytest.raises(ConfigError, match="target_layer"):
+        build_model("torch.nn:Identity", 10)
+    with pytest.raises(ConfigError, match="not a submodule"):
+        build_model("tinycnn", 10, target_layer="features.99")
+
+
+def test_registry_has_the_papers_architectures() -> None:
+    assert set(MODELS.names()) == {"tinycnn", "vgg16", "resnet50", "densenet121", "mobilenet_v2", "squeezenet1_0", "efficientnet_b0"}
