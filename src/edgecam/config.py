@@ -72,6 +72,7 @@ class ExportSettings:
     qat_epochs: int = 2
     qat_lr: float = 1e-4
     qat_samples: int = 1024
+    int8_weight_range: str = "auto"
     opset: int = 21
 
     def __post_init__(self) -> None:
@@ -90,7 +91,7 @@ class ExportSettings:
             raise ConfigError(f"export.quant: expected one of {', '.join(QUANT_METHODS)}, got {self.quant!r}")
 
     def spec(self, precision: str, seed: int) -> ExportSpec:
-        return ExportSpec(precision=precision, quant=self.quant, opset=self.opset, calib_samples=self.calib_samples, qat_epochs=self.qat_epochs, qat_lr=self.qat_lr, qat_samples=self.qat_samples, seed=seed)
+        return ExportSpec(precision=precision, quant=self.quant, opset=self.opset, calib_samples=self.calib_samples, qat_epochs=self.qat_epochs, qat_lr=self.qat_lr, qat_samples=self.qat_samples, int8_weight_range=self.int8_weight_range, seed=seed)
 
 
 @dataclass(frozen=True)

@@ -72,3 +72,19 @@ def test_run_with_missing_weights_names_the_file(tmp_path: Path, session_cache: 
     proc = edgecam(["run", str(cfg), "--out", str(tmp_path / "r")], session_cache)
     assert proc.returncode == 2
     assert "nope.pt" in proc.stderr and "not found" in proc.stderr
+
+
+def test_failed_variant_is_recorded_and_run_exits_1(trained_tinycnn, session_cache: Path, tmp_path: Path) -> None:
+    """A runtime that cannot start (a provider this machine lacks) fails its variants; the run still writes
+    its results, lists the failures, and exits 1."""
+    cfg = tmp_path / "fail.toml"
+    cfg.write_text(CONFIG.replace('threads = 1', 'threads = 1\nproviders = ["NoSuchExecutionProvider"]'))
+    out = tmp_path / "run"
+    proc = edgecam(["run", str(cfg), "--out", str(out), "--limit", "4"], session_cache)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "failed" in proc.stdout and "NoSuchExecutionProvider" in proc.stdout
+    bench = pd.read_csv(out / "bench.csv")
+    assert len(bench) == 3 and not bench["ok"].any()
+    assert bench["error"].str.contains("not available").all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["failed"]) == sorted(f"tinycnn-onnx-{p}-onnxruntime" for p in ("fp32", "int16", "int8"))

@@ -91,7 +91,7 @@ def _versions() -> dict[str, str]:
 
 def prepare_model(mspec: ModelSpec, cfg: RunConfig, data: Datasets, progress: Progress | None = None) -> tuple[Any, str, dict[str, Any]]:
     """fp32 model for `mspec`: the user's weights, or trained on the data (cached by what produced it)."""
-    from edgecam.models import build_model
+    from edgecam.models import build_model, resolve_entry
     from edgecam.models.train import TrainSpec, accuracy, cached_checkpoint, train_classifier
 
     if mspec.weights:
@@ -104,7 +104,7 @@ def prepare_model(mspec: ModelSpec, cfg: RunConfig, data: Datasets, progress: Pr
         import torch
 
         key = {"model": mspec.name, "classes": data.n_classes, "data": data.fingerprint, "train": tspec.__dict__, "torch": torch.__version__, "norm": [MEAN, STD]}
-        _, layer = build_model(mspec.name, data.n_classes, None, mspec.target_layer)
+        layer = resolve_entry(mspec.name, mspec.target_layer).target_layer
         model, _ckpt, meta, trained = cached_checkpoint(
             key,
             cache_dir() / "checkpoints" / mspec.name,
@@ -122,7 +122,9 @@ def build_artifact(model: Any, mspec: ModelSpec, layer: str, ckpt_sha: str, fmt:
 
     spec = cfg.export.spec(precision, cfg.train.seed)
     info = ModelInfo(mspec.name, data.n_classes, layer, tuple(data.test_x.shape[1:]), MEAN, STD, ckpt_sha)  # type: ignore[arg-type]
-    key = stable_hash({"info": info.__dict__, "spec": spec.to_dict(), "format": fmt, "data": data.fingerprint, "versions": _versions()})
+    from edgecam.exporters.onnx import resolve_weight_range
+
+    key = stable_hash({"info": info.__dict__, "spec": spec.to_dict(), "weight_range": resolve_weight_range(spec.int8_weight_range), "format": fmt, "data": data.fingerprint, "versions": _versions()})
     out = cache_dir() / "artifacts" / f"{mspec.name}-{fmt}-{precision}-{key}"
     try:
         Artifact.load(out)
@@ -148,12 +150,11 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     """Run the whole experiment into `out_dir`; returns the manifest. `progress` is a `RunProgress` or None."""
     import pandas as pd
 
-    from edgecam.bench.results import build_rows, summarise, variant_table
     import torch
 
+    from edgecam.bench.results import summarise, variant_table
     from edgecam.devices.local import LocalDevice
-    from edgecam.exporters.base import EXPORTERS
-    from edgecam.explain.cams import CamContext, cam_method, reference_cams
+    from edgecam.exporters.base import EXPORTERS, Artifact
     from edgecam.runtimes import RUNTIME_FORMATS
 
     t_start = time.perf_counter()
@@ -193,8 +194,6 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
                 if art_dir.exists():
                     shutil.rmtree(art_dir)
                 shutil.copytree(art_cache, art_dir)
-                from edgecam.exporters.base import Artifact
-
                 art = Artifact.load(art_dir)
                 for rspec in cfg.runtimes:
                     if RUNTIME_FORMATS.get(rspec.name, fmt) not in (fmt, "*"):
@@ -207,40 +206,8 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
                     if v.error:
                         log(f"[red]FAILED[/red] {v.key}: {v.error.splitlines()[0]}")
                     mvariants.append(v)
-        # -- explain: reference CAM once per model, then every method on every variant ---------------------
-        ctx = CamContext(model, layer, data.test_x[:n_img])
-        labels = data.test_y[:n_img]
-        fp32_pred = {}
-        cams: dict[tuple[str, str], np.ndarray] = {}
-        step = stage(f"CAMs {mspec.name}", 1.0)
-        ok = [v for v in mvariants if not v.error]
-        todo = len(ok) * len(cfg.explain.methods) + 1
-        done = 0
-        host_pred = _host_pred(model, ctx.images)
-        ref_targets = labels if cfg.explain.target == "label" else host_pred
-        reference = reference_cams(ctx, cfg.explain.reference, ref_targets)
-        done += 1
-        step(f"CAMs {mspec.name}", done / todo)
-        for v in ok:
-            logits = v.outputs["logits"][:n_img]
-            feats = v.outputs["features"][:n_img]
-            pred = logits.argmax(1)
-            if v.precision == "fp32":
-                fp32_pred[(v.format, v.runtime)] = pred
-            targets = labels if cfg.explain.target == "label" else pred
-            for mname in cfg.explain.methods:
-                cams[(v.key, mname)] = cam_method(mname)(ctx, feats, targets)
-                done += 1
-                step(f"CAMs {mspec.name}", done / todo)
-        for v in ok:
-            base = f"{v.model}-{v.format}-fp32-{v.runtime}"
-            for mname in cfg.explain.methods:
-                method = cam_method(mname)
-                rows = build_rows(
-                    v, mname, method.mode, cams[(v.key, mname)], cams[(base, mname)], reference, data.test_masks[:n_img],
-                    data.test_ids[:n_img], labels, v.outputs["logits"][:n_img].argmax(1), fp32_pred[(v.format, v.runtime)], device.name,
-                )
-                all_rows.append(rows)
+        all_rows += explain_model(model, layer, mvariants, cfg, data, n_img, device.name, stage(f"CAMs {mspec.name}", 1.0), log)
+        for v in mvariants:
             for i, s in enumerate(v.result.get("samples_s", [])):
                 latency_rows.append({"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "device": device.name, "iteration": i, "batch_size": v.result.get("batch_size"), "latency_ms": s * 1e3})
         variants += mvariants
@@ -258,6 +225,43 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     atomic_write_json(out_dir / "manifest.json", manifest)
     shutil.rmtree(out_dir / ".device", ignore_errors=True)
     return {"manifest": manifest, "results": results, "bench": bench, "summary": summary}
+
+
+def explain_model(model: Any, layer: str, variants: list[Variant], cfg: RunConfig, data: Datasets, n_img: int, device: str, step: Progress, log: Callable[[str], None]) -> list[Any]:
+    """Reference CAM once per model, every CAM method on every variant, then the per-image comparison rows.
+
+    A variant is compared with the fp32 variant of the same format and runtime; if that one failed, the
+    variant gets no rows (logged), since "vs fp32" would be undefined."""
+    from edgecam.bench.results import build_rows
+    from edgecam.explain.cams import CamContext, cam_method, reference_cams
+
+    ctx = CamContext(model, layer, data.test_x[:n_img])
+    labels = data.test_y[:n_img]
+    ok = [v for v in variants if not v.error]
+    todo = len(ok) * len(cfg.explain.methods) + 1
+    ref_targets = labels if cfg.explain.target == "label" else _host_pred(model, ctx.images)
+    reference = reference_cams(ctx, cfg.explain.reference, ref_targets)
+    step(f"CAMs {variants[0].model if variants else ''}", 1 / todo)
+    cams: dict[tuple[str, str], np.ndarray] = {}
+    preds: dict[str, np.ndarray] = {}
+    for v in ok:
+        preds[v.key] = v.outputs["logits"][:n_img].argmax(1)
+        targets = labels if cfg.explain.target == "label" else preds[v.key]
+        for mname in cfg.explain.methods:
+            cams[(v.key, mname)] = cam_method(mname)(ctx, v.outputs["features"][:n_img], targets)
+            step(f"CAMs {v.model}", (len(cams) + 1) / todo)
+    rows = []
+    for v in ok:
+        base = f"{v.model}-{v.format}-fp32-{v.runtime}"
+        if base not in preds:
+            log(f"[yellow]no fp32 {v.format}/{v.runtime} variant of {v.model}: {v.key} has no CAM comparison rows[/yellow]")
+            continue
+        for mname in cfg.explain.methods:
+            rows.append(build_rows(
+                v, mname, cam_method(mname).mode, cams[(v.key, mname)], cams[(base, mname)], reference, data.test_masks[:n_img],
+                data.test_ids[:n_img], labels, preds[v.key], preds[base], device,
+            ))
+    return rows
 
 
 def _host_pred(model: Any, images: np.ndarray) -> np.ndarray:

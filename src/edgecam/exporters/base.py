@@ -37,6 +37,9 @@ class ExportSpec:
     qat_lr: float = 1e-4
     qat_batch_size: int = 64
     qat_samples: int = 1024  # training images seen per QAT epoch (a seeded subset; fine-tuning, not training)
+    # int8 weights: "full" [-127, 127]; "reduced" [-64, 64] (ORT reduce_range: no int16 saturation in x86
+    # AVX2 int8 kernels); "auto": reduced on an x86 build host without VNNI
+    int8_weight_range: str = "auto"
     seed: int = 0
     version: int = 1
 
@@ -50,6 +53,8 @@ class ExportSpec:
         for name in ("calib_samples", "qat_batch_size", "qat_samples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"export.{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.int8_weight_range not in ("auto", "full", "reduced"):
+            raise ConfigError(f"export.int8_weight_range: expected one of auto, full, reduced, got {self.int8_weight_range!r}")
         if self.qat_epochs < 0 or self.qat_lr <= 0:
             raise ConfigError("export.qat_epochs must be >= 0 and export.qat_lr > 0")
 

@@ -98,9 +98,37 @@ def _calibration_reader(images: np.ndarray, batch: int = 32) -> Any:
     return Reader()
 
 
-def quantize_qdq(fp32_path: Path, out_path: Path, precision: str, calib_images: np.ndarray) -> None:
-    """ONNX Runtime static QDQ quantization, per-channel symmetric weights, MinMax calibration."""
+def x86_without_vnni() -> bool:
+    """True on an x86 CPU without AVX-VNNI / AVX512-VNNI, where ONNX Runtime's int8 GEMM (vpmaddubsw) can
+    saturate int16 partial sums of 8-bit weights; ORT's documented remedy is 7-bit weights (reduce_range)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_vnni" not in flags and "avx_vnni" not in flags
+
+
+def resolve_weight_range(spec_value: str) -> str:
+    """"auto" -> "reduced" on x86 without VNNI (the local device is the build host), else "full"."""
+    if spec_value == "auto":
+        return "reduced" if x86_without_vnni() else "full"
+    return spec_value
+
+
+def quantize_qdq(fp32_path: Path, out_path: Path, precision: str, calib_images: np.ndarray, weight_range: str = "full") -> None:
+    """ONNX Runtime static QDQ quantization, per-channel symmetric weights, MinMax calibration.
+
+    `weight_range = "reduced"` stores int8 weights in [-64, 64] (ORT's reduce_range), recorded in the model's
+    metadata so that the QAT simulator uses the same range."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from edgecam.exporters.quantize.graph import WEIGHT_QMAX_KEY
 
     qtype = {"int8": QuantType.QInt8, "int16": QuantType.QInt16}[precision]
     with _quiet():
@@ -112,11 +140,16 @@ def quantize_qdq(fp32_path: Path, out_path: Path, precision: str, calib_images: 
             activation_type=qtype,
             weight_type=qtype,
             per_channel=True,
+            reduce_range=precision == "int8" and weight_range == "reduced",
             calibrate_method=CalibrationMethod.MinMax,
             # biases become int32 DQ for both tiers: a float bias would be int32-quantized by ORT's own
             # BiasQuantization graph transformer at load time with s_in x s_w, which overflows at int16
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
         )
+    if precision == "int8" and weight_range == "reduced":
+        model = onnx.load(str(out_path))
+        onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, f"{WEIGHT_QMAX_KEY}.int8": "64"})
+        onnx.save(model, str(out_path))
 
 
 def integer_weight_dtypes(path: Path) -> dict[str, str]:
@@ -176,8 +209,10 @@ class OnnxExporter(Exporter):
                 rng = np.random.default_rng(spec.seed)
                 idx = rng.permutation(len(calib.images))[: spec.calib_samples]
                 qdq = tmp / "qdq.onnx"
-                quantize_qdq(fp32, qdq, spec.precision, calib.images[idx])
+                weight_range = resolve_weight_range(spec.int8_weight_range) if spec.precision == "int8" else "full"
+                quantize_qdq(fp32, qdq, spec.precision, calib.images[idx], weight_range)
                 quant_info = {
+                    "weight_range": weight_range,
                     "method": spec.quant,
                     "activation_dtype": spec.precision,
                     "weight_dtype": spec.precision,

@@ -38,6 +38,8 @@ QRANGE = {  # ONNX element type -> (qmin, qmax) of the full range, used for acti
 }
 
 
+WEIGHT_QMAX_KEY = "edgecam.weight_qmax"  # metadata_props key prefix: "<key>.int8" -> symmetric qmax of int8 weights
+
 # int32 bias bound: 2**31 - 128 is the largest float32 below 2**31 (float32(2**31 - 1) rounds UP to 2**31,
 # which wraps to -2**31 when cast)
 INT32_MAX = float(2**31 - 2**7)
@@ -99,6 +101,8 @@ class OnnxGraphModule(nn.Module):
         self.output_names = [o.name for o in model.graph.output]
         inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
         fp32_weights = fp32_weights or {}
+        # symmetric weight range per integer type, e.g. {"int8": 64} for ORT's reduce_range (7-bit weights)
+        weight_qmax = {k[len(WEIGHT_QMAX_KEY) + 1 :]: int(p.value) for p in model.metadata_props for k in [p.key] if k.startswith(WEIGHT_QMAX_KEY + ".")}
         self.params = nn.ParameterDict()
         self.consts: dict[str, torch.Tensor] = {}
         self.weight_dq: dict[str, tuple[str, int, int]] = {}  # quantized init -> (param key, axis, qmax)
@@ -116,7 +120,8 @@ class OnnxGraphModule(nn.Module):
                 if inits[qname].dtype != np.int32:
                     self.params[_key(qname)] = nn.Parameter(torch.from_numpy(_float_original(qname, node, inits, fp32_weights)))
                     qmin, qmax = QRANGE[onnx.helper.np_dtype_to_tensor_dtype(inits[qname].dtype)]
-                    self.weight_dq[qname] = (_key(qname), int(_attrs(node).get("axis", 1)), min(-qmin, qmax))
+                    qmax = weight_qmax.get(str(inits[qname].dtype), min(-qmin, qmax))
+                    self.weight_dq[qname] = (_key(qname), int(_attrs(node).get("axis", 1)), qmax)
         for node in self.nodes:  # int32 biases: scale = input scale x weight scale (ORT quantize_bias_static)
             if node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and node.input[2] in producer:
                 x_dq, w_dq, b_dq = (producer.get(n) for n in node.input[:3])
