@@ -50,15 +50,26 @@ class ModelSpec:
     name: str
     weights: Optional[str] = None
     target_layer: Optional[str] = None
-    epochs: Optional[int] = None  # overrides train.epochs for this model
+    epochs: Optional[int] = None  # per-model overrides of the [train] recipe
+    lr: Optional[float] = None
+    batch_size: Optional[int] = None
 
     def __post_init__(self) -> None:
         from edgecam.models import MODELS
 
         if ":" not in self.name and self.name not in MODELS:
             raise ConfigError(f"models.name: unknown model {self.name!r}; known models: {', '.join(MODELS.names())} (or 'module.path:factory')")
-        if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"models.epochs ({self.name}): expected a positive integer, got {self.epochs}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"models.{name} ({self.name}): expected a positive integer, got {value}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"models.lr ({self.name}): expected a positive number, got {self.lr}")
+
+    def train_spec(self, base: TrainSpec) -> TrainSpec:
+        """The [train] recipe with this model's overrides applied."""
+        overrides = {k: getattr(self, k) for k in ("epochs", "lr", "batch_size") if getattr(self, k) is not None}
+        return dataclasses.replace(base, **overrides)
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ def _versions() -> dict[str, str]:
 def prepare_model(mspec: ModelSpec, cfg: RunConfig, data: Datasets, progress: Progress | None = None) -> tuple[Any, str, dict[str, Any]]:
     """fp32 model for `mspec`: the user's weights, or trained on the data (cached by what produced it)."""
     from edgecam.models import build_model, resolve_entry
-    from edgecam.models.train import TrainSpec, accuracy, cached_checkpoint, train_classifier
+    from edgecam.models.train import accuracy, cached_checkpoint, train_classifier
 
     if mspec.weights:
         model, layer = build_model(mspec.name, data.n_classes, mspec.weights, mspec.target_layer)
@@ -100,7 +100,7 @@ def prepare_model(mspec: ModelSpec, cfg: RunConfig, data: Datasets, progress: Pr
 
         meta: dict[str, Any] = {"sha256": sha256_file(mspec.weights), "source": str(mspec.weights), "trained_now": False}
     else:
-        tspec = cfg.train if mspec.epochs is None else TrainSpec(**{**cfg.train.__dict__, "epochs": mspec.epochs})
+        tspec = mspec.train_spec(cfg.train)
         import torch
 
         key = {"model": mspec.name, "classes": data.n_classes, "data": data.fingerprint, "train": tspec.__dict__, "torch": torch.__version__, "norm": [MEAN, STD]}
@@ -108,12 +108,20 @@ def prepare_model(mspec: ModelSpec, cfg: RunConfig, data: Datasets, progress: Pr
         model, _ckpt, meta, trained = cached_checkpoint(
             key,
             cache_dir() / "checkpoints" / mspec.name,
-            lambda: build_model(mspec.name, data.n_classes, None, mspec.target_layer)[0],
+            lambda: _seeded(tspec.seed, lambda: build_model(mspec.name, data.n_classes, None, mspec.target_layer)[0]),
             lambda m: train_classifier(m, data.train_x, data.train_y, tspec, progress, mspec.name),
         )
         meta = {**meta, "trained_now": trained}
     meta["host_fp32_accuracy"] = accuracy(model, data.test_x, data.test_y)
     return model, layer, meta
+
+
+def _seeded(seed: int, fn: Callable[[], Any]) -> Any:
+    """Call `fn` with torch's global RNG seeded: weight initialisation must not depend on what ran before."""
+    import torch
+
+    torch.manual_seed(seed)
+    return fn()
 
 
 def build_artifact(model: Any, mspec: ModelSpec, layer: str, ckpt_sha: str, fmt: str, precision: str, cfg: RunConfig, data: Datasets, exporter: Any, progress: Progress | None = None) -> tuple[Path, bool]:
@@ -177,19 +185,23 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
         "variants": {},
         "stages_s": {},
     }
+    timings: dict[str, float] = manifest["stages_s"]
     all_rows: list[pd.DataFrame] = []
     latency_rows: list[dict[str, Any]] = []
     variants: list[Variant] = []
     for mspec in cfg.models:
         t0 = time.perf_counter()
         model, layer, meta = prepare_model(mspec, cfg, data, stage(f"train {mspec.name}", 1.0))
+        timings[f"train {mspec.name}" + ("" if meta["trained_now"] else " (cached)")] = time.perf_counter() - t0
         manifest["models"][mspec.name] = {"target_layer": layer, "checkpoint": meta}
         log(f"{mspec.name}: fp32 host accuracy {meta['host_fp32_accuracy']:.4f} ({'trained now' if meta['trained_now'] else 'cached checkpoint'})")
         mvariants: list[Variant] = []
         for fmt in cfg.export.formats:
             exporter = EXPORTERS.get(fmt)()
             for precision in cfg.export.precisions:
+                t_export = time.perf_counter()
                 art_cache, built = build_artifact(model, mspec, layer, meta["sha256"], fmt, precision, cfg, data, exporter, stage(f"export {mspec.name} {precision}", 1.0))
+                timings[f"export {mspec.name} {fmt} {precision}" + ("" if built else " (cached)")] = time.perf_counter() - t_export
                 art_dir = out_dir / "artifacts" / f"{mspec.name}-{fmt}-{precision}"
                 if art_dir.exists():
                     shutil.rmtree(art_dir)
@@ -201,17 +213,20 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
                     v = Variant(mspec.name, fmt, precision, rspec.name, art_dir, art.manifest)
                     step = stage(f"run {v.key}", 1.0)
                     step(f"run {v.key}", 0.0)
+                    t_run = time.perf_counter()
                     run_variant(v, rspec, cfg, data, device)
+                    timings[f"run {v.key}"] = time.perf_counter() - t_run
                     step(f"run {v.key}", 1.0)
                     if v.error:
                         log(f"[red]FAILED[/red] {v.key}: {v.error.splitlines()[0]}")
                     mvariants.append(v)
+        t_cam = time.perf_counter()
         all_rows += explain_model(model, layer, mvariants, cfg, data, n_img, device.name, stage(f"CAMs {mspec.name}", 1.0), log)
+        timings[f"CAMs + metrics {mspec.name}"] = time.perf_counter() - t_cam
         for v in mvariants:
             for i, s in enumerate(v.result.get("samples_s", [])):
                 latency_rows.append({"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "device": device.name, "iteration": i, "batch_size": v.result.get("batch_size"), "latency_ms": s * 1e3})
         variants += mvariants
-        manifest["stages_s"][mspec.name] = time.perf_counter() - t0
     results = pd.concat(all_rows, ignore_index=True) if all_rows else pd.DataFrame()
     bench = variant_table(variants, data.test_y, device.name)
     summary = summarise(results, [m.name for m in cfg.models])
