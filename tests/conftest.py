@@ -67,3 +67,24 @@ def ort_outputs(artifact_dir: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     art = Artifact.load(artifact_dir)
     with OnnxRuntime(str(art.path), threads=2) as rt:
         return rt.run({"input": x})
+
+
+@pytest.fixture(scope="session")
+def tflite_tinycnn(trained_tinycnn: Trained) -> dict[str, Path]:
+    """The session's tinycnn as .tflite at fp32 / int16 (16x8) / int8 (cached like the ONNX artifacts)."""
+    from edgecam.bench.sweep import build_artifact
+    from edgecam.exporters.tflite import TfliteExporter
+
+    t = trained_tinycnn
+    exporter = TfliteExporter()
+    return {p: build_artifact(t.model, t.cfg.models[0], t.layer, t.meta["sha256"], "tflite", p, t.cfg, t.data, exporter)[0] for p in ("fp32", "int16", "int8")}
+
+
+def litert_outputs(artifact_dir: Path, x: np.ndarray, **options: Any) -> dict[str, np.ndarray]:
+    """Run a .tflite artifact in LiteRT in-process (tests only)."""
+    from edgecam.exporters.base import Artifact
+    from edgecam.runtimes.litert import LiteRtRuntime
+
+    art = Artifact.load(artifact_dir)
+    with LiteRtRuntime(str(art.path), threads=2, **options) as rt:
+        return rt.run({"input": x})

@@ -32,34 +32,45 @@ class RunProgress:
 def _fmt(mean: float, std: float) -> str:
     if mean != mean:  # NaN
         return "n/a"
+    mean = 0.0 if abs(mean) < 5e-4 else mean  # KLD of identical maps is -1e-16, not "-0.000"
     return f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
 
 
-def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> None:
-    """The Table-1 layout (comparison x metric rows, model columns, best per row in bold) + performance."""
+def metric_table(title: str, rows: Any, models: Sequence[str]) -> Any:
+    """A Table-1 style rich table: comparison x metric rows, model columns, best per row in bold."""
     from rich.table import Table
 
     from edgecam.bench.results import HIGHER_IS_BETTER, METRICS
 
+    table = Table(title=title)
+    table.add_column("Comparison")
+    table.add_column("Metric")
+    for m in models:
+        table.add_column(m, justify="right")
+    for _, row in rows.iterrows():
+        metric_key = next(k for k, lab in METRICS.items() if lab == row["metric"])
+        means = [row[f"{m}_mean"] for m in models]
+        finite = [x for x in means if x == x]
+        best = (max(finite) if HIGHER_IS_BETTER[metric_key] else min(finite)) if finite else None
+        cells = [_fmt(mean, row[f"{m}_std"]) for m, mean in zip(models, means)]
+        if best is not None and len(models) > 1:
+            cells = [f"[bold green]{c}[/]" if mean == best else c for c, mean in zip(cells, means)]
+        table.add_row(row["comparison"], row["metric"], *cells)
+    return table
+
+
+def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> None:
+    """Table 1 per format / runtime / CAM method, the runtime gap, then accuracy, latency and memory."""
+    from rich.table import Table
+
     summary = out["summary"]
     if not summary.empty:
         for (fmt, runtime, method), grp in summary.groupby(["format", "runtime", "cam_method"], sort=False):
-            table = Table(title=f"CAM fidelity: {method} ({grp.iloc[0:1].to_dict('records')[0]['format']} / {runtime}), mean ± std over images")
-            table.add_column("Comparison")
-            table.add_column("Metric")
-            for m in models:
-                table.add_column(m, justify="right")
-            for _, row in grp.iterrows():
-                metric_key = next(k for k, lab in METRICS.items() if lab == row["metric"])
-                means = [row[f"{m}_mean"] for m in models]
-                finite = [x for x in means if x == x]
-                best = (max(finite) if HIGHER_IS_BETTER[metric_key] else min(finite)) if finite else None
-                cells = []
-                for m, mean in zip(models, means):
-                    cell = _fmt(mean, row[f"{m}_std"])
-                    cells.append(f"[bold green]{cell}[/]" if best is not None and mean == best and len(models) > 1 else cell)
-                table.add_row(row["comparison"], row["metric"], *cells)
-            console.print(table)
+            console.print(metric_table(f"CAM fidelity: {method} ({fmt} / {runtime}), mean ± std over images", grp, models))
+    gap = out.get("runtime_gap")
+    if gap is not None and not gap.empty:
+        for method, grp in gap.groupby("cam_method", sort=False):
+            console.print(metric_table(f"Runtime gap: {method} CAMs of two runtimes at the same precision", grp, models))
     bench = out["bench"]
     table = Table(title="Accuracy, latency and memory (test split; latency at batch 1)")
     for col in ("model", "runtime", "precision", "accuracy", "agrees fp32", "p50 ms", "p99 ms", "init ms", "peak RSS MB", "size KB"):

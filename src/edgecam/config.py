@@ -90,6 +90,7 @@ class ExportSettings:
         from edgecam.exporters.base import EXPORTERS
 
         import edgecam.exporters.onnx  # noqa: F401  (registers "onnx")
+        import edgecam.exporters.tflite  # noqa: F401  (registers "tflite")
 
         for f in self.formats:
             EXPORTERS.get(f)

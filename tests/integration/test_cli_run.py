@@ -88,3 +88,21 @@ def test_failed_variant_is_recorded_and_run_exits_1(trained_tinycnn, session_cac
     assert bench["error"].str.contains("not available").all()
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(manifest["failed"]) == sorted(f"tinycnn-onnx-{p}-onnxruntime" for p in ("fp32", "int16", "int8"))
+
+
+def test_two_formats_give_a_runtime_gap(trained_tinycnn, tflite_tinycnn, session_cache: Path, tmp_path: Path) -> None:
+    """ONNX Runtime and LiteRT side by side: both formats' rows, and the runtime gap per precision."""
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "run"
+    proc = edgecam(["run", str(repo / "configs" / "onnx-vs-litert.toml"), "--out", str(out), "--limit", "6"], session_cache)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Runtime gap" in proc.stdout
+    results = pd.read_parquet(out / "results.parquet")
+    assert set(results["runtime"]) == {"onnxruntime", "litert"} and set(results["format"]) == {"onnx", "tflite"}
+    assert len(results) == 6 * 3 * 2 * 2  # images x precisions x CAM methods x runtimes
+    gap = pd.read_parquet(out / "runtime_gap.parquet")
+    assert len(gap) == 6 * 3 * 2 and set(gap["pair"]) == {"tflite/litert v. onnx/onnxruntime"}
+    fp32 = gap[gap["precision"] == "fp32"]
+    assert (fp32["cc"] > 0.999).all()  # same fp32 model in two runtimes: the same CAMs
+    summary = pd.read_csv(out / "runtime_gap.csv")
+    assert {"int8: tflite/litert v. onnx/onnxruntime", "int16: tflite/litert v. onnx/onnxruntime"} <= set(summary["comparison"])

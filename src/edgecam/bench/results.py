@@ -51,6 +51,44 @@ def build_rows(
     return pd.DataFrame(rows)
 
 
+def gap_rows(v: "Variant", ref: "Variant", method: str, cams: np.ndarray, cams_ref: np.ndarray, ids: Sequence[str], pred: np.ndarray, pred_ref: np.ndarray) -> "pd.DataFrame":
+    """The runtime gap, per image: `v`'s CAM vs `ref`'s CAM (same model and precision, other runtime/format)."""
+    import pandas as pd
+
+    rows = []
+    for i in range(len(cams)):
+        m = compare(cams[i], cams_ref[i])
+        rows.append({
+            "model": v.model, "precision": v.precision, "cam_method": method, "pair": f"{v.format}/{v.runtime} v. {ref.format}/{ref.runtime}",
+            "image_id": ids[i], "agrees": bool(pred[i] == pred_ref[i]), "sim": m["sim"], "cc": m["cc"], "kld": m["kld"],
+        })
+    return pd.DataFrame(rows)
+
+
+def _mean_std_nan(vals: np.ndarray) -> tuple[float, float, int]:
+    """Mean and sample std over the finite values, and how many were NaN (left out)."""
+    finite = vals[~np.isnan(vals)]
+    mean = float(finite.mean()) if finite.size else float("nan")
+    std = float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
+    return mean, std, int(np.isnan(vals).sum())
+
+
+def summarise_gap(gap: "pd.DataFrame", models: Sequence[str]) -> "pd.DataFrame":
+    """Runtime gap in the Table 1 layout: rows = CAM method x pair x precision x metric, columns = models."""
+    import pandas as pd
+
+    if gap.empty:
+        return pd.DataFrame()
+    out: list[dict[str, Any]] = []
+    for (method, pair, precision), grp in gap.groupby(["cam_method", "pair", "precision"], sort=False):
+        for metric, metric_label in METRICS.items():
+            row: dict[str, Any] = {"cam_method": method, "comparison": f"{precision}: {pair}", "metric": metric_label}
+            for model in models:
+                row[f"{model}_mean"], row[f"{model}_std"], row[f"{model}_nan"] = _mean_std_nan(grp[grp["model"] == model][metric].to_numpy(dtype=float))
+            out.append(row)
+    return pd.DataFrame(out)
+
+
 def summarise(results: "pd.DataFrame", models: Sequence[str]) -> "pd.DataFrame":
     """Table 1 layout: rows = runtime x CAM method x comparison ("int8 v. fp32") x metric, columns = models
     (mean and std over images; NaNs, e.g. CC of constant maps, left out and counted in `<model>_nan`)."""
@@ -69,10 +107,7 @@ def summarise(results: "pd.DataFrame", models: Sequence[str]) -> "pd.DataFrame":
                     row: dict[str, Any] = {"format": fmt, "runtime": runtime, "cam_method": method, "comparison": f"{precision} {comp_label}", "metric": metric_label}
                     for model in models:
                         vals = grp[(grp["model"] == model) & (grp["precision"] == precision)][f"{metric}_{comp}"].to_numpy(dtype=float)
-                        finite = vals[~np.isnan(vals)]
-                        row[f"{model}_mean"] = float(finite.mean()) if finite.size else float("nan")
-                        row[f"{model}_std"] = float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
-                        row[f"{model}_nan"] = int(np.isnan(vals).sum())
+                        row[f"{model}_mean"], row[f"{model}_std"], row[f"{model}_nan"] = _mean_std_nan(vals)
                     out.append(row)
     return pd.DataFrame(out)
 

@@ -160,7 +160,7 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
 
     import torch
 
-    from edgecam.bench.results import summarise, variant_table
+    from edgecam.bench.results import summarise, summarise_gap, variant_table
     from edgecam.devices.local import LocalDevice
     from edgecam.exporters.base import EXPORTERS, Artifact
     from edgecam.runtimes import RUNTIME_FORMATS
@@ -187,6 +187,7 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     }
     timings: dict[str, float] = manifest["stages_s"]
     all_rows: list[pd.DataFrame] = []
+    all_gaps: list[pd.DataFrame] = []
     latency_rows: list[dict[str, Any]] = []
     variants: list[Variant] = []
     for mspec in cfg.models:
@@ -221,7 +222,9 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
                         log(f"[red]FAILED[/red] {v.key}: {v.error.splitlines()[0]}")
                     mvariants.append(v)
         t_cam = time.perf_counter()
-        all_rows += explain_model(model, layer, mvariants, cfg, data, n_img, device.name, stage(f"CAMs {mspec.name}", 1.0), log)
+        rows, gaps = explain_model(model, layer, mvariants, cfg, data, n_img, device.name, stage(f"CAMs {mspec.name}", 1.0), log)
+        all_rows += rows
+        all_gaps += gaps
         timings[f"CAMs + metrics {mspec.name}"] = time.perf_counter() - t_cam
         for v in mvariants:
             for i, s in enumerate(v.result.get("samples_s", [])):
@@ -230,6 +233,11 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     results = pd.concat(all_rows, ignore_index=True) if all_rows else pd.DataFrame()
     bench = variant_table(variants, data.test_y, device.name)
     summary = summarise(results, [m.name for m in cfg.models])
+    gap = pd.concat(all_gaps, ignore_index=True) if all_gaps else pd.DataFrame()
+    gap_summary = summarise_gap(gap, [m.name for m in cfg.models])
+    if not gap.empty:
+        _write_parquet(gap, out_dir / "runtime_gap.parquet")
+        _write_csv(gap_summary, out_dir / "runtime_gap.csv")
     _write_parquet(results, out_dir / "results.parquet")
     _write_parquet(pd.DataFrame(latency_rows), out_dir / "latency.parquet")
     _write_csv(bench, out_dir / "bench.csv")
@@ -239,15 +247,16 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     manifest["wall_s"] = time.perf_counter() - t_start
     atomic_write_json(out_dir / "manifest.json", manifest)
     shutil.rmtree(out_dir / ".device", ignore_errors=True)
-    return {"manifest": manifest, "results": results, "bench": bench, "summary": summary}
+    return {"manifest": manifest, "results": results, "bench": bench, "summary": summary, "runtime_gap": gap_summary}
 
 
-def explain_model(model: Any, layer: str, variants: list[Variant], cfg: RunConfig, data: Datasets, n_img: int, device: str, step: Progress, log: Callable[[str], None]) -> list[Any]:
-    """Reference CAM once per model, every CAM method on every variant, then the per-image comparison rows.
+def explain_model(model: Any, layer: str, variants: list[Variant], cfg: RunConfig, data: Datasets, n_img: int, device: str, step: Progress, log: Callable[[str], None]) -> tuple[list[Any], list[Any]]:
+    """Reference CAM once per model, every CAM method on every variant, then the per-image comparison rows
+    (vs fp32 and ground truth) and the runtime-gap rows (same precision, different runtime / format).
 
     A variant is compared with the fp32 variant of the same format and runtime; if that one failed, the
     variant gets no rows (logged), since "vs fp32" would be undefined."""
-    from edgecam.bench.results import build_rows
+    from edgecam.bench.results import build_rows, gap_rows
     from edgecam.explain.cams import CamContext, cam_method, reference_cams
 
     ctx = CamContext(model, layer, data.test_x[:n_img])
@@ -266,6 +275,13 @@ def explain_model(model: Any, layer: str, variants: list[Variant], cfg: RunConfi
             cams[(v.key, mname)] = cam_method(mname)(ctx, v.outputs["features"][:n_img], targets)
             step(f"CAMs {v.model}", (len(cams) + 1) / todo)
     rows = []
+    gaps = []
+    first_by_precision: dict[str, Variant] = {}
+    for v in ok:  # the runtime gap: each other runtime's CAMs vs the first runtime's, at the same precision
+        ref = first_by_precision.setdefault(v.precision, v)
+        if ref is not v:
+            for mname in cfg.explain.methods:
+                gaps.append(gap_rows(v, ref, mname, cams[(v.key, mname)], cams[(ref.key, mname)], data.test_ids[:n_img], preds[v.key], preds[ref.key]))
     for v in ok:
         base = f"{v.model}-{v.format}-fp32-{v.runtime}"
         if base not in preds:
@@ -276,7 +292,7 @@ def explain_model(model: Any, layer: str, variants: list[Variant], cfg: RunConfi
                 v, mname, cam_method(mname).mode, cams[(v.key, mname)], cams[(base, mname)], reference, data.test_masks[:n_img],
                 data.test_ids[:n_img], labels, preds[v.key], preds[base], device,
             ))
-    return rows
+    return rows, gaps
 
 
 def _host_pred(model: Any, images: np.ndarray) -> np.ndarray:

@@ -13,10 +13,11 @@ if TYPE_CHECKING:
 
 RUNTIMES: Registry[str] = Registry("runtime")
 RUNTIMES.add("onnxruntime", "edgecam.runtimes.onnxruntime:OnnxRuntime")
+RUNTIMES.add("litert", "edgecam.runtimes.litert:LiteRtRuntime")
 RUNTIMES.add("null", "edgecam.runtimes.null:NullRuntime")
 
 # which artifact format each runtime loads
-RUNTIME_FORMATS = {"onnxruntime": "onnx", "null": "*"}
+RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite", "null": "*"}
 
 
 def runtime_class(name: str) -> "Type[Runtime]":

@@ -56,3 +56,14 @@ def test_info_describes_the_machine(tmp_path: Path) -> None:
     info = LocalDevice(workdir=str(tmp_path)).info()
     assert info["cores"] >= 1 and info["ram_bytes"] > 0 and info["python"].count(".") == 2
     json.dumps(info)
+
+
+def test_litert_job_through_the_agent(trained_tinycnn, tflite_tinycnn, tmp_path: Path) -> None:
+    """The agent runs .tflite artifacts with the LiteRT adapter: integer I/O is (de)quantised for the caller."""
+    dev = LocalDevice(workdir=str(tmp_path / "dev"))
+    x = trained_tinycnn.data.test_x[:12]
+    result, outputs = dev.run_job(tflite_tinycnn["int8"], x, {**JOB, "runtime": "litert", "mode": "run"})
+    assert outputs["logits"].dtype == np.float32 and outputs["logits"].shape == (12, 10)
+    assert outputs["features"].shape == (12, 96, 8, 8)
+    assert result["runtime"]["runtime"] == "litert" and result["runtime"]["xnnpack"] is True
+    assert len(result["samples_s"]) == 7
