@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
-
-import contextlib
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 from edgecam.cache import atomic_write_json, sha256_file
 from edgecam.errors import ArtifactError, ConfigError
@@ -147,15 +146,84 @@ def write_manifest(directory: Path, model_file: Path, fields: dict[str, Any]) ->
 
 
 class Exporter:
-    """Turns a host PyTorch model into an artifact of one format; declares the precisions it supports."""
+    """Turns a host PyTorch model into an artifact of one format; declares the precisions it supports.
+
+    Subclasses implement `export`; the helpers below hold what every format shares (one fp32 conversion per
+    model, the seeded calibration subset, the common manifest fields)."""
 
     format: ClassVar[str]
     supported: ClassVar[tuple[str, ...]]
     # max abs difference vs PyTorch that the fp32 artifact must meet (optimum's ATOL_FOR_VALIDATION)
     atol_fp32: ClassVar[float] = 1e-4
 
+    def __init__(self) -> None:
+        self._fp32_memo: dict[tuple[Any, ...], bytes] = {}
+
     def export(self, model: "torch.nn.Module", info: ModelInfo, spec: ExportSpec, out_dir: Path, calib: CalibData | None = None) -> Artifact:
         raise NotImplementedError
+
+    def fp32_file(self, model: "torch.nn.Module", info: ModelInfo, path: Path, convert: Callable[[Path], None], *key: Any) -> None:
+        """Write the fp32 conversion of `model` to `path`, converting once per model: every precision starts
+        from the same fp32 file (the last model's bytes are kept in memory)."""
+        memo_key = (id(model), info.checkpoint_sha256, *key)
+        if memo_key in self._fp32_memo:
+            path.write_bytes(self._fp32_memo[memo_key])
+        else:
+            convert(path)
+            self._fp32_memo = {memo_key: path.read_bytes()}
+
+
+def two_output_module(model: "torch.nn.Module", target_layer: str) -> "torch.nn.Module":
+    """Wrap `model` so that forward returns (logits, activation of `target_layer`); `.handle.remove()` unhooks."""
+    from torch import nn
+
+    class TwoOutputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self._captured: list[Any] = []
+            self.handle = model.get_submodule(target_layer).register_forward_hook(lambda _m, _i, out: self._captured.append(out))
+
+        def forward(self, x: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+            self._captured.clear()
+            logits = self.model(x)
+            return logits, self._captured[-1]
+
+    return TwoOutputs().eval()
+
+
+def calibration_subset(calib: CalibData | None, info: ModelInfo, spec: ExportSpec) -> "np.ndarray":
+    """The seeded calibration images (`spec.calib_samples` of the training split); clear error without data."""
+    import numpy as np
+
+    if calib is None or len(calib.images) == 0:
+        raise ArtifactError(f"{info.name} {spec.precision}: quantization needs calibration data (training split)")
+    idx = np.random.default_rng(spec.seed).permutation(len(calib.images))[: spec.calib_samples]
+    return calib.images[idx]
+
+
+def common_manifest_fields(model: "torch.nn.Module", info: ModelInfo, spec: ExportSpec) -> dict[str, Any]:
+    """Manifest fields every format writes: model, precision requested, output shapes, CAM layer, hashes."""
+    import torch
+
+    probe = two_output_module(model, info.target_layer)
+    with torch.no_grad():
+        logits, feats = probe(torch.zeros((1, *info.input_shape)))
+    probe.handle.remove()
+    return {
+        "model": info.name,
+        "num_classes": info.num_classes,
+        "precision_requested": spec.precision,
+        "output_shapes": {"logits": ["batch", *logits.shape[1:]], "features": ["batch", *feats.shape[1:]]},
+        "target_layer": info.target_layer,
+        "source_checkpoint_sha256": info.checkpoint_sha256,
+        "export_spec": spec.to_dict(),
+    }
+
+
+def input_spec(name: str, shape: list[Any], dtype: str, info: ModelInfo) -> dict[str, Any]:
+    """The manifest's `input` entry: name, shape, dtype, layout and the normalisation callers must apply."""
+    return {"name": name, "shape": shape, "dtype": dtype, "layout": "NCHW", "value_range": [0.0, 1.0], "normalisation": {"mean": list(info.mean), "std": list(info.std)}}
 
 
 EXPORTERS: Registry[type[Exporter]] = Registry("export format")

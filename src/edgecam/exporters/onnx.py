@@ -20,29 +20,23 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from edgecam.errors import ArtifactError
-from edgecam.exporters.base import EXPORTERS, Artifact, CalibData, Exporter, ExportSpec, ModelInfo, staging_dir, write_manifest
+from edgecam.exporters.base import (
+    EXPORTERS,
+    Artifact,
+    CalibData,
+    Exporter,
+    ExportSpec,
+    ModelInfo,
+    calibration_subset,
+    common_manifest_fields,
+    input_spec,
+    staging_dir,
+    two_output_module,
+    write_manifest,
+)
 
 if TYPE_CHECKING:
     import torch
-
-
-def two_output_module(model: "torch.nn.Module", target_layer: str) -> "torch.nn.Module":
-    """Wrap `model` so that forward returns (logits, activation of `target_layer`); `.handle.remove()` unhooks."""
-    from torch import nn
-
-    class TwoOutputs(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-            self._captured: list[Any] = []
-            self.handle = model.get_submodule(target_layer).register_forward_hook(lambda _m, _i, out: self._captured.append(out))
-
-        def forward(self, x: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
-            self._captured.clear()
-            logits = self.model(x)
-            return logits, self._captured[-1]
-
-    return TwoOutputs().eval()
 
 
 @contextlib.contextmanager
@@ -173,9 +167,6 @@ class OnnxExporter(Exporter):
     supported = ("fp32", "int16", "int8")
     atol_fp32 = 1e-4
 
-    def __init__(self) -> None:
-        self._fp32_memo: dict[tuple[int, str, int], bytes] = {}  # one fp32 export serves every precision
-
     def export(
         self,
         model: "torch.nn.Module",
@@ -194,23 +185,15 @@ class OnnxExporter(Exporter):
         quant_info: dict[str, Any] = {"method": "none"}
         with staging_dir(out_dir) as tmp:
             fp32 = tmp / "fp32.onnx"
-            memo_key = (id(model), info.checkpoint_sha256, spec.opset)
-            if memo_key in self._fp32_memo:
-                fp32.write_bytes(self._fp32_memo[memo_key])
-            else:
-                export_fp32(model, info, fp32, spec.opset)
-                self._fp32_memo = {memo_key: fp32.read_bytes()}
+            self.fp32_file(model, info, fp32, lambda p: export_fp32(model, info, p, spec.opset), spec.opset)
             final = tmp / "model.onnx"
             if spec.precision == "fp32":
                 fp32.rename(final)
             else:
-                if calib is None or len(calib.images) == 0:
-                    raise ArtifactError(f"{info.name} {spec.precision}: quantization needs calibration data (training split)")
-                rng = np.random.default_rng(spec.seed)
-                idx = rng.permutation(len(calib.images))[: spec.calib_samples]
+                images = calibration_subset(calib, info, spec)
                 qdq = tmp / "qdq.onnx"
                 weight_range = resolve_weight_range(spec.int8_weight_range) if spec.precision == "int8" else "full"
-                quantize_qdq(fp32, qdq, spec.precision, calib.images[idx], weight_range)
+                quantize_qdq(fp32, qdq, spec.precision, images, weight_range)
                 quant_info = {
                     "weight_range": weight_range,
                     "method": spec.quant,
@@ -218,11 +201,12 @@ class OnnxExporter(Exporter):
                     "weight_dtype": spec.precision,
                     "weights": "per-channel symmetric",
                     "activations": "per-tensor asymmetric",
-                    "calibration": f"MinMax on {len(idx)} training images (seed {spec.seed})",
+                    "calibration": f"MinMax on {len(images)} training images (seed {spec.seed})",
                 }
                 if spec.quant == "qat":
                     from edgecam.exporters.quantize.qat import qat_finetune
 
+                    assert calib is not None  # calibration_subset checked it
                     stats = qat_finetune(fp32, qdq, final, calib, spec, name=f"{info.name}-{spec.precision}", progress=progress)
                     quant_info.update(stats)
                     quant_info["scales_from"] = "qat (learned, written into the QDQ graph)"
@@ -232,30 +216,13 @@ class OnnxExporter(Exporter):
                 fp32.unlink(missing_ok=True)
                 qdq.unlink(missing_ok=True)
             opset = next((o.version for o in onnx.load(str(final), load_external_data=False).opset_import if o.domain in ("", "ai.onnx")), spec.opset)
-            probe = two_output_module(model, info.target_layer)
-            with torch.no_grad():
-                logits, feats = probe(torch.zeros((1, *info.input_shape)))
-            probe.handle.remove()
             fields = {
+                **common_manifest_fields(model, info, spec),
                 "format": "onnx",
-                "output_shapes": {"logits": ["batch", *logits.shape[1:]], "features": ["batch", *feats.shape[1:]]},
-                "model": info.name,
-                "num_classes": info.num_classes,
-                "precision_requested": spec.precision,
                 "precision_effective": spec.precision,
                 "opset": opset,
-                "input": {
-                    "name": "input",
-                    "shape": ["batch", *info.input_shape],
-                    "dtype": "float32",
-                    "layout": "NCHW",
-                    "value_range": [0.0, 1.0],
-                    "normalisation": {"mean": list(info.mean), "std": list(info.std)},
-                },
-                "target_layer": info.target_layer,
-                "source_checkpoint_sha256": info.checkpoint_sha256,
+                "input": input_spec("input", ["batch", *info.input_shape], "float32", info),
                 "quantization": quant_info,
-                "export_spec": spec.to_dict(),
                 "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
             }
             write_manifest(tmp, final, fields)

@@ -16,8 +16,21 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from edgecam.errors import ArtifactError
-from edgecam.exporters.base import EXPORTERS, Artifact, CalibData, Exporter, ExportSpec, ModelInfo, staging_dir, write_manifest
-from edgecam.exporters.onnx import _quiet, two_output_module
+from edgecam.exporters.base import (
+    EXPORTERS,
+    Artifact,
+    CalibData,
+    Exporter,
+    ExportSpec,
+    ModelInfo,
+    calibration_subset,
+    common_manifest_fields,
+    input_spec,
+    staging_dir,
+    two_output_module,
+    write_manifest,
+)
+from edgecam.exporters.onnx import _quiet
 
 if TYPE_CHECKING:
     import torch
@@ -86,9 +99,6 @@ class TfliteExporter(Exporter):
     supported = ("fp32", "int16", "int8")
     atol_fp32 = 1e-4
 
-    def __init__(self) -> None:
-        self._fp32_memo: dict[tuple[int, str], bytes] = {}  # one conversion serves every precision
-
     def export(
         self,
         model: "torch.nn.Module",
@@ -99,27 +109,18 @@ class TfliteExporter(Exporter):
         progress: Callable[[str, float], None] | None = None,
     ) -> Artifact:
         """Write `out_dir/model.tflite` + `manifest.json` atomically; nothing is left behind on failure."""
-        import torch
-
         out_dir = Path(out_dir)
         quant: dict[str, Any] = {"method": "none", "quant_method": "none"}
         with staging_dir(out_dir) as tmp:
             fp32 = tmp / "fp32.tflite"
-            memo_key = (id(model), info.checkpoint_sha256)
-            if memo_key in self._fp32_memo:
-                fp32.write_bytes(self._fp32_memo[memo_key])
-            else:
-                convert_fp32(model, info, fp32)
-                self._fp32_memo = {memo_key: fp32.read_bytes()}
+            self.fp32_file(model, info, fp32, lambda p: convert_fp32(model, info, p))
             final = tmp / "model.tflite"
             if spec.precision == "fp32":
                 fp32.rename(final)
             else:
-                if calib is None or len(calib.images) == 0:
-                    raise ArtifactError(f"{info.name} {spec.precision}: quantization needs calibration data (training split)")
-                idx = np.random.default_rng(spec.seed).permutation(len(calib.images))[: spec.calib_samples]
+                images = calibration_subset(calib, info, spec)
                 try:
-                    quantize_tflite(fp32, final, spec.precision, calib.images[idx])
+                    quantize_tflite(fp32, final, spec.precision, images)
                 except Exception as exc:
                     raise ArtifactError(f"TFLite {spec.precision} quantization of model {info.name!r} failed: {type(exc).__name__}: {exc}") from exc
                 fp32.unlink()
@@ -129,35 +130,18 @@ class TfliteExporter(Exporter):
                     "recipe": RECIPES[spec.precision],
                     "activation_dtype": spec.precision,
                     "weight_dtype": "int8",
-                    "calibration": f"MinMax on {len(idx)} training images (seed {spec.seed})",
+                    "calibration": f"MinMax on {len(images)} training images (seed {spec.seed})",
                     "why_not_qat_ranges": "ai-edge-quantizer calibration is keyed by TFLite tensor names, not mapped from the QDQ ONNX graph",
                 }
-            probe = two_output_module(model, info.target_layer)
-            with torch.no_grad():
-                logits, feats = probe(torch.zeros((1, *info.input_shape)))
-            probe.handle.remove()
             fields = {
+                **common_manifest_fields(model, info, spec),
                 "format": "tflite",
-                "model": info.name,
-                "num_classes": info.num_classes,
-                "precision_requested": spec.precision,
                 # TFLite's 16-bit tier is 16x8: int16 activations, int8 weights
                 "precision_effective": {"fp32": "fp32", "int8": "int8", "int16": "int16x8"}[spec.precision],
-                "output_shapes": {"logits": ["batch", *logits.shape[1:]], "features": ["batch", *feats.shape[1:]]},
                 "output_names": OUTPUT_NAMES,
                 "signature": SIGNATURE,
-                "input": {
-                    "name": "args_0",
-                    "shape": [1, *info.input_shape],
-                    "dtype": "float32" if spec.precision == "fp32" else spec.precision,
-                    "layout": "NCHW",
-                    "value_range": [0.0, 1.0],
-                    "normalisation": {"mean": list(info.mean), "std": list(info.std)},
-                },
-                "target_layer": info.target_layer,
-                "source_checkpoint_sha256": info.checkpoint_sha256,
+                "input": input_spec("args_0", [1, *info.input_shape], "float32" if spec.precision == "fp32" else spec.precision, info),
                 "quantization": quant,
-                "export_spec": spec.to_dict(),
                 "versions": _versions(),
             }
             write_manifest(tmp, final, fields)
