@@ -33,3 +33,19 @@ def test_summary_is_table1_layout() -> None:
     assert abs(row["a_mean"] - 0.1) < 1e-12 and abs(row["a_std"] - 0.1) < 1e-12
     cc_row = s[(s["comparison"] == "fp32 v. GT") & (s["metric"].str.startswith("CC"))].iloc[0]
     assert cc_row["a_nan"] == 1 and cc_row["a_mean"] == 0.5  # NaN (constant map) excluded and counted
+
+
+def test_runtime_gap_summary_layout() -> None:
+    from edgecam.bench.results import summarise_gap
+
+    gap = pd.DataFrame([
+        {"model": "a", "precision": p, "cam_method": "m", "pair": "tflite/litert v. onnx/onnxruntime", "image_id": str(i), "agrees": True,
+         "sim": 0.9 + 0.01 * i, "cc": 1.0, "kld": 0.0}
+        for p in ("fp32", "int8") for i in range(3)
+    ])
+    s = summarise_gap(gap, ["a"])
+    assert list(s["comparison"].unique()) == ["fp32: tflite/litert v. onnx/onnxruntime", "int8: tflite/litert v. onnx/onnxruntime"]
+    assert len(s) == 6
+    sim = s[s["metric"].str.startswith("SIM")].iloc[0]
+    assert abs(sim["a_mean"] - 0.91) < 1e-12 and abs(sim["a_std"] - 0.01) < 1e-12 and sim["a_nan"] == 0
+    assert summarise_gap(pd.DataFrame(), ["a"]).empty
