@@ -173,12 +173,13 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     n_img = limit or cfg.data.limit or len(data.test_x)
     n_img = min(n_img, len(data.test_x))
     device = LocalDevice(workdir=str(out_dir / ".device"))
+    device_info = device.info()  # the local device is the host
     manifest: dict[str, Any] = {
         "config": cfg.to_dict(),
         "config_hash": stable_hash(cfg.to_dict()),
         "versions": _versions(),
-        "host": device.info(),
-        "device": device.info(),
+        "host": device_info,
+        "device": device_info,
         "images": n_img,
         "data_fingerprint": data.fingerprint,
         "models": {},

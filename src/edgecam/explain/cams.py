@@ -12,7 +12,7 @@ All CAMs come out as (N, H, W) float32 at the input resolution, min-max normalis
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -141,6 +141,3 @@ def cam_method(name: str) -> CamMethod:
 def reference_cams(ctx: CamContext, kind: str, targets: Sequence[int]) -> np.ndarray:
     """The `grad-cam` package's own CAM on the host model (no injection): the fp32 reference."""
     return gradient_cams(ctx, kind, targets, None)
-
-
-Callback = Callable[[str, float], None]

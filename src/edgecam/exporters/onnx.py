@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 
 @contextlib.contextmanager
-def _quiet() -> Any:
+def quiet() -> Any:
     """Silence the exporters' progress prints and warnings (they would break the progress bars)."""
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -57,7 +57,7 @@ def export_fp32(model: "torch.nn.Module", info: ModelInfo, path: Path, opset: in
     example = torch.zeros((2, *info.input_shape), dtype=torch.float32)
     raw = path.with_suffix(".raw.onnx")
     try:
-        with _quiet(), torch.no_grad():
+        with quiet(), torch.no_grad():
             torch.onnx.export(
                 wrapped,
                 (example,),
@@ -125,7 +125,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, precision: str, calib_images: 
     from edgecam.exporters.quantize.graph import WEIGHT_QMAX_KEY
 
     qtype = {"int8": QuantType.QInt8, "int16": QuantType.QInt16}[precision]
-    with _quiet():
+    with quiet():
         quantize_static(
             str(fp32_path),
             str(out_path),

@@ -30,7 +30,7 @@ from edgecam.exporters.base import (
     two_output_module,
     write_manifest,
 )
-from edgecam.exporters.onnx import _quiet
+from edgecam.exporters.onnx import quiet
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +57,7 @@ def convert_fp32(model: "torch.nn.Module", info: ModelInfo, path: Path) -> None:
     try:
         import litert_torch
 
-        with _quiet(), torch.no_grad():
+        with quiet(), torch.no_grad():
             edge = litert_torch.convert(wrapped, (torch.zeros((1, *info.input_shape)),))
             edge.export(str(path))
     except Exception as exc:
@@ -74,7 +74,7 @@ def quantize_tflite(fp32_path: Path, out_path: Path, precision: str, calib_image
 
     q = quantizer.Quantizer(str(fp32_path))
     q.load_quantization_recipe(getattr(recipe, RECIPES[precision])())
-    with _quiet():
+    with quiet():
         calibration = q.calibrate({SIGNATURE: [{"args_0": img[None].astype(np.float32)} for img in calib_images]}, num_threads=2)
         result = q.quantize(calibration, enable_progress_report=False)
     result.export_model(str(out_path), overwrite=True)

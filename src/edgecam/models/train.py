@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -137,7 +137,3 @@ def cached_checkpoint(
     meta = {"key": key, "produced_by": key_obj, "train": stats, "sha256": sha256_file(ckpt)}
     atomic_write_json(meta_path, meta)
     return model.eval(), ckpt, meta, True
-
-
-def spec_dict(spec: Any) -> dict[str, Any]:
-    return asdict(spec)
