@@ -92,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from edgecam.bench.sweep import run
     from edgecam.config import default_config_path, load_config
+    from edgecam.devices.inventory import get_device_spec
 
     console = Console()
     if not console.is_terminal:
@@ -100,9 +101,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         if args.limit < 1:
             raise EdgecamError(f"--limit: expected a positive integer, got {args.limit}")
+    dspec = get_device_spec(args.device or cfg.device, args.devices)
     out_dir = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console, transient=False) as progress:
-        out = run(cfg, out_dir, limit=args.limit, progress=RunProgress(progress), log=console.print)
+        out = run(cfg, out_dir, limit=args.limit, progress=RunProgress(progress), log=console.print, device_spec=dspec)
     print_summary(console, out, [m.name for m in cfg.models])
     console.print(f"results: {out_dir}/results.parquet, latency.parquet, bench.csv, summary.csv, manifest.json  ({out['manifest']['wall_s']:.0f} s)")
     failed = out["manifest"]["failed"]
@@ -120,8 +122,65 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", nargs="?", default=None, help="experiment TOML file (default: configs/quickstart.toml)")
     r.add_argument("--out", default=None, help="run directory (default: runs/<name>-<timestamp>)")
     r.add_argument("--limit", type=int, default=None, help="test images per variant (overrides data.limit)")
+    r.add_argument("--device", default=None, help="device name from the inventory (overrides the config's `device`)")
+    r.add_argument("--devices", default=None, metavar="FILE", help="device inventory (default: $EDGECAM_DEVICES, ./devices.toml, ~/.config/edgecam/devices.toml)")
     r.set_defaults(func=cmd_run)
+    d = sub.add_parser("devices", help="the device inventory: list it, or probe a device")
+    d.add_argument("--devices", default=None, metavar="FILE", help="device inventory file")
+    dsub = d.add_subparsers(dest="devices_command", required=True)
+    dsub.add_parser("list", help="list the inventory's devices").set_defaults(func=cmd_devices_list)
+    pr = dsub.add_parser("probe", help="connect to a device and print its facts (arch, CPU, RAM, OS, Python, runtimes, Jetson release)")
+    pr.add_argument("name")
+    pr.add_argument("--json", action="store_true", help="print the facts as JSON")
+    pr.set_defaults(func=cmd_devices_probe)
     return p
+
+
+def cmd_devices_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgecam.devices.inventory import inventory_path, load_inventory
+
+    devices = load_inventory(args.devices)
+    table = Table(title=f"devices ({inventory_path(args.devices) or 'no inventory file: built-in local only'})")
+    for col in ("name", "url", "runtimes", "threads", "cores", "notes"):
+        table.add_column(col)
+    for spec in devices.values():
+        table.add_row(spec.name, spec.url, ", ".join(spec.runtimes) or "all", str(spec.threads or "-"), str(spec.cores or "-"), spec.notes)
+    Console().print(table)
+    return 0
+
+
+def cmd_devices_probe(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgecam.devices.inventory import get_device_spec, open_device
+
+    spec = get_device_spec(args.name, args.devices)
+    device = open_device(spec)
+    try:
+        facts = device.info()
+    finally:
+        if hasattr(device, "close"):
+            device.close()
+    if args.json:
+        print(json.dumps(facts, indent=2))
+        return 0
+    table = Table(title=f"{spec.name} ({spec.url})", show_header=False)
+    for key, value in facts.items():
+        if key == "ram_bytes" and isinstance(value, int):
+            value = f"{value / 2**30:.1f} GiB"
+        elif key == "runtimes" and isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" if v else f"{k}: not found" for k, v in value.items())
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        table.add_row(key, str(value))
+    Console().print(table)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -180,8 +180,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.version != CONFIG_VERSION:
             raise ConfigError(f"version: this edgecam reads config version {CONFIG_VERSION}, got {self.version}")
-        if self.device != "local":
-            raise ConfigError(f"device: expected one of local, got {self.device!r}")
+        if not self.device.strip():
+            raise ConfigError("device: expected a device name from the inventory (devices.toml) or 'local'")
         if not self.models:
             raise ConfigError("models: at least one [[models]] entry is required")
         names = [m.name for m in self.models]

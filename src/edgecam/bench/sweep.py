@@ -18,6 +18,7 @@ import numpy as np
 
 from edgecam.cache import atomic_write_json, cache_dir, stable_hash
 from edgecam.config import ModelSpec, RunConfig, RuntimeSpec
+from edgecam.devices.inventory import LOCAL, DeviceSpec
 from edgecam.errors import EdgecamError
 
 MEAN = (0.5, 0.5, 0.5)
@@ -143,9 +144,19 @@ def build_artifact(model: Any, mspec: ModelSpec, layer: str, ckpt_sha: str, fmt:
     return out, True
 
 
-def run_variant(variant: Variant, rspec: RuntimeSpec, cfg: RunConfig, data: Datasets, device: Any) -> None:
-    """Timing + outputs pass, then a separate memory pass, on `device`; failures are recorded, not raised."""
-    job = {"runtime": rspec.name, "runtime_options": rspec.options(), "warmup": cfg.bench.warmup, "iterations": cfg.bench.iterations, "batch_size": cfg.bench.batch_size}
+def run_variant(variant: Variant, rspec: RuntimeSpec, cfg: RunConfig, data: Datasets, device: Any, dspec: DeviceSpec = LOCAL) -> None:
+    """Timing + outputs pass, then a separate memory pass, on `device`; failures are recorded, not raised.
+
+    The device's inventory entry supplies the thread count where the experiment sets none, and its CPU
+    budget (`cores`, applied by the agent) and tegrastats sampling."""
+    options = rspec.options()
+    if options.get("threads") is None and dspec.threads is not None:
+        options["threads"] = dspec.threads
+    job = {"runtime": rspec.name, "runtime_options": options, "warmup": cfg.bench.warmup, "iterations": cfg.bench.iterations, "batch_size": cfg.bench.batch_size}
+    if dspec.cores is not None:
+        job["cores"] = dspec.cores
+    if dspec.tegrastats:
+        job["tegrastats"] = True
     try:
         variant.result, variant.outputs = device.run_job(variant.artifact_dir, data.test_x, {**job, "mode": "run"}, timeout=cfg.bench.timeout_s)
         if cfg.bench.memory:
@@ -154,14 +165,18 @@ def run_variant(variant: Variant, rspec: RuntimeSpec, cfg: RunConfig, data: Data
         variant.error = f"{type(exc).__name__}: {exc}"
 
 
-def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the whole experiment into `out_dir`; returns the manifest. `progress` is a `RunProgress` or None."""
+def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any = None, log: Callable[[str], None] = print, device_spec: DeviceSpec | None = None, inventory: str | Path | None = None) -> dict[str, Any]:
+    """Run the whole experiment into `out_dir`; returns the manifest. `progress` is a `RunProgress` or None.
+
+    The device is `device_spec`, else the config's `device` looked up in the inventory (`inventory` file or
+    the default search path); the host prepares artifacts and CAMs, the device only runs artifacts."""
     import pandas as pd
 
     import torch
 
     from edgecam.bench.results import summarise, summarise_gap, variant_table
-    from edgecam.devices.local import LocalDevice
+    from edgecam.devices.agent import probe
+    from edgecam.devices.inventory import get_device_spec, open_device
     from edgecam.exporters.base import EXPORTERS, Artifact
     from edgecam.runtimes import RUNTIME_FORMATS
 
@@ -172,14 +187,16 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     data = load_data(cfg)
     n_img = limit or cfg.data.limit or len(data.test_x)
     n_img = min(n_img, len(data.test_x))
-    device = LocalDevice(workdir=str(out_dir / ".device"))
-    device_info = device.info()  # the local device is the host
+    dspec = device_spec or get_device_spec(cfg.device, inventory)
+    device = open_device(dspec, local_workdir=str(out_dir / ".device"))
+    log(f"device {dspec.name} ({dspec.url}): probing")
+    device_info = device.info()
     manifest: dict[str, Any] = {
         "config": cfg.to_dict(),
         "config_hash": stable_hash(cfg.to_dict()),
         "versions": _versions(),
-        "host": device_info,
-        "device": device_info,
+        "host": probe(),
+        "device": {**device_info, "inventory": dspec.public()},
         "images": n_img,
         "data_fingerprint": data.fingerprint,
         "models": {},
@@ -212,11 +229,14 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
                 for rspec in cfg.runtimes:
                     if RUNTIME_FORMATS.get(rspec.name, fmt) not in (fmt, "*"):
                         continue
+                    if dspec.runtimes and rspec.name not in dspec.runtimes:
+                        log(f"skipping {rspec.name} on {dspec.name}: the inventory lists only {', '.join(dspec.runtimes)}")
+                        continue
                     v = Variant(mspec.name, fmt, precision, rspec.name, art_dir, art.manifest)
                     step = stage(f"run {v.key}", 1.0)
                     step(f"run {v.key}", 0.0)
                     t_run = time.perf_counter()
-                    run_variant(v, rspec, cfg, data, device)
+                    run_variant(v, rspec, cfg, data, device, dspec)
                     timings[f"run {v.key}"] = time.perf_counter() - t_run
                     step(f"run {v.key}", 1.0)
                     if v.error:
@@ -248,6 +268,8 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     manifest["wall_s"] = time.perf_counter() - t_start
     atomic_write_json(out_dir / "manifest.json", manifest)
     shutil.rmtree(out_dir / ".device", ignore_errors=True)
+    if hasattr(device, "close"):
+        device.close()
     return {"manifest": manifest, "results": results, "bench": bench, "summary": summary, "runtime_gap": gap_summary}
 
 

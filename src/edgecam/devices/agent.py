@@ -1,8 +1,11 @@
 """The device-side agent: runs one job (load an artifact, time it, run the inputs) and writes the results.
 
 Torch-free and Python >= 3.8: it imports the standard library, numpy and the one runtime the job names.
-Invoked as `python -m edgecam.devices.agent JOB_DIR`; JOB_DIR holds `job.json` (and `inputs.npy`), and
-receives `result.json` (+ `outputs.npz` for mode "run"). Two modes, always in separate processes:
+Shipped to devices as one zipapp (`edgecam.devices.archive`) and invoked as `python AGENT.pyz run JOB_DIR`
+(or `python -m edgecam.devices.agent run JOB_DIR` where edgecam is installed); `python AGENT.pyz probe`
+prints the device's facts as JSON. JOB_DIR holds `job.json` (and `inputs.npy`), and receives `result.json`
+(+ `outputs.npz` for mode "run"); `agent.pid` marks a job in progress so that a host which lost its
+connection can stop a stale run before retrying. Two job modes, always in separate processes:
 
 - "run":    init (session creation), first inference, `warmup` runs, `iterations` timed runs at
             `batch_size` (raw samples kept), then every input in batches -> logits / features.
@@ -18,7 +21,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 AGENT_PROTOCOL = 1
 
@@ -57,6 +60,21 @@ def _current_rss_bytes() -> int:
         return _peak_rss_bytes()
 
 
+def apply_cpu_budget(cores: Optional[int]) -> Optional[List[int]]:
+    """Pin this process to the first `cores` CPUs it may use (Linux `sched_setaffinity`), so a big machine
+    can stand in for a smaller board; returns the CPU set in force (None where affinity is unsupported)."""
+    if not hasattr(os, "sched_getaffinity"):
+        if cores:
+            raise RuntimeError("a CPU budget (cores = %d) needs Linux sched_setaffinity; this OS has none" % cores)
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if cores:
+        if cores > len(allowed):
+            raise RuntimeError("CPU budget of %d cores asked, but only %d CPUs are available: %s" % (cores, len(allowed), allowed))
+        os.sched_setaffinity(0, allowed[:cores])
+    return sorted(os.sched_getaffinity(0))
+
+
 def _load_runtime(job: Dict[str, Any]) -> Any:
     from edgecam.runtimes import runtime_class
 
@@ -79,6 +97,7 @@ def run_job(job_dir: str) -> Dict[str, Any]:
     inputs = np.load(os.path.join(job_dir, "inputs.npy"), allow_pickle=False)
     input_name = job.get("input_name", "input")
     result: Dict[str, Any] = {"protocol": AGENT_PROTOCOL, "mode": mode, "python": sys.version.split()[0]}
+    result["cpu_budget"] = {"cores": job.get("cores"), "affinity": apply_cpu_budget(job.get("cores"))}
     if mode == "memory":
         result["rss_before_load_bytes"] = _current_rss_bytes()
         rt = _load_runtime(job)
@@ -98,11 +117,19 @@ def run_job(job_dir: str) -> Dict[str, Any]:
         t2 = time.perf_counter()
         for _ in range(int(job.get("warmup", 5))):
             rt.run({input_name: sample})
+        sampler = _tegrastats_sampler(job)
         samples = []
-        for _ in range(int(job.get("iterations", 50))):
-            s = time.perf_counter()
-            rt.run({input_name: sample})
-            samples.append(time.perf_counter() - s)
+        if sampler is not None:
+            sampler.__enter__()
+        try:
+            for _ in range(int(job.get("iterations", 50))):
+                s = time.perf_counter()
+                rt.run({input_name: sample})
+                samples.append(time.perf_counter() - s)
+        finally:
+            if sampler is not None:
+                sampler.__exit__(None, None, None)
+                result["tegrastats"] = sampler.summary()
         result.update({"init_s": t1 - t0, "first_s": t2 - t1, "samples_s": samples, "batch_size": bs})
         outs: Dict[str, List[Any]] = {}
         for batch in _batches(inputs, int(job.get("output_batch_size", 32))):
@@ -117,11 +144,140 @@ def run_job(job_dir: str) -> Dict[str, Any]:
     return result
 
 
+def _tegrastats_sampler(job: Dict[str, Any]) -> Any:
+    """A tegrastats sampler around the timed loop on Jetsons (job "tegrastats": true and the tool present)."""
+    if not job.get("tegrastats"):
+        return None
+    from edgecam.devices.tegrastats import maybe_sampler
+
+    return maybe_sampler(int(job.get("tegrastats_interval_ms", 100)), job.get("tegrastats_executable", "tegrastats"))
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo ("model name" on x86, "Model"/"Hardware" or the part on ARM)."""
+    fields: Dict[str, str] = {}
+    for line in _read("/proc/cpuinfo").splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    for key in ("model name", "Model", "Hardware", "cpu model", "CPU part"):
+        if fields.get(key):
+            return fields[key]
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _ram_bytes() -> Optional[int]:
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _os_name() -> str:
+    import platform
+
+    for line in _read("/etc/os-release").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip().strip('"')
+    return platform.platform()
+
+
+RUNTIME_MODULES = ("onnxruntime", "ai_edge_litert", "tflite_runtime", "tensorrt")
+
+
+def _module_version(name: str) -> Optional[str]:
+    """Version of an importable module, None when it is absent (or fails to import: the reason is kept)."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        return None
+    try:
+        import importlib.metadata as md
+
+        dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(name, name)
+        return md.version(dist)
+    except Exception:  # noqa: BLE001 - not a distribution (e.g. a system TensorRT); ask the module
+        try:
+            return str(getattr(importlib.import_module(name), "__version__", "unknown"))
+        except Exception as exc:  # noqa: BLE001
+            return "broken: %s: %s" % (type(exc).__name__, exc)
+
+
+def parse_nv_tegra_release(text: str) -> Optional[Dict[str, str]]:
+    """`/etc/nv_tegra_release` ("# R35 (release), REVISION: 4.1, GCID: ..., BOARD: ...") -> L4T release."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    if not first.startswith("# R"):
+        return None
+    major = first[3:].split()[0]
+    out = {"l4t_major": major, "raw": first}
+    for part in first.split(","):
+        key, sep, value = part.partition(":")
+        if sep:
+            out[key.strip().lower()] = value.strip()
+    if "revision" in out:
+        out["l4t"] = "%s.%s" % (major, out["revision"])
+    return out
+
+
+def probe() -> Dict[str, Any]:
+    """What this device is and which runtimes it can run: printed by `agent.pyz probe` as JSON."""
+    import platform
+
+    facts: Dict[str, Any] = {
+        "protocol": AGENT_PROTOCOL,
+        "arch": platform.machine(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "ram_bytes": _ram_bytes(),
+        "os": _os_name(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "numpy": _module_version("numpy"),
+        "runtimes": {name: _module_version(name) for name in RUNTIME_MODULES},
+    }
+    board = _read("/proc/device-tree/model").strip("\x00\n ")
+    if board:
+        facts["board"] = board
+    tegra = parse_nv_tegra_release(_read("/etc/nv_tegra_release"))
+    if tegra is not None:
+        import shutil
+
+        facts["jetson"] = {**tegra, "tegrastats": shutil.which("tegrastats") is not None}
+    return facts
+
+
+USAGE = "usage: agent run JOB_DIR | agent probe\n"
+
+
 def main(argv: List[str]) -> int:
-    if len(argv) != 1:
-        sys.stderr.write("usage: python -m edgecam.devices.agent JOB_DIR\n")
+    if argv == ["probe"]:
+        json.dump(probe(), sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    if len(argv) == 2 and argv[0] == "run":
+        argv = argv[1:]
+    if len(argv) != 1 or argv[0].startswith("-"):
+        sys.stderr.write(USAGE)
         return 2
     job_dir = argv[0]
+    pid_path = os.path.join(job_dir, "agent.pid")
+    with open(pid_path, "w") as f:
+        f.write(str(os.getpid()))
     try:
         result = run_job(job_dir)
         code = 0
@@ -132,6 +288,7 @@ def main(argv: List[str]) -> int:
     with open(tmp, "w") as f:
         json.dump(result, f)
     os.replace(tmp, os.path.join(job_dir, "result.json"))
+    os.remove(pid_path)
     return code
 
 

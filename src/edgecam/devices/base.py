@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from edgecam.cache import stable_hash
 from edgecam.errors import EdgecamError
 from edgecam.registry import Registry
 
@@ -27,26 +29,40 @@ class RunResult:
     wall_s: float
 
 
+class DeviceError(EdgecamError):
+    """The device cannot be reached or used (connection, authentication, host key, missing tool)."""
+
+
 class JobFailed(EdgecamError):
     """The agent ran but the job failed on the device (runtime crash, bad artifact, ...)."""
 
 
+def job_key(artifact_sha256: str, inputs: np.ndarray, job: dict[str, Any]) -> str:
+    """Stable name of a job: same artifact, inputs and settings -> same remote job directory, so a job that
+    finished on the device while the host lost contact is pulled, not run again."""
+    digest = hashlib.sha256(np.ascontiguousarray(inputs).tobytes()).hexdigest()
+    return stable_hash({"artifact": artifact_sha256, "inputs": [digest, list(inputs.shape), str(inputs.dtype)], "job": job})
+
+
 class Device:
-    """Where artifacts run. Subclasses implement push / pull / run / info and name their Python."""
+    """Where artifacts run. Subclasses implement the file and process primitives; `run_job` is shared."""
 
     kind: ClassVar[str] = "device"
     name: str = "device"
 
+    # -- primitives (per transport) -------------------------------------------------------------------
     def push(self, local: Path, remote: str) -> None:
+        """Copy a file or directory to `remote`, atomically: a reader never sees a half-copied tree."""
         raise NotImplementedError
 
     def pull(self, remote: str, local: Path) -> None:
         raise NotImplementedError
 
     def run(self, argv: list[str], timeout: float | None = None) -> RunResult:
+        """Run `argv` (a list, never a shell string: remote transports quote every element)."""
         raise NotImplementedError
 
-    def info(self) -> dict[str, Any]:
+    def exists(self, remote: str) -> bool:
         raise NotImplementedError
 
     def workdir(self) -> str:
@@ -55,48 +71,96 @@ class Device:
     def python(self) -> list[str]:
         raise NotImplementedError
 
+    def cleanup(self, remote: str) -> None:
+        """Remove a job directory on the device (best effort)."""
+
+    # -- shared --------------------------------------------------------------------------------------
+    def agent(self) -> str:
+        """Path of the agent zipapp on the device, pushed once per content hash."""
+        if getattr(self, "_agent_path", None) is None:
+            from edgecam.devices.archive import build_agent_archive
+
+            local = build_agent_archive()
+            remote = f"{self.workdir()}/agent/{local.name}"
+            if not self.exists(remote):
+                self.push(local, remote)
+            self._agent_path = remote
+        return self._agent_path
+
+    def info(self) -> dict[str, Any]:
+        """The device's facts (arch, CPU, cores, RAM, OS, Python, runtimes found, Jetson release), probed
+        by the agent on the device itself and kept for the session."""
+        if getattr(self, "_info", None) is None:
+            res = self.run([*self.python(), self.agent(), "probe"], timeout=120)
+            if res.returncode != 0:
+                raise DeviceError(f"probing {self.name} failed (exit {res.returncode}); stderr:\n{res.stderr[-2000:]}")
+            try:
+                facts = json.loads(res.stdout.strip().splitlines()[-1])
+            except (json.JSONDecodeError, IndexError) as exc:
+                raise DeviceError(f"probing {self.name}: the agent printed no JSON ({exc}); stdout: {res.stdout[-500:]!r}") from exc
+            self._info = {"name": self.name, "kind": self.kind, **facts}
+        return dict(self._info)
+
+    def run_agent(self, remote_job: str, timeout: float | None) -> RunResult:
+        """Run the agent on one job directory (SSH overrides this to survive a dropped connection)."""
+        return self.run([*self.python(), self.agent(), "run", remote_job], timeout=timeout)
+
     def run_job(self, artifact_dir: Path, inputs: np.ndarray, job: dict[str, Any], timeout: float | None = 600) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Ship an artifact + inputs, run the agent on them, bring back (result, outputs)."""
-        job_id = uuid.uuid4().hex[:12]
+        """Ship an artifact + inputs, run the agent on them, bring back (result, outputs).
+
+        The remote job directory is named by `job_key`; one that already holds a result (the host lost
+        contact after the device finished) is pulled rather than run again.
+        """
+        inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+        manifest = json.loads((artifact_dir / "manifest.json").read_text())
+        key = job_key(str(manifest.get("sha256", artifact_dir.name)), inputs, job)
+        remote_art = f"{self.workdir()}/artifacts/{artifact_dir.name}"
+        remote_job = f"{self.workdir()}/jobs/{key}"
         with tempfile.TemporaryDirectory(prefix="edgecam-job-") as tmp_s:
             tmp = Path(tmp_s)
-            remote_art = f"{self.workdir()}/artifacts/{artifact_dir.name}"
-            remote_job = f"{self.workdir()}/jobs/{job_id}"
-            self.push(artifact_dir, remote_art)
-            np.save(tmp / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32), allow_pickle=False)
-            manifest = json.loads((artifact_dir / "manifest.json").read_text())
-            spec = {**job, "artifact": f"{remote_art}/{manifest['file']}"}
-            (tmp / "job.json").write_text(json.dumps(spec))
-            self.push(tmp, remote_job)
-            res = self.run([*self.python(), "-m", "edgecam.devices.agent", remote_job], timeout=timeout)
+            res: RunResult | None = None
+            if not self.exists(f"{remote_job}/result.json"):
+                if not self.exists(f"{remote_art}/manifest.json"):  # pushed atomically: present = complete
+                    self.push(artifact_dir, remote_art)
+                send = tmp / "send"
+                send.mkdir()
+                np.save(send / "inputs.npy", inputs, allow_pickle=False)
+                (send / "job.json").write_text(json.dumps({**job, "artifact": f"{remote_art}/{manifest['file']}"}))
+                self.push(send, remote_job)
+                res = self.run_agent(remote_job, timeout)
             back = tmp / "back"
             self.pull(remote_job, back)
             result_path = back / "result.json"
             if not result_path.is_file():
-                raise JobFailed(f"job {job_id} on {self.name}: agent exited {res.returncode} without a result; stderr:\n{res.stderr[-4000:]}")
+                detail = f"agent exited {res.returncode}; stderr:\n{res.stderr[-4000:]}" if res else "no result"
+                raise JobFailed(f"job {key} on {self.name}: {detail}")
             result = json.loads(result_path.read_text())
             if not result.get("ok"):
-                raise JobFailed(f"job {job_id} on {self.name} failed: {result.get('error')}\n{result.get('traceback', '')[-4000:]}")
+                self.cleanup(remote_job)
+                raise JobFailed(f"job {key} on {self.name} failed: {result.get('error')}\n{result.get('traceback', '')[-4000:]}")
             outputs: dict[str, np.ndarray] = {}
             if (back / "outputs.npz").is_file():
-                with np.load(back / "outputs.npz", allow_pickle=False) as z:
+                with np.load(back / "outputs.npz", allow_pickle=False) as z:  # never unpickle device data
                     outputs = {k: z[k] for k in z.files}
+            result["job_key"] = key
+            result["resumed"] = res is None
             self.cleanup(remote_job)
             return result, outputs
-
-    def cleanup(self, remote: str) -> None:
-        """Remove a job directory on the device (best effort)."""
 
 
 DEVICES: Registry[type[Device]] = Registry("device")
 
 
 def copy_tree(src: Path, dst: Path) -> None:
-    """Copy a file or directory, replacing what is at `dst`."""
+    """Copy a file or directory to `dst` through a temporary sibling and a rename (atomic on one filesystem)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")
+    if tmp.exists():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     if src.is_dir():
+        shutil.copytree(src, tmp)
         if dst.exists():
             shutil.rmtree(dst)
-        shutil.copytree(src, dst)
     else:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)

@@ -4,15 +4,13 @@ the host's torch and caches out of the measured process)."""
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
+from edgecam.cache import cache_dir
 from edgecam.devices.base import DEVICES, Device, RunResult, copy_tree
 
 
@@ -20,9 +18,9 @@ from edgecam.devices.base import DEVICES, Device, RunResult, copy_tree
 class LocalDevice(Device):
     kind = "local"
 
-    def __init__(self, workdir: str | None = None, python: str | None = None) -> None:
-        self.name = "local"
-        self._workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="edgecam-local-"))
+    def __init__(self, workdir: str | None = None, python: str | None = None, name: str = "local") -> None:
+        self.name = name
+        self._workdir = Path(workdir) if workdir else cache_dir() / "local-device"
         self._python = python or sys.executable
 
     def workdir(self) -> str:
@@ -44,19 +42,8 @@ class LocalDevice(Device):
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
         return RunResult(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
 
+    def exists(self, remote: str) -> bool:
+        return Path(remote).exists()
+
     def cleanup(self, remote: str) -> None:
         shutil.rmtree(remote, ignore_errors=True)
-
-    def info(self) -> dict[str, Any]:
-        import psutil
-
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "arch": platform.machine(),
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "ram_bytes": psutil.virtual_memory().total,
-            "os": platform.platform(),
-            "python": platform.python_version(),
-        }

@@ -1,0 +1,64 @@
+"""The agent as one self-contained zipapp, built from the installed package and named by its content hash.
+
+Only the torch-free modules go in (the agent, the runtime adapters, tegrastats, the registry), so a board
+needs nothing but Python >= 3.8, numpy and its runtime. The name carries the hash of the contents, so a
+device that already holds `edgecam-agent-<hash>.pyz` is never sent it again, and a changed agent is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import edgecam
+from edgecam.cache import atomic_write_bytes, cache_dir
+
+# Package-relative paths of everything the device side imports (a test runs the archive without torch).
+AGENT_MODULES = (
+    "__init__.py",
+    "errors.py",
+    "registry.py",
+    "devices/__init__.py",
+    "devices/agent.py",
+    "devices/tegrastats.py",
+    "runtimes/__init__.py",
+    "runtimes/base.py",
+    "runtimes/onnxruntime.py",
+    "runtimes/litert.py",
+    "runtimes/null.py",
+)
+
+MAIN = b"""import sys
+
+from edgecam.devices.agent import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+_FIXED_TIME = (2020, 1, 1, 0, 0, 0)  # reproducible archives: same sources -> same bytes -> same hash
+
+
+def agent_archive_bytes() -> bytes:
+    """The zipapp's bytes: `__main__.py` + the agent modules, with fixed timestamps and order."""
+    root = Path(edgecam.__file__).parent
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(zipfile.ZipInfo("__main__.py", _FIXED_TIME), MAIN)
+        for rel in AGENT_MODULES:
+            info = zipfile.ZipInfo(f"edgecam/{rel}", _FIXED_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, (root / rel).read_bytes())
+    return buf.getvalue()
+
+
+def build_agent_archive(directory: Path | None = None) -> Path:
+    """Write (once) and return `edgecam-agent-<sha256[:16]>.pyz` under the cache."""
+    data = agent_archive_bytes()
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    directory = directory or cache_dir() / "agent"
+    path = directory / f"edgecam-agent-{digest}.pyz"
+    if not path.is_file():
+        atomic_write_bytes(path, data)
+    return path

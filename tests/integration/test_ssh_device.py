@@ -1,0 +1,237 @@
+"""SSH devices against a real OpenSSH server on loopback (see sshd_server.py): the same logits and CAM
+metrics as the local device, a dropped connection recovered without loss or duplicates, unknown host keys
+refused, hostile file names harmless, and an agent that runs on a Python without torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+from sshd_server import SshServer, start_sshd
+
+from edgecam.devices.base import JobFailed
+from edgecam.devices.inventory import DeviceSpec, open_device
+from edgecam.devices.local import LocalDevice
+from edgecam.devices.ssh import HostKeyError, SSHDevice
+
+JOB = {"runtime": "onnxruntime", "runtime_options": {"threads": 1}, "warmup": 2, "iterations": 20, "batch_size": 1, "mode": "run"}
+KEY_COLUMNS = ["model", "format", "runtime", "precision", "cam_method", "image_id"]
+METRICS = ["sim_fp32", "cc_fp32", "kld_fp32", "sim_gt", "cc_gt", "kld_gt", "pred"]
+
+
+@pytest.fixture(scope="module")
+def sshd() -> Iterator[SshServer]:
+    root = Path(tempfile.mkdtemp(prefix="edgecam-sshd-"))  # not under pytest's 0700 tmp: sshd reads it as the user
+    server = start_sshd(root)
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def board_spec(server: SshServer, **changes: Any) -> DeviceSpec:
+    spec = DeviceSpec("board", url=server.url, key_file=str(server.key_file), known_hosts=str(server.known_hosts), python=server.python, retries=4)
+    return dataclasses.replace(spec, **changes)
+
+
+@pytest.fixture()
+def board(sshd: SshServer) -> Iterator[SSHDevice]:
+    device = open_device(board_spec(sshd))
+    assert isinstance(device, SSHDevice)
+    device.backoff_s = 0.2
+    yield device
+    device.close()
+
+
+def test_probe_over_ssh_reports_the_boards_python_and_runtimes(board: SSHDevice, sshd: SshServer) -> None:
+    info = board.info()
+    board_python = subprocess.run([sshd.python, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True, check=True).stdout.strip()
+    assert info["python"] == board_python and info["kind"] == "ssh"
+    assert info["runtimes"]["onnxruntime"] and info["runtimes"]["tensorrt"] is None
+    assert info["cores"] >= 1 and info["ram_bytes"] > 2**28 and info["arch"]
+
+
+def test_agent_runs_on_a_python_without_torch(board: SSHDevice, sshd: SshServer, trained_tinycnn) -> None:
+    no_torch = board.run([*board.python(), "-c", "import torch"])
+    assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr
+    no_edgecam = board.run([*board.python(), "-c", "import edgecam"])
+    assert no_edgecam.returncode != 0  # everything the agent imports comes from the zipapp
+    result, outputs = board.run_job(trained_tinycnn.artifacts["fp32"], trained_tinycnn.data.test_x[:4], JOB)
+    assert outputs["logits"].shape == (4, 10) and result["python"] == board.info()["python"]
+
+
+def test_ssh_logits_match_the_local_device(board: SSHDevice, trained_tinycnn, tmp_path: Path) -> None:
+    x = trained_tinycnn.data.test_x[:64]
+    local = LocalDevice(workdir=str(tmp_path / "local"))
+    for precision in ("fp32", "int8"):
+        _, remote_out = board.run_job(trained_tinycnn.artifacts[precision], x, JOB)
+        _, local_out = local.run_job(trained_tinycnn.artifacts[precision], x, JOB)
+        for key in ("logits", "features"):
+            assert np.abs(remote_out[key] - local_out[key]).max() < 1e-5, (precision, key)
+    assert board.run(["ls", "-A", f"{board.workdir()}/jobs"]).stdout.strip() == ""  # job dirs cleaned up
+
+
+def _kill_connection_when_a_job_runs(sshd: SshServer, stop: threading.Event, killed: list[int]) -> None:
+    """Wait until some agent has written its pid file on the board, then kill the sshd processes serving
+    the connection: the session drops mid-job."""
+    jobs = sshd.home / ".cache" / "edgecam" / "jobs"
+    while not stop.is_set():
+        if any(jobs.glob("*/agent.pid")):
+            pids = sshd.connection_pids()
+            for pid in pids:
+                subprocess.run(["kill", "-9", str(pid)], check=False)
+            killed.extend(pids)
+            return
+        time.sleep(0.005)
+
+
+def test_connection_dropped_mid_job_is_retried_without_loss(board: SSHDevice, sshd: SshServer, trained_tinycnn, tmp_path: Path) -> None:
+    x = trained_tinycnn.data.test_x[:32]
+    job = {**JOB, "iterations": 3000}  # ~1 s of timed runs: long enough to be cut in the middle
+    stop, killed = threading.Event(), []  # type: ignore[var-annotated]
+    killer = threading.Thread(target=_kill_connection_when_a_job_runs, args=(sshd, stop, killed))
+    killer.start()
+    try:
+        result, outputs = board.run_job(trained_tinycnn.artifacts["int8"], x, job)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "the connection was never dropped"
+    assert board.reconnects >= 1
+    assert len(result["samples_s"]) == 3000  # a whole timed run, not the cut one and not two glued together
+    _, local_out = LocalDevice(workdir=str(tmp_path / "local")).run_job(trained_tinycnn.artifacts["int8"], x, {**JOB, "iterations": 5})
+    assert np.abs(outputs["logits"] - local_out["logits"]).max() < 1e-5
+    assert "agent" not in subprocess.run(["pgrep", "-u", sshd.user, "-af", "edgecam-agent"], capture_output=True, text=True).stdout
+
+
+def test_a_job_finished_while_disconnected_is_pulled_not_rerun(board: SSHDevice, trained_tinycnn) -> None:
+    """Simulate a host that lost contact after the device finished: the result on the board is reused."""
+    x = trained_tinycnn.data.test_x[:3]
+    calls: list[str] = []
+    original = board.run_agent
+
+    def run_then_forget(remote_job: str, timeout: float | None) -> Any:
+        calls.append(remote_job)
+        res = original(remote_job, timeout)
+        raise_after = len(calls) == 1
+        if raise_after:  # the agent finished; the host never heard back
+            raise KeyboardInterrupt
+        return res
+
+    board.run_agent = run_then_forget  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        board.run_job(trained_tinycnn.artifacts["fp32"], x, JOB)
+    first, _ = board.run_job(trained_tinycnn.artifacts["fp32"], x, JOB)
+    assert len(calls) == 1 and first["resumed"] is True
+
+
+def test_unknown_host_key_is_refused_with_how_to_trust_it(sshd: SshServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    device = open_device(board_spec(sshd, known_hosts=str(empty)))
+    with pytest.raises(HostKeyError, match=rf"not in {empty}.*ssh-keyscan -p {sshd.port} 127.0.0.1"):
+        device.info()
+    insecure = open_device(board_spec(sshd, known_hosts=str(empty), host_key_check=False))
+    with caplog.at_level(logging.WARNING, logger="edgecam.devices.ssh"):
+        assert insecure.info()["kind"] == "ssh"
+    assert "host key checking is OFF" in caplog.text
+    insecure.close()  # type: ignore[attr-defined]
+
+
+def test_changed_host_key_is_refused(sshd: SshServer, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{sshd.port} {' '.join(wrong.with_suffix('.pub').read_text().split()[:2])}\n")
+    with pytest.raises(HostKeyError, match="CHANGED"):
+        open_device(board_spec(sshd, known_hosts=str(known))).info()
+
+
+def test_hostile_file_names_are_quoted_and_run_nothing_else(board: SSHDevice, sshd: SshServer, trained_tinycnn, tmp_path: Path) -> None:
+    from edgecam.cache import sha256_file
+
+    evil = "model 'x\" ; touch PWNED; $(touch PWNED2) `touch PWNED3`.onnx"
+    art = tmp_path / "art; touch PWNED4 'q\""
+    shutil.copytree(trained_tinycnn.artifacts["fp32"], art)
+    (art / "model.onnx").rename(art / evil)
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["file"] = evil
+    manifest["sha256"] = sha256_file(art / evil)
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    result, outputs = board.run_job(art, trained_tinycnn.data.test_x[:2], JOB)
+    assert outputs["logits"].shape == (2, 10)
+    found = subprocess.run(["find", str(sshd.home), "/tmp", "-name", "PWNED*"], capture_output=True, text=True).stdout
+    assert found == ""
+
+
+def test_bad_job_on_the_board_fails_with_the_cause(board: SSHDevice, trained_tinycnn, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(trained_tinycnn.artifacts["fp32"], bad)
+    (bad / "model.onnx").write_bytes(b"not onnx")
+    with pytest.raises(JobFailed, match="INVALID_PROTOBUF|Protobuf|model.onnx"):
+        board.run_job(bad, trained_tinycnn.data.test_x[:2], JOB)
+
+
+# -- whole runs -------------------------------------------------------------------------------------------
+def _run_config(trained_tinycnn) -> Any:
+    from edgecam.config import BenchSpec, DataSpec, RuntimeSpec
+
+    cfg = trained_tinycnn.cfg
+    return cfg.replace(
+        data=dataclasses.replace(cfg.data, limit=10),
+        export=dataclasses.replace(cfg.export, precisions=("fp32", "int8")),
+        runtimes=(RuntimeSpec("onnxruntime", threads=1),),
+        bench=BenchSpec(warmup=2, iterations=10, memory=False),
+    )
+
+
+@pytest.fixture(scope="module")
+def local_run(trained_tinycnn, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    from edgecam.bench.sweep import run
+
+    out = run(_run_config(trained_tinycnn), tmp_path_factory.mktemp("local-run"), log=lambda m: None)
+    return out["results"]
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert len(a) == len(b) and not b.duplicated(KEY_COLUMNS).any()
+    a, b = a.sort_values(KEY_COLUMNS).reset_index(drop=True), b.sort_values(KEY_COLUMNS).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[KEY_COLUMNS], b[KEY_COLUMNS])
+    np.testing.assert_allclose(a[METRICS].to_numpy(float), b[METRICS].to_numpy(float), atol=1e-5)
+
+
+def test_run_over_ssh_gives_the_local_metrics(sshd: SshServer, trained_tinycnn, local_run: pd.DataFrame, tmp_path: Path) -> None:
+    from edgecam.bench.sweep import run
+
+    out = run(_run_config(trained_tinycnn), tmp_path / "run", log=lambda m: None, device_spec=board_spec(sshd))
+    assert set(out["results"]["device"]) == {"board"}
+    _same_rows(local_run, out["results"])
+    manifest = out["manifest"]
+    assert manifest["device"]["kind"] == "ssh" and manifest["device"]["inventory"]["url"] == sshd.url
+    assert "key_file" not in manifest["device"]["inventory"]
+    assert str(sshd.key_file) not in (tmp_path / "run" / "manifest.json").read_text()
+
+
+def test_run_over_ssh_survives_a_dropped_connection(sshd: SshServer, trained_tinycnn, local_run: pd.DataFrame, tmp_path: Path) -> None:
+    from edgecam.bench.sweep import run
+
+    stop, killed = threading.Event(), []  # type: ignore[var-annotated]
+    killer = threading.Thread(target=_kill_connection_when_a_job_runs, args=(sshd, stop, killed))
+    killer.start()
+    try:
+        out = run(_run_config(trained_tinycnn), tmp_path / "run", log=lambda m: None, device_spec=board_spec(sshd))
+    finally:
+        stop.set()
+        killer.join()
+    assert killed and not out["manifest"]["failed"]
+    _same_rows(local_run, out["results"])
