@@ -86,6 +86,15 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
     console.print(table)
 
 
+def _console() -> Any:
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 150)  # logs and CI: do not squeeze the tables to 80 columns
+    return console
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -94,9 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edgecam.config import default_config_path, load_config
     from edgecam.devices.inventory import get_device_spec
 
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 150)  # logs and CI: do not squeeze the tables to 80 columns
+    console = _console()
     cfg = load_config(args.config or default_config_path())
     if args.limit is not None:
         if args.limit < 1:
@@ -137,7 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_devices_list(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from edgecam.devices.inventory import inventory_path, load_inventory
@@ -148,14 +154,13 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
         table.add_column(col)
     for spec in devices.values():
         table.add_row(spec.name, spec.url, ", ".join(spec.runtimes) or "all", str(spec.threads or "-"), str(spec.cores or "-"), spec.notes)
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
 def cmd_devices_probe(args: argparse.Namespace) -> int:
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from edgecam.devices.inventory import get_device_spec, open_device
@@ -179,7 +184,7 @@ def cmd_devices_probe(args: argparse.Namespace) -> int:
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         table.add_row(key, str(value))
-    Console().print(table)
+    _console().print(table)
     return 0
 
 

@@ -1,0 +1,69 @@
+"""The agent zipapp: reproducible, self-contained, torch-free; probe facts; CPU budgets; Jetson release."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from edgecam.devices.agent import parse_nv_tegra_release
+from edgecam.devices.archive import AGENT_MODULES, agent_archive_bytes, build_agent_archive
+from edgecam.devices.base import JobFailed
+from edgecam.devices.local import LocalDevice
+
+
+def test_archive_is_reproducible_and_named_by_content(tmp_path: Path) -> None:
+    assert agent_archive_bytes() == agent_archive_bytes()
+    a = build_agent_archive(tmp_path)
+    assert build_agent_archive(tmp_path) == a and a.name.startswith("edgecam-agent-") and a.suffix == ".pyz"
+    names = zipfile.ZipFile(a).namelist()
+    assert "__main__.py" in names and all(f"edgecam/{m}" in names for m in AGENT_MODULES)
+    assert not any("torch" in n or "explain" in n or "exporters" in n for n in names)
+
+
+def test_archive_imports_without_torch_and_from_itself(tmp_path: Path) -> None:
+    """Python's -I ignores the environment; the archive's modules must load without torch or the package."""
+    pyz = build_agent_archive(tmp_path)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "import edgecam, edgecam.devices.agent, edgecam.runtimes.onnxruntime, edgecam.runtimes.litert, edgecam.devices.tegrastats;"
+        "print(edgecam.__file__); print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'pandas')))"
+    )
+    out = subprocess.run([sys.executable, "-I", "-c", code, str(pyz)], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0].startswith(str(pyz)) and out[1] == "[]"
+
+
+def test_probe_prints_facts_as_json(tmp_path: Path) -> None:
+    pyz = build_agent_archive(tmp_path)
+    facts = json.loads(subprocess.run([sys.executable, str(pyz), "probe"], capture_output=True, text=True, check=True).stdout)
+    assert facts["runtimes"]["onnxruntime"] and set(facts["runtimes"]) == {"onnxruntime", "ai_edge_litert", "tflite_runtime", "tensorrt"}
+    assert facts["cores"] >= 1 and facts["ram_bytes"] > 0 and facts["python"] == ".".join(map(str, sys.version_info[:3]))
+    bad = subprocess.run([sys.executable, str(pyz), "--help"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage: agent run JOB_DIR | agent probe" in bad.stderr
+
+
+def test_cpu_budget_pins_the_agent(trained_tinycnn, tmp_path: Path) -> None:
+    dev = LocalDevice(workdir=str(tmp_path / "dev"))
+    job = {"runtime": "onnxruntime", "runtime_options": {"threads": 1}, "warmup": 1, "iterations": 3, "mode": "run", "cores": 1}
+    result, _ = dev.run_job(trained_tinycnn.artifacts["fp32"], trained_tinycnn.data.test_x[:2], job)
+    assert result["cpu_budget"]["cores"] == 1 and len(result["cpu_budget"]["affinity"]) == 1
+    with pytest.raises(JobFailed, match=r"CPU budget of 512 cores asked, but only \d+ CPUs"):
+        dev.run_job(trained_tinycnn.artifacts["fp32"], trained_tinycnn.data.test_x[:2], {**job, "cores": 512})
+
+
+@pytest.mark.parametrize(
+    ("line", "l4t"),
+    [
+        # Jetson Nano, JetPack 4.6 (L4T 32.6.1) and AGX Orin, JetPack 5.1.2 (L4T 35.4.1): /etc/nv_tegra_release
+        ("# R32 (release), REVISION: 6.1, GCID: 27863751, BOARD: t210ref, EABI: aarch64, DATE: Mon Jul 26 19:20:30 UTC 2021", "32.6.1"),
+        ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023", "35.4.1"),
+    ],
+)
+def test_nv_tegra_release_parses_the_l4t_version(line: str, l4t: str) -> None:
+    facts = parse_nv_tegra_release(line + "\n")
+    assert facts is not None and facts["l4t"] == l4t and facts["board"] in ("t210ref", "t186ref")
+    assert parse_nv_tegra_release("") is None and parse_nv_tegra_release("Ubuntu 22.04") is None

@@ -1,0 +1,111 @@
+"""devices.toml: valid entries, errors that name the file and field, lookup order, `edgecam devices`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgecam.cli import main
+from edgecam.devices.inventory import DeviceSpec, get_device_spec, inventory_path, load_inventory, open_device
+from edgecam.devices.local import LocalDevice
+from edgecam.devices.ssh import SSHDevice, SSHTarget
+from edgecam.errors import ConfigError
+
+GOOD = """
+[[devices]]
+name = "orin"
+url = "ssh://ubuntu@192.0.2.40:2222"
+runtimes = ["onnxruntime", "litert"]
+threads = 4
+cores = 4
+key_file = "~/.ssh/id_orin"
+notes = "Jetson Orin Nano 8GB"
+
+[[devices]]
+name = "pixel"
+url = "adb://emulator-5554"
+benchmark_model = "/data/local/tmp/benchmark_model"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "devices.toml"
+    path.write_text(text)
+    return path
+
+
+def test_inventory_loads_typed_specs_and_keeps_local(tmp_path: Path) -> None:
+    devices = load_inventory(write(tmp_path, GOOD))
+    assert sorted(devices) == ["local", "orin", "pixel"]
+    orin = devices["orin"]
+    assert orin.runtimes == ("onnxruntime", "litert") and orin.threads == 4 and orin.cores == 4 and orin.host_key_check
+    assert orin.scheme == "ssh" and devices["pixel"].scheme == "adb"
+    assert "key_file" not in orin.public() and orin.public()["url"] == orin.url
+
+
+def test_ssh_spec_opens_an_unconnected_ssh_device(tmp_path: Path) -> None:
+    device = open_device(get_device_spec("orin", write(tmp_path, GOOD)))
+    assert isinstance(device, SSHDevice) and device._client is None  # connects on first use
+    assert device.target == SSHTarget("ubuntu", "192.0.2.40", 2222) and device.key_file == str(Path.home() / ".ssh/id_orin")
+    assert isinstance(open_device(DeviceSpec("local"), local_workdir=str(tmp_path)), LocalDevice)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('[[devices]]\nname = "a"\nurl = "ssh://h"\nthreds = 2\n', r"unknown key devices\[0\]\.threds; allowed keys"),
+        ('[[devices]]\nname = "a"\nurl = "telnet://h"\n', r"devices\.a\.url: expected local, ssh://"),
+        ('[[devices]]\nname = "a"\nurl = "ssh://h"\nthreads = "4"\n', r"devices\[0\]\.threads: expected int, got str"),
+        ('[[devices]]\nname = "a"\nurl = "ssh://h"\nruntimes = ["tensorflow"]\n', r"unknown runtime 'tensorflow'; known: .*onnxruntime"),
+        ('[[devices]]\nname = "a"\n[[devices]]\nname = "a"\n', r"duplicate device name 'a'"),
+        ('[[devices]]\nname = "a"\ncores = 0\n', r"devices\.a\.cores: expected a positive integer"),
+        ("[device]\nname = 1\n", r"unknown top-level key\(s\) device"),
+        ("[[devices]\n", r"malformed TOML"),
+    ],
+)
+def test_bad_inventory_names_file_and_field(tmp_path: Path, text: str, match: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=match) as err:
+        load_inventory(path)
+    assert str(path) in str(err.value)
+
+
+def test_ssh_url_errors() -> None:
+    with pytest.raises(Exception, match="passwords are not accepted"):
+        SSHTarget.parse("ssh://u:secret@h")
+    with pytest.raises(Exception, match=r"expected ssh://\[user@\]host"):
+        SSHTarget.parse("ssh://")
+    assert SSHTarget.parse("ssh://pi@raspberrypi.local") == SSHTarget("pi", "raspberrypi.local", 22)
+
+
+def test_lookup_order_and_unknown_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGECAM_DEVICES", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert inventory_path() is None
+    write(tmp_path, GOOD)
+    assert inventory_path() == Path("devices.toml")
+    other = tmp_path / "other.toml"
+    other.write_text('[[devices]]\nname = "pi"\nurl = "ssh://pi@192.0.2.7"\n')
+    monkeypatch.setenv("EDGECAM_DEVICES", str(other))
+    assert sorted(load_inventory()) == ["local", "pi"]
+    with pytest.raises(ConfigError, match=r"unknown device 'jetson'; known devices: local, pi"):
+        get_device_spec("jetson")
+    with pytest.raises(ConfigError, match="device inventory not found"):
+        load_inventory(tmp_path / "missing.toml")
+
+
+def test_cli_devices_list_and_probe_local(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGECAM_CACHE_DIR", str(tmp_path / "cache"))
+    path = write(tmp_path, GOOD)
+    assert main(["devices", "--devices", str(path), "list"]) == 0
+    out = capsys.readouterr().out
+    assert "orin" in out and "ssh://ubuntu@192.0.2.40:2222" in out and "Jetson Orin Nano 8GB" in out
+    assert main(["devices", "--devices", str(path), "probe", "local", "--json"]) == 0
+    import json
+
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["runtimes"]["onnxruntime"] and facts["cores"] >= 1 and facts["kind"] == "local"
+    assert main(["devices", "--devices", str(path), "probe", "nope"]) == 2
+    assert "unknown device 'nope'" in capsys.readouterr().err
