@@ -235,3 +235,12 @@ def test_run_over_ssh_survives_a_dropped_connection(sshd: SshServer, trained_tin
         killer.join()
     assert killed and not out["manifest"]["failed"]
     _same_rows(local_run, out["results"])
+
+
+def test_remote_command_timeout_and_exit_codes(board: SSHDevice) -> None:
+    from edgecam.devices.base import DeviceError
+
+    with pytest.raises(DeviceError, match=r"timed out after 0.5 s"):
+        board.run(["sleep", "5"], timeout=0.5)
+    res = board.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (res.returncode, res.stdout, res.stderr) == (3, "out\n", "err\n")

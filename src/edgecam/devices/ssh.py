@@ -16,7 +16,6 @@ import logging
 import os
 import posixpath
 import shlex
-import socket
 import stat
 import time
 import uuid
@@ -219,31 +218,33 @@ class SSHDevice(Device):
         return self._retry(f"run {argv[0]}", lambda: self._exec(command, timeout))
 
     def _exec(self, command: str, timeout: float | None) -> RunResult:
+        """Run one command; stdout and stderr are drained as they come (no window stall on either), and a
+        transport that dies or a command past `timeout` raises instead of hanging."""
         start = time.perf_counter()
-        chan = self._ensure().get_transport().open_session(timeout=self.connect_timeout)
-        chan.settimeout(timeout)
+        transport = self._ensure().get_transport()
+        chan = transport.open_session(timeout=self.connect_timeout)
         chan.exec_command(command)
         out, err = bytearray(), bytearray()
         try:
             while True:
-                if chan.recv_ready():
+                busy = False
+                while chan.recv_ready():
                     out += chan.recv(65536)
-                elif chan.recv_stderr_ready():
+                    busy = True
+                while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    busy = True
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
-                else:
-                    data = chan.recv(65536)  # blocks up to `timeout`; b"" at EOF
-                    if not data:
-                        if chan.exit_status_ready():
-                            continue
-                        if chan.closed or not chan.get_transport().is_active():
-                            raise ConnectionLost(f"{self.name}: connection closed while running {command[:80]!r}")
-                        time.sleep(0.01)  # stdout closed, process still exiting
-                    out += data
-        except socket.timeout:
+                if not transport.is_active() or (chan.closed and not chan.exit_status_ready()):
+                    raise ConnectionLost(f"{self.name}: connection closed while running {command[:80]!r}")
+                if timeout is not None and time.perf_counter() - start > timeout:
+                    raise DeviceError(f"{self.name}: command timed out after {timeout} s: {command[:200]}")
+                if not busy:
+                    time.sleep(0.01)
+        except BaseException:
             chan.close()
-            raise DeviceError(f"{self.name}: command timed out after {timeout} s: {command[:200]}") from None
+            raise
         code = chan.recv_exit_status()
         chan.close()
         if code == -1:  # no exit status: the connection went away

@@ -13,6 +13,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -41,11 +44,33 @@ if TYPE_CHECKING:
 
 @contextlib.contextmanager
 def quiet() -> Any:
-    """Silence the exporters' progress prints and warnings (they would break the progress bars)."""
+    """Silence the exporters' prints, progress bars, warnings and native (absl / TFLite) logs: they would break
+    edgecam's progress bars. File descriptors 1 and 2 go to a temporary file; if the block raises, what was
+    captured is written back to stderr so that nothing needed for diagnosis is lost."""
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+                warnings.simplefilter("ignore")
+                yield
+        except BaseException:
+            sys.stdout.flush()
+            sink.seek(0)
+            captured = sink.read().decode(errors="replace") + err.getvalue()
+            os.write(saved[1], captured[-8000:].encode())
+            raise
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
 
 def export_fp32(model: "torch.nn.Module", info: ModelInfo, path: Path, opset: int = 21) -> None:
