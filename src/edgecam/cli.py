@@ -96,7 +96,6 @@ def _console() -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgecam.bench.sweep import run

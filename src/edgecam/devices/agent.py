@@ -16,6 +16,7 @@ connection can stop a stale run before retrying. Two job modes, always in separa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -119,17 +120,13 @@ def run_job(job_dir: str) -> Dict[str, Any]:
             rt.run({input_name: sample})
         sampler = _tegrastats_sampler(job)
         samples = []
-        if sampler is not None:
-            sampler.__enter__()
-        try:
+        with sampler if sampler is not None else contextlib.nullcontext():
             for _ in range(int(job.get("iterations", 50))):
                 s = time.perf_counter()
                 rt.run({input_name: sample})
                 samples.append(time.perf_counter() - s)
-        finally:
-            if sampler is not None:
-                sampler.__exit__(None, None, None)
-                result["tegrastats"] = sampler.summary()
+        if sampler is not None:
+            result["tegrastats"] = sampler.summary()
         result.update({"init_s": t1 - t0, "first_s": t2 - t1, "samples_s": samples, "batch_size": bs})
         outs: Dict[str, List[Any]] = {}
         for batch in _batches(inputs, int(job.get("output_batch_size", 32))):

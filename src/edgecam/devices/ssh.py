@@ -63,6 +63,11 @@ class SSHTarget:
         return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
 
 
+def _shell_join(argv: list[str]) -> str:
+    """One remote command line with every argument quoted: nothing in a file name runs as shell."""
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
 def _known_hosts_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
@@ -188,8 +193,6 @@ class SSHDevice(Device):
             except (HostKeyError, FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError, NotADirectoryError):
                 raise  # answers, not transport failures
             except (ConnectionLost, paramiko.SSHException, EOFError, OSError) as exc:
-                if isinstance(exc, DeviceError) and not isinstance(exc, ConnectionLost):
-                    raise
                 self.close()
                 if attempt == self.retries:
                     raise ConnectionLost(f"{self.name}: {what} failed after {self.retries + 1} attempts: {type(exc).__name__}: {exc}") from exc
@@ -214,7 +217,7 @@ class SSHDevice(Device):
 
     def run(self, argv: list[str], timeout: float | None = None) -> RunResult:
         """Run `argv` on the device; each element is shell-quoted, so nothing in a name runs as a command."""
-        command = " ".join(shlex.quote(str(a)) for a in argv)
+        command = _shell_join(argv)
         return self._retry(f"run {argv[0]}", lambda: self._exec(command, timeout))
 
     def _exec(self, command: str, timeout: float | None) -> RunResult:
@@ -294,7 +297,7 @@ class SSHDevice(Device):
             else:
                 sftp.put(str(local), tmp)
             if self.exists(remote):
-                self._exec(" ".join(shlex.quote(a) for a in ["rm", "-rf", "--", remote]), self.connect_timeout * 3)
+                self._exec(_shell_join(["rm", "-rf", "--", remote]), self.connect_timeout * 3)
             sftp.posix_rename(tmp, remote)
 
         self._retry(f"push {local.name}", upload)
@@ -323,27 +326,19 @@ class SSHDevice(Device):
     def run_agent(self, remote_job: str, timeout: float | None) -> RunResult:
         """Run the agent; if the connection drops mid-job, reconnect, then pull a finished result or stop the
         stale agent (its pid file) and run the job again, so nothing is lost and nothing is counted twice."""
-        argv = [*self.python(), self.agent(), "run", remote_job]
-        command = " ".join(shlex.quote(a) for a in argv)
-        import paramiko
+        command = _shell_join([*self.python(), self.agent(), "run", remote_job])
+        attempts = 0
 
-        delay = self.backoff_s
-        for attempt in range(self.retries + 1):
-            try:
-                if attempt:
-                    if self.exists(f"{remote_job}/result.json"):
-                        return RunResult(0, "", "", 0.0)
-                    self._stop_stale_agent(remote_job)
-                return self._exec(command, timeout)
-            except (ConnectionLost, paramiko.SSHException, EOFError, ConnectionError) as exc:
-                self.close()
-                if attempt == self.retries:
-                    raise
-                log.warning("%s: job %s: %s; reconnecting (retry %d/%d in %.1fs)", self.name, posixpath.basename(remote_job), exc, attempt + 1, self.retries, delay)
-                self.reconnects += 1
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+        def attempt() -> RunResult:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:  # the previous attempt lost the connection
+                if self.exists(f"{remote_job}/result.json"):
+                    return RunResult(0, "", "", 0.0)
+                self._stop_stale_agent(remote_job)
+            return self._exec(command, timeout)
+
+        return self._retry(f"job {posixpath.basename(remote_job)}", attempt)
 
     def _stop_stale_agent(self, remote_job: str) -> None:
         pid_file = f"{remote_job}/agent.pid"
