@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev]'
+	@# grad-cam pulls opencv-python-headless, which shares the cv2 package with the contrib build: make sure
+	@# the contrib one (cv2.saliency, for the visual-saliency providers) is the one on disk
+	@$(PY) -c "import cv2; cv2.saliency" 2>/dev/null || $(PY) -m pip install -q --force-reinstall --no-deps \
+	  "opencv-contrib-python-headless==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
 	@touch $(STAMP)
 
 ## run the embedded default benchmark (configs/quickstart.toml); extra CLI flags via ARGS="--limit 50"

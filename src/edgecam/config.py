@@ -53,6 +53,7 @@ class ModelSpec:
     epochs: Optional[int] = None  # per-model overrides of the [train] recipe
     lr: Optional[float] = None
     batch_size: Optional[int] = None
+    shift_copies: Optional[int] = None
 
     def __post_init__(self) -> None:
         from edgecam.models import MODELS
@@ -63,12 +64,14 @@ class ModelSpec:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"models.{name} ({self.name}): expected a positive integer, got {value}")
+        if self.shift_copies is not None and self.shift_copies < 0:
+            raise ConfigError(f"models.shift_copies ({self.name}): expected an integer >= 0, got {self.shift_copies}")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"models.lr ({self.name}): expected a positive number, got {self.lr}")
 
     def train_spec(self, base: TrainSpec) -> TrainSpec:
         """The [train] recipe with this model's overrides applied."""
-        overrides = {k: getattr(self, k) for k in ("epochs", "lr", "batch_size") if getattr(self, k) is not None}
+        overrides = {k: getattr(self, k) for k in ("epochs", "lr", "batch_size", "shift_copies") if getattr(self, k) is not None}
         return dataclasses.replace(base, **overrides)
 
 

@@ -82,3 +82,21 @@ def test_unconvertible_model_names_model_and_leaves_nothing(tmp_path: Path) -> N
     with pytest.raises(ArtifactError, match="svdnet.*(svd|linalg)"):
         TfliteExporter().export(Bad().eval(), info, ExportSpec("fp32"), tmp_path / "bad")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_calibration_ranges_are_the_true_extrema_over_the_calibration_set(trained_tinycnn, tflite_tinycnn) -> None:
+    """ai-edge-quantizer's own `calibrate` keeps a moving average of per-image extrema, which clips the test
+    split; edgecam's calibration must hold the true min / max over every calibration image."""
+    from ai_edge_quantizer import recipe
+
+    from edgecam.exporters.tflite import calibrate_min_max
+
+    images = trained_tinycnn.data.train_x[:24]
+    fp32 = Artifact.load(tflite_tinycnn["fp32"]).path
+    qsvs = calibrate_min_max(fp32, recipe.static_wi8_ai8(), images)
+    feats = litert_outputs(tflite_tinycnn["fp32"], images)["features"]
+    (key,) = [k for k in qsvs if "output_1" in k and "max" in qsvs[k]]
+    assert float(np.max(qsvs[key]["max"])) == pytest.approx(float(feats.max()), rel=1e-6)
+    assert float(np.min(qsvs[key]["min"])) == pytest.approx(float(feats.min()), abs=1e-6)
+    per_image_max = feats.reshape(len(images), -1).max(1)
+    assert per_image_max.min() < 0.95 * per_image_max.max()  # the images differ: an average would be lower

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,3 +64,20 @@ def test_custom_model_errors() -> None:
 
 def test_registry_has_the_papers_architectures() -> None:
     assert set(MODELS.names()) == {"tinycnn", "vgg16", "resnet50", "densenet121", "mobilenet_v2", "squeezenet1_0", "efficientnet_b0"}
+
+
+def test_shifted_copies_are_seeded_translations() -> None:
+    from edgecam.models.train import shifted_copies
+
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 3, 16, 16)).astype(np.float32)
+    a = shifted_copies(x, 2, 3, seed=7)
+    assert a.shape == (10, 3, 16, 16) and a.dtype == x.dtype
+    assert np.array_equal(a, shifted_copies(x, 2, 3, seed=7))
+    assert not np.array_equal(a, shifted_copies(x, 2, 3, seed=8))
+    for i, img in enumerate(a):  # each copy is its source translated by at most 3 px (edge-padded)
+        src = x[i % 5]
+        padded = np.pad(src, ((0, 0), (3, 3), (3, 3)), mode="edge")
+        hits = [(dy, dx) for dy in range(7) for dx in range(7) if np.array_equal(padded[:, dy : dy + 16, dx : dx + 16], img)]
+        assert hits, f"copy {i} is not a translation of image {i % 5}"
+    assert np.array_equal(shifted_copies(x, 1, 0, seed=0), x)  # no shift: identity
