@@ -51,7 +51,8 @@ def metric_table(title: str, rows: Any, models: Sequence[str]) -> Any:
         metric_key = next(k for k, lab in METRICS.items() if lab == row["metric"])
         means = [row[f"{m}_mean"] for m in models]
         finite = [x for x in means if x == x]
-        best = (max(finite) if HIGHER_IS_BETTER[metric_key] else min(finite)) if finite else None
+        higher = HIGHER_IS_BETTER.get(metric_key)  # None: a descriptive statistic, no "best"
+        best = (max(finite) if higher else min(finite)) if finite and higher is not None else None
         cells = [_fmt(mean, row[f"{m}_std"]) for m, mean in zip(models, means)]
         if best is not None and len(models) > 1:
             cells = [f"[bold green]{c}[/]" if mean == best else c for c, mean in zip(cells, means)]
@@ -63,10 +64,15 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
     """Table 1 per format / runtime / CAM method, the runtime gap, then accuracy, latency and memory."""
     from rich.table import Table
 
+    from edgecam.bench.results import METRICS
+
     summary = out["summary"]
     if not summary.empty:
-        for (fmt, runtime, method), grp in summary.groupby(["format", "runtime", "cam_method"], sort=False):
-            console.print(metric_table(f"CAM fidelity: {method} ({fmt} / {runtime}), mean ± std over images", grp, models))
+        table1 = summary["metric"].isin([METRICS[k] for k in ("sim", "cc", "kld")])
+        for (fmt, runtime, method, mode), grp in summary[table1].groupby(["format", "runtime", "cam_method", "cam_mode"], sort=False):
+            console.print(metric_table(f"CAM fidelity: {method} [{mode}] ({fmt} / {runtime}), mean ± std over images", grp, models))
+        for (fmt, runtime, method, mode), grp in summary[~table1].groupby(["format", "runtime", "cam_method", "cam_mode"], sort=False):
+            console.print(metric_table(f"Faithfulness, localisation, activations: {method} [{mode}] ({fmt} / {runtime})", grp, models))
     gap = out.get("runtime_gap")
     if gap is not None and not gap.empty:
         for method, grp in gap.groupby("cam_method", sort=False):

@@ -35,10 +35,13 @@ class DataSpec:
     digit_size: int = 24
     seed: int = 0
     limit: Optional[int] = 200  # test images per variant (None = the whole split)
+    copies_test: int = 1  # clutter variants per test digit (360 test images per copy at the defaults)
 
     def __post_init__(self) -> None:
         if self.name != "digits-clutter":
             raise ConfigError(f"data.name: expected one of digits-clutter, got {self.name!r}")
+        if self.copies_test < 1:
+            raise ConfigError(f"data.copies_test: expected a positive integer, got {self.copies_test}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"data.limit: expected a positive integer or nothing, got {self.limit}")
 
@@ -153,12 +156,34 @@ class ExplainSpec:
     methods: tuple[str, ...] = ("gradcampp", "eigencam")
     reference: str = "gradcampp"
     target: str = "pred"  # "pred": each variant's own top-1; "label": the ground-truth class
+    sim: bool = False  # also compute the gradient methods in the host fake-quant graph (ONNX artifacts)
+    saliency: str = "spectral_residual"  # visual-saliency provider for the "v. saliency" columns
+    saliency_dir: Optional[str] = None  # maps by image id, for saliency = "directory"
+    faithfulness: bool = True  # Deletion / Insertion AUC through the device session
+    faithfulness_steps: int = 16
+    faithfulness_images: int = 50  # first N images of the run get Deletion / Insertion (device forwards)
+    emd_size: int = 32  # EMD on maps downsampled to emd_size x emd_size; 0 switches EMD off
+    rise_masks: int = 1000
+    shard_size: int = 100  # images explained at a time: CAMs are streamed to rows, never held for the run
+    bootstrap: int = 2000  # resamples of the 95% confidence intervals in summary.csv
+    seed: int = 0
 
     def __post_init__(self) -> None:
         from edgecam.explain.cams import CAM_METHODS
+        from edgecam.explain.saliency import SALIENCY_PROVIDERS
 
         for m in self.methods:
             CAM_METHODS.get(m)
+        SALIENCY_PROVIDERS.get(self.saliency)
+        if self.saliency == "directory" and not self.saliency_dir:
+            raise ConfigError("explain.saliency_dir: required when explain.saliency = 'directory' (a folder of <image id>.png / .npy maps)")
+        for name in ("faithfulness_steps", "faithfulness_images", "rise_masks", "shard_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"explain.{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.emd_size < 0 or self.emd_size == 1:
+            raise ConfigError(f"explain.emd_size: expected 0 (off) or an integer >= 2, got {self.emd_size}")
+        if self.bootstrap < 100:
+            raise ConfigError(f"explain.bootstrap: expected at least 100 resamples, got {self.bootstrap}")
         if self.reference not in ("gradcampp", "gradcam", "xgradcam", "layercam", "hirescam"):
             raise ConfigError(f"explain.reference: expected a gradient CAM (gradcampp, gradcam, xgradcam, layercam, hirescam), got {self.reference!r}")
         if self.target not in ("pred", "label"):

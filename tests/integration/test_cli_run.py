@@ -21,10 +21,16 @@ threads = 1
 [bench]
 warmup = 2
 iterations = 9
+[explain]
+faithfulness_images = 5
+emd_size = 16
+shard_size = 5          # 12 images: three shards, streamed
 """
 
 REQUIRED = ["model", "runtime", "precision", "precision_effective", "device", "cam_method", "cam_mode", "image_id", "label", "pred",
-            "top1_correct", "agrees_fp32", "sim_fp32", "cc_fp32", "kld_fp32", "sim_gt", "cc_gt", "kld_gt"]
+            "top1_correct", "agrees_fp32", "sim_fp32", "cc_fp32", "kld_fp32", "rmse_fp32", "emd_fp32", "sim_gt", "cc_gt", "kld_gt", "nss_gt",
+            "sim_sal", "cc_sal", "kld_sal", "saliency_provider", "wsol_iou", "pointing_energy", "deletion_auc", "insertion_auc",
+            "act_entropy", "act_std", "act_hoyer", "act_gini"]
 
 
 def edgecam(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
@@ -48,7 +54,20 @@ def test_run_writes_results_and_reuses_cache(trained_tinycnn, session_cache: Pat
     latency = pd.read_parquet(out / "latency.parquet")
     assert len(latency) == 3 * 9 and (latency["latency_ms"] > 0).all()
     summary = pd.read_csv(out / "summary.csv")
-    assert {"tinycnn_mean", "tinycnn_std"} <= set(summary.columns)
+    assert {"tinycnn_mean", "tinycnn_std", "tinycnn_ci_lo", "tinycnn_ci_hi", "tinycnn_p_vs_fp32", "tinycnn_constant"} <= set(summary.columns)
+    cc_gt = summary[(summary["comparison"] == "int8 v. GT") & summary["metric"].str.startswith("CC") & (summary["cam_method"] == "gradcampp")].iloc[0]
+    assert cc_gt["tinycnn_ci_lo"] <= cc_gt["tinycnn_mean"] <= cc_gt["tinycnn_ci_hi"] and 0 <= cc_gt["tinycnn_p_vs_fp32"] <= 1
+    assert results["saliency_provider"].eq("spectral_residual").all() and results["cc_sal"].notna().mean() > 0.9
+    int8 = results[results["precision"] == "int8"]
+    assert (int8["emd_fp32"] >= 0).all() and (int8["rmse_fp32"].between(0, 1)).all()
+    faith = results[results["deletion_auc"].notna()]
+    assert len(faith) == 5 * 3 * 2 and faith["insertion_auc"].between(0, 1).all()  # faithfulness_images = 5
+    wsol = pd.read_csv(out / "wsol.csv")
+    assert len(wsol) == 3 * 2 and wsol["max_box_acc"].between(0, 1).all()
+    dissimilar = pd.read_csv(out / "dissimilar.csv")
+    assert len(dissimilar) == 2 * 2 * 1 and (out / "dissimilar.png").stat().st_size > 1000  # int16, int8 x methods x ceil(5% of 12)
+    hist = pd.read_parquet(out / "activations.parquet")
+    assert set(hist["precision"]) == {"fp32", "int16", "int8"} and (hist.groupby("precision")["count"].sum() == 12 * 96 * 8 * 8).all()
     bench = pd.read_csv(out / "bench.csv")
     assert bench["ok"].all() and (bench["peak_rss_mb"] > 0).all()
     manifest = json.loads((out / "manifest.json").read_text())
@@ -106,3 +125,20 @@ def test_two_formats_give_a_runtime_gap(trained_tinycnn, tflite_tinycnn, session
     assert (fp32["cc"] > 0.999).all()  # same fp32 model in two runtimes: the same CAMs
     summary = pd.read_csv(out / "runtime_gap.csv")
     assert {"int8: tflite/litert v. onnx/onnxruntime", "int16: tflite/litert v. onnx/onnxruntime"} <= set(summary["comparison"])
+
+
+def test_run_with_sim_and_device_only_cams(trained_tinycnn, session_cache: Path, tmp_path: Path) -> None:
+    """sim mode next to mirror for the same method, and Score-CAM / RISE through the device session."""
+    cfg = tmp_path / "sim.toml"
+    cfg.write_text(CONFIG.replace('faithfulness_images = 5', 'faithfulness = false\nsim = true\nmethods = ["gradcampp", "scorecam", "rise"]\nrise_masks = 200\nsaliency = "gt_mask"'))
+    out = tmp_path / "run"
+    proc = edgecam(["run", str(cfg), "--out", str(out), "--limit", "4"], session_cache)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = pd.read_parquet(out / "results.parquet")
+    modes = results.groupby(["cam_method", "cam_mode"]).size().to_dict()
+    assert modes == {("gradcampp", "mirror"): 12, ("gradcampp", "sim"): 12, ("scorecam", "surrogate"): 12, ("rise", "surrogate"): 12}
+    both = results[results["cam_method"] == "gradcampp"].pivot_table(index=["precision", "image_id"], columns="cam_mode", values="cc_gt")
+    fp32 = both.loc["fp32"]
+    assert ((fp32["mirror"] - fp32["sim"]).abs() < 1e-3).all()  # fp32: the simulation is the model itself
+    assert results["deletion_auc"].isna().all() and results["saliency_provider"].eq("gt_mask").all()
+    assert (results["cc_sal"] - results["cc_gt"]).abs().max() < 1e-12

@@ -1,10 +1,13 @@
 """Results schema: per-image rows, per-variant performance and the Table-1 summary (arXiv 2403.09939).
 
-results.parquet columns (one row per image x model x runtime x precision x CAM method):
-model, format, runtime, precision, precision_effective, device, cam_method, cam_mode, image_id, label, pred,
-top1_correct, agrees_fp32, {sim,cc,kld}_fp32 (vs the same method's CAM of the fp32 artifact on the same
-runtime), {sim,cc,kld}_gt (vs the ground-truth digit mask), cc_host_ref (vs the host PyTorch reference
-Grad-CAM++), cam_constant, cc_fp32_nan, cc_gt_nan, artifact_sha256.
+results.parquet columns (one row per image x model x runtime x precision x CAM method x CAM mode):
+model, format, runtime, precision, precision_effective, device, cam_method, cam_mode (mirror | surrogate |
+sim), image_id, label, pred, top1_correct, agrees_fp32,
+{sim,cc,kld,rmse,emd}_fp32 (vs the same method's CAM of the fp32 artifact on the same runtime and mode),
+{sim,cc,kld,nss}_gt (vs the ground-truth digit mask), {sim,cc,kld}_sal (vs the visual-saliency map of
+`saliency_provider`), wsol_iou, pointing_energy, deletion_auc, insertion_auc, act_{entropy,std,hoyer,gini}
+(the device's features), cc_host_ref (vs the host PyTorch reference CAM), cam_constant, cc_fp32_nan,
+cc_gt_nan, artifact_sha256.
 """
 
 from __future__ import annotations
@@ -14,47 +17,32 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from edgecam.bench.timing import latency_stats
-from edgecam.explain.metrics import cc, compare
+from edgecam.explain.metrics import compare
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from edgecam.bench.sweep import Variant
 
-COMPARISONS = {"gt": "v. GT", "fp32": "v. fp32"}
-METRICS = {"sim": "SIM (higher is better)", "cc": "CC (higher is better)", "kld": "KLD (lower is better)"}
-HIGHER_IS_BETTER = {"sim": True, "cc": True, "kld": False}
+# comparison suffix -> (label, metrics measured against it); metric -> (label, higher is better)
+COMPARISONS = {"gt": "v. GT", "sal": "v. saliency", "fp32": "v. fp32"}
+COMPARISON_METRICS = {"gt": ("sim", "cc", "kld", "nss"), "sal": ("sim", "cc", "kld"), "fp32": ("sim", "cc", "kld", "rmse", "emd")}
+METRICS = {
+    "sim": "SIM (higher is better)", "cc": "CC (higher is better)", "kld": "KLD (lower is better)",
+    "nss": "NSS (higher is better)", "rmse": "RMSE (lower is better)", "emd": "EMD (lower is better)",
+    "deletion_auc": "Deletion AUC (lower is better)", "insertion_auc": "Insertion AUC (higher is better)",
+    "wsol_iou": "WSOL best IoU (higher is better)", "pointing_energy": "Energy pointing game (higher is better)",
+    "act_entropy": "Activation entropy, bits", "act_std": "Activation std", "act_hoyer": "Activation sparsity (Hoyer)",
+    "act_gini": "Activation sparsity (Gini)",
+}
+HIGHER_IS_BETTER = {"sim": True, "cc": True, "kld": False, "nss": True, "rmse": False, "emd": False, "deletion_auc": False,
+                    "insertion_auc": True, "wsol_iou": True, "pointing_energy": True}
+PER_IMAGE = ("deletion_auc", "insertion_auc", "wsol_iou", "pointing_energy", "act_entropy", "act_std", "act_hoyer", "act_gini")
+PRECISION_ORDER = ("fp32", "int16", "int8")
 
 
-def build_rows(
-    v: "Variant", method: str, mode: str, cams: np.ndarray, cams_fp32: np.ndarray, reference: np.ndarray,
-    masks: np.ndarray, ids: Sequence[str], labels: np.ndarray, pred: np.ndarray, pred_fp32: np.ndarray, device: str,
-) -> "pd.DataFrame":
-    """Compare every CAM with the fp32 CAM and the ground truth; one row per image."""
-    import pandas as pd
-
-    rows: list[dict[str, Any]] = []
-    for i in range(len(cams)):
-        vs_fp32 = compare(cams[i], cams_fp32[i])
-        vs_gt = compare(cams[i], masks[i])
-        rows.append({
-            "model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision,
-            "precision_effective": v.manifest.get("precision_effective", v.precision), "device": device,
-            "cam_method": method, "cam_mode": mode, "image_id": ids[i], "label": int(labels[i]), "pred": int(pred[i]),
-            "top1_correct": bool(pred[i] == labels[i]), "agrees_fp32": bool(pred[i] == pred_fp32[i]),
-            "sim_fp32": vs_fp32["sim"], "cc_fp32": vs_fp32["cc"], "kld_fp32": vs_fp32["kld"],
-            "sim_gt": vs_gt["sim"], "cc_gt": vs_gt["cc"], "kld_gt": vs_gt["kld"],
-            "cc_host_ref": cc(cams[i], reference[i]),
-            "cam_constant": bool(vs_gt["pred_constant"]), "cc_fp32_nan": bool(np.isnan(vs_fp32["cc"])), "cc_gt_nan": bool(np.isnan(vs_gt["cc"])),
-            "artifact_sha256": v.manifest.get("sha256"),
-        })
-    return pd.DataFrame(rows)
-
-
-def gap_rows(v: "Variant", ref: "Variant", method: str, cams: np.ndarray, cams_ref: np.ndarray, ids: Sequence[str], pred: np.ndarray, pred_ref: np.ndarray) -> "pd.DataFrame":
+def gap_rows(v: "Variant", ref: "Variant", method: str, cams: np.ndarray, cams_ref: np.ndarray, ids: Sequence[str], pred: np.ndarray, pred_ref: np.ndarray) -> list[dict[str, Any]]:
     """The runtime gap, per image: `v`'s CAM vs `ref`'s CAM (same model and precision, other runtime/format)."""
-    import pandas as pd
-
     rows = []
     for i in range(len(cams)):
         m = compare(cams[i], cams_ref[i])
@@ -62,18 +50,28 @@ def gap_rows(v: "Variant", ref: "Variant", method: str, cams: np.ndarray, cams_r
             "model": v.model, "precision": v.precision, "cam_method": method, "pair": f"{v.format}/{v.runtime} v. {ref.format}/{ref.runtime}",
             "image_id": ids[i], "agrees": bool(pred[i] == pred_ref[i]), "sim": m["sim"], "cc": m["cc"], "kld": m["kld"],
         })
-    return pd.DataFrame(rows)
+    return rows
 
 
-def _mean_std_nan(vals: np.ndarray) -> tuple[float, float, int]:
-    """Mean and sample std over the finite values, and how many were NaN (left out)."""
+def _stats(vals: np.ndarray, seed: int, n_boot: int) -> dict[str, float]:
+    """Mean, sample std, 95% bootstrap interval of the mean over the finite values; NaNs counted apart."""
+    from edgecam.bench.stats import bootstrap_ci
+
     finite = vals[~np.isnan(vals)]
-    mean = float(finite.mean()) if finite.size else float("nan")
-    std = float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
-    return mean, std, int(np.isnan(vals).sum())
+    lo, hi = bootstrap_ci(finite, n_boot=n_boot, seed=seed) if finite.size > 1 else (float("nan"), float("nan"))
+    return {
+        "mean": float(finite.mean()) if finite.size else float("nan"),
+        "std": float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
+        "ci_lo": float(lo), "ci_hi": float(hi), "nan": int(np.isnan(vals).sum()),
+    }
 
 
-def summarise_gap(gap: "pd.DataFrame", models: Sequence[str]) -> "pd.DataFrame":
+def _put(row: dict[str, Any], model: str, stats: dict[str, float]) -> None:
+    for k, val in stats.items():
+        row[f"{model}_{k}"] = val
+
+
+def summarise_gap(gap: "pd.DataFrame", models: Sequence[str], n_boot: int = 2000, seed: int = 0) -> "pd.DataFrame":
     """Runtime gap in the Table 1 layout: rows = CAM method x pair x precision x metric, columns = models."""
     import pandas as pd
 
@@ -81,33 +79,52 @@ def summarise_gap(gap: "pd.DataFrame", models: Sequence[str]) -> "pd.DataFrame":
         return pd.DataFrame()
     out: list[dict[str, Any]] = []
     for (method, pair, precision), grp in gap.groupby(["cam_method", "pair", "precision"], sort=False):
-        for metric, metric_label in METRICS.items():
-            row: dict[str, Any] = {"cam_method": method, "comparison": f"{precision}: {pair}", "metric": metric_label}
+        for metric in ("sim", "cc", "kld"):
+            row: dict[str, Any] = {"cam_method": method, "comparison": f"{precision}: {pair}", "metric": METRICS[metric]}
             for model in models:
-                row[f"{model}_mean"], row[f"{model}_std"], row[f"{model}_nan"] = _mean_std_nan(grp[grp["model"] == model][metric].to_numpy(dtype=float))
+                _put(row, model, _stats(grp[grp["model"] == model][metric].to_numpy(dtype=float), seed, n_boot))
             out.append(row)
     return pd.DataFrame(out)
 
 
-def summarise(results: "pd.DataFrame", models: Sequence[str]) -> "pd.DataFrame":
-    """Table 1 layout: rows = runtime x CAM method x comparison ("int8 v. fp32") x metric, columns = models
-    (mean and std over images; NaNs, e.g. CC of constant maps, left out and counted in `<model>_nan`)."""
+def summarise(results: "pd.DataFrame", models: Sequence[str], n_boot: int = 2000, seed: int = 0) -> "pd.DataFrame":
+    """Table 1 layout: rows = format x runtime x CAM method x mode x comparison ("int8 v. GT") x metric,
+    columns per model: mean, std (Table 1 of 2403.09939), a 95% bootstrap CI, NaNs left out (`_nan`),
+    degenerate (constant) CAMs (`_constant`) and, for a quantized precision, the paired Wilcoxon p-value
+    of the same per-image score against fp32's on the same images (`_p_vs_fp32`; not for "v. fp32",
+    where fp32 is the reference itself)."""
     import pandas as pd
+
+    from edgecam.bench.stats import paired_wilcoxon
 
     if results.empty:
         return pd.DataFrame()
+    if "cam_mode" not in results:
+        results = results.assign(cam_mode="mirror")
     out: list[dict[str, Any]] = []
-    precisions = [p for p in ("fp32", "int16", "int8") if p in set(results["precision"])]
-    for (fmt, runtime, method), grp in results.groupby(["format", "runtime", "cam_method"], sort=False):
-        for comp, comp_label in COMPARISONS.items():
+    precisions = [p for p in PRECISION_ORDER if p in set(results["precision"])]
+    blocks = [(comp, f"{comp}", [f"{m}_{comp}" for m in metrics]) for comp, metrics in COMPARISON_METRICS.items()] + [("", "", list(PER_IMAGE))]
+    for (fmt, runtime, method, mode), grp in results.groupby(["format", "runtime", "cam_method", "cam_mode"], sort=False):
+        for comp, _, columns in blocks:
             for precision in precisions:
                 if comp == "fp32" and precision == "fp32":
                     continue
-                for metric, metric_label in METRICS.items():
-                    row: dict[str, Any] = {"format": fmt, "runtime": runtime, "cam_method": method, "comparison": f"{precision} {comp_label}", "metric": metric_label}
+                for col in columns:
+                    if col not in grp:
+                        continue
+                    metric = col[: -len(comp) - 1] if comp else col
+                    label = f"{precision} {COMPARISONS[comp]}" if comp else precision
+                    row: dict[str, Any] = {"format": fmt, "runtime": runtime, "cam_method": method, "cam_mode": mode, "comparison": label, "metric": METRICS[metric]}
                     for model in models:
-                        vals = grp[(grp["model"] == model) & (grp["precision"] == precision)][f"{metric}_{comp}"].to_numpy(dtype=float)
-                        row[f"{model}_mean"], row[f"{model}_std"], row[f"{model}_nan"] = _mean_std_nan(vals)
+                        sub = grp[(grp["model"] == model) & (grp["precision"] == precision)]
+                        _put(row, model, _stats(sub[col].to_numpy(dtype=float), seed, n_boot))
+                        row[f"{model}_constant"] = int(sub["cam_constant"].sum()) if "cam_constant" in sub else 0
+                        p = float("nan")
+                        if precision != "fp32" and comp != "fp32":
+                            base = grp[(grp["model"] == model) & (grp["precision"] == "fp32")].set_index("image_id")[col]
+                            paired = sub.set_index("image_id")[col].align(base, join="inner")
+                            p = paired_wilcoxon(paired[0].to_numpy(dtype=float), paired[1].to_numpy(dtype=float))
+                        row[f"{model}_p_vs_fp32"] = p
                     out.append(row)
     return pd.DataFrame(out)
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgecam.bench.explain import DeviceSession, explain_model, write_dissimilar
 from edgecam.cache import atomic_write_json, cache_dir, stable_hash
 from edgecam.config import ModelSpec, RunConfig, RuntimeSpec
 from edgecam.devices.inventory import LOCAL, DeviceSpec
@@ -49,7 +50,7 @@ class Datasets:
 def load_data(cfg: RunConfig) -> Datasets:
     from edgecam.data.digits_clutter import DigitsClutterSpec, build_digits_clutter
 
-    spec = DigitsClutterSpec(canvas=cfg.data.canvas, digit_size=cfg.data.digit_size, seed=cfg.data.seed)
+    spec = DigitsClutterSpec(canvas=cfg.data.canvas, digit_size=cfg.data.digit_size, seed=cfg.data.seed, copies_test=cfg.data.copies_test)
     train = build_digits_clutter(spec, "train")
     test = build_digits_clutter(spec, "test")
     return Datasets(
@@ -144,17 +145,24 @@ def build_artifact(model: Any, mspec: ModelSpec, layer: str, ckpt_sha: str, fmt:
     return out, True
 
 
+def device_job(rspec: RuntimeSpec, dspec: DeviceSpec) -> dict[str, Any]:
+    """The job fields every run of `rspec` on `dspec` shares: runtime, its options (the inventory's thread
+    count where the experiment sets none) and the device's CPU budget."""
+    options = rspec.options()
+    if options.get("threads") is None and dspec.threads is not None:
+        options["threads"] = dspec.threads
+    job: dict[str, Any] = {"runtime": rspec.name, "runtime_options": options}
+    if dspec.cores is not None:
+        job["cores"] = dspec.cores
+    return job
+
+
 def run_variant(variant: Variant, rspec: RuntimeSpec, cfg: RunConfig, data: Datasets, device: Any, dspec: DeviceSpec = LOCAL) -> None:
     """Timing + outputs pass, then a separate memory pass, on `device`; failures are recorded, not raised.
 
     The device's inventory entry supplies the thread count where the experiment sets none, and its CPU
     budget (`cores`, applied by the agent) and tegrastats sampling."""
-    options = rspec.options()
-    if options.get("threads") is None and dspec.threads is not None:
-        options["threads"] = dspec.threads
-    job = {"runtime": rspec.name, "runtime_options": options, "warmup": cfg.bench.warmup, "iterations": cfg.bench.iterations, "batch_size": cfg.bench.batch_size}
-    if dspec.cores is not None:
-        job["cores"] = dspec.cores
+    job = {**device_job(rspec, dspec), "warmup": cfg.bench.warmup, "iterations": cfg.bench.iterations, "batch_size": cfg.bench.batch_size}
     if dspec.tegrastats:
         job["tegrastats"] = True
     try:
@@ -208,6 +216,10 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     all_gaps: list[pd.DataFrame] = []
     latency_rows: list[dict[str, Any]] = []
     variants: list[Variant] = []
+    wsol: list[dict[str, Any]] = []
+    histograms: list[dict[str, Any]] = []
+    dissimilar: list[dict[str, Any]] = []
+    rspecs = {r.name: r for r in cfg.runtimes}
     for mspec in cfg.models:
         t0 = time.perf_counter()
         model, layer, meta = prepare_model(mspec, cfg, data, stage(f"train {mspec.name}", 1.0))
@@ -243,19 +255,28 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
                         log(f"[red]FAILED[/red] {v.key}: {v.error.splitlines()[0]}")
                     mvariants.append(v)
         t_cam = time.perf_counter()
-        rows, gaps = explain_model(model, layer, mvariants, cfg, data, n_img, device.name, stage(f"CAMs {mspec.name}", 1.0), log)
-        all_rows += rows
-        all_gaps += gaps
+        sessions = {v.key: DeviceSession(device, v.artifact_dir, device_job(rspecs[v.runtime], dspec), cfg.bench.timeout_s) for v in mvariants if not v.error}
+        ex = explain_model(model, layer, mvariants, cfg, data, n_img, device.name, sessions, stage(f"CAMs {mspec.name}", 1.0), log, MEAN, STD)
+        all_rows.append(pd.DataFrame(ex.rows))
+        all_gaps.append(pd.DataFrame(ex.gaps))
+        wsol += ex.wsol
+        histograms += ex.histograms
+        dissimilar += ex.dissimilar
         timings[f"CAMs + metrics {mspec.name}"] = time.perf_counter() - t_cam
+        timings[f"device session calls {mspec.name}"] = float(sum(x.calls for x in sessions.values()))
         for v in mvariants:
             for i, s in enumerate(v.result.get("samples_s", [])):
                 latency_rows.append({"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "device": device.name, "iteration": i, "batch_size": v.result.get("batch_size"), "latency_ms": s * 1e3})
         variants += mvariants
     results = pd.concat(all_rows, ignore_index=True) if all_rows else pd.DataFrame()
     bench = variant_table(variants, data.test_y, device.name)
-    summary = summarise(results, [m.name for m in cfg.models])
+    names = [m.name for m in cfg.models]
+    summary = summarise(results, names, cfg.explain.bootstrap, cfg.explain.seed)
     gap = pd.concat(all_gaps, ignore_index=True) if all_gaps else pd.DataFrame()
-    gap_summary = summarise_gap(gap, [m.name for m in cfg.models])
+    gap_summary = summarise_gap(gap, names, cfg.explain.bootstrap, cfg.explain.seed)
+    _write_csv(pd.DataFrame(wsol), out_dir / "wsol.csv")
+    _write_parquet(pd.DataFrame(histograms), out_dir / "activations.parquet")
+    write_dissimilar(dissimilar, out_dir)
     if not gap.empty:
         _write_parquet(gap, out_dir / "runtime_gap.parquet")
         _write_csv(gap_summary, out_dir / "runtime_gap.csv")
@@ -270,59 +291,7 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     shutil.rmtree(out_dir / ".device", ignore_errors=True)
     if hasattr(device, "close"):
         device.close()
-    return {"manifest": manifest, "results": results, "bench": bench, "summary": summary, "runtime_gap": gap_summary}
-
-
-def explain_model(model: Any, layer: str, variants: list[Variant], cfg: RunConfig, data: Datasets, n_img: int, device: str, step: Progress, log: Callable[[str], None]) -> tuple[list[Any], list[Any]]:
-    """Reference CAM once per model, every CAM method on every variant, then the per-image comparison rows
-    (vs fp32 and ground truth) and the runtime-gap rows (same precision, different runtime / format).
-
-    A variant is compared with the fp32 variant of the same format and runtime; if that one failed, the
-    variant gets no rows (logged), since "vs fp32" would be undefined."""
-    from edgecam.bench.results import build_rows, gap_rows
-    from edgecam.explain.cams import CamContext, cam_method, reference_cams
-
-    ctx = CamContext(model, layer, data.test_x[:n_img])
-    labels = data.test_y[:n_img]
-    ok = [v for v in variants if not v.error]
-    todo = len(ok) * len(cfg.explain.methods) + 1
-    ref_targets = labels if cfg.explain.target == "label" else _host_pred(model, ctx.images)
-    reference = reference_cams(ctx, cfg.explain.reference, ref_targets)
-    step(f"CAMs {variants[0].model if variants else ''}", 1 / todo)
-    cams: dict[tuple[str, str], np.ndarray] = {}
-    preds: dict[str, np.ndarray] = {}
-    for v in ok:
-        preds[v.key] = v.outputs["logits"][:n_img].argmax(1)
-        targets = labels if cfg.explain.target == "label" else preds[v.key]
-        for mname in cfg.explain.methods:
-            cams[(v.key, mname)] = cam_method(mname)(ctx, v.outputs["features"][:n_img], targets)
-            step(f"CAMs {v.model}", (len(cams) + 1) / todo)
-    rows = []
-    gaps = []
-    first_by_precision: dict[str, Variant] = {}
-    for v in ok:  # the runtime gap: each other runtime's CAMs vs the first runtime's, at the same precision
-        ref = first_by_precision.setdefault(v.precision, v)
-        if ref is not v:
-            for mname in cfg.explain.methods:
-                gaps.append(gap_rows(v, ref, mname, cams[(v.key, mname)], cams[(ref.key, mname)], data.test_ids[:n_img], preds[v.key], preds[ref.key]))
-    for v in ok:
-        base = f"{v.model}-{v.format}-fp32-{v.runtime}"
-        if base not in preds:
-            log(f"[yellow]no fp32 {v.format}/{v.runtime} variant of {v.model}: {v.key} has no CAM comparison rows[/yellow]")
-            continue
-        for mname in cfg.explain.methods:
-            rows.append(build_rows(
-                v, mname, cam_method(mname).mode, cams[(v.key, mname)], cams[(base, mname)], reference, data.test_masks[:n_img],
-                data.test_ids[:n_img], labels, preds[v.key], preds[base], device,
-            ))
-    return rows, gaps
-
-
-def _host_pred(model: Any, images: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(images[i : i + 128])).argmax(1).numpy() for i in range(0, len(images), 128)])
+    return {"manifest": manifest, "results": results, "bench": bench, "summary": summary, "runtime_gap": gap_summary, "wsol": pd.DataFrame(wsol)}
 
 
 def _write_parquet(df: Any, path: Path) -> None:

@@ -4,11 +4,13 @@ Torch-free and Python >= 3.8: it imports the standard library, numpy and the one
 Shipped to devices as one zipapp (`edgecam.devices.archive`) and invoked as `python AGENT.pyz run JOB_DIR`
 (or `python -m edgecam.devices.agent run JOB_DIR` where edgecam is installed); `python AGENT.pyz probe`
 prints the device's facts as JSON. JOB_DIR holds `job.json` (and `inputs.npy`), and receives `result.json`
-(+ `outputs.npz` for mode "run"); `agent.pid` marks a job in progress so that a host which lost its
-connection can stop a stale run before retrying. Two job modes, always in separate processes:
+(+ `outputs.npz` for modes "run" and "forward"); `agent.pid` marks a job in progress so that a host which
+lost its connection can stop a stale run before retrying. Three job modes, always in separate processes:
 
 - "run":    init (session creation), first inference, `warmup` runs, `iterations` timed runs at
             `batch_size` (raw samples kept), then every input in batches -> logits / features.
+- "forward": every input in batches -> logits / features, untimed (the device session that gradient-free
+            CAMs and the faithfulness curves send their perturbed inputs through).
 - "memory": peak resident set size of a process that imports the runtime, loads the model and runs a few
             inferences (kernel-tracked peak, `resource.getrusage`), apart from the timing pass so that
             memory accounting never perturbs latency samples.
@@ -88,6 +90,17 @@ def _batches(x: Any, size: int) -> List[Any]:
     return [x[i : i + size] for i in range(0, len(x), size)]
 
 
+def _save_outputs(rt: Any, inputs: Any, job: Dict[str, Any], job_dir: str) -> None:
+    """Every output of `rt` over all `inputs` (batches of `output_batch_size`) to `job_dir/outputs.npz`."""
+    import numpy as np
+
+    outs: Dict[str, List[Any]] = {}
+    for batch in _batches(inputs, int(job.get("output_batch_size", 32))):
+        for k, v in rt.run({job.get("input_name", "input"): np.ascontiguousarray(batch)}).items():
+            outs.setdefault(k, []).append(np.asarray(v))
+    np.savez(os.path.join(job_dir, "outputs.npz"), **{k: np.concatenate(v) for k, v in outs.items()})
+
+
 def run_job(job_dir: str) -> Dict[str, Any]:
     """Execute `job_dir/job.json`; returns the result dict (also written to `job_dir/result.json`)."""
     import numpy as np
@@ -106,8 +119,6 @@ def run_job(job_dir: str) -> Dict[str, Any]:
             rt.run({input_name: batch})
         result["rss_after_run_bytes"] = _current_rss_bytes()
         result["peak_rss_bytes"] = _peak_rss_bytes()
-        result["runtime"] = rt.describe()
-        rt.close()
     elif mode == "run":
         bs = int(job.get("batch_size", 1))
         sample = np.ascontiguousarray(inputs[:bs])
@@ -128,15 +139,14 @@ def run_job(job_dir: str) -> Dict[str, Any]:
         if sampler is not None:
             result["tegrastats"] = sampler.summary()
         result.update({"init_s": t1 - t0, "first_s": t2 - t1, "samples_s": samples, "batch_size": bs})
-        outs: Dict[str, List[Any]] = {}
-        for batch in _batches(inputs, int(job.get("output_batch_size", 32))):
-            for k, v in rt.run({input_name: np.ascontiguousarray(batch)}).items():
-                outs.setdefault(k, []).append(np.asarray(v))
-        np.savez(os.path.join(job_dir, "outputs.npz"), **{k: np.concatenate(v) for k, v in outs.items()})
-        result["runtime"] = rt.describe()
-        rt.close()
+        _save_outputs(rt, inputs, job, job_dir)
+    elif mode == "forward":
+        rt = _load_runtime(job)
+        _save_outputs(rt, inputs, job, job_dir)
     else:
-        raise ValueError("unknown job mode %r; expected 'run' or 'memory'" % mode)
+        raise ValueError("unknown job mode %r; expected 'run', 'forward' or 'memory'" % mode)
+    result["runtime"] = rt.describe()
+    rt.close()
     result["ok"] = True
     return result
 

@@ -3,7 +3,11 @@
 - reference: the `grad-cam` package on the host fp32 PyTorch model (the ground truth for "vs fp32").
 - mirror:    the device's `features` are injected into the host fp32 PyTorch graph at the target layer and
              gradients are taken through the host head; the CAM maths is the `grad-cam` package's.
-- surrogate: needs nothing but the device's outputs, e.g. Eigen-CAM from `features` alone.
+- surrogate: needs nothing but the device: Eigen-CAM from `features` alone; Score-CAM and RISE send masked
+             inputs through the device session (`CamContext.forward`) in batches.
+- sim:       the whole CAM computed in the host's fake-quant graph of the artifact (the QDQ ONNX model run
+             by `exporters.quantize.graph.OnnxGraphModule`), as 2403.09939 did; comparing it with "mirror"
+             measures how far the paper's host simulation is from the device.
 
 All CAMs come out as (N, H, W) float32 at the input resolution, min-max normalised, resized bilinearly
 (`pytorch_grad_cam.utils.image.scale_cam_image`, cv2.INTER_LINEAR), as DESIGN.md's metric section requires.
@@ -12,7 +16,7 @@ All CAMs come out as (N, H, W) float32 at the input resolution, min-max normalis
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 
@@ -43,6 +47,11 @@ class CamContext:
     target_layer: str
     images: np.ndarray  # (N, C, H, W) normalised, as fed to the device
     batch_size: int = 32
+    forward: Optional[Callable[[np.ndarray], dict[str, np.ndarray]]] = None  # the device session
+    sim_module: Optional["torch.nn.Module"] = None  # fake-quant graph of the artifact (ONNX QDQ), for "sim"
+    seed: int = 0
+    rise_masks: int = 1000
+    rise_cells: int = 8
 
     @property
     def size(self) -> tuple[int, int]:
@@ -134,8 +143,160 @@ class EigenCam(CamMethod):
         return scale_cam_image(np.maximum(proj, 0), ctx.size).astype(np.float32)
 
 
-def cam_method(name: str) -> CamMethod:
-    return CAM_METHODS.get(name)()
+class _NoHooks:
+    def release(self) -> None:
+        """Nothing was hooked."""
+
+
+def _package_weighted_cam(kind: str, activations: np.ndarray, grads: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The `grad-cam` package's own weighting of (activations, gradients) for method `kind`, then ReLU and
+    its min-max + bilinear resize (`BaseCAM.compute_cam_per_layer`). The classes' `get_cam_image` /
+    `get_cam_weights` are pure numpy for these methods, so they run on an instance that hooks nothing."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    cam_obj = object.__new__(_package_cam(kind))
+    cam_obj.activations_and_grads = _NoHooks()  # what BaseCAM.__del__ releases
+    cam = cam_obj.get_cam_image(None, None, None, activations, grads, False)
+    return scale_cam_image(np.maximum(cam, 0), size).astype(np.float32)
+
+
+def sim_gradient_cams(ctx: CamContext, kind: str, targets: Sequence[int]) -> np.ndarray:
+    """Gradient CAM `kind` computed entirely in the artifact's fake-quant graph (`ctx.sim_module`): its own
+    features and d logit / d features, weighted by the `grad-cam` package's formula."""
+    import torch
+
+    if ctx.sim_module is None:
+        raise ValueError("sim CAMs need the artifact's fake-quant graph (ONNX artifacts only)")
+    out: list[np.ndarray] = []
+    for i in range(0, len(ctx.images), ctx.batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(ctx.images[i : i + ctx.batch_size], dtype=np.float32))
+        res = ctx.sim_module(x)
+        feats, logits = res["features"], res["logits"]
+        idx = torch.as_tensor(np.asarray(targets[i : i + ctx.batch_size], dtype=np.int64))
+        (grads,) = torch.autograd.grad(logits.gather(1, idx[:, None]).sum(), feats)
+        out.append(_package_weighted_cam(kind, feats.detach().numpy(), grads.numpy(), ctx.size))
+    return np.concatenate(out)
+
+
+def _sim(kind: str, label: str) -> type[CamMethod]:
+    class Sim(CamMethod):
+        name = f"{kind}"
+        mode = "sim"
+        needs_gradients = True
+        __doc__ = f"{label} computed in the host fake-quant simulation of the artifact (2403.09939's set-up)."
+
+        def __call__(self, ctx: CamContext, features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
+            return sim_gradient_cams(ctx, kind, targets)
+
+    Sim.__name__ = f"Sim_{kind}"
+    return Sim
+
+
+SIM_METHODS: Registry[type[CamMethod]] = Registry("sim CAM method")
+for _kind, _label in [("gradcampp", "Grad-CAM++"), ("gradcam", "Grad-CAM"), ("xgradcam", "XGrad-CAM"), ("layercam", "LayerCAM"), ("hirescam", "HiResCAM")]:
+    SIM_METHODS.add(_kind, _sim(_kind, _label))
+
+
+def _need_forward(ctx: CamContext, method: str) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    if ctx.forward is None:
+        raise ValueError(f"{method} needs a device session (CamContext.forward) to run masked inputs through")
+    return ctx.forward
+
+
+def _target_scores(logits: np.ndarray, target: int) -> np.ndarray:
+    return np.asarray(logits, dtype=np.float64)[:, int(target)]
+
+
+@CAM_METHODS.register("scorecam")
+class ScoreCam(CamMethod):
+    """Score-CAM (Wang et al., CVPRW 2020, Eq. 6-8) on the device: each activation channel, bilinearly
+    upsampled (align_corners, as `torch.nn.UpsamplingBilinear2d`) and min-max normalised, masks the input;
+    the masked inputs of a chunk of images go through the device session together; the target logits,
+    softmaxed over channels, weight the channels. Follows the `grad-cam` package's `ScoreCAM` step by step
+    (raw logit scores, softmax weights, ReLU, min-max + resize), so the two agree on fp32."""
+
+    name = "scorecam"
+    mode = "surrogate"
+    needs_forward = True
+    max_inputs_per_call = 4096  # masked inputs per device call: bounds host memory (4096 x 3x64x64 fp32 = 200 MB)
+
+    def __call__(self, ctx: CamContext, features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
+        import torch
+
+        forward = _need_forward(ctx, "Score-CAM")
+        feats = np.asarray(features, dtype=np.float32)
+        n, k = feats.shape[:2]
+        h, w = ctx.images.shape[2:]
+        per_call = max(1, self.max_inputs_per_call // max(1, k))
+        up = torch.nn.UpsamplingBilinear2d(size=(h, w))
+        out: list[np.ndarray] = []
+        for i in range(0, n, per_call):
+            with torch.no_grad():
+                a = up(torch.from_numpy(feats[i : i + per_call]))
+                flat = a.flatten(2)
+                lo, hi = flat.min(-1)[0][:, :, None, None], flat.max(-1)[0][:, :, None, None]
+                masks = ((a - lo) / (hi - lo + 1e-8)).numpy()
+            x = ctx.images[i : i + per_call].astype(np.float32)
+            masked = (x[:, None] * masks[:, :, None]).reshape(-1, *x.shape[1:])
+            logits = forward(masked)["logits"].reshape(len(x), k, -1)
+            scores = np.stack([_target_scores(logits[j], targets[i + j]) for j in range(len(x))])
+            weights = np.exp(scores - scores.max(1, keepdims=True))
+            weights /= weights.sum(1, keepdims=True)
+            cam = (weights[:, :, None, None] * feats[i : i + per_call]).sum(1)
+            out.append(_scale(cam, ctx.size))
+        return np.concatenate(out)
+
+
+def _scale(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    return scale_cam_image(np.maximum(cam, 0), size).astype(np.float32)
+
+
+def rise_masks(n: int, cells: int, size: tuple[int, int], p: float = 0.5, seed: int = 0) -> np.ndarray:
+    """RISE masks (Petsiuk et al., BMVC 2018, Sec. 3.2): binary `cells` x `cells` grids with keep
+    probability `p`, upsampled bilinearly to (cells+1) x cell size and cropped at a random offset."""
+    import cv2
+
+    w, h = size
+    rng = np.random.default_rng(seed)
+    ch, cw = int(np.ceil(h / cells)), int(np.ceil(w / cells))
+    grid = (rng.random((n, cells, cells)) < p).astype(np.float32)
+    out = np.empty((n, h, w), dtype=np.float32)
+    dy, dx = rng.integers(0, ch, n), rng.integers(0, cw, n)
+    for i in range(n):
+        big = cv2.resize(grid[i], ((cells + 1) * cw, (cells + 1) * ch), interpolation=cv2.INTER_LINEAR)
+        out[i] = big[dy[i] : dy[i] + h, dx[i] : dx[i] + w]
+    return out
+
+
+@CAM_METHODS.register("rise")
+class Rise(CamMethod):
+    """RISE (Petsiuk et al., BMVC 2018, Eq. 6): saliency = E[f_c(I * M) M] / p over seeded random masks,
+    the fully black-box baseline: it uses nothing but the device's logits (softmax probabilities)."""
+
+    name = "rise"
+    mode = "surrogate"
+    needs_activations = False
+    needs_forward = True
+    keep_p = 0.5
+
+    def __call__(self, ctx: CamContext, features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
+        forward = _need_forward(ctx, "RISE")
+        masks = rise_masks(ctx.rise_masks, ctx.rise_cells, ctx.size, self.keep_p, ctx.seed)
+        out: list[np.ndarray] = []
+        for i, img in enumerate(np.asarray(ctx.images, dtype=np.float32)):
+            logits = np.asarray(forward(img[None] * masks[:, None])["logits"], dtype=np.float64)
+            prob = np.exp(logits - logits.max(1, keepdims=True))
+            prob /= prob.sum(1, keepdims=True)
+            sal = np.tensordot(prob[:, int(targets[i])], masks, axes=1) / (len(masks) * self.keep_p)
+            out.append(_scale(sal[None], ctx.size))
+        return np.concatenate(out)
+
+
+def cam_method(name: str, mode: str | None = None) -> CamMethod:
+    """Instance of the CAM method `name`; `mode="sim"` picks its fake-quant-simulation variant."""
+    return (SIM_METHODS if mode == "sim" else CAM_METHODS).get(name)()
 
 
 def reference_cams(ctx: CamContext, kind: str, targets: Sequence[int]) -> np.ndarray:

@@ -61,3 +61,95 @@ def test_eigencam_from_features_only(trained_tinycnn) -> None:
 def test_unknown_cam_method_lists_known() -> None:
     with pytest.raises(UnknownNameError, match="eigencam"):
         cam_method("nosuchcam")
+
+
+def _ort_session(artifact_dir):  # the device session a surrogate CAM sends its masked inputs through
+    calls: list[int] = []
+
+    def forward(x: np.ndarray) -> dict[str, np.ndarray]:
+        calls.append(len(x))
+        return ort_outputs(artifact_dir, x)
+
+    return forward, calls
+
+
+@pytest.mark.parametrize("kind", ["gradcam", "xgradcam", "layercam"])
+def test_mirror_methods_on_fp32_artifact_reproduce_package(trained_tinycnn, kind: str) -> None:
+    x = trained_tinycnn.data.test_x[:24]
+    out = ort_outputs(trained_tinycnn.artifacts["fp32"], x)
+    ctx = CamContext(trained_tinycnn.model, trained_tinycnn.layer, x)
+    targets = out["logits"].argmax(1)
+    mirror = cam_method(kind)(ctx, out["features"], targets)
+    ref = reference_cams(ctx, kind, targets)
+    scores = [cc(mirror[i], ref[i]) for i in range(len(x)) if np.ptp(ref[i]) > 0]
+    assert len(scores) >= 20 and min(scores) >= 0.999, (kind, min(scores))
+
+
+def test_surrogate_scorecam_on_fp32_artifact_reproduces_package(trained_tinycnn) -> None:
+    """Score-CAM from the ORT session alone (masked inputs batched through it) vs the `grad-cam` package's
+    ScoreCAM on the PyTorch model: CC >= 0.99 per image."""
+    import torch
+    from pytorch_grad_cam import ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    x = trained_tinycnn.data.test_x[:6]
+    art = trained_tinycnn.artifacts["fp32"]
+    out = ort_outputs(art, x)
+    forward, calls = _ort_session(art)
+    ctx = CamContext(trained_tinycnn.model, trained_tinycnn.layer, x, forward=forward)
+    targets = out["logits"].argmax(1)
+    ours = cam_method("scorecam")(ctx, out["features"], targets)
+    layer = trained_tinycnn.model.get_submodule(trained_tinycnn.layer)
+    with ScoreCAM(model=trained_tinycnn.model.eval(), target_layers=[layer]) as pkg:
+        ref = pkg(input_tensor=torch.from_numpy(x), targets=[ClassifierOutputTarget(int(t)) for t in targets])
+    scores = [cc(ours[i], ref[i]) for i in range(len(x))]
+    assert min(scores) >= 0.99, scores
+    channels = out["features"].shape[1]
+    assert sum(calls) == len(x) * channels and len(calls) == 1  # one batched device call for all six images
+    assert CAM_METHODS.get("scorecam").mode == "surrogate"
+
+
+def test_scorecam_without_a_device_session_says_so(trained_tinycnn) -> None:
+    x = trained_tinycnn.data.test_x[:1]
+    ctx = CamContext(trained_tinycnn.model, trained_tinycnn.layer, x)
+    with pytest.raises(ValueError, match="device session"):
+        cam_method("scorecam")(ctx, np.zeros((1, 96, 8, 8), np.float32), [0])
+
+
+def test_rise_is_seeded_and_finds_the_digit(trained_tinycnn) -> None:
+    from edgecam.explain.cams import rise_masks
+
+    x = trained_tinycnn.data.test_x[:4]
+    art = trained_tinycnn.artifacts["fp32"]
+    out = ort_outputs(art, x)
+    forward, calls = _ort_session(art)
+    ctx = CamContext(trained_tinycnn.model, trained_tinycnn.layer, x, forward=forward, rise_masks=400, seed=3)
+    targets = out["logits"].argmax(1)
+    a = cam_method("rise")(ctx, out["features"], targets)
+    b = cam_method("rise")(ctx, out["features"], targets)
+    assert np.array_equal(a, b) and a.shape == (4, 64, 64)
+    assert calls == [400] * 8
+    masks = trained_tinycnn.data.test_masks[:4]
+    assert np.mean([cc(a[i], masks[i]) for i in range(4)]) > 0.2  # black-box, but it looks at the digit
+    m = rise_masks(50, 8, (64, 64), 0.5, seed=0)
+    assert m.shape == (50, 64, 64) and 0.35 < m.mean() < 0.65 and m.min() >= 0 and m.max() <= 1
+
+
+def test_sim_mode_on_fp32_graph_reproduces_the_reference_and_differs_at_int8(trained_tinycnn) -> None:
+    """"sim": the CAM computed in the artifact's own (fake-quant) graph. On the fp32 artifact it is the
+    package's Grad-CAM++ on the PyTorch model; on int8 it is the host simulation 2403.09939 used."""
+    import onnx
+
+    from edgecam.exporters.quantize.graph import OnnxGraphModule
+
+    x = trained_tinycnn.data.test_x[:16]
+    targets = ort_outputs(trained_tinycnn.artifacts["fp32"], x)["logits"].argmax(1)
+    ref = reference_cams(CamContext(trained_tinycnn.model, trained_tinycnn.layer, x), "gradcampp", targets)
+    sims = {}
+    for precision in ("fp32", "int8"):
+        graph = OnnxGraphModule(onnx.load(str(trained_tinycnn.artifacts[precision] / "model.onnx"))).eval()
+        ctx = CamContext(trained_tinycnn.model, trained_tinycnn.layer, x, sim_module=graph)
+        sims[precision] = cam_method("gradcampp", mode="sim")(ctx, np.empty(0), targets)
+    assert min(cc(sims["fp32"][i], ref[i]) for i in range(16)) >= 0.999
+    int8 = [cc(sims["int8"][i], ref[i]) for i in range(16)]
+    assert 0.5 < np.mean(int8) < 0.99999  # close to fp32, not identical: the fake-quant is really there

@@ -1,0 +1,283 @@
+"""The explain stage: CAMs of every variant, streamed shard by shard into per-image metric rows.
+
+For each shard of `explain.shard_size` test images: the host reference CAM and the visual-saliency maps,
+then every CAM method on every variant (mirror / surrogate from the device's outputs and its session, sim
+in the host fake-quant graph), then the rows: agreement with the fp32 CAM of the same format, runtime and
+mode (SIM / CC / KLD / RMSE / EMD), with the ground-truth mask (SIM / CC / KLD / NSS, WSOL IoU, energy
+pointing game), with the visual-saliency map, the device's activation statistics, and Deletion / Insertion
+through the device session. CAMs are dropped after their shard; what outlives a shard is small: the rows,
+per-threshold WSOL hit counts, activation histograms and a bounded heap of the most dissimilar CAMs
+(Rogers et al. 2023's top-5% subset).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from edgecam.bench.sweep import Datasets, Variant
+    from edgecam.config import RunConfig
+
+Progress = Callable[[str, float], None]
+WSOL_THRESHOLDS = np.round(np.arange(0.05, 1.0, 0.05), 2)  # CAM thresholds (fraction of max), Choe et al. 2020
+GRADIENT_METHODS = ("gradcampp", "gradcam", "xgradcam", "layercam", "hirescam")
+HIST_BINS = 64
+
+
+class DeviceSession:
+    """The device as a function: `session(x) -> {"logits", "features"}` for any number of inputs, sent to
+    the agent in "forward" jobs of at most `max_inputs` (bounds what one job ships and holds)."""
+
+    def __init__(self, device: Any, artifact_dir: Any, job: dict[str, Any], timeout: float | None = 600, max_inputs: int = 4096) -> None:
+        self.device, self.artifact_dir, self.job, self.timeout, self.max_inputs = device, artifact_dir, job, timeout, max_inputs
+        self.calls = 0
+        self.inputs = 0
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        parts: dict[str, list[np.ndarray]] = {}
+        for i in range(0, len(x), self.max_inputs):
+            _, out = self.device.run_job(self.artifact_dir, x[i : i + self.max_inputs], {**self.job, "mode": "forward", "output_batch_size": 256}, timeout=self.timeout)
+            self.calls += 1
+            self.inputs += len(x[i : i + self.max_inputs])
+            for k, v in out.items():
+                parts.setdefault(k, []).append(v)
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+@dataclass
+class ExplainOutput:
+    """What the explain stage leaves behind for one model."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    wsol: list[dict[str, Any]] = field(default_factory=list)
+    histograms: list[dict[str, Any]] = field(default_factory=list)
+    dissimilar: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Track:
+    """Per (variant, method, mode): WSOL hits per threshold and the top-k most dissimilar CAMs (min-heap)."""
+
+    hits: np.ndarray
+    n: int = 0
+    heap: list[tuple[float, int, str, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def _cam_jobs(v: "Variant", cfg: "RunConfig") -> list[tuple[str, str]]:
+    """(method, mode) pairs to run on variant `v`."""
+    from edgecam.explain.cams import CAM_METHODS
+
+    jobs = [(m, CAM_METHODS.get(m).mode) for m in cfg.explain.methods]
+    if cfg.explain.sim and v.format == "onnx":
+        jobs += [(m, "sim") for m in cfg.explain.methods if m in GRADIENT_METHODS]
+    return jobs
+
+
+def _sim_module(v: "Variant") -> Any:
+    import onnx
+
+    from edgecam.exporters.quantize.graph import OnnxGraphModule
+
+    return OnnxGraphModule(onnx.load(str(v.artifact_dir / v.manifest["file"])), name=v.key).eval()
+
+
+def explain_model(
+    model: Any, layer: str, variants: list["Variant"], cfg: "RunConfig", data: "Datasets", n_img: int, device: Any,
+    sessions: dict[str, DeviceSession], step: Progress, log: Callable[[str], None], mean: Sequence[float], std: Sequence[float],
+) -> ExplainOutput:
+    """Explain `n_img` test images on every successful variant of one model, shard by shard."""
+    from edgecam.bench.results import gap_rows
+    from edgecam.explain.cams import CamContext, cam_method, reference_cams
+    from edgecam.explain.saliency import SALIENCY_PROVIDERS
+
+    ex = cfg.explain
+    ok = [v for v in variants if not v.error]
+    out = ExplainOutput()
+    if not ok:
+        return out
+    provider_cls = SALIENCY_PROVIDERS.get(ex.saliency)
+    provider = provider_cls(ex.saliency_dir) if ex.saliency == "directory" else provider_cls()
+    sims = {v.key: _sim_module(v) for v in ok if ex.sim and v.format == "onnx"}
+    top_k = max(1, int(np.ceil(0.05 * n_img)))
+    tracks: dict[tuple[str, str, str], _Track] = {}
+    hist_edges: dict[str, np.ndarray] = {}
+    hist_counts: dict[str, np.ndarray] = {}
+    preds_all = {v.key: v.outputs["logits"].argmax(1) for v in ok}
+    n_faith = min(n_img, ex.faithfulness_images) if ex.faithfulness else 0
+    shards = list(range(0, n_img, ex.shard_size))
+    todo = len(shards) * sum(len(_cam_jobs(v, cfg)) for v in ok)
+    done = 0
+    for s0 in shards:
+        s1 = min(n_img, s0 + ex.shard_size)
+        x = data.test_x[s0:s1]
+        ids = data.test_ids[s0:s1]
+        labels = data.test_y[s0:s1]
+        masks = data.test_masks[s0:s1]
+        raw = np.clip(x * np.asarray(std, np.float32)[:, None, None] + np.asarray(mean, np.float32)[:, None, None], 0, 1)
+        saliency = provider.maps(raw, list(ids), masks)
+        host_ctx = CamContext(model, layer, x, seed=ex.seed, rise_masks=ex.rise_masks)
+        ref_targets = labels if ex.target == "label" else _host_pred(model, x)
+        reference = reference_cams(host_ctx, ex.reference, ref_targets)
+        cams: dict[tuple[str, str, str], np.ndarray] = {}
+        for v in ok:
+            pred = preds_all[v.key][s0:s1]
+            targets = labels if ex.target == "label" else pred
+            ctx = CamContext(model, layer, x, forward=sessions.get(v.key), sim_module=sims.get(v.key), seed=ex.seed, rise_masks=ex.rise_masks)
+            for method, mode in _cam_jobs(v, cfg):
+                cams[(v.key, method, mode)] = cam_method(method, mode)(ctx, v.outputs["features"][s0:s1], targets)
+                done += 1
+                step(f"CAMs {v.model}", done / max(1, todo))
+        first_by_precision: dict[str, "Variant"] = {}
+        for v in ok:  # the runtime gap: each other runtime's CAMs vs the first runtime's, at the same precision
+            ref_v = first_by_precision.setdefault(v.precision, v)
+            if ref_v is not v:
+                for method in ex.methods:
+                    mode = cam_method(method).mode
+                    out.gaps += gap_rows(v, ref_v, method, cams[(v.key, method, mode)], cams[(ref_v.key, method, mode)], ids, preds_all[v.key][s0:s1], preds_all[ref_v.key][s0:s1])
+        for v in ok:
+            base = f"{v.model}-{v.format}-fp32-{v.runtime}"
+            if base not in preds_all:
+                if s0 == 0:
+                    log(f"[yellow]no fp32 {v.format}/{v.runtime} variant of {v.model}: {v.key} has no CAM comparison rows[/yellow]")
+                continue
+            feats = np.asarray(v.outputs["features"][s0:s1], dtype=np.float32)
+            edges = hist_edges.setdefault(f"{v.model}-{v.format}-{v.runtime}", _edges(feats))  # fp32 comes first
+            hist_counts[v.key] = hist_counts.get(v.key, 0) + np.histogram(np.clip(feats, edges[0], edges[-1]), bins=edges)[0]
+            act = [_act_stats(f) for f in feats]
+            for method, mode in _cam_jobs(v, cfg):
+                c = cams[(v.key, method, mode)]
+                c_fp32 = cams[(base, method, mode)]
+                faith = _faithfulness(sessions.get(v.key), x, c, preds_all[v.key][s0:s1], s0, n_faith, ex.faithfulness_steps)
+                track = tracks.setdefault((v.key, method, mode), _Track(np.zeros(len(WSOL_THRESHOLDS), dtype=np.int64)))
+                rows = _rows(v, method, mode, c, c_fp32, reference, masks, saliency, provider_cls.name, ids, labels,
+                             preds_all[v.key][s0:s1], preds_all[base][s0:s1], device, act, faith, ex.emd_size, track, top_k, s0)
+                out.rows += rows
+    for (key, method, mode), tr in tracks.items():
+        v = next(v for v in ok if v.key == key)
+        acc = tr.hits / max(1, tr.n)
+        best = int(np.argmax(acc))
+        out.wsol.append({"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "cam_method": method, "cam_mode": mode,
+                         "max_box_acc": float(acc[best]), "best_threshold": float(WSOL_THRESHOLDS[best]), "images": tr.n})
+        for rmse_v, _, image_id, cam, cam_fp32 in sorted(tr.heap, reverse=True):
+            out.dissimilar.append({"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "cam_method": method,
+                                   "cam_mode": mode, "image_id": image_id, "rmse_fp32": rmse_v, "cam": cam, "cam_fp32": cam_fp32})
+    for key, counts in hist_counts.items():
+        v = next(v for v in ok if v.key == key)
+        edges = hist_edges[f"{v.model}-{v.format}-{v.runtime}"]
+        out.histograms += [{"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "bin_lo": float(edges[i]), "bin_hi": float(edges[i + 1]), "count": int(counts[i])} for i in range(len(counts))]
+    return out
+
+
+def _edges(feats: np.ndarray) -> np.ndarray:
+    finite = feats[np.isfinite(feats)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    return np.linspace(lo, hi if hi > lo else lo + 1.0, HIST_BINS + 1)
+
+
+def _act_stats(f: np.ndarray) -> dict[str, float]:
+    from edgecam.explain.activations import activation_stats
+
+    st = activation_stats(f)
+    return {f"act_{k}": float(st[k]) for k in ("entropy", "std", "hoyer", "gini")}
+
+
+def _faithfulness(session: DeviceSession | None, x: np.ndarray, cams: np.ndarray, targets: np.ndarray, s0: int, n_faith: int, steps: int) -> list[dict[str, float]]:
+    """Deletion / Insertion AUCs (Petsiuk et al. 2018) for the shard's images below `n_faith`, else NaN."""
+    from edgecam.explain.faithfulness import faithfulness_rows
+
+    k = max(0, min(len(x), n_faith - s0))
+    nan = {"deletion_auc": float("nan"), "insertion_auc": float("nan")}
+    if session is None or k == 0:
+        return [nan] * len(x)
+    res = faithfulness_rows(lambda b: session(b)["logits"], x[:k], cams[:k], targets[:k], steps=steps, batch_size=4096)
+    return [{"deletion_auc": float(r["deletion_auc"]), "insertion_auc": float(r["insertion_auc"])} for r in res] + [nan] * (len(x) - k)
+
+
+def _rows(
+    v: "Variant", method: str, mode: str, cams: np.ndarray, cams_fp32: np.ndarray, reference: np.ndarray, masks: np.ndarray,
+    saliency: np.ndarray, provider: str, ids: Sequence[str], labels: np.ndarray, pred: np.ndarray, pred_fp32: np.ndarray,
+    device: str, act: list[dict[str, float]], faith: list[dict[str, float]], emd_size: int, track: _Track, top_k: int, s0: int,
+) -> list[dict[str, Any]]:
+    """One row per image; updates `track` (WSOL hits, most-dissimilar heap) as a side effect."""
+    from edgecam.explain.localisation import box_from_mask, box_iou, boxes_from_cam, energy_pointing_game
+    from edgecam.explain.metrics import cc, compare, emd, nss
+
+    rows = []
+    is_fp32 = v.precision == "fp32"
+    for i in range(len(cams)):
+        vs_fp32 = compare(cams[i], cams_fp32[i])
+        vs_gt = compare(cams[i], masks[i])
+        vs_sal = compare(cams[i], saliency[i])
+        gt_box = box_from_mask(masks[i] > 0.5)
+        ious = [box_iou(b, gt_box) if b is not None and gt_box is not None else 0.0 for b in boxes_from_cam(cams[i], WSOL_THRESHOLDS)]
+        track.hits += np.asarray(ious) >= 0.5
+        track.n += 1
+        if not is_fp32 and np.isfinite(vs_fp32["rmse"]):
+            item = (float(vs_fp32["rmse"]), s0 + i, str(ids[i]), cams[i].copy(), cams_fp32[i].copy())
+            (heapq.heappush if len(track.heap) < top_k else heapq.heappushpop)(track.heap, item)
+        rows.append({
+            "model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision,
+            "precision_effective": v.manifest.get("precision_effective", v.precision), "device": device,
+            "cam_method": method, "cam_mode": mode, "image_id": ids[i], "label": int(labels[i]), "pred": int(pred[i]),
+            "top1_correct": bool(pred[i] == labels[i]), "agrees_fp32": bool(pred[i] == pred_fp32[i]),
+            "sim_fp32": vs_fp32["sim"], "cc_fp32": vs_fp32["cc"], "kld_fp32": vs_fp32["kld"], "rmse_fp32": vs_fp32["rmse"],
+            "emd_fp32": 0.0 if is_fp32 else (emd(cams[i], cams_fp32[i], emd_size) if emd_size else float("nan")),
+            "sim_gt": vs_gt["sim"], "cc_gt": vs_gt["cc"], "kld_gt": vs_gt["kld"], "nss_gt": nss(cams[i], masks[i] > 0.5),
+            "sim_sal": vs_sal["sim"], "cc_sal": vs_sal["cc"], "kld_sal": vs_sal["kld"], "saliency_provider": provider,
+            "wsol_iou": float(max(ious)) if ious else float("nan"), "pointing_energy": energy_pointing_game(cams[i], masks[i] > 0.5),
+            **faith[i], **act[i],
+            "cc_host_ref": cc(cams[i], reference[i]),
+            "cam_constant": bool(vs_gt["pred_constant"]), "cc_fp32_nan": bool(np.isnan(vs_fp32["cc"])), "cc_gt_nan": bool(np.isnan(vs_gt["cc"])),
+            "artifact_sha256": v.manifest.get("sha256"),
+        })
+    return rows
+
+
+def _host_pred(model: Any, images: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(np.ascontiguousarray(images[i : i + 128]))).argmax(1).numpy() for i in range(0, len(images), 128)])
+
+
+def write_dissimilar(items: list[dict[str, Any]], out_dir: Any, per_variant: int = 4) -> None:
+    """Rogers et al. 2023's subset: the top 5% of images by RMSE to the fp32 CAM, per variant x method x
+    mode, to `dissimilar.csv` (ids and RMSE) and `dissimilar.png` (fp32 CAM above the quantized CAM for the
+    `per_variant` worst images of each variant)."""
+    import pandas as pd
+
+    from edgecam.bench.sweep import _write_csv
+
+    keys = ["model", "format", "runtime", "precision", "cam_method", "cam_mode"]
+    _write_csv(pd.DataFrame([{k: it[k] for k in (*keys, "image_id", "rmse_fp32")} for it in items]), out_dir / "dissimilar.csv")
+    if not items:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgecam.cache import atomic_path
+
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for it in items:
+        groups.setdefault(tuple(it[k] for k in keys), []).append(it)
+    fig, axes = plt.subplots(len(groups), 2 * per_variant, figsize=(2 * per_variant * 1.1, len(groups) * 1.25 + 0.4), squeeze=False)
+    for r, (key, group) in enumerate(groups.items()):
+        for c in range(per_variant):
+            for j, field_name in enumerate(("cam_fp32", "cam")):
+                ax = axes[r, 2 * c + j]
+                ax.axis("off")
+                if c < len(group):
+                    ax.imshow(group[c][field_name], cmap="jet", vmin=0, vmax=1)
+                    ax.set_title(f"{group[c]['image_id']} {'fp32' if j == 0 else key[3]}\nRMSE {group[c]['rmse_fp32']:.2f}" if j else f"{group[c]['image_id']} fp32", fontsize=5)
+        axes[r, 0].text(-0.1, 0.5, "/".join(str(k) for k in key), transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=5)
+    fig.suptitle("Most dissimilar CAMs vs fp32 (top 5% by RMSE, Rogers et al. 2023)", fontsize=7)
+    with atomic_path(out_dir / "dissimilar.png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)

@@ -1,0 +1,75 @@
+"""Statistics of a feature tensor, to compare a quantized model's activations with fp32's (Rogers et al.
+2023, "Quantized XAI", compared activation entropy, spread and sparsity, and their histograms).
+
+Pure numpy; inputs are never modified. A tensor holding NaN/Inf gives NaN statistics.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["activation_stats", "gini", "histogram", "hoyer"]
+
+
+def histogram(x: np.ndarray, bins: int = 64, value_range: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, edges) of the finite values; pass the fp32 tensor's range so quantized histograms share edges.
+    Values outside `value_range` are clipped into the end bins."""
+    a = np.asarray(x, dtype=np.float64).ravel()
+    a = a[np.isfinite(a)]
+    if value_range is None:
+        value_range = (float(a.min()), float(a.max())) if a.size else (0.0, 1.0)
+    lo, hi = value_range
+    if not hi > lo:
+        hi = lo + 1.0
+    return np.histogram(np.clip(a, lo, hi), bins=bins, range=(lo, hi))
+
+
+def hoyer(x: np.ndarray) -> float:
+    """Hoyer sparsity (Hoyer 2004, eq. 1): (sqrt(n) - L1/L2) / (sqrt(n) - 1), in [0, 1]; 1 = a single
+    non-zero, 0 = all magnitudes equal. An all-zero tensor counts as 1 (maximally sparse); n = 1 gives 1."""
+    a = np.abs(np.asarray(x, dtype=np.float64).ravel())
+    if not np.isfinite(a).all():
+        return float("nan")
+    n = a.size
+    l2 = math.sqrt(float(a @ a))
+    if n <= 1 or l2 == 0.0:
+        return 1.0
+    return float(np.clip((math.sqrt(n) - a.sum() / l2) / (math.sqrt(n) - 1), 0.0, 1.0))
+
+
+def gini(x: np.ndarray) -> float:
+    """Gini index of |x| (Hurley & Rickard 2009, Sec. II, with sorted magnitudes c_(k)):
+    1 - 2 sum_k (c_(k) / ||c||_1) (n - k + 1/2) / n, in [0, 1 - 1/n]; 0 when all magnitudes are equal,
+    1 - 1/n for a single non-zero. An all-zero tensor counts as 1 - 1/n (the limit of one shrinking
+    non-zero)."""
+    a = np.sort(np.abs(np.asarray(x, dtype=np.float64).ravel()))
+    if not np.isfinite(a).all():
+        return float("nan")
+    n = a.size
+    total = a.sum()
+    if n == 0:
+        return float("nan")
+    if total == 0.0:
+        return 1.0 - 1.0 / n
+    k = np.arange(1, n + 1)
+    return float(1.0 - 2.0 * np.sum((a / total) * (n - k + 0.5) / n))
+
+
+def activation_stats(x: np.ndarray, bins: int = 64, value_range: tuple[float, float] | None = None) -> dict[str, float]:
+    """mean, std, entropy (Shannon, bits, of the `bins`-bin histogram), hoyer, gini, zero_fraction of `x`.
+    A constant tensor has entropy 0 and std 0."""
+    a = np.asarray(x, dtype=np.float64).ravel()
+    if a.size == 0 or not np.isfinite(a).all():
+        return {k: float("nan") for k in ("mean", "std", "entropy", "hoyer", "gini", "zero_fraction")}
+    counts, _ = histogram(a, bins, value_range)
+    p = counts[counts > 0] / counts.sum()
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std()),
+        "entropy": float(max(0.0, -np.sum(p * np.log2(p)))),
+        "hoyer": hoyer(a),
+        "gini": gini(a),
+        "zero_fraction": float(np.mean(a == 0.0)),
+    }
