@@ -46,7 +46,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dev = LocalDevice(workdir=str(Path(tmp) / "dev"))
         session = DeviceSession(dev, art, {"runtime": "onnxruntime", "runtime_options": {"threads": 2}})
-        out = session(x)
+        out = DeviceSession(dev, art, {"runtime": "onnxruntime", "runtime_options": {"threads": 2}}, outputs=None)(x)  # the run's outputs
         targets = out["logits"].argmax(1)
         ctx = CamContext(model, layer, x, forward=session)
         layer_mod = model.get_submodule(layer)

@@ -11,6 +11,7 @@ lost its connection can stop a stale run before retrying. Three job modes, alway
             `batch_size` (raw samples kept), then every input in batches -> logits / features.
 - "forward": every input in batches -> logits / features, untimed (the device session that gradient-free
             CAMs and the faithfulness curves send their perturbed inputs through).
+- "masked": every image times each of its masks (`masks.npy`, composed on the device) -> logits (Score-CAM).
 - "memory": peak resident set size of a process that imports the runtime, loads the model and runs a few
             inferences (kernel-tracked peak, `resource.getrusage`), apart from the timing pass so that
             memory accounting never perturbs latency samples.
@@ -91,14 +92,32 @@ def _batches(x: Any, size: int) -> List[Any]:
 
 
 def _save_outputs(rt: Any, inputs: Any, job: Dict[str, Any], job_dir: str) -> None:
-    """Every output of `rt` over all `inputs` (batches of `output_batch_size`) to `job_dir/outputs.npz`."""
+    """The outputs of `rt` over all `inputs` (batches of `output_batch_size`; only those named in the job's
+    `outputs`, when given) to `job_dir/outputs.npz`."""
     import numpy as np
 
+    keep = job.get("outputs")  # e.g. ["logits"]: masked-input forwards need no features back
     outs: Dict[str, List[Any]] = {}
     for batch in _batches(inputs, int(job.get("output_batch_size", 32))):
         for k, v in rt.run({job.get("input_name", "input"): np.ascontiguousarray(batch)}).items():
-            outs.setdefault(k, []).append(np.asarray(v))
+            if keep is None or k in keep:
+                outs.setdefault(k, []).append(np.asarray(v))
     np.savez(os.path.join(job_dir, "outputs.npz"), **{k: np.concatenate(v) for k, v in outs.items()})
+
+
+def _save_masked_outputs(rt: Any, images: Any, masks: Any, job: Dict[str, Any], job_dir: str) -> None:
+    """Logits of every image times each of its masks, composed here on the device: `images` (N, C, H, W),
+    `masks` (N, K, H, W) -> `outputs.npz` logits (N * K, classes), image-major. Shipping 1-channel masks
+    instead of the masked images cuts what a Score-CAM job moves by the channel count."""
+    import numpy as np
+
+    bs = int(job.get("output_batch_size", 32))
+    out: List[Any] = []
+    for i in range(len(images)):
+        for j in range(0, masks.shape[1], bs):
+            batch = np.ascontiguousarray(images[i][None] * masks[i, j : j + bs, None], dtype=np.float32)
+            out.append(np.asarray(rt.run({job.get("input_name", "input"): batch})["logits"]))
+    np.savez(os.path.join(job_dir, "outputs.npz"), logits=np.concatenate(out))
 
 
 def run_job(job_dir: str) -> Dict[str, Any]:
@@ -143,8 +162,12 @@ def run_job(job_dir: str) -> Dict[str, Any]:
     elif mode == "forward":
         rt = _load_runtime(job)
         _save_outputs(rt, inputs, job, job_dir)
+    elif mode == "masked":
+        rt = _load_runtime(job)
+        masks = np.load(os.path.join(job_dir, "masks.npy"), allow_pickle=False)
+        _save_masked_outputs(rt, inputs, masks, job, job_dir)
     else:
-        raise ValueError("unknown job mode %r; expected 'run', 'forward' or 'memory'" % mode)
+        raise ValueError("unknown job mode %r; expected 'run', 'forward', 'masked' or 'memory'" % mode)
     result["runtime"] = rt.describe()
     rt.close()
     result["ok"] = True

@@ -37,11 +37,18 @@ class JobFailed(EdgecamError):
     """The agent ran but the job failed on the device (runtime crash, bad artifact, ...)."""
 
 
-def job_key(artifact_sha256: str, inputs: np.ndarray, job: dict[str, Any]) -> str:
-    """Stable name of a job: same artifact, inputs and settings -> same remote job directory, so a job that
-    finished on the device while the host lost contact is pulled, not run again."""
-    digest = hashlib.sha256(np.ascontiguousarray(inputs).tobytes()).hexdigest()
-    return stable_hash({"artifact": artifact_sha256, "inputs": [digest, list(inputs.shape), str(inputs.dtype)], "job": job})
+def _digest(a: np.ndarray) -> list[Any]:
+    a = np.ascontiguousarray(a)
+    return [hashlib.sha256(memoryview(a).cast("B")).hexdigest(), list(a.shape), str(a.dtype)]  # no copy of the bytes
+
+
+def job_key(artifact_sha256: str, inputs: np.ndarray, job: dict[str, Any], extra: dict[str, np.ndarray] | None = None) -> str:
+    """Stable name of a job: same artifact, inputs (and extra arrays) and settings -> same remote job
+    directory, so a job that finished on the device while the host lost contact is pulled, not run again."""
+    key: dict[str, Any] = {"artifact": artifact_sha256, "inputs": _digest(inputs), "job": job}
+    if extra:
+        key["extra"] = {k: _digest(v) for k, v in sorted(extra.items())}
+    return stable_hash(key)
 
 
 class Device:
@@ -105,15 +112,17 @@ class Device:
         """Run the agent on one job directory (SSH overrides this to survive a dropped connection)."""
         return self.run([*self.python(), self.agent(), "run", remote_job], timeout=timeout)
 
-    def run_job(self, artifact_dir: Path, inputs: np.ndarray, job: dict[str, Any], timeout: float | None = 600) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Ship an artifact + inputs, run the agent on them, bring back (result, outputs).
+    def run_job(self, artifact_dir: Path, inputs: np.ndarray, job: dict[str, Any], timeout: float | None = 600, extra: dict[str, np.ndarray] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Ship an artifact + inputs (+ `extra` arrays, e.g. the masks of a "masked" job, as `<name>.npy`),
+        run the agent on them, bring back (result, outputs).
 
         The remote job directory is named by `job_key`; one that already holds a result (the host lost
         contact after the device finished) is pulled rather than run again.
         """
         inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+        extra = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in (extra or {}).items()}
         manifest = json.loads((artifact_dir / "manifest.json").read_text())
-        key = job_key(str(manifest.get("sha256", artifact_dir.name)), inputs, job)
+        key = job_key(str(manifest.get("sha256", artifact_dir.name)), inputs, job, extra)
         remote_art = f"{self.workdir()}/artifacts/{artifact_dir.name}"
         remote_job = f"{self.workdir()}/jobs/{key}"
         with tempfile.TemporaryDirectory(prefix="edgecam-job-") as tmp_s:
@@ -125,6 +134,8 @@ class Device:
                 send = tmp / "send"
                 send.mkdir()
                 np.save(send / "inputs.npy", inputs, allow_pickle=False)
+                for name, arr in extra.items():
+                    np.save(send / f"{name}.npy", arr, allow_pickle=False)
                 (send / "job.json").write_text(json.dumps({**job, "artifact": f"{remote_art}/{manifest['file']}"}))
                 self.push(send, remote_job)
                 res = self.run_agent(remote_job, timeout)
@@ -151,16 +162,25 @@ class Device:
 DEVICES: Registry[type[Device]] = Registry("device")
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link (free: job inputs and outputs are never modified in place), else copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def copy_tree(src: Path, dst: Path) -> None:
-    """Copy a file or directory to `dst` through a temporary sibling and a rename (atomic on one filesystem)."""
+    """Copy a file or directory to `dst` through a temporary sibling and a rename (atomic on one filesystem).
+    Files are hard-linked where the filesystem allows: a local device's multi-MB job arrays cost nothing."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")
     if tmp.exists():
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     if src.is_dir():
-        shutil.copytree(src, tmp)
+        shutil.copytree(src, tmp, copy_function=_link_or_copy)
         if dst.exists():
             shutil.rmtree(dst)
     else:
-        shutil.copy2(src, tmp)
+        _link_or_copy(str(src), str(tmp))
     os.replace(tmp, dst)

@@ -54,7 +54,7 @@ def gini(x: np.ndarray) -> float:
     if total == 0.0:
         return 1.0 - 1.0 / n
     k = np.arange(1, n + 1)
-    return float(1.0 - 2.0 * np.sum((a / total) * (n - k + 0.5) / n))
+    return float(np.clip(1.0 - 2.0 * np.sum((a / total) * (n - k + 0.5) / n), 0.0, 1.0))  # rounding: -2e-16 for equal values
 
 
 def activation_stats(x: np.ndarray, bins: int = 64, value_range: tuple[float, float] | None = None) -> dict[str, float]:

@@ -218,33 +218,45 @@ class ScoreCam(CamMethod):
     name = "scorecam"
     mode = "surrogate"
     needs_forward = True
-    max_inputs_per_call = 4096  # masked inputs per device call: bounds host memory (4096 x 3x64x64 fp32 = 200 MB)
+    max_inputs_per_call = 16384  # masked inputs per device call: bounds host memory (16384 1-channel 64x64 masks = 268 MB)
 
     def __call__(self, ctx: CamContext, features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
-        import torch
-
         forward = _need_forward(ctx, "Score-CAM")
         feats = np.asarray(features, dtype=np.float32)
         n, k = feats.shape[:2]
         h, w = ctx.images.shape[2:]
         per_call = max(1, self.max_inputs_per_call // max(1, k))
-        up = torch.nn.UpsamplingBilinear2d(size=(h, w))
+        wy, wx = _align_corners_matrix(feats.shape[2], h), _align_corners_matrix(feats.shape[3], w)
         out: list[np.ndarray] = []
         for i in range(0, n, per_call):
-            with torch.no_grad():
-                a = up(torch.from_numpy(feats[i : i + per_call]))
-                flat = a.flatten(2)
-                lo, hi = flat.min(-1)[0][:, :, None, None], flat.max(-1)[0][:, :, None, None]
-                masks = ((a - lo) / (hi - lo + 1e-8)).numpy()
+            a = wy @ feats[i : i + per_call] @ wx.T  # (n, k, h, w): UpsamplingBilinear2d, separably
+            lo, hi = a.min(axis=(2, 3), keepdims=True), a.max(axis=(2, 3), keepdims=True)
+            masks = ((a - lo) / (hi - lo + np.float32(1e-8))).astype(np.float32)
             x = ctx.images[i : i + per_call].astype(np.float32)
-            masked = (x[:, None] * masks[:, :, None]).reshape(-1, *x.shape[1:])
-            logits = forward(masked)["logits"].reshape(len(x), k, -1)
+            if hasattr(forward, "masked"):  # a device session composes image x mask on the device
+                logits = forward.masked(x, masks).reshape(len(x), k, -1)
+            else:
+                logits = forward((x[:, None] * masks[:, :, None]).reshape(-1, *x.shape[1:]))["logits"].reshape(len(x), k, -1)
             scores = np.stack([_target_scores(logits[j], targets[i + j]) for j in range(len(x))])
             weights = np.exp(scores - scores.max(1, keepdims=True))
             weights /= weights.sum(1, keepdims=True)
             cam = (weights[:, :, None, None] * feats[i : i + per_call]).sum(1)
             out.append(_scale(cam, ctx.size))
         return np.concatenate(out)
+
+
+def _align_corners_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) bilinear interpolation weights with align_corners=True (torch's UpsamplingBilinear2d):
+    output i samples input position i * (n_in - 1) / (n_out - 1). In numpy: a torch op here would leave its
+    OpenMP workers spinning on the cores the device session is about to use (measured: 1.7x slower agent)."""
+    pos = np.arange(n_out) * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(1)
+    lo = np.clip(np.floor(pos).astype(int), 0, n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = (pos - lo).astype(np.float32)
+    m = np.zeros((n_out, n_in), dtype=np.float32)
+    m[np.arange(n_out), lo] += 1 - frac
+    m[np.arange(n_out), hi] += frac
+    return m
 
 
 def _scale(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -172,8 +172,11 @@ def nss(pred: np.ndarray, fixations: np.ndarray) -> float:
     mask = f > 0
     if not _all_finite(p) or is_constant(p) or not mask.any():
         return float("nan")
-    z = (p - p.mean()) / p.std()
-    return float(z[mask].mean())
+    n = normalize_map(p)  # NSS is affine-invariant; normalising first keeps tiny ranges from underflowing
+    sd = float(n.std())
+    if sd == 0.0:
+        return float("nan")
+    return float(((n - n.mean()) / sd)[mask].mean())
 
 
 def rmse(pred: np.ndarray, ref: np.ndarray) -> float:

@@ -24,15 +24,22 @@ def test_summary_is_table1_layout() -> None:
     for model in ("a", "b"):
         for precision in ("fp32", "int8"):
             for i in range(3):
-                rows.append({"model": model, "format": "onnx", "runtime": "ort", "cam_method": "m", "precision": precision,
-                             "sim_gt": 0.1 * i, "cc_gt": np.nan if i == 0 else 0.5, "kld_gt": 1.0, "sim_fp32": 1.0, "cc_fp32": 1.0, "kld_fp32": 0.0})
-    s = summarise(pd.DataFrame(rows), ["a", "b"])
+                rows.append({"model": model, "format": "onnx", "runtime": "ort", "cam_method": "m", "cam_mode": "mirror", "precision": precision,
+                             "image_id": str(i), "cam_constant": i == 0,
+                             "sim_gt": 0.1 * i + (0.5 if precision == "int8" else 0.0), "cc_gt": np.nan if i == 0 else 0.5, "kld_gt": 1.0,
+                             "sim_fp32": 1.0, "cc_fp32": 1.0, "kld_fp32": 0.0})
+    s = summarise(pd.DataFrame(rows), ["a", "b"], n_boot=500)
     assert list(s["comparison"].unique()) == ["fp32 v. GT", "int8 v. GT", "int8 v. fp32"]
-    assert len(s) == 9  # 3 comparisons x 3 metrics
+    assert len(s) == 9  # 3 comparisons x the 3 metrics present (nss, rmse, emd, per-image columns absent)
     row = s[(s["comparison"] == "fp32 v. GT") & (s["metric"].str.startswith("SIM"))].iloc[0]
     assert abs(row["a_mean"] - 0.1) < 1e-12 and abs(row["a_std"] - 0.1) < 1e-12
+    assert row["a_ci_lo"] <= row["a_mean"] <= row["a_ci_hi"] and row["a_constant"] == 1
+    assert np.isnan(row["a_p_vs_fp32"])  # fp32 is not tested against itself
+    int8 = s[(s["comparison"] == "int8 v. GT") & (s["metric"].str.startswith("SIM"))].iloc[0]
+    assert abs(int8["a_mean"] - 0.6) < 1e-12 and 0 < int8["a_p_vs_fp32"] <= 1  # paired by image: every pair +0.5
     cc_row = s[(s["comparison"] == "fp32 v. GT") & (s["metric"].str.startswith("CC"))].iloc[0]
     assert cc_row["a_nan"] == 1 and cc_row["a_mean"] == 0.5  # NaN (constant map) excluded and counted
+    assert np.isnan(s[s["comparison"] == "int8 v. fp32"]["a_p_vs_fp32"]).all()
 
 
 def test_runtime_gap_summary_layout() -> None:

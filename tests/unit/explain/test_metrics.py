@@ -13,9 +13,12 @@ from edgecam.explain.metrics import (
     EPS,
     cc,
     compare,
+    emd,
     is_constant,
     kld,
     normalize_map,
+    nss,
+    rmse,
     sim,
     summarize,
     to_distribution,
@@ -287,7 +290,7 @@ def test_inputs_not_mutated() -> None:
 
 def test_compare_keys_and_values() -> None:
     out = compare(A_PRED, A_REF)
-    assert set(out) == {"sim", "cc", "kld", "pred_constant", "ref_constant"}
+    assert set(out) == {"sim", "cc", "kld", "rmse", "pred_constant", "ref_constant"}
     assert out["sim"] == pytest.approx(0.5)
     assert out["cc"] == pytest.approx(1.0 / math.sqrt(3.0))
     assert out["kld"] == pytest.approx(math.log(2.0))
@@ -343,4 +346,161 @@ def test_metrics_module_imports_only_numpy_and_stdlib() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             roots.add(node.module.split(".")[0])
     non_std = {r for r in roots if r not in sys.stdlib_module_names}
-    assert non_std == {"numpy"}
+    assert non_std == {"numpy", "ot"}  # ot: POT's exact EMD solver, imported inside emd() only
+
+
+# --- NSS, RMSE, EMD: hand values ---------------------------------------------------------------
+
+
+def test_nss_hand_value() -> None:
+    # pred flat [0, 1, 1, 0]: mean .5, population std .5 -> z = [-1, 1, 1, -1]; fixation at index 1 -> 1
+    assert nss(A_PRED, A_REF) == pytest.approx(1.0)
+    # fixations on both zeros -> -1
+    assert nss(A_PRED, np.array([[1, 0], [0, 1]])) == pytest.approx(-1.0)
+    assert math.isnan(nss(CONST, A_REF)) and math.isnan(nss(A_PRED, np.zeros((2, 2))))
+
+
+def test_rmse_hand_value() -> None:
+    # A: normalised maps [0,1,1,0] and [0,1,0,0] differ in one of 4 cells by 1 -> sqrt(1/4) = .5
+    assert rmse(A_PRED, A_REF) == pytest.approx(0.5)
+    assert rmse(B_PRED, B_PRED * 3 + 2) == pytest.approx(0.0)  # affine-invariant
+    assert rmse(A_PRED, 1 - A_PRED) == pytest.approx(1.0)
+
+
+def test_emd_moves_mass_by_its_distance() -> None:
+    a = np.zeros((4, 4))
+    b = np.zeros((4, 4))
+    a[0, 0] = b[0, 1] = 1.0
+    assert emd(a, b, size=4) == pytest.approx(1.0)  # all mass one cell to the right
+    c = np.zeros((4, 4))
+    c[3, 3] = 1.0
+    assert emd(a, c, size=4) == pytest.approx(3 * math.sqrt(2))  # diagonal corner to corner
+    assert emd(a, a, size=4) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_emd_matches_scipy_wasserstein_on_one_row() -> None:
+    from scipy.stats import wasserstein_distance
+
+    rng = np.random.default_rng(1)
+    p, q = rng.random(8), rng.random(8)
+    # a single-row map can't be passed through the 2-D downsampling, so embed each row in 8 identical rows:
+    # every row carries the same 1-D problem, and the optimal plan never moves mass between rows
+    P, Q = np.tile(p, (8, 1)), np.tile(q, (8, 1))
+    pn, qn = (p - p.min()) / np.ptp(p), (q - q.min()) / np.ptp(q)
+    expected = wasserstein_distance(np.arange(8), np.arange(8), pn, qn)
+    assert emd(P, Q, size=8) == pytest.approx(expected, rel=1e-6)
+
+
+def test_emd_rejects_tiny_grid_and_gives_nan_for_nonfinite() -> None:
+    with pytest.raises(ValueError, match="size"):
+        emd(A_PRED, A_REF, size=1)
+    bad = A_PRED.copy()
+    bad[0, 0] = np.nan
+    assert math.isnan(emd(bad, A_REF, size=2))
+
+
+# --- against an independent implementation of the MIT saliency benchmark's MATLAB code -----------
+
+
+def _mit_normalize(m: np.ndarray) -> np.ndarray:  # `(m - min(m(:))) / (max(m(:)) - min(m(:)))`
+    m = np.asarray(m, dtype=float)
+    return (m - m.min()) / (m.max() - m.min())
+
+
+def _mit_similarity(a: np.ndarray, b: np.ndarray) -> float:  # similarity.m
+    a, b = _mit_normalize(a), _mit_normalize(b)
+    a, b = a / a.sum(), b / b.sum()
+    return float(np.sum(np.minimum(a, b)))
+
+
+def _mit_cc(a: np.ndarray, b: np.ndarray) -> float:  # CC.m: (x - mean) / std, then corr2
+    a = (a - a.mean()) / a.std(ddof=1)
+    b = (b - b.mean()) / b.std(ddof=1)
+    return float(np.sum(a * b) / math.sqrt(np.sum(a * a) * np.sum(b * b)))
+
+
+def _mit_kld(a: np.ndarray, b: np.ndarray) -> float:  # KLdiv.m: salMap = pred, fixationMap = ref
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    a, b = a / a.sum(), b / b.sum()
+    return float(np.sum(b * np.log(2.2204e-16 + b / (a + 2.2204e-16))))
+
+
+def _mit_nss(a: np.ndarray, fix: np.ndarray) -> float:  # NSS.m: (map - mean) / std at the fixations
+    z = (a - a.mean()) / a.std(ddof=1)
+    return float(z[fix > 0].mean())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_against_independent_mit_formulas(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pred, ref = rng.random((9, 7)), rng.random((9, 7)) ** 3
+    fix = rng.random((9, 7)) > 0.8
+    assert sim(pred, ref) == pytest.approx(_mit_similarity(pred, ref), rel=1e-12)
+    assert cc(pred, ref) == pytest.approx(_mit_cc(pred, ref), rel=1e-12)
+    # the MIT KLdiv has no min-max step: feed it the normalised maps, as edgecam defines KLD on them
+    assert kld(pred, ref) == pytest.approx(_mit_kld(_mit_normalize(pred), _mit_normalize(ref)), rel=1e-9)
+    # NSS.m standardises with MATLAB's std (ddof=1); edgecam with the population std: a fixed factor
+    n = pred.size
+    assert nss(pred, fix) == pytest.approx(_mit_nss(pred, fix) * math.sqrt(n / (n - 1)), rel=1e-12)
+
+
+# --- property tests ----------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+_shapes = st.tuples(st.integers(2, 9), st.integers(2, 9))
+# no subnormals: other tests in the session flush denormals (torch.set_flush_denormal), which hypothesis refuses
+_finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64)
+_any = st.one_of(_finite, st.just(float("nan")), st.just(float("inf")), st.just(0.0))
+
+
+@st.composite
+def _pair(draw: st.DrawFn, elements: st.SearchStrategy[float] = _finite) -> tuple[np.ndarray, np.ndarray]:
+    shape = draw(_shapes)
+    return draw(arrays(np.float64, shape, elements=elements)), draw(arrays(np.float64, shape, elements=elements))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_pair())
+def test_property_bounds_and_no_mutation(pair: tuple[np.ndarray, np.ndarray]) -> None:
+    p, r = pair
+    p0, r0 = p.copy(), r.copy()
+    s, c, k, e = sim(p, r), cc(p, r), kld(p, r), rmse(p, r)
+    assert 0.0 <= s <= 1.0 + 1e-12
+    assert math.isnan(c) or -1.0 <= c <= 1.0
+    assert k >= -1e-9
+    assert 0.0 <= e <= 1.0
+    assert emd(p, r, size=2) >= 0.0
+    n = nss(p, r > 0)
+    assert math.isnan(n) or math.isfinite(n)
+    np.testing.assert_array_equal(p, p0)
+    np.testing.assert_array_equal(r, r0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrays(np.float64, _shapes, elements=_finite))
+def test_property_identity(m: np.ndarray) -> None:
+    if is_constant(m):
+        assert math.isnan(cc(m, m)) and sim(m, m) == pytest.approx(1.0)
+        return
+    assert sim(m, m) == pytest.approx(1.0)
+    assert cc(m, m) == pytest.approx(1.0)
+    assert kld(m, m) == pytest.approx(0.0, abs=1e-9)
+    assert rmse(m, m) == 0.0
+    assert emd(m, m, size=3) == pytest.approx(0.0, abs=1e-9)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_pair(_any))
+def test_property_nan_inf_constant_never_raise(pair: tuple[np.ndarray, np.ndarray]) -> None:
+    p, r = pair
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = compare(p, r)
+        for value in (emd(p, r, size=2), nss(p, r > 0)):
+            assert isinstance(value, float)
+    assert set(out) >= {"sim", "cc", "kld", "rmse"}
+    if not (np.isfinite(p).all() and np.isfinite(r).all()):
+        assert all(math.isnan(out[k]) for k in ("sim", "cc", "kld", "rmse"))
