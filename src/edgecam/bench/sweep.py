@@ -1,8 +1,11 @@
 """The end-to-end run: data -> train (cached) -> export (cached) -> device runs -> CAMs -> metrics -> results.
 
-One row per image x model x runtime x precision x CAM method in results.parquet; raw latency samples in
-latency.parquet; per-variant performance in bench.csv; Table-1 layout in summary.csv; everything that
-produced the run in manifest.json. Outputs are written atomically at the end of each stage.
+One row per image x model x runtime x precision x CAM method x mode in results.parquet (the explain stage,
+`bench/explain.py`, streams CAMs shard by shard into those rows); raw latency samples in latency.parquet;
+per-variant performance in bench.csv; Table-1 layout with confidence intervals and Wilcoxon p-values in
+summary.csv; WSOL MaxBoxAcc in wsol.csv; activation histograms in activations.parquet; the most dissimilar
+CAMs in dissimilar.csv / .png; everything that produced the run in manifest.json. Outputs are written
+atomically.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def test_frozen() -> None:
 @pytest.mark.parametrize(
     "text,needle",
     [
-        ('[data]\nlimt = 3\n', "unknown key data.limt; allowed keys in data: canvas, digit_size, limit, name, seed"),
+        ('[data]\nlimt = 3\n', "unknown key data.limt; allowed keys in data: canvas, copies_test, digit_size, limit, name, seed"),
         ('bogus = 1\n', "unknown key bogus"),
         ('[bench]\niterations = "many"\n', "bench.iterations: expected int, got str 'many'"),
         ('[[models]]\nname = "resnet9000"\n', "unknown model 'resnet9000'; known models: densenet121"),
@@ -44,6 +44,13 @@ def test_frozen() -> None:
         ('[data]\nlimit = 0\n', "data.limit: expected a positive integer"),
         ('[[models]]\nweights = "x.pt"\n', "models"),
         ('name = "x"\n[data\n', "malformed TOML"),
+        ('[explain]\nsaliency = "itti"\n', "unknown saliency provider 'itti'; known saliency providers: directory, fine_grained, gt_mask, spectral_residual"),
+        ('[explain]\nsaliency = "directory"\n', "explain.saliency_dir: required when explain.saliency = 'directory'"),
+        ('[explain]\nemd_size = 1\n', "explain.emd_size: expected 0 (off) or an integer >= 2, got 1"),
+        ('[explain]\nshard_size = 0\n', "explain.shard_size: expected a positive integer, got 0"),
+        ('[explain]\nbootstrap = 10\n', "explain.bootstrap: expected at least 100 resamples, got 10"),
+        ('[[models]]\nname = "tinycnn"\nshift_copies = -1\n', "models.shift_copies (tinycnn): expected an integer >= 0, got -1"),
+        ('[data]\ncopies_test = 0\n', "data.copies_test: expected a positive integer, got 0"),
     ],
 )
 def test_bad_config_is_rejected_with_the_field(tmp_path: Path, text: str, needle: str) -> None:
