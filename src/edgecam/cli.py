@@ -70,9 +70,9 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
     if not summary.empty:
         table1 = summary["metric"].isin([METRICS[k] for k in ("sim", "cc", "kld")])
         for (fmt, runtime, method, mode), grp in summary[table1].groupby(["format", "runtime", "cam_method", "cam_mode"], sort=False):
-            console.print(metric_table(f"CAM fidelity: {method} [{mode}] ({fmt} / {runtime}), mean ± std over images", grp, models))
+            console.print(metric_table(f"CAM fidelity: {method}, {mode} ({fmt} / {runtime}), mean ± std over images", grp, models))
         for (fmt, runtime, method, mode), grp in summary[~table1].groupby(["format", "runtime", "cam_method", "cam_mode"], sort=False):
-            console.print(metric_table(f"Faithfulness, localisation, activations: {method} [{mode}] ({fmt} / {runtime})", grp, models))
+            console.print(metric_table(f"Faithfulness, localisation, activations: {method}, {mode} ({fmt} / {runtime})", grp, models))
     gap = out.get("runtime_gap")
     if gap is not None and not gap.empty:
         for method, grp in gap.groupby("cam_method", sort=False):
