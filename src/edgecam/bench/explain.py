@@ -283,7 +283,9 @@ def write_dissimilar(items: list[dict[str, Any]], out_dir: Any, per_variant: int
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for it in items:
         groups.setdefault(tuple(it[k] for k in keys), []).append(it)
-    fig, axes = plt.subplots(len(groups), 2 * per_variant, figsize=(2 * per_variant * 1.1, len(groups) * 1.25 + 0.4), squeeze=False)
+    height = len(groups) * 1.25 + 0.4
+    fig, axes = plt.subplots(len(groups), 2 * per_variant, figsize=(2 * per_variant * 1.1, height), squeeze=False)
+    fig.subplots_adjust(top=1 - 0.35 / height, bottom=0.01, hspace=0.45)
     for r, (key, group) in enumerate(groups.items()):
         for c in range(per_variant):
             for j, field_name in enumerate(("cam_fp32", "cam")):
@@ -293,7 +295,7 @@ def write_dissimilar(items: list[dict[str, Any]], out_dir: Any, per_variant: int
                     ax.imshow(group[c][field_name], cmap="jet", vmin=0, vmax=1)
                     ax.set_title(f"{group[c]['image_id']} {'fp32' if j == 0 else key[3]}\nRMSE {group[c]['rmse_fp32']:.2f}" if j else f"{group[c]['image_id']} fp32", fontsize=5)
         axes[r, 0].text(-0.1, 0.5, "/".join(str(k) for k in key), transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=5)
-    fig.suptitle("Most dissimilar CAMs vs fp32 (top 5% by RMSE, Rogers et al. 2023)", fontsize=7)
+    fig.suptitle("Most dissimilar CAMs vs fp32 (top 5% by RMSE, Rogers et al. 2023)", fontsize=7, y=1 - 0.05 / height)
     with atomic_path(out_dir / "dissimilar.png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
