@@ -119,10 +119,46 @@ def cmd_run(args: argparse.Namespace) -> int:
         out = run(cfg, out_dir, limit=args.limit, progress=RunProgress(progress), log=console.print, device_spec=dspec)
     print_summary(console, out, [m.name for m in cfg.models])
     console.print(f"results: {out_dir}/results.parquet, latency.parquet, bench.csv, summary.csv, manifest.json  ({out['manifest']['wall_s']:.0f} s)")
+    if out.get("report"):
+        console.print(f"report: {out['report']}")
     failed = out["manifest"]["failed"]
     if failed:
         console.print(f"[red]{len(failed)} variant(s) failed:[/] {', '.join(failed)}")
         return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from edgecam.bench.report import build_report
+
+    if not (Path(args.run_dir) / "manifest.json").is_file():
+        raise EdgecamError(f"{args.run_dir}: not an edgecam run directory (no manifest.json)")
+    print(build_report(args.run_dir))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from edgecam.bench.compare import KEYS, compare_runs, to_html
+
+    for run in (args.run_a, args.run_b):
+        if not (Path(run) / "manifest.json").is_file():
+            raise EdgecamError(f"{run}: not an edgecam run directory (no manifest.json)")
+    table = compare_runs(args.run_a, args.run_b)
+    if table.empty:
+        raise EdgecamError(f"{args.run_a} and {args.run_b} have no variant in common (same model, format, runtime, precision)")
+    out = Table(title=f"{args.run_b} - {args.run_a}: deltas with 95% bootstrap intervals (bold: excludes 0)")
+    for col in (*KEYS, "metric", "A", "B", "delta", "95% CI"):
+        out.add_column(col, justify="right" if col in ("A", "B", "delta", "95% CI") else "left")
+    for _, r in table.iterrows():
+        delta = f"{r['delta']:+.4g}"
+        out.add_row(*[str(r[k]) for k in (*KEYS, "metric")], f"{r['a']:.4g}", f"{r['b']:.4g}",
+                    f"[bold]{delta}[/]" if r["ci_lo"] > 0 or r["ci_hi"] < 0 else delta, f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}]")
+    _console().print(out)
+    if args.html:
+        Path(args.html).write_text(to_html(table, args.run_a, args.run_b), encoding="utf-8")
+        print(f"html: {args.html}")
     return 0
 
 
@@ -137,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default=None, help="device name from the inventory (overrides the config's `device`)")
     r.add_argument("--devices", default=None, metavar="FILE", help="device inventory (default: $EDGECAM_DEVICES, ./devices.toml, ~/.config/edgecam/devices.toml)")
     r.set_defaults(func=cmd_run)
+    rp = sub.add_parser("report", help="write RUN_DIR/report.html (self-contained: tables, CAM grid, trade-off plots)")
+    rp.add_argument("run_dir")
+    rp.set_defaults(func=cmd_report)
+    cp = sub.add_parser("compare", help="the same variants in two runs: deltas B - A with 95%% bootstrap intervals")
+    cp.add_argument("run_a")
+    cp.add_argument("run_b")
+    cp.add_argument("--html", default=None, metavar="FILE", help="also write the comparison as an HTML page")
+    cp.set_defaults(func=cmd_compare)
     d = sub.add_parser("devices", help="the device inventory: list it, or probe a device")
     d.add_argument("--devices", default=None, metavar="FILE", help="device inventory file")
     dsub = d.add_subparsers(dest="devices_command", required=True)

@@ -73,6 +73,7 @@ class ExplainOutput:
     wsol: list[dict[str, Any]] = field(default_factory=list)
     histograms: list[dict[str, Any]] = field(default_factory=list)
     dissimilar: list[dict[str, Any]] = field(default_factory=list)
+    grid: dict[str, Any] = field(default_factory=dict)  # the report's CAM grid: a few images, every variant
 
 
 @dataclass
@@ -148,6 +149,8 @@ def explain_model(
                 cams[(v.key, method, mode)] = cam_method(method, mode)(ctx, v.outputs["features"][s0:s1], targets)
                 done += 1
                 step(f"CAMs {v.model}", done / max(1, todo))
+        if s0 == 0:
+            out.grid = _grid(ok, cams, raw, masks, saliency, ids, preds_all)
         first_by_precision: dict[str, "Variant"] = {}
         for v in ok:  # the runtime gap: each other runtime's CAMs vs the first runtime's, at the same precision
             ref_v = first_by_precision.setdefault(v.precision, v)
@@ -187,6 +190,36 @@ def explain_model(
         edges = hist_edges[f"{v.model}-{v.format}-{v.runtime}"]
         out.histograms += [{"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "bin_lo": float(edges[i]), "bin_hi": float(edges[i + 1]), "count": int(counts[i])} for i in range(len(counts))]
     return out
+
+
+GRID_TYPICAL = 3
+GRID_DISSIMILAR = 2
+
+
+def _grid(ok: list["Variant"], cams: dict[tuple[str, str, str], np.ndarray], raw: np.ndarray, masks: np.ndarray, saliency: np.ndarray,
+          ids: Sequence[str], preds: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The report's Figure-2 grid (2403.09939): the first shard's first images ("typical") and its images
+    whose lowest-precision CAM is furthest from fp32 by RMSE ("dissimilar"), with every variant's CAM."""
+    from edgecam.explain.metrics import rmse
+
+    n = len(raw)
+    chosen = list(range(min(GRID_TYPICAL, n)))
+    kinds = ["typical"] * len(chosen)
+    method_mode = next(((m, mode) for (_, m, mode) in cams), None)
+    lowest = [v for v in ok if v.precision != "fp32"]
+    if method_mode and lowest:
+        v = lowest[-1]
+        base = f"{v.model}-{v.format}-fp32-{v.runtime}"
+        if (base, *method_mode) in cams:
+            a, b = cams[(v.key, *method_mode)], cams[(base, *method_mode)]
+            scores = np.array([rmse(a[i], b[i]) for i in range(n)])
+            order = [i for i in np.argsort(-np.nan_to_num(scores, nan=-1.0), kind="stable") if i not in chosen][:GRID_DISSIMILAR]
+            chosen += [int(i) for i in order]
+            kinds += ["dissimilar"] * len(order)
+    return {
+        "ids": [str(ids[i]) for i in chosen], "kinds": kinds, "images": raw[chosen], "masks": masks[chosen], "saliency": saliency[chosen],
+        "cams": {key: c[chosen] for key, c in cams.items()}, "preds": {k: p[chosen] for k, p in preds.items()},
+    }
 
 
 def _edges(feats: np.ndarray) -> np.ndarray:
@@ -299,3 +332,26 @@ def write_dissimilar(items: list[dict[str, Any]], out_dir: Any, per_variant: int
     with atomic_path(out_dir / "dissimilar.png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
+
+
+def write_grid(grids: dict[str, dict[str, Any]], out_dir: Any) -> None:
+    """Save the per-model CAM grids as `grid.npz` (arrays) + `grid.json` (what each array is)."""
+    from edgecam.cache import atomic_path, atomic_write_json
+
+    arrays: dict[str, np.ndarray] = {}
+    index: dict[str, Any] = {}
+    for model, g in grids.items():
+        if not g:
+            continue
+        entry: dict[str, Any] = {"ids": g["ids"], "kinds": g["kinds"], "cams": []}
+        for name in ("images", "masks", "saliency"):
+            arrays[f"{model}__{name}"] = np.asarray(g[name], dtype=np.float32)
+        for j, ((vkey, method, mode), c) in enumerate(g["cams"].items()):
+            key = f"{model}__cam{j}"
+            arrays[key] = np.asarray(c, dtype=np.float16)  # display only: half precision halves the file
+            entry["cams"].append({"variant": vkey, "method": method, "mode": mode, "array": key, "pred": [int(p) for p in g["preds"][vkey]]})
+        index[model] = entry
+    with atomic_path(out_dir / "grid.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    atomic_write_json(out_dir / "grid.json", index)

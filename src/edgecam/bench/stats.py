@@ -41,3 +41,29 @@ def paired_wilcoxon(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nda
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(wilcoxon(d, zero_method="wilcox").pvalue)
+
+
+def bootstrap_diff_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, paired: bool, stat: str = "mean",
+                      n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
+    """stat(b) - stat(a) and its percentile-bootstrap (1 - alpha) interval (Efron & Tibshirani 1993):
+    pairs resampled together when `paired` (same images in both runs), each sample on its own otherwise.
+    `stat` is "mean" or "median" (latency). NaNs dropped (pairwise when paired)."""
+    fn = {"mean": np.mean, "median": np.median}[stat]
+    x, y = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if paired:
+        if x.shape != y.shape:
+            raise ValueError(f"paired samples must have the same length, got {x.size} and {y.size}")
+        keep = ~(np.isnan(x) | np.isnan(y))
+        x, y = x[keep], y[keep]
+    else:
+        x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+    if x.size < 2 or y.size < 2:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    if paired:
+        idx = rng.integers(0, x.size, (n_boot, x.size))
+        diffs = fn(y[idx], axis=1) - fn(x[idx], axis=1)
+    else:
+        diffs = fn(y[rng.integers(0, y.size, (n_boot, y.size))], axis=1) - fn(x[rng.integers(0, x.size, (n_boot, x.size))], axis=1)
+    lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    return float(fn(y) - fn(x)), float(lo), float(hi)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgecam.bench.explain import DeviceSession, explain_model, write_dissimilar
+from edgecam.bench.explain import DeviceSession, explain_model, write_dissimilar, write_grid
 from edgecam.cache import atomic_write_json, cache_dir, stable_hash
 from edgecam.config import ModelSpec, RunConfig, RuntimeSpec
 from edgecam.devices.inventory import LOCAL, DeviceSpec
@@ -222,6 +222,7 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     wsol: list[dict[str, Any]] = []
     histograms: list[dict[str, Any]] = []
     dissimilar: list[dict[str, Any]] = []
+    grids: dict[str, dict[str, Any]] = {}
     rspecs = {r.name: r for r in cfg.runtimes}
     for mspec in cfg.models:
         t0 = time.perf_counter()
@@ -265,6 +266,7 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
         wsol += ex.wsol
         histograms += ex.histograms
         dissimilar += ex.dissimilar
+        grids[mspec.name] = ex.grid
         timings[f"CAMs + metrics {mspec.name}"] = time.perf_counter() - t_cam
         timings[f"device session calls {mspec.name}"] = float(sum(x.calls for x in sessions.values()))
         for v in mvariants:
@@ -280,6 +282,7 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     _write_csv(pd.DataFrame(wsol), out_dir / "wsol.csv")
     _write_parquet(pd.DataFrame(histograms), out_dir / "activations.parquet")
     write_dissimilar(dissimilar, out_dir)
+    write_grid(grids, out_dir)
     if not gap.empty:
         _write_parquet(gap, out_dir / "runtime_gap.parquet")
         _write_csv(gap_summary, out_dir / "runtime_gap.csv")
@@ -294,7 +297,14 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     shutil.rmtree(out_dir / ".device", ignore_errors=True)
     if hasattr(device, "close"):
         device.close()
-    return {"manifest": manifest, "results": results, "bench": bench, "summary": summary, "runtime_gap": gap_summary, "wsol": pd.DataFrame(wsol)}
+    report = None
+    try:  # the run's data is already written: a report that fails to render loses nothing
+        from edgecam.bench.report import build_report
+
+        report = build_report(out_dir)
+    except Exception as exc:  # noqa: BLE001 - reported, and `edgecam report RUN_DIR` can retry
+        log(f"[yellow]report.html not written: {type(exc).__name__}: {exc}[/yellow]")
+    return {"report": report, "manifest": manifest, "results": results, "bench": bench, "summary": summary, "runtime_gap": gap_summary, "wsol": pd.DataFrame(wsol)}
 
 
 def _write_parquet(df: Any, path: Path) -> None:

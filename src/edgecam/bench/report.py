@@ -1,0 +1,279 @@
+"""`report.html`: one self-contained page per run (images embedded, no network) that engineers can act on.
+
+Sections: the Table 1 summary of 2403.09939 (comparison x metric rows, model columns, mean ± std, best per
+row highlighted, sortable), the CAM grid of its Figure 2 (input, ground truth, saliency and every variant's
+CAM overlaid, for typical and most-dissimilar images), latency-vs-fidelity and size-vs-fidelity scatters
+with the Pareto front, latency distributions, memory bars, and the run's manifest. Plots are matplotlib
+PNGs: static images keep the file small and need no JavaScript library (a few lines of inline JS sort the
+table and record the page's own load timing).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+TABLE1_METRICS = ("SIM", "CC", "KLD")
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _fmt(mean: float, std: float) -> str:
+    if mean != mean:
+        return "n/a"
+    mean = 0.0 if abs(mean) < 5e-4 else mean
+    return f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
+
+
+def summary_table(summary: Any, models: Sequence[str]) -> str:
+    """Table 1 as a sortable HTML table; the best model per row gets class `best`."""
+    from edgecam.bench.results import HIGHER_IS_BETTER, METRICS
+
+    if summary.empty:
+        return "<p>No CAM comparisons in this run.</p>"
+    label_to_key = {v: k for k, v in METRICS.items()}
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("format", "runtime", "CAM", "mode", "comparison", "metric", *models))
+    rows = []
+    for _, r in summary.iterrows():
+        key = label_to_key.get(r["metric"], "")
+        means = [float(r.get(f"{m}_mean", np.nan)) for m in models]
+        finite = [x for x in means if x == x]
+        higher = HIGHER_IS_BETTER.get(key)
+        best = (max(finite) if higher else min(finite)) if finite and higher is not None and len(models) > 1 else None
+        cells = []
+        for m, mean in zip(models, means):
+            ci = (r.get(f"{m}_ci_lo", np.nan), r.get(f"{m}_ci_hi", np.nan))
+            title = f"95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci[0] == ci[0] else ""
+            p = r.get(f"{m}_p_vs_fp32", np.nan)
+            title += f"; Wilcoxon p vs fp32 = {p:.2g}" if p == p else ""
+            cls = ' class="best"' if best is not None and mean == best else ""
+            cells.append(f'<td{cls} data-v="{mean}" title="{html.escape(title)}">{_fmt(mean, float(r.get(f"{m}_std", np.nan)))}</td>')
+        meta = [r.get("format", ""), r.get("runtime", ""), r.get("cam_method", ""), r.get("cam_mode", ""), r["comparison"], r["metric"]]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in meta) + "".join(cells) + "</tr>")
+    return f'<div class="tablebox"><table id="summary" class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+
+
+def _overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    """RGB uint8: the image (C, H, W in [0, 1]) blended half and half with the jet-coloured CAM."""
+    import cv2
+
+    rgb = np.clip(np.asarray(image, np.float32).transpose(1, 2, 0), 0, 1)
+    heat = cv2.applyColorMap((np.clip(np.nan_to_num(np.asarray(cam, np.float32)), 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1] / 255.0
+    return (255 * (0.5 * rgb + 0.5 * heat)).astype(np.uint8)
+
+
+def _img_tag(rgb: np.ndarray, title: str, size: int = 96) -> str:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]) if rgb.ndim == 3 else rgb)
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    src = "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
+    return f'<img src="{src}" width="{size}" height="{size}" title="{html.escape(title)}" alt="{html.escape(title)}">'
+
+
+def cam_grid(run_dir: Path, models: Sequence[str] = ()) -> str:
+    """Figure 2 of 2403.09939 per model: rows = images, columns = input, ground truth, saliency, then
+    every variant's CAM (method, mode) overlaid on the input."""
+    index_path, arrays_path = run_dir / "grid.json", run_dir / "grid.npz"
+    if not index_path.is_file() or not arrays_path.is_file():
+        return "<p>No CAM grid in this run (grid.json / grid.npz missing).</p>"
+    index = json.loads(index_path.read_text())
+    parts = []
+    with np.load(arrays_path, allow_pickle=False) as z:
+        for model in [m for m in models if m in index] + [m for m in index if m not in models]:
+            entry = index[model]
+            images, masks, sal = z[f"{model}__images"], z[f"{model}__masks"], z[f"{model}__saliency"]
+            head = "<th>image</th><th>input</th><th>ground truth</th><th>saliency</th>" + "".join(
+                f"<th>{html.escape(c['variant'].removeprefix(model + '-'))}<br>{html.escape(c['method'])} ({html.escape(c['mode'])})</th>" for c in entry["cams"])
+            rows = []
+            for i, (image_id, kind) in enumerate(zip(entry["ids"], entry["kinds"])):
+                rgb = (np.clip(images[i].transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
+                cells = [f"<td>{html.escape(image_id)}<br><small>{kind}</small></td>", f"<td>{_img_tag(rgb, image_id)}</td>",
+                         f"<td>{_img_tag(_overlay(images[i], masks[i]), 'ground truth')}</td>", f"<td>{_img_tag(_overlay(images[i], sal[i]), 'saliency')}</td>"]
+                for c in entry["cams"]:
+                    cells.append(f"<td>{_img_tag(_overlay(images[i], z[c['array']][i].astype(np.float32)), c['variant'] + ' pred ' + str(c['pred'][i]))}</td>")
+                rows.append("<tr>" + "".join(cells) + "</tr>")
+            parts.append(f'<h3>{html.escape(model)}</h3><div class="scroll"><table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+    return "".join(parts)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower x, higher y), sorted by x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best_y = [], -np.inf
+    for i in order:
+        if points[i][1] > best_y:
+            front.append(i)
+            best_y = points[i][1]
+    return front
+
+
+def fidelity_points(results: Any, bench: Any, method: str | None = None) -> Any:
+    """Per variant: p50 latency, size and mean CC vs the fp32 CAM of `method` (default: the first in the
+    results) in its mirror / surrogate mode."""
+    import pandas as pd
+
+    if results.empty or bench.empty:
+        return pd.DataFrame()
+    method = method or str(results["cam_method"].iloc[0])
+    sub = results[(results["cam_method"] == method) & (results["cam_mode"] != "sim")]
+    cc = sub.groupby(["device", "model", "format", "runtime", "precision"])["cc_fp32"].mean().rename("cc_fp32").reset_index()
+    ok = bench[bench["ok"]] if "ok" in bench else bench
+    return cc.merge(ok[["model", "format", "runtime", "precision", "p50_ms", "size_bytes"]], on=["model", "format", "runtime", "precision"]).assign(cam_method=method)
+
+
+def scatter_plots(points: Any) -> str:
+    """Latency-vs-fidelity and size-vs-fidelity per device, the Pareto front drawn."""
+    if points.empty:
+        return "<p>No variants with both latency and CAM fidelity.</p>"
+    plt = _plt()
+    out = []
+    markers = {"fp32": "o", "int16": "s", "int8": "^"}
+    for device, grp in points.groupby("device"):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, xcol, xlabel in ((axes[0], "p50_ms", "p50 latency (ms, batch 1)"), (axes[1], "size_bytes", "model size (bytes)")):
+            pts = list(zip(grp[xcol].astype(float), grp["cc_fp32"].astype(float)))
+            colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(grp["model"]))}
+            front: list[int] = []
+            for m in colours:  # a trade-off is within one model: one Pareto front per model
+                idx = [j for j, mm in enumerate(grp["model"]) if mm == m]
+                sub = [idx[k] for k in pareto_front([pts[j] for j in idx])]
+                front += sub
+                ax.plot([pts[j][0] for j in sub], [pts[j][1] for j in sub], "--", color=colours[m], lw=1, marker="o", mfc="none", ms=11)
+            for j, ((_, r), (x, y)) in enumerate(zip(grp.iterrows(), pts)):
+                ax.scatter(x, y, marker=markers.get(r["precision"], "o"), s=40, color=colours[r["model"]], edgecolors="k", linewidths=0.4)
+                if j in front or r["precision"] != "fp32":
+                    ax.annotate(f"{r['model']} {r['runtime']} {r['precision']}", (x, y), fontsize=6, xytext=(3, -8 if j % 2 else 3), textcoords="offset points")
+            for m, c in colours.items():
+                ax.scatter([], [], color=c, label=m)
+            for prec, mk in markers.items():
+                ax.scatter([], [], marker=mk, color="grey", label=prec)
+            ax.plot([], [], "k--", marker="o", mfc="none", lw=1, label="Pareto front (per model)")
+            ax.set_xscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"CC vs fp32 CAM ({grp['cam_method'].iloc[0]})")
+            ax.legend(fontsize=7)
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"Latency and size vs CAM fidelity on {device}", fontsize=9)
+        out.append(f'<img class="plot" id="scatter-{html.escape(str(device))}" src="{_png(fig)}" alt="latency vs fidelity on {html.escape(str(device))}">')
+    return "".join(out)
+
+
+def latency_and_memory(latency: Any, bench: Any) -> str:
+    """Box plot of the raw latency samples per variant, and peak-RSS bars."""
+    if latency.empty:
+        return "<p>No latency samples.</p>"
+    plt = _plt()
+    keys = latency.groupby(["model", "format", "runtime", "precision"], sort=False)
+    labels, data = [], []
+    for (model, fmt, runtime, precision), grp in keys:
+        labels.append(f"{model} {runtime} {precision}")
+        data.append(grp["latency_ms"].to_numpy())
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(labels)), 3.6))
+    ax.boxplot(data, showfliers=False)
+    ax.set_xticks(range(1, len(labels) + 1), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("Latency distributions (raw samples, batch 1)", fontsize=9)
+    out = f'<img class="plot" id="latency" src="{_png(fig)}" alt="latency distributions">'
+    if "peak_rss_mb" in bench and bench["peak_rss_mb"].notna().any():
+        fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(bench)), 3.2))
+        names = [f"{r['model']} {r['runtime']} {r['precision']}" for _, r in bench.iterrows()]
+        ax.bar(range(len(names)), bench["peak_rss_mb"].fillna(0))
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("peak RSS (MB)")
+        ax.set_title("Memory: peak resident set of a process that loads and runs the model", fontsize=9)
+        out += f'<img class="plot" id="memory" src="{_png(fig)}" alt="memory">'
+    return out
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.4em}h2{margin-top:1.6em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;padding:3px 6px;text-align:right}
+th{background:#f3f3f3;cursor:pointer}td:nth-child(-n+6){text-align:left}.best{font-weight:bold;background:#e3f6e3}
+.grid td{text-align:center;padding:1px}.grid img{image-rendering:pixelated}.scroll{overflow-x:auto}.plot{max-width:100%}
+pre{background:#f7f7f7;padding:1em;font-size:11px;overflow-x:auto}
+.tablebox{max-height:430px;overflow-y:auto;display:inline-block;border:1px solid #ccc}.tablebox th{position:sticky;top:0}
+"""
+
+SCRIPT = """
+window.addEventListener('error', e => { document.body.dataset.jsError = String(e.message); });
+document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
+  const tbody = th.closest('table').tBodies[0]; const asc = th.dataset.asc !== '1'; th.dataset.asc = asc ? '1' : '0';
+  const key = tr => { const td = tr.children[col]; const v = parseFloat(td.dataset.v ?? td.textContent); return isNaN(v) ? td.textContent : v; };
+  [...tbody.rows].sort((a, b) => { const x = key(a), y = key(b); return (x > y ? 1 : x < y ? -1 : 0) * (asc ? 1 : -1); }).forEach(r => tbody.appendChild(r));
+}));
+window.addEventListener('load', () => {
+  const t = performance.getEntriesByType('navigation')[0];
+  document.body.dataset.loadMs = String(Math.round(t.loadEventStart - t.startTime));
+  document.body.dataset.ready = '1';
+});
+"""
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Write `run_dir/report.html` from the run's files; returns its path."""
+    import pandas as pd
+
+    from edgecam.cache import atomic_path
+
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not an edgecam run directory (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text())
+
+    def read(name: str) -> Any:
+        path = run_dir / name
+        if not path.is_file():
+            return pd.DataFrame()
+        return pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
+
+    summary, bench, results, latency = read("summary.csv"), read("bench.csv"), read("results.parquet"), read("latency.parquet")
+    models = [m["name"] for m in manifest.get("config", {}).get("models", [])] or sorted(set(bench.get("model", [])))
+    table1 = summary[summary["metric"].str.split(" ").str[0].isin(TABLE1_METRICS)] if not summary.empty else summary
+    device = manifest.get("device", {})
+    title = f"edgecam report: {manifest.get('config', {}).get('name', run_dir.name)}"
+    body = f"""<h1>{html.escape(title)}</h1>
+<p>Device <b>{html.escape(str(device.get('inventory', {}).get('name', device.get('hostname', 'local'))))}</b>
+({html.escape(str(device.get('arch', '')))}, {html.escape(str(device.get('cpu', '')))}, {device.get('cores', '?')} cores);
+{manifest.get('images', '?')} images per variant; run took {manifest.get('wall_s', float('nan')):.0f} s.</p>
+<h2 id="table1">CAM fidelity (Table 1 layout of 2403.09939)</h2>
+<p>Mean ± std over images; best per row highlighted; hover a cell for its 95% bootstrap interval and the paired Wilcoxon p-value vs fp32; click a header to sort.</p>
+{summary_table(table1, models)}
+<h2 id="grid">Where the model looks (CAM grid, as Figure 2 of 2403.09939)</h2>
+{cam_grid(run_dir, models)}
+<h2 id="tradeoff">What each millisecond costs in interpretability</h2>
+{scatter_plots(fidelity_points(results, bench))}
+<h2 id="performance">Latency and memory</h2>
+{latency_and_memory(latency, bench)}
+<h2 id="manifest">Manifest</h2>
+<details><summary>versions, device facts, config</summary><pre>{html.escape(json.dumps(manifest, indent=1, default=str))}</pre></details>"""
+    page = f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{body}<script>{SCRIPT}</script></body></html>'
+    out = run_dir / "report.html"
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+    return out
