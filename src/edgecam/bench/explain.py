@@ -243,7 +243,7 @@ def _faithfulness(session: DeviceSession | None, x: np.ndarray, cams: np.ndarray
     nan = {"deletion_auc": float("nan"), "insertion_auc": float("nan")}
     if session is None or k == 0:
         return [nan] * len(x)
-    res = faithfulness_rows(lambda b: session(b)["logits"], x[:k], cams[:k], targets[:k], steps=steps, batch_size=4096)
+    res = faithfulness_rows(lambda b: session(b)["logits"], x[:k], cams[:k], targets[:k], steps=steps, batch_size=256)
     return [{"deletion_auc": float(r["deletion_auc"]), "insertion_auc": float(r["insertion_auc"])} for r in res] + [nan] * (len(x) - k)
 
 

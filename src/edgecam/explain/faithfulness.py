@@ -1,87 +1,281 @@
-"""Faithfulness of a CAM, measured on the device: Deletion and Insertion (Petsiuk et al., RISE, BMVC 2018,
-Sec. 4.1). Pixels are removed from the image (deletion: set to a baseline) or revealed on a blurred copy
-(insertion) in decreasing CAM order, in equal steps from 0% to 100%; the score at each step is the softmax
-probability of the target class; the metric is the area under that curve (trapezoidal rule over the
-fraction of pixels). A faithful CAM makes the probability fall fast (low deletion AUC) and rise fast (high
-insertion AUC). All perturbed images go through `forward` (the device session) in as few calls as possible.
+"""Faithfulness of a CAM through the model itself: Deletion and Insertion (Petsiuk et al., "RISE:
+Randomized Input Sampling for Explanation of Black-box Models", BMVC 2018, Sec. 4.1).
+
+Pixels are ranked by decreasing CAM value (a stable sort, so ties go in row-major order). Deletion replaces
+the top-ranked pixels by a baseline (default 0, i.e. the dataset mean in normalised input space); insertion
+starts from a Gaussian-blurred copy of the image and reveals the top-ranked original pixels. Both run in
+``steps`` equal steps from 0% to 100% of the pixels (``steps + 1`` images each). The score of each image
+is the softmax probability of the target class, and each metric is the area under its curve by the
+trapezoidal rule over the fraction of pixels in [0, 1]. A faithful CAM makes the probability fall fast
+(low Deletion AUC) and rise fast (high Insertion AUC).
+
+``forward`` is the device session: every perturbed image goes through it, packed ``batch_size`` at a time
+across images, so N images cost ``ceil(N * 2 * (steps + 1) / batch_size)`` calls (the fewest possible).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-Forward = Callable[[np.ndarray], np.ndarray]  # (B, C, H, W) float32 -> (B, classes) logits
+__all__ = ["Baseline", "Forward", "default_blur_sigma", "deletion_insertion", "faithfulness_rows", "perturbation_series"]
+
+#: ``forward(x)``: (B, C, H, W) float32 model inputs -> (B, num_classes) logits.
+Forward = Callable[[np.ndarray], np.ndarray]
+#: What deleted pixels become: ``"zero"`` (0.0, the dataset mean after normalisation), ``"blur"`` (the
+#: blurred image, as on the insertion canvas), a number, or an array broadcastable to (C, H, W).
+Baseline = str | float | np.ndarray
+
+# RISE's reference implementation blurs the insertion canvas with an 11 x 11 Gaussian, sigma 5, on 224 x 224
+# ImageNet photos (eclique/RISE, evaluation.py: gkern(11, 5)), where objects span ~100 px. Scaled to small
+# inputs that ratio (0.6 px at 28 px) leaves a digit legible and every insertion curve starts near 1, so the
+# canvas here is blurred at sigma = max(H, W) / 8 (28 px at 224 px), which removes object-scale structure.
+_BLUR_FRACTION = 1.0 / 8.0
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
+def default_blur_sigma(height: int, width: int) -> float:
+    """Gaussian sigma of the insertion canvas: max(H, W) / 8 (see _BLUR_FRACTION for why not RISE's 5 px)."""
+    return _BLUR_FRACTION * max(height, width)
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian-blurred copy per channel (the insertion canvas, RISE Sec. 4.1)."""
+    """Channel-wise Gaussian blur (cv2.GaussianBlur, reflect-101 border) of a (C, H, W) float32 image."""
     import cv2
 
-    return np.stack([cv2.GaussianBlur(np.ascontiguousarray(c, dtype=np.float32), (0, 0), sigma) for c in image])
+    return np.stack([cv2.GaussianBlur(np.ascontiguousarray(ch), (0, 0), sigmaX=sigma, sigmaY=sigma) for ch in image])
 
 
-def perturbation_series(image: np.ndarray, cam: np.ndarray, steps: int, baseline: float = 0.0, blur_sigma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(deletion images, insertion images), each (steps + 1, C, H, W): step k removes / reveals the
-    round(k / steps * H * W) highest-CAM pixels (stable order on ties)."""
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim != 3 or np.asarray(cam).shape != img.shape[1:]:
-        raise ValueError(f"image must be (C, H, W) and cam (H, W) of the same size, got {img.shape} and {np.asarray(cam).shape}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    h, w = img.shape[1:]
-    order = np.argsort(-np.nan_to_num(np.asarray(cam, dtype=np.float64), nan=-np.inf).ravel(), kind="stable")
-    counts = np.round(np.linspace(0, h * w, steps + 1)).astype(int)
-    rank = np.empty(h * w, dtype=np.int64)
-    rank[order] = np.arange(h * w)
-    chosen = rank[None, :] < counts[:, None]  # (steps + 1, H*W): pixel already removed / revealed at step k
-    chosen = chosen.reshape(steps + 1, 1, h, w)
-    blurred = _blur(img, blur_sigma if blur_sigma is not None else max(h, w) / 8)
-    deletion = np.where(chosen, np.float32(baseline), img[None])
-    insertion = np.where(chosen, img[None], blurred[None])
-    return deletion.astype(np.float32), insertion.astype(np.float32)
+def _sigma(blur_sigma: float | None, height: int, width: int) -> float:
+    if blur_sigma is None:
+        return default_blur_sigma(height, width)
+    if isinstance(blur_sigma, (bool, np.bool_)) or not isinstance(blur_sigma, (int, float, np.integer, np.floating)):
+        raise ValueError(f"blur_sigma must be None or a positive number, got {blur_sigma!r}")
+    if not (math.isfinite(float(blur_sigma)) and blur_sigma > 0):
+        raise ValueError(f"blur_sigma must be None or a positive number, got {blur_sigma!r}")
+    return float(blur_sigma)
 
 
-def _auc(curve: np.ndarray) -> float:
-    x = np.linspace(0.0, 1.0, len(curve))
-    return float(np.sum((curve[1:] + curve[:-1]) * np.diff(x)) / 2)
+def _baseline_image(baseline: Baseline, image: np.ndarray, blurred: np.ndarray) -> np.ndarray:
+    """The (C, H, W) float32 image deleted pixels are taken from."""
+    if isinstance(baseline, str):
+        if baseline == "zero":
+            return np.zeros_like(image)
+        if baseline == "blur":
+            return blurred
+        raise ValueError(f"baseline must be 'zero', 'blur', a number or an array, got {baseline!r}")
+    try:
+        return np.broadcast_to(np.asarray(baseline, dtype=np.float32), image.shape)
+    except ValueError:
+        raise ValueError(
+            f"baseline array of shape {np.shape(baseline)} does not broadcast to the image shape {image.shape}"
+        ) from None
+
+
+def _pixel_counts(n_pixels: int, steps: int) -> np.ndarray:
+    """Pixels removed / revealed after step k = 0..steps: round(k * n_pixels / steps), exact integers."""
+    k = np.arange(steps + 1, dtype=np.int64)
+    return (2 * k * n_pixels + steps) // (2 * steps)
+
+
+def _ranks(cam: np.ndarray) -> np.ndarray:
+    """(H, W) rank of each pixel in decreasing-CAM order; stable, so ties go row-major; NaN ranks last."""
+    flat = np.asarray(cam, dtype=np.float64).ravel()
+    key = np.where(np.isnan(flat), np.inf, -flat)  # ascending key = descending CAM, NaN after everything
+    order = np.argsort(key, kind="stable")
+    ranks = np.empty(flat.size, dtype=np.int64)
+    ranks[order] = np.arange(flat.size)
+    return ranks.reshape(np.shape(cam))
+
+
+class _Series:
+    """The 2 * (steps + 1) perturbed copies of one image, built one at a time (deletion first)."""
+
+    def __init__(self, image: np.ndarray, cam: np.ndarray, steps: int, baseline: Baseline, blur_sigma: float | None) -> None:
+        h, w = image.shape[1:]
+        self.image = image
+        self.ranks = _ranks(cam)
+        self.counts = _pixel_counts(h * w, steps)
+        self.blurred = _blur(image, _sigma(blur_sigma, h, w))
+        self.baseline = _baseline_image(baseline, image, self.blurred)
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return 2 * (self.steps + 1)
+
+    def item(self, i: int, out: np.ndarray) -> None:
+        """Write perturbed image ``i`` (deletion 0..steps, then insertion 0..steps) into ``out``."""
+        insertion, k = divmod(i, self.steps + 1)
+        chosen = self.ranks < self.counts[k]  # (H, W): pixels removed (deletion) / revealed (insertion)
+        if insertion:
+            np.copyto(out, np.where(chosen, self.image, self.blurred))
+        else:
+            np.copyto(out, np.where(chosen, self.baseline, self.image))
+
+
+def _check_inputs(images: np.ndarray, cams: np.ndarray, targets: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = np.asarray(images, dtype=np.float32)
+    c = np.asarray(cams)
+    if x.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {x.shape}")
+    if c.ndim != 3 or c.shape[0] != x.shape[0] or c.shape[1:] != x.shape[2:]:
+        raise ValueError(f"cams must be (N, H, W) = ({x.shape[0]}, {x.shape[2]}, {x.shape[3]}) to match images {x.shape}, got {c.shape}")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"images must have at least one pixel, got shape {x.shape}")
+    if not (np.issubdtype(c.dtype, np.number) or c.dtype == np.bool_):
+        raise ValueError(f"cams must be numeric, got dtype {c.dtype}")
+    t = np.asarray(targets)
+    if t.ndim != 1 or t.shape[0] != x.shape[0]:
+        raise ValueError(f"targets must be a sequence of {x.shape[0]} class indices (one per image), got shape {t.shape}")
+    if t.size and (not np.issubdtype(t.dtype, np.integer) or t.min() < 0):
+        raise ValueError(f"targets must be non-negative integer class indices, got {t.tolist()}")
+    return x, c, t.astype(np.int64)
+
+
+def _softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (max-shifted); a row with a non-finite logit gives NaN probabilities."""
+    z = np.asarray(logits, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    """Area under y(x) by the trapezoidal rule."""
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2.0)
+
+
+def _batches(
+    make: Callable[[int], _Series], n: int, per_image: int, shape: tuple[int, ...], batch_size: int
+) -> Iterator[tuple[np.ndarray, list[tuple[int, int, int]]]]:
+    """Pack the perturbed images of images 0..n-1 into batches of at most ``batch_size``, in order.
+
+    Yields (batch, spans), span = (image j, first item, count). Only the series being packed is held in
+    memory (``make(j)`` builds image j's), so memory is bounded by one image's series plus one batch.
+    """
+    total = n * per_image
+    j, i = 0, 0
+    current = make(0)
+    for start in range(0, total, batch_size):
+        size = min(batch_size, total - start)
+        batch = np.empty((size, *shape), dtype=np.float32)  # fresh each call: forward may keep or alter it
+        spans: list[tuple[int, int, int]] = []
+        slot = 0
+        while slot < size:
+            take = min(size - slot, per_image - i)
+            for q in range(take):
+                current.item(i + q, batch[slot + q])
+            spans.append((j, i, take))
+            slot += take
+            i += take
+            if i == per_image and j + 1 < n:
+                j, i = j + 1, 0
+                current = make(j)
+        yield batch, spans
 
 
 def faithfulness_rows(
-    forward: Forward, images: np.ndarray, cams: np.ndarray, targets: Sequence[int], steps: int = 16, batch_size: int = 4096,
-    baseline: float = 0.0, blur_sigma: float | None = None,
+    forward: Forward,
+    images: np.ndarray,
+    cams: np.ndarray,
+    targets: Sequence[int],
+    steps: int = 16,
+    batch_size: int = 32,
+    baseline: Baseline = "zero",
+    blur_sigma: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Deletion / Insertion for every image: `{"deletion_auc", "insertion_auc", "deletion_curve",
-    "insertion_curve"}` each. The perturbed images of several images are sent together, at most
-    `batch_size` per `forward` call. `baseline` 0 is the dataset mean in normalised input space."""
-    images = np.asarray(images, dtype=np.float32)
-    if len(images) != len(cams) or len(images) != len(targets):
-        raise ValueError(f"images, cams and targets must have the same length, got {len(images)}, {len(cams)}, {len(targets)}")
-    per_image = 2 * (steps + 1)
-    group = max(1, batch_size // per_image)  # images whose perturbed copies fit one call (bounds memory too)
-    probs_parts = []
-    for g in range(0, len(images), group):
-        series = [np.concatenate(perturbation_series(img, cam, steps, baseline, blur_sigma)) for img, cam in zip(images[g : g + group], cams[g : g + group])]
-        stacked = np.concatenate(series)
-        probs_parts += [_softmax(forward(stacked[i : i + batch_size])) for i in range(0, len(stacked), batch_size)]
-    if not probs_parts:
+    """Deletion / Insertion (RISE, Sec. 4.1) of N images at once, in as few ``forward`` calls as possible.
+
+    ``images`` (N, C, H, W) normalised model inputs, ``cams`` (N, H, W), ``targets`` N class indices.
+    Returns one dict per image: ``deletion_auc``, ``insertion_auc`` (floats in [0, 1]; NaN when the model
+    returned a non-finite logit), ``deletion_curve``, ``insertion_curve`` ((steps + 1,) float64 softmax
+    probabilities of the target) and ``fractions`` ((steps + 1,) fraction of pixels removed / revealed at
+    each point, the x axis of the AUCs: exactly k / steps when H * W is a multiple of ``steps``).
+    """
+    steps = _check_int("steps", steps, 1)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    x, c, t = _check_inputs(images, cams, targets)
+    n = x.shape[0]
+    if n == 0:
         return []
-    probs = np.concatenate(probs_parts)
+    h, w = x.shape[2:]
+    _sigma(blur_sigma, h, w)  # validate the options before the first forward call
+    _baseline_image(baseline, x[0], x[0])
+    per_image = 2 * (steps + 1)
+    scores = np.empty((n, per_image), dtype=np.float64)
+
+    def make(j: int) -> _Series:
+        return _Series(x[j], c[j], steps, baseline, blur_sigma)
+
+    for batch, spans in _batches(make, n, per_image, x.shape[1:], batch_size):
+        logits = np.asarray(forward(batch))
+        if logits.ndim != 2 or logits.shape[0] != batch.shape[0]:
+            raise ValueError(f"forward must return (batch, num_classes) logits; for a batch of {batch.shape[0]} it returned shape {logits.shape}")
+        if t.max() >= logits.shape[1]:
+            raise ValueError(f"target class {int(t.max())} is out of range for {logits.shape[1]} logits")
+        probs = _softmax_rows(logits)
+        row = 0
+        for j, first, count in spans:
+            scores[j, first : first + count] = probs[row : row + count, t[j]]
+            row += count
+    fractions = _pixel_counts(h * w, steps) / float(h * w)
     out = []
-    for j, t in enumerate(targets):
-        p = probs[j * per_image : (j + 1) * per_image, int(t)]
-        dc, ic = p[: steps + 1], p[steps + 1 :]
-        out.append({"deletion_auc": _auc(dc), "insertion_auc": _auc(ic), "deletion_curve": dc, "insertion_curve": ic})
+    for j in range(n):
+        deletion, insertion = scores[j, : steps + 1].copy(), scores[j, steps + 1 :].copy()
+        out.append({
+            "deletion_auc": _trapezoid(deletion, fractions),
+            "insertion_auc": _trapezoid(insertion, fractions),
+            "deletion_curve": deletion,
+            "insertion_curve": insertion,
+            "fractions": fractions.copy(),
+        })
     return out
 
 
-def deletion_insertion(forward: Forward, image: np.ndarray, cam: np.ndarray, target: int, steps: int = 16, batch_size: int = 4096, baseline: float = 0.0, blur_sigma: float | None = None) -> dict[str, Any]:
-    """Deletion / Insertion AUCs and curves of one image (see `faithfulness_rows`)."""
-    return faithfulness_rows(forward, np.asarray(image)[None], np.asarray(cam)[None], [target], steps, batch_size, baseline, blur_sigma)[0]
+def deletion_insertion(
+    forward: Forward,
+    image: np.ndarray,
+    cam: np.ndarray,
+    target: int,
+    steps: int = 16,
+    batch_size: int = 32,
+    baseline: Baseline = "zero",
+    blur_sigma: float | None = None,
+) -> dict[str, Any]:
+    """Deletion / Insertion AUCs and curves of one (C, H, W) image and its (H, W) CAM (RISE, Sec. 4.1).
+
+    Lower ``deletion_auc`` and higher ``insertion_auc`` mean a more faithful CAM; see `faithfulness_rows`.
+    """
+    x = np.asarray(image)
+    m = np.asarray(cam)
+    if x.ndim != 3:
+        raise ValueError(f"image must be (C, H, W), got shape {x.shape}")
+    if m.shape != x.shape[1:]:
+        raise ValueError(f"cam must be (H, W) = {x.shape[1:]} to match the image, got {m.shape}")
+    return faithfulness_rows(forward, x[None], m[None], [target], steps, batch_size, baseline, blur_sigma)[0]
+
+
+def perturbation_series(
+    image: np.ndarray, cam: np.ndarray, steps: int = 16, baseline: Baseline = "zero", blur_sigma: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(deletion images, insertion images) of one image, each (steps + 1, C, H, W) float32: what
+    `deletion_insertion` sends to the model, for inspection and plots. Step k removes / reveals the
+    round(k * H * W / steps) highest-CAM pixels."""
+    steps = _check_int("steps", steps, 1)
+    x = np.asarray(image, dtype=np.float32)
+    m = np.asarray(cam)
+    if x.ndim != 3 or m.shape != x.shape[1:]:
+        raise ValueError(f"image must be (C, H, W) and cam (H, W) of the same size, got {x.shape} and {m.shape}")
+    s = _Series(x, m, steps, baseline, blur_sigma)
+    out = np.empty((len(s), *x.shape), dtype=np.float32)
+    for i in range(len(s)):
+        s.item(i, out[i])
+    return out[: steps + 1], out[steps + 1 :]
