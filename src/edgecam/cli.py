@@ -103,6 +103,7 @@ def _console() -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
 
     from edgecam.bench.sweep import run
     from edgecam.config import default_config_path, load_config
@@ -114,16 +115,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.limit < 1:
             raise EdgecamError(f"--limit: expected a positive integer, got {args.limit}")
     dspec = get_device_spec(args.device or cfg.device, args.devices)
-    out_dir = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console, transient=False) as progress:
-        out = run(cfg, out_dir, limit=args.limit, progress=RunProgress(progress), log=console.print, device_spec=dspec)
+    if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise EdgecamError(f"--out {args.out} and --resume {args.resume} name different directories; pass one")
+    out_dir = Path(args.resume or args.out or Path("runs") / f"{cfg.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console, transient=False) as progress:
+            out = run(cfg, out_dir, limit=args.limit, progress=RunProgress(progress), log=console.print, device_spec=dspec, resume=True if args.resume else None)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted: finished jobs are kept in {out_dir}/jobs; resume with: edgecam run {args.config or ''} --resume {out_dir}[/yellow]".replace("  ", " "))
+        return 130
     print_summary(console, out, [m.name for m in cfg.models])
     console.print(f"results: {out_dir}/results.parquet, latency.parquet, bench.csv, summary.csv, manifest.json  ({out['manifest']['wall_s']:.0f} s)")
     if out.get("report"):
         console.print(f"report: {out['report']}")
-    failed = out["manifest"]["failed"]
+    failed = out["failed"]
     if failed:
-        console.print(f"[red]{len(failed)} variant(s) failed:[/] {', '.join(failed)}")
+        table = Table(title=f"{len(failed)} failed job(s) (also in {out_dir}/failed.csv); rerun the same command to retry just these")
+        table.add_column("job")
+        table.add_column("error")
+        for f in failed:
+            table.add_row(f["job"], f["error"][-600:])
+        console.print(table)
         return 1
     return 0
 
@@ -169,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run an experiment (default: configs/quickstart.toml)")
     r.add_argument("config", nargs="?", default=None, help="experiment TOML file (default: configs/quickstart.toml)")
     r.add_argument("--out", default=None, help="run directory (default: runs/<name>-<timestamp>)")
+    r.add_argument("--resume", default=None, metavar="RUN_DIR", help="finish an interrupted run: reuse its finished jobs (a rerun with the same --out does this too)")
     r.add_argument("--limit", type=int, default=None, help="test images per variant (overrides data.limit)")
     r.add_argument("--device", default=None, help="device name from the inventory (overrides the config's `device`)")
     r.add_argument("--devices", default=None, metavar="FILE", help="device inventory (default: $EDGECAM_DEVICES, ./devices.toml, ~/.config/edgecam/devices.toml)")

@@ -119,18 +119,30 @@ class RuntimeSpec:
     name: str = "onnxruntime"
     threads: Optional[int] = None
     providers: Optional[tuple[str, ...]] = None
+    fault: Optional[str] = None  # runtime "fault" only: which fault to inject (runtimes/fault.py)
+    fault_precisions: tuple[str, ...] = ()  # ... into these precisions' artifacts (empty: all)
 
     def __post_init__(self) -> None:
         from edgecam.runtimes import RUNTIMES
+        from edgecam.runtimes.fault import FAULTS
 
         RUNTIMES.get(self.name)
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"runtimes.threads: expected a positive integer, got {self.threads}")
+        if (self.name == "fault") != (self.fault is not None):
+            raise ConfigError(f"runtimes.fault: set it exactly when name = 'fault' (one of {', '.join(FAULTS)}); got name {self.name!r}, fault {self.fault!r}")
+        if self.fault is not None and self.fault not in FAULTS:
+            raise ConfigError(f"runtimes.fault: expected one of {', '.join(FAULTS)}, got {self.fault!r}")
+        for p in self.fault_precisions:
+            if p not in PRECISIONS:
+                raise ConfigError(f"runtimes.fault_precisions: expected values from {', '.join(PRECISIONS)}, got {p!r}")
 
     def options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"threads": self.threads}
         if self.providers:
             opts["providers"] = list(self.providers)
+        if self.fault is not None:
+            opts.update(fault=self.fault, fault_precisions=list(self.fault_precisions))
         return opts
 
 

@@ -106,7 +106,7 @@ def test_failed_variant_is_recorded_and_run_exits_1(trained_tinycnn, session_cac
     assert len(bench) == 3 and not bench["ok"].any()
     assert bench["error"].str.contains("not available").all()
     manifest = json.loads((out / "manifest.json").read_text())
-    assert sorted(manifest["failed"]) == sorted(f"tinycnn-onnx-{p}-onnxruntime" for p in ("fp32", "int16", "int8"))
+    assert sorted(manifest["failed"]) == sorted(f"run tinycnn-onnx-{p}-onnxruntime" for p in ("fp32", "int16", "int8"))
 
 
 def test_two_formats_give_a_runtime_gap(trained_tinycnn, tflite_tinycnn, session_cache: Path, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 if TYPE_CHECKING:
+    from edgecam.bench.store import Job, JobStore
     from edgecam.bench.sweep import Datasets, Variant
     from edgecam.config import RunConfig
 
@@ -68,12 +69,16 @@ class DeviceSession:
 class ExplainOutput:
     """What the explain stage leaves behind for one model."""
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    gaps: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[Any] = field(default_factory=list)  # per-shard DataFrames of per-image rows
+    gaps: list[Any] = field(default_factory=list)  # per-shard DataFrames of runtime-gap rows
     wsol: list[dict[str, Any]] = field(default_factory=list)
     histograms: list[dict[str, Any]] = field(default_factory=list)
     dissimilar: list[dict[str, Any]] = field(default_factory=list)
     grid: dict[str, Any] = field(default_factory=dict)  # the report's CAM grid: a few images, every variant
+    failed: list[dict[str, str]] = field(default_factory=list)  # shards that raised: {"job", "error"}
+
+
+HeapItem = tuple[float, int, str, np.ndarray, np.ndarray]  # (RMSE vs fp32, image index, image id, CAM, fp32 CAM)
 
 
 @dataclass
@@ -82,7 +87,65 @@ class _Track:
 
     hits: np.ndarray
     n: int = 0
-    heap: list[tuple[float, int, str, np.ndarray, np.ndarray]] = field(default_factory=list)
+    heap: list[HeapItem] = field(default_factory=list)
+
+
+def _push(heap: list[HeapItem], item: HeapItem, top_k: int) -> None:
+    """Keep the `top_k` largest items (Rogers et al. 2023's top-5% subset, bounded memory)."""
+    (heapq.heappush if len(heap) < top_k else heapq.heappushpop)(heap, item)
+
+
+@dataclass
+class ShardOutput:
+    """One shard's explain job: its rows and what the run-level aggregates need from it. Stored as a job
+    (tables + JSON + npz, see `bench/store.py`) so that a resumed run reads back exactly what it wrote."""
+
+    rows: Any  # DataFrame
+    gaps: Any  # DataFrame
+    tracks: dict[tuple[str, str, str], _Track]
+    hist: dict[str, np.ndarray]
+    grid: dict[str, Any]
+
+    def to_job(self) -> "Job":
+        from edgecam.bench.store import Job
+
+        arrays: dict[str, np.ndarray] = {}
+        tracks = []
+        for t, (key, tr) in enumerate(self.tracks.items()):
+            heap = []
+            for h, (score, index, image_id, cam, cam_fp32) in enumerate(tr.heap):
+                arrays[f"t{t}_h{h}_cam"], arrays[f"t{t}_h{h}_fp32"] = cam, cam_fp32
+                heap.append([score, index, image_id])
+            tracks.append({"key": list(key), "hits": tr.hits.tolist(), "n": tr.n, "heap": heap})
+        grid: dict[str, Any] = {}
+        if self.grid:
+            for name in ("images", "masks", "saliency"):
+                arrays[f"grid_{name}"] = np.asarray(self.grid[name])
+            cams = []
+            for j, (key, c) in enumerate(self.grid["cams"].items()):
+                arrays[f"grid_cam{j}"] = np.asarray(c)
+                cams.append(list(key))
+            grid = {"ids": self.grid["ids"], "kinds": self.grid["kinds"], "cams": cams, "preds": {k: np.asarray(p).tolist() for k, p in self.grid["preds"].items()}}
+        arrays.update({f"hist_{k}": np.asarray(v) for k, v in self.hist.items()})
+        tables = {name: df for name, df in (("rows", self.rows), ("gaps", self.gaps)) if len(df.columns)}
+        return Job({"tracks": tracks, "hist": list(self.hist), "grid": grid}, arrays, tables)
+
+    @classmethod
+    def from_job(cls, job: "Job") -> "ShardOutput":
+        import pandas as pd
+
+        a, meta = job.arrays, job.meta
+        tracks = {}
+        for t, tr in enumerate(meta["tracks"]):
+            heap = [(float(s), int(i), str(image_id), a[f"t{t}_h{h}_cam"], a[f"t{t}_h{h}_fp32"]) for h, (s, i, image_id) in enumerate(tr["heap"])]
+            tracks[tuple(tr["key"])] = _Track(np.asarray(tr["hits"], dtype=np.int64), int(tr["n"]), heap)
+        grid: dict[str, Any] = {}
+        if meta["grid"]:
+            g = meta["grid"]
+            grid = {"ids": g["ids"], "kinds": g["kinds"], **{name: a[f"grid_{name}"] for name in ("images", "masks", "saliency")},
+                    "cams": {tuple(k): a[f"grid_cam{j}"] for j, k in enumerate(g["cams"])}, "preds": {k: np.asarray(p) for k, p in g["preds"].items()}}
+        return cls(job.tables.get("rows", pd.DataFrame()), job.tables.get("gaps", pd.DataFrame()), tracks,  # type: ignore[arg-type]
+                   {k: a[f"hist_{k}"] for k in meta["hist"]}, grid)
 
 
 def _cam_jobs(v: "Variant", cfg: "RunConfig") -> list[tuple[str, str]]:
@@ -103,13 +166,32 @@ def _sim_module(v: "Variant") -> Any:
     return OnnxGraphModule(onnx.load(str(v.artifact_dir / v.manifest["file"])), name=v.key).eval()
 
 
+@dataclass
+class _Setup:
+    """What every shard of one model shares."""
+
+    ok: list["Variant"]
+    provider: Any
+    provider_name: str
+    sims: dict[str, Any]
+    preds: dict[str, np.ndarray]
+    hist_edges: dict[str, np.ndarray]
+    top_k: int
+    n_faith: int
+
+
 def explain_model(
     model: Any, layer: str, variants: list["Variant"], cfg: "RunConfig", data: "Datasets", n_img: int, device: Any,
     sessions: dict[str, DeviceSession], step: Progress, log: Callable[[str], None], mean: Sequence[float], std: Sequence[float],
+    store: "JobStore | None" = None, key: dict[str, Any] | None = None,
 ) -> ExplainOutput:
-    """Explain `n_img` test images on every successful variant of one model, shard by shard."""
-    from edgecam.bench.results import gap_rows
-    from edgecam.explain.cams import CamContext, cam_method, reference_cams
+    """Explain `n_img` test images on every successful variant of one model, one shard job at a time.
+
+    With a `store`, each shard is a job keyed by `key` + the shard's image range: a finished shard is read
+    back instead of recomputed, a new one is committed as soon as it is done. A shard whose device calls
+    fail (crash, timeout, lost board) is recorded in `failed` and the next shard goes on."""
+    from edgecam.bench.store import JobStore, job_key
+    from edgecam.errors import EdgecamError
     from edgecam.explain.saliency import SALIENCY_PROVIDERS
 
     ex = cfg.explain
@@ -117,79 +199,146 @@ def explain_model(
     out = ExplainOutput()
     if not ok:
         return out
+    store = store or JobStore(_scratch_store())
     provider_cls = SALIENCY_PROVIDERS.get(ex.saliency)
-    provider = provider_cls(ex.saliency_dir) if ex.saliency == "directory" else provider_cls()
-    sims = {v.key: _sim_module(v) for v in ok if ex.sim and v.format == "onnx"}
-    top_k = max(1, int(np.ceil(0.05 * n_img)))
-    tracks: dict[tuple[str, str, str], _Track] = {}
-    hist_edges: dict[str, np.ndarray] = {}
-    hist_counts: dict[str, np.ndarray] = {}
-    preds_all = {v.key: v.outputs["logits"].argmax(1) for v in ok}
-    n_faith = min(n_img, ex.faithfulness_images) if ex.faithfulness else 0
-    shards = list(range(0, n_img, ex.shard_size))
-    todo = len(shards) * sum(len(_cam_jobs(v, cfg)) for v in ok)
-    done = 0
-    for s0 in shards:
-        s1 = min(n_img, s0 + ex.shard_size)
-        x = data.test_x[s0:s1]
-        ids = data.test_ids[s0:s1]
-        labels = data.test_y[s0:s1]
-        masks = data.test_masks[s0:s1]
-        raw = np.clip(x * np.asarray(std, np.float32)[:, None, None] + np.asarray(mean, np.float32)[:, None, None], 0, 1)
-        saliency = provider.maps(raw, list(ids), masks)
-        host_ctx = CamContext(model, layer, x, seed=ex.seed, rise_masks=ex.rise_masks)
-        ref_targets = labels if ex.target == "label" else _host_pred(model, x)
-        reference = reference_cams(host_ctx, ex.reference, ref_targets)
-        cams: dict[tuple[str, str, str], np.ndarray] = {}
-        for v in ok:
-            pred = preds_all[v.key][s0:s1]
-            targets = labels if ex.target == "label" else pred
-            ctx = CamContext(model, layer, x, forward=sessions.get(v.key), sim_module=sims.get(v.key), seed=ex.seed, rise_masks=ex.rise_masks)
-            for method, mode in _cam_jobs(v, cfg):
-                cams[(v.key, method, mode)] = cam_method(method, mode)(ctx, v.outputs["features"][s0:s1], targets)
-                done += 1
-                step(f"CAMs {v.model}", done / max(1, todo))
-        if s0 == 0:
-            out.grid = _grid(ok, cams, raw, masks, saliency, ids, preds_all)
-        first_by_precision: dict[str, "Variant"] = {}
-        for v in ok:  # the runtime gap: each other runtime's CAMs vs the first runtime's, at the same precision
-            ref_v = first_by_precision.setdefault(v.precision, v)
-            if ref_v is not v:
-                for method in ex.methods:
-                    mode = cam_method(method).mode
-                    out.gaps += gap_rows(v, ref_v, method, cams[(v.key, method, mode)], cams[(ref_v.key, method, mode)], ids, preds_all[v.key][s0:s1], preds_all[ref_v.key][s0:s1])
-        for v in ok:
-            base = f"{v.model}-{v.format}-fp32-{v.runtime}"
-            if base not in preds_all:
-                if s0 == 0:
-                    log(f"[yellow]no fp32 {v.format}/{v.runtime} variant of {v.model}: {v.key} has no CAM comparison rows[/yellow]")
+    setup = _Setup(
+        ok, provider_cls(ex.saliency_dir) if ex.saliency == "directory" else provider_cls(), provider_cls.name,
+        {v.key: _sim_module(v) for v in ok if ex.sim and v.format == "onnx"}, {v.key: v.outputs["logits"].argmax(1) for v in ok},
+        _hist_edges(ok, min(n_img, ex.shard_size)), max(1, int(np.ceil(0.05 * n_img))), min(n_img, ex.faithfulness_images) if ex.faithfulness else 0,
+    )
+    shards = [(s0, min(n_img, s0 + ex.shard_size)) for s0 in range(0, n_img, ex.shard_size)]
+    parts: list[ShardOutput] = []
+    for i, (s0, s1) in enumerate(shards):
+        k = job_key(**(key or {}), shard=[s0, s1])
+        job = store.get("explain", k)
+        if job is None:
+            try:
+                shard = _explain_shard(model, layer, cfg, data, s0, s1, device, sessions, setup, log, mean, std)
+            except (EdgecamError, OSError, TimeoutError) as exc:
+                out.failed.append({"job": f"explain {ok[0].model} images {s0}-{s1 - 1}", "error": f"{type(exc).__name__}: {exc}"})
+                log(f"[red]FAILED[/red] explain {ok[0].model} images {s0}-{s1 - 1}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
                 continue
-            feats = np.asarray(v.outputs["features"][s0:s1], dtype=np.float32)
-            edges = hist_edges.setdefault(f"{v.model}-{v.format}-{v.runtime}", _edges(feats))  # fp32 comes first
-            hist_counts[v.key] = hist_counts.get(v.key, 0) + np.histogram(np.clip(feats, edges[0], edges[-1]), bins=edges)[0]
-            act = [_act_stats(f) for f in feats]
-            for method, mode in _cam_jobs(v, cfg):
-                c = cams[(v.key, method, mode)]
-                c_fp32 = cams[(base, method, mode)]
-                faith = _faithfulness(sessions.get(v.key), x, c, preds_all[v.key][s0:s1], s0, n_faith, ex.faithfulness_steps)
-                track = tracks.setdefault((v.key, method, mode), _Track(np.zeros(len(WSOL_THRESHOLDS), dtype=np.int64)))
-                rows = _rows(v, method, mode, c, c_fp32, reference, masks, saliency, provider_cls.name, ids, labels,
-                             preds_all[v.key][s0:s1], preds_all[base][s0:s1], device, act, faith, ex.emd_size, track, top_k, s0)
-                out.rows += rows
-    for (key, method, mode), tr in tracks.items():
-        v = next(v for v in ok if v.key == key)
-        acc = tr.hits / max(1, tr.n)
-        best = int(np.argmax(acc))
+            store.put("explain", k, shard.to_job())
+            job = store.get("explain", k, count=False)
+        assert job is not None
+        parts.append(ShardOutput.from_job(job))  # the stored form, resumed or not: one code path to the results
+        step(f"CAMs {ok[0].model}", (i + 1) / len(shards))
+    _aggregate(parts, setup, out)
+    return out
+
+
+def _scratch_store() -> Any:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="edgecam-explain-")
+
+
+def _hist_edges(ok: list["Variant"], n_first: int) -> dict[str, np.ndarray]:
+    """Activation-histogram bin edges per model / format / runtime, from the first shard's features of its
+    first variant that has an fp32 sibling (the fp32 one where it comes first): every precision and shard
+    is binned alike."""
+    keys = {v.key for v in ok}
+    edges: dict[str, np.ndarray] = {}
+    for v in ok:
+        if f"{v.model}-{v.format}-fp32-{v.runtime}" in keys:
+            edges.setdefault(f"{v.model}-{v.format}-{v.runtime}", _edges(np.asarray(v.outputs["features"][:n_first], dtype=np.float32)))
+    return edges
+
+
+def _explain_shard(
+    model: Any, layer: str, cfg: "RunConfig", data: "Datasets", s0: int, s1: int, device: Any, sessions: dict[str, DeviceSession],
+    setup: _Setup, log: Callable[[str], None], mean: Sequence[float], std: Sequence[float],
+) -> ShardOutput:
+    """CAMs of every variant on test images s0..s1-1, then their rows and the shard's aggregate pieces."""
+    import pandas as pd
+
+    from edgecam.bench.results import gap_rows
+    from edgecam.explain.cams import CamContext, cam_method, reference_cams
+
+    ex, ok, preds_all = cfg.explain, setup.ok, setup.preds
+    x = data.test_x[s0:s1]
+    ids = data.test_ids[s0:s1]
+    labels = data.test_y[s0:s1]
+    masks = data.test_masks[s0:s1]
+    raw = np.clip(x * np.asarray(std, np.float32)[:, None, None] + np.asarray(mean, np.float32)[:, None, None], 0, 1)
+    saliency = setup.provider.maps(raw, list(ids), masks)
+    host_ctx = CamContext(model, layer, x, seed=ex.seed, rise_masks=ex.rise_masks)
+    ref_targets = labels if ex.target == "label" else _host_pred(model, x)
+    reference = reference_cams(host_ctx, ex.reference, ref_targets)
+    cams: dict[tuple[str, str, str], np.ndarray] = {}
+    for v in ok:
+        pred = preds_all[v.key][s0:s1]
+        targets = labels if ex.target == "label" else pred
+        ctx = CamContext(model, layer, x, forward=sessions.get(v.key), sim_module=setup.sims.get(v.key), seed=ex.seed, rise_masks=ex.rise_masks)
+        for method, mode in _cam_jobs(v, cfg):
+            cams[(v.key, method, mode)] = cam_method(method, mode)(ctx, v.outputs["features"][s0:s1], targets)
+    grid = _grid(ok, cams, raw, masks, saliency, ids, preds_all) if s0 == 0 else {}
+    gaps: list[dict[str, Any]] = []
+    first_by_precision: dict[str, "Variant"] = {}
+    for v in ok:  # the runtime gap: each other runtime's CAMs vs the first runtime's, at the same precision
+        ref_v = first_by_precision.setdefault(v.precision, v)
+        if ref_v is not v:
+            for method in ex.methods:
+                mode = cam_method(method).mode
+                gaps += gap_rows(v, ref_v, method, cams[(v.key, method, mode)], cams[(ref_v.key, method, mode)], ids, preds_all[v.key][s0:s1], preds_all[ref_v.key][s0:s1])
+    rows: list[dict[str, Any]] = []
+    tracks: dict[tuple[str, str, str], _Track] = {}
+    hist: dict[str, np.ndarray] = {}
+    input_finite = np.isfinite(x).reshape(len(x), -1).all(1)
+    for v in ok:
+        base = f"{v.model}-{v.format}-fp32-{v.runtime}"
+        if base not in preds_all:
+            if s0 == 0:
+                log(f"[yellow]no fp32 {v.format}/{v.runtime} variant of {v.model}: {v.key} has no CAM comparison rows[/yellow]")
+            continue
+        feats = np.asarray(v.outputs["features"][s0:s1], dtype=np.float32)
+        edges = setup.hist_edges[f"{v.model}-{v.format}-{v.runtime}"]
+        hist[v.key] = np.histogram(np.clip(feats[np.isfinite(feats)], edges[0], edges[-1]), bins=edges)[0]
+        output_finite = np.isfinite(feats).reshape(len(feats), -1).all(1) & np.isfinite(v.outputs["logits"][s0:s1]).all(1)
+        act = [_act_stats(f) for f in feats]
+        for method, mode in _cam_jobs(v, cfg):
+            c = cams[(v.key, method, mode)]
+            faith = _faithfulness(sessions.get(v.key), x, c, preds_all[v.key][s0:s1], s0, setup.n_faith, ex.faithfulness_steps)
+            track = tracks.setdefault((v.key, method, mode), _Track(np.zeros(len(WSOL_THRESHOLDS), dtype=np.int64)))
+            shard_rows = _rows(v, method, mode, c, cams[(base, method, mode)], reference, masks, saliency, setup.provider_name, ids, labels,
+                               preds_all[v.key][s0:s1], preds_all[base][s0:s1], device, act, faith, ex.emd_size, track, setup.top_k, s0)
+            for r, fin_in, fin_out in zip(shard_rows, input_finite, output_finite):
+                r["input_finite"], r["output_finite"] = bool(fin_in), bool(fin_out)
+            rows += shard_rows
+    return ShardOutput(pd.DataFrame(rows), pd.DataFrame(gaps), tracks, hist, grid)
+
+
+def _aggregate(parts: list[ShardOutput], setup: _Setup, out: ExplainOutput) -> None:
+    """Run-level results of one model from its shards: rows, WSOL MaxBoxAcc, the most dissimilar CAMs,
+    activation histograms and the grid (shard 0)."""
+    out.rows = [p.rows for p in parts if len(p.rows)]
+    out.gaps = [p.gaps for p in parts if len(p.gaps)]
+    out.grid = next((p.grid for p in parts if p.grid), {})
+    by_key = {v.key: v for v in setup.ok}
+    tracks: dict[tuple[str, str, str], _Track] = {}
+    hist: dict[str, np.ndarray] = {}
+    for p in parts:
+        for tkey, tr in p.tracks.items():
+            acc = tracks.setdefault(tkey, _Track(np.zeros_like(tr.hits)))
+            acc.hits += tr.hits
+            acc.n += tr.n
+            for item in tr.heap:  # the union of per-shard top-k holds the run's top-k
+                _push(acc.heap, item, setup.top_k)
+        for vkey, counts in p.hist.items():
+            hist[vkey] = hist.get(vkey, 0) + counts
+    for (vkey, method, mode), tr in tracks.items():
+        v = by_key[vkey]
+        acc_t = tr.hits / max(1, tr.n)
+        best = int(np.argmax(acc_t))
         out.wsol.append({"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "cam_method": method, "cam_mode": mode,
-                         "max_box_acc": float(acc[best]), "best_threshold": float(WSOL_THRESHOLDS[best]), "images": tr.n})
-        for rmse_v, _, image_id, cam, cam_fp32 in sorted(tr.heap, reverse=True):
+                         "max_box_acc": float(acc_t[best]), "best_threshold": float(WSOL_THRESHOLDS[best]), "images": tr.n})
+        for rmse_v, _, image_id, cam, cam_fp32 in sorted(tr.heap, key=lambda it: (it[0], it[1]), reverse=True):
             out.dissimilar.append({"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "cam_method": method,
                                    "cam_mode": mode, "image_id": image_id, "rmse_fp32": rmse_v, "cam": cam, "cam_fp32": cam_fp32})
-    for key, counts in hist_counts.items():
-        v = next(v for v in ok if v.key == key)
-        edges = hist_edges[f"{v.model}-{v.format}-{v.runtime}"]
+    for vkey, counts in hist.items():
+        v = by_key[vkey]
+        edges = setup.hist_edges[f"{v.model}-{v.format}-{v.runtime}"]
         out.histograms += [{"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "bin_lo": float(edges[i]), "bin_hi": float(edges[i + 1]), "count": int(counts[i])} for i in range(len(counts))]
-    return out
 
 
 GRID_TYPICAL = 3
@@ -267,8 +416,7 @@ def _rows(
         track.hits += np.asarray(ious) >= 0.5
         track.n += 1
         if not is_fp32 and np.isfinite(vs_fp32["rmse"]):
-            item = (float(vs_fp32["rmse"]), s0 + i, str(ids[i]), cams[i].copy(), cams_fp32[i].copy())
-            (heapq.heappush if len(track.heap) < top_k else heapq.heappushpop)(track.heap, item)
+            _push(track.heap, (float(vs_fp32["rmse"]), s0 + i, str(ids[i]), cams[i].copy(), cams_fp32[i].copy()), top_k)
         rows.append({
             "model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision,
             "precision_effective": v.manifest.get("precision_effective", v.precision), "device": device,

@@ -23,7 +23,7 @@ from edgecam.bench.explain import DeviceSession, explain_model, write_dissimilar
 from edgecam.cache import atomic_write_json, cache_dir, stable_hash
 from edgecam.config import ModelSpec, RunConfig, RuntimeSpec
 from edgecam.devices.inventory import LOCAL, DeviceSpec
-from edgecam.errors import EdgecamError
+from edgecam.errors import ConfigError, EdgecamError
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -164,7 +164,9 @@ def run_variant(variant: Variant, rspec: RuntimeSpec, cfg: RunConfig, data: Data
     """Timing + outputs pass, then a separate memory pass, on `device`; failures are recorded, not raised.
 
     The device's inventory entry supplies the thread count where the experiment sets none, and its CPU
-    budget (`cores`, applied by the agent) and tegrastats sampling."""
+    budget (`cores`, applied by the agent) and tegrastats sampling. A crash of the runtime (segfault, OOM
+    kill), a timeout or a lost board ends up in `variant.error` with the device's stderr; transport errors
+    were already retried with backoff by the device (see `devices/ssh.py`)."""
     job = {**device_job(rspec, dspec), "warmup": cfg.bench.warmup, "iterations": cfg.bench.iterations, "batch_size": cfg.bench.batch_size}
     if dspec.tegrastats:
         job["tegrastats"] = True
@@ -176,16 +178,69 @@ def run_variant(variant: Variant, rspec: RuntimeSpec, cfg: RunConfig, data: Data
         variant.error = f"{type(exc).__name__}: {exc}"
 
 
-def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any = None, log: Callable[[str], None] = print, device_spec: DeviceSpec | None = None, inventory: str | Path | None = None) -> dict[str, Any]:
+def _run_job_key(v: Variant, rspec: RuntimeSpec, cfg: RunConfig, data: Datasets, dspec: DeviceSpec, ckpt_sha: str) -> str:
+    """What a variant's device run depends on: model, weights, artifact, runtime and options, device, data."""
+    from edgecam.bench.store import job_key
+
+    return job_key(kind="run", model=v.model, weights=ckpt_sha, artifact=v.manifest.get("sha256"), format=v.format, precision=v.precision,
+                   runtime=v.runtime, job=device_job(rspec, dspec), device=dspec.name, bench=cfg.bench.__dict__, data=data.fingerprint, images=len(data.test_x))
+
+
+def run_variant_resumable(v: Variant, rspec: RuntimeSpec, cfg: RunConfig, data: Datasets, device: Any, dspec: DeviceSpec, store: Any, key: str) -> bool:
+    """`run_variant` as a job of the run's store: a finished one is read back (True), a new one is run and
+    committed when it succeeded. Failed runs are not committed, so the next resume retries them."""
+    from edgecam.bench.store import Job
+
+    job = store.get("run", key)
+    if job is None:
+        run_variant(v, rspec, cfg, data, device, dspec)
+        if v.error:
+            return False
+        store.put("run", key, Job({"result": v.result, "memory": v.memory}, dict(v.outputs)))
+        job = store.get("run", key, count=False)
+        reused = False
+    else:
+        reused = True
+    v.result, v.memory, v.outputs = job.meta["result"], job.meta["memory"], job.arrays
+    return reused
+
+
+def preflight(cfg: RunConfig, data: Datasets) -> None:
+    """Reject bad input before any work: every model builds, its weights file loads and fits, and it takes
+    the data's input shape and gives one logit per class. Errors name the model, file and what was expected."""
+    import torch
+
+    from edgecam.models import build_model
+
+    probe_x = torch.from_numpy(np.ascontiguousarray(data.test_x[:1]))
+    for m in cfg.models:
+        model, _layer = build_model(m.name, data.n_classes, m.weights, m.target_layer)
+        try:
+            with torch.no_grad():
+                logits = model(probe_x)
+        except Exception as exc:  # noqa: BLE001 - any failure here is a shape / dtype mismatch with the data
+            raise ConfigError(f"models.name ({m.name}): the model does not accept the data's input of shape {tuple(probe_x.shape[1:])} (C, H, W): {type(exc).__name__}: {exc}") from None
+        if tuple(logits.shape) != (1, data.n_classes):
+            raise ConfigError(f"models.name ({m.name}): expected logits of shape (batch, {data.n_classes}) for the data's {data.n_classes} classes, got {tuple(logits.shape)}")
+
+
+def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any = None, log: Callable[[str], None] = print, device_spec: DeviceSpec | None = None,
+        inventory: str | Path | None = None, resume: bool | None = None) -> dict[str, Any]:
     """Run the whole experiment into `out_dir`; returns the manifest. `progress` is a `RunProgress` or None.
 
     The device is `device_spec`, else the config's `device` looked up in the inventory (`inventory` file or
-    the default search path); the host prepares artifacts and CAMs, the device only runs artifacts."""
+    the default search path); the host prepares artifacts and CAMs, the device only runs artifacts.
+
+    The run is a set of jobs (a device run per variant, an explain job per model and image shard) committed
+    to `out_dir/jobs` as each finishes: rerunning the same experiment into the same directory (or `resume`)
+    reuses them and computes only what is missing; a different experiment there is refused (`bench/store.py`).
+    """
     import pandas as pd
 
     import torch
 
     from edgecam.bench.results import summarise, summarise_gap, variant_table
+    from edgecam.bench.store import JobStore, pin_run_dir
     from edgecam.devices.agent import probe
     from edgecam.devices.inventory import get_device_spec, open_device
     from edgecam.exporters.base import EXPORTERS, Artifact
@@ -193,18 +248,23 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
 
     t_start = time.perf_counter()
     torch.set_flush_denormal(True)  # int16 activations sit near denormals; x86 slows ~10x on them
-    out_dir.mkdir(parents=True, exist_ok=True)
     stage = progress.stage if progress else (lambda name, total: (lambda desc, frac: None))
     data = load_data(cfg)
     n_img = limit or cfg.data.limit or len(data.test_x)
     n_img = min(n_img, len(data.test_x))
     dspec = device_spec or get_device_spec(cfg.device, inventory)
+    preflight(cfg, data)
+    identity = {"config_hash": stable_hash(cfg.to_dict()), "images": n_img, "device": dspec.name, "data": data.fingerprint}
+    resumed = pin_run_dir(out_dir, identity, resume)
+    store = JobStore(out_dir / "jobs")
+    if resumed:
+        log(f"resuming {out_dir}: {sum(1 for _ in store.root.glob('*/*/meta.json'))} finished job(s) kept, {store.clean_partials()} partial one(s) discarded")
     device = open_device(dspec, local_workdir=str(out_dir / ".device"))
     log(f"device {dspec.name} ({dspec.url}): probing")
     device_info = device.info()
     manifest: dict[str, Any] = {
         "config": cfg.to_dict(),
-        "config_hash": stable_hash(cfg.to_dict()),
+        "config_hash": identity["config_hash"],
         "versions": _versions(),
         "host": probe(),
         "device": {**device_info, "inventory": dspec.public()},
@@ -213,12 +273,14 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
         "models": {},
         "variants": {},
         "stages_s": {},
+        "resumed": resumed,
     }
     timings: dict[str, float] = manifest["stages_s"]
     all_rows: list[pd.DataFrame] = []
     all_gaps: list[pd.DataFrame] = []
     latency_rows: list[dict[str, Any]] = []
     variants: list[Variant] = []
+    failed: list[dict[str, str]] = []
     wsol: list[dict[str, Any]] = []
     histograms: list[dict[str, Any]] = []
     dissimilar: list[dict[str, Any]] = []
@@ -252,17 +314,21 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
                     step = stage(f"run {v.key}", 1.0)
                     step(f"run {v.key}", 0.0)
                     t_run = time.perf_counter()
-                    run_variant(v, rspec, cfg, data, device, dspec)
-                    timings[f"run {v.key}"] = time.perf_counter() - t_run
+                    reused = run_variant_resumable(v, rspec, cfg, data, device, dspec, store, _run_job_key(v, rspec, cfg, data, dspec, meta["sha256"]))
+                    timings[f"run {v.key}" + (" (resumed)" if reused else "")] = time.perf_counter() - t_run
                     step(f"run {v.key}", 1.0)
                     if v.error:
+                        failed.append({"job": f"run {v.key}", "error": v.error})
                         log(f"[red]FAILED[/red] {v.key}: {v.error.splitlines()[0]}")
                     mvariants.append(v)
         t_cam = time.perf_counter()
         sessions = {v.key: DeviceSession(device, v.artifact_dir, device_job(rspecs[v.runtime], dspec), cfg.bench.timeout_s) for v in mvariants if not v.error}
-        ex = explain_model(model, layer, mvariants, cfg, data, n_img, device.name, sessions, stage(f"CAMs {mspec.name}", 1.0), log, MEAN, STD)
-        all_rows.append(pd.DataFrame(ex.rows))
-        all_gaps.append(pd.DataFrame(ex.gaps))
+        explain_key = {"kind": "explain", "model": mspec.name, "weights": meta["sha256"], "device": dspec.name, "data": data.fingerprint, "images": n_img,
+                       "explain": cfg.explain.__dict__, "variants": sorted((v.key, v.manifest.get("sha256"), device_job(rspecs[v.runtime], dspec)) for v in mvariants if not v.error)}
+        ex = explain_model(model, layer, mvariants, cfg, data, n_img, device.name, sessions, stage(f"CAMs {mspec.name}", 1.0), log, MEAN, STD, store, explain_key)
+        all_rows += ex.rows
+        all_gaps += ex.gaps
+        failed += ex.failed
         wsol += ex.wsol
         histograms += ex.histograms
         dissimilar += ex.dissimilar
@@ -290,8 +356,10 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     _write_parquet(pd.DataFrame(latency_rows), out_dir / "latency.parquet")
     _write_csv(bench, out_dir / "bench.csv")
     _write_csv(summary, out_dir / "summary.csv")
+    _write_csv(pd.DataFrame(failed, columns=["job", "error"]), out_dir / "failed.csv")
     manifest["variants"] = {v.key: {"artifact": str(v.artifact_dir.relative_to(out_dir)), "sha256": v.manifest.get("sha256"), "size_bytes": v.manifest.get("size_bytes"), "runtime": v.result.get("runtime"), "error": v.error} for v in variants}
-    manifest["failed"] = [v.key for v in variants if v.error]
+    manifest["failed"] = [f["job"] for f in failed]
+    manifest["jobs"] = {"reused": store.reused, "committed": store.committed}
     manifest["wall_s"] = time.perf_counter() - t_start
     atomic_write_json(out_dir / "manifest.json", manifest)
     shutil.rmtree(out_dir / ".device", ignore_errors=True)
@@ -304,7 +372,8 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
         report = build_report(out_dir)
     except Exception as exc:  # noqa: BLE001 - reported, and `edgecam report RUN_DIR` can retry
         log(f"[yellow]report.html not written: {type(exc).__name__}: {exc}[/yellow]")
-    return {"report": report, "manifest": manifest, "results": results, "bench": bench, "summary": summary, "runtime_gap": gap_summary, "wsol": pd.DataFrame(wsol)}
+    return {"report": report, "manifest": manifest, "results": results, "bench": bench, "summary": summary, "runtime_gap": gap_summary,
+            "wsol": pd.DataFrame(wsol), "failed": failed}
 
 
 def _write_parquet(df: Any, path: Path) -> None:

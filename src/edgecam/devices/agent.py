@@ -79,9 +79,50 @@ def apply_cpu_budget(cores: Optional[int]) -> Optional[List[int]]:
     return sorted(os.sched_getaffinity(0))
 
 
+class ArtifactCorrupt(ValueError):
+    """The model file on the device does not match the sha256 in its manifest.json (truncated, corrupt)."""
+
+
+def verify_artifact(model_path: str) -> None:
+    """Check the model file against its manifest's sha256 before a runtime parses it: a truncated copy on
+    the board fails with this message, not a runtime's parse error (or a silent wrong answer). A marker
+    beside the file (size, mtime, digest) spares re-hashing an unchanged file on every job."""
+    import hashlib
+
+    manifest_path = os.path.join(os.path.dirname(model_path), "manifest.json")
+    if not os.path.isfile(manifest_path):
+        return
+    with open(manifest_path) as f:
+        expected = json.load(f).get("sha256")
+    if not expected:
+        return
+    st = os.stat(model_path)
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": expected}
+    marker = model_path + ".verified"
+    try:
+        with open(marker) as f:
+            if json.load(f) == stamp:
+                return
+    except (OSError, ValueError):
+        pass
+    h = hashlib.sha256()
+    with open(model_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != expected:
+        raise ArtifactCorrupt("artifact %s: sha256 %s does not match its manifest.json (%s): the copy on the device is corrupt or truncated"
+                              % (model_path, h.hexdigest()[:16], expected[:16]))
+    try:
+        with open(marker, "w") as f:
+            json.dump(stamp, f)
+    except OSError:  # a read-only artifact directory: verify again next time
+        pass
+
+
 def _load_runtime(job: Dict[str, Any]) -> Any:
     from edgecam.runtimes import runtime_class
 
+    verify_artifact(job["artifact"])
     cls = runtime_class(job["runtime"])
     opts = dict(job.get("runtime_options") or {})
     return cls(job["artifact"], **opts)

@@ -143,11 +143,13 @@ class Device:
             self.pull(remote_job, back)
             result_path = back / "result.json"
             if not result_path.is_file():
-                detail = f"agent exited {res.returncode}; stderr:\n{res.stderr[-4000:]}" if res else "no result"
+                detail = f"agent {_exit_reason(res.returncode)}; stderr:\n{res.stderr[-4000:]}" if res else "no result"
                 raise JobFailed(f"job {key} on {self.name}: {detail}")
             result = json.loads(result_path.read_text())
             if not result.get("ok"):
                 self.cleanup(remote_job)
+                if str(result.get("error", "")).startswith("ArtifactCorrupt"):
+                    self.cleanup(remote_art)  # the next job pushes a fresh copy
                 raise JobFailed(f"job {key} on {self.name} failed: {result.get('error')}\n{result.get('traceback', '')[-4000:]}")
             outputs: dict[str, np.ndarray] = {}
             if (back / "outputs.npz").is_file():
@@ -160,6 +162,20 @@ class Device:
 
 
 DEVICES: Registry[type[Device]] = Registry("device")
+
+
+def _exit_reason(code: int) -> str:
+    """'exited 3', or 'killed by SIGSEGV (exit -11)' (a POSIX child's negative code is its signal; ssh
+    reports a remote signal as 128 + N)."""
+    import signal
+
+    for signo in (-code, code - 128):
+        if 0 < signo < 65:
+            try:
+                return f"killed by {signal.Signals(signo).name} (exit {code})"
+            except ValueError:
+                pass
+    return f"exited {code}"
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from edgecam.cache import cache_dir
-from edgecam.devices.base import DEVICES, Device, RunResult, copy_tree
+from edgecam.devices.base import DEVICES, Device, JobFailed, RunResult, copy_tree
 
 
 @DEVICES.register("local")
@@ -39,7 +39,11 @@ class LocalDevice(Device):
     def run(self, argv: list[str], timeout: float | None = None) -> RunResult:
         start = time.perf_counter()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        except subprocess.TimeoutExpired as exc:  # subprocess.run has killed the child
+            stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+            raise JobFailed(f"{self.name}: {argv[-1]} timed out after {timeout} s and was killed; stderr:\n{stderr[-2000:]}") from None
         return RunResult(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
 
     def exists(self, remote: str) -> bool:

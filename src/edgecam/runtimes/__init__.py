@@ -15,9 +15,10 @@ RUNTIMES: Registry[str] = Registry("runtime")
 RUNTIMES.add("onnxruntime", "edgecam.runtimes.onnxruntime:OnnxRuntime")
 RUNTIMES.add("litert", "edgecam.runtimes.litert:LiteRtRuntime")
 RUNTIMES.add("null", "edgecam.runtimes.null:NullRuntime")
+RUNTIMES.add("fault", "edgecam.runtimes.fault:FaultRuntime")  # onnxruntime with injected faults (harness tests)
 
 # which artifact format each runtime loads
-RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite", "null": "*"}
+RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite", "null": "*", "fault": "onnx"}
 
 
 def runtime_class(name: str) -> "Type[Runtime]":
