@@ -28,6 +28,7 @@ AGENT_MODULES = (
     "runtimes/onnxruntime.py",
     "runtimes/litert.py",
     "runtimes/null.py",
+    "runtimes/fault.py",
 )
 
 MAIN = b"""import sys

@@ -40,7 +40,7 @@ class FaultRuntime(OnnxRuntime):
         if kind not in FAULTS:
             raise ValueError("fault runtime: option fault must be one of %s, got %r" % (", ".join(FAULTS), kind))
         precisions = list(self.options.get("fault_precisions") or [])
-        self.fault = kind if not precisions or self.manifest.get("precision") in precisions else None
+        self.fault = kind if not precisions or self.manifest.get("precision_requested") in precisions else None
 
     def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         if self.fault == "segfault":
