@@ -159,6 +159,8 @@ class BenchSpec:
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.iterations < 1 or self.batch_size < 1:
             raise ConfigError("bench: warmup >= 0, iterations >= 1 and batch_size >= 1 are required")
+        if not (0 < self.timeout_s < float("inf")):
+            raise ConfigError(f"bench.timeout_s: expected a positive number of seconds, got {self.timeout_s}")
 
 
 @dataclass(frozen=True)
@@ -271,10 +273,14 @@ def _build(cls: Any, table: dict[str, Any], path: str) -> Any:
     if unknown:
         where = f"{path}." if path else ""
         raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(where + k for k in unknown)}; allowed keys{' in ' + path if path else ''}: {', '.join(sorted(fields))}")
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [k for k in required if k not in table]
+    if missing:
+        raise ConfigError(f"{path or 'config'}: missing required key{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     kwargs = {k: _convert(v, hints[k], f"{path}.{k}" if path else k) for k, v in table.items()}
     try:
         return cls(**kwargs)
-    except ConfigError as exc:
+    except EdgecamError as exc:  # ConfigError, or an unknown registry name
         raise ConfigError(f"{path or 'config'}: {exc}") from exc
     except TypeError as exc:  # missing required fields
         raise ConfigError(f"{path or 'config'}: {exc}") from exc
@@ -290,7 +296,9 @@ def load_config(path: str | Path) -> RunConfig:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        table = tomllib.loads(path.read_text())
+        table = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (TOML files are UTF-8): byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed TOML: {exc}") from exc
     try:

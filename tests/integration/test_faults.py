@@ -166,3 +166,33 @@ def test_nan_outputs_are_flagged_per_row_and_never_crash_the_metrics(trained_tin
     assert fp32["cc_fp32"].notna().all() and (fp32["cc_fp32"] > 0.999).all()
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) and (out / "report.html").is_file()
+
+
+def test_nan_and_inf_inputs_are_flagged_on_their_rows_only(trained_tinycnn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from edgecam.bench import sweep
+    from edgecam.config import BenchSpec, ExplainSpec, RuntimeSpec
+
+    real = sweep.load_data
+
+    def poisoned(cfg):  # type: ignore[no-untyped-def]
+        d = real(cfg)
+        x = d.test_x.copy()
+        x[0, :, 5, 5] = np.nan
+        x[1, 0, 0, 0] = np.inf
+        return dataclasses.replace(d, test_x=x)
+
+    monkeypatch.setattr(sweep, "load_data", poisoned)
+    t = trained_tinycnn
+    cfg = t.cfg.replace(data=dataclasses.replace(t.cfg.data, limit=6), export=dataclasses.replace(t.cfg.export, precisions=("fp32", "int8")),
+                        runtimes=(RuntimeSpec("onnxruntime", threads=1),), bench=BenchSpec(warmup=1, iterations=3, memory=False),
+                        explain=ExplainSpec(methods=("gradcampp", "eigencam"), faithfulness_images=3, emd_size=8, bootstrap=100))
+    out = sweep.run(cfg, tmp_path / "run", log=lambda m: None)
+    rows = out["results"]
+    assert len(rows) == 6 * 2 * 2 and not out["failed"]
+    bad = rows["image_id"].isin([t.data.test_ids[0], t.data.test_ids[1]])
+    assert (~rows.loc[bad, "input_finite"]).all() and rows.loc[~bad, "input_finite"].all()
+    assert rows.loc[~bad, "cc_fp32"].notna().all()

@@ -243,3 +243,34 @@ def test_remote_command_timeout_and_exit_codes(board: SSHDevice) -> None:
         board.run(["sleep", "5"], timeout=0.5)
     res = board.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (res.returncode, res.stdout, res.stderr) == (3, "out\n", "err\n")
+
+
+def test_no_secret_reaches_the_run_dir_or_the_log(sshd: SshServer, trained_tinycnn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A passphrase-protected key (passphrase from the environment variable the inventory names): the run
+    works, and neither the passphrase, nor the private key, nor its path appear in any file of the run
+    directory or in the log."""
+    import secrets
+    import subprocess
+
+    from edgecam.bench.sweep import run
+
+    passphrase = f"edgecam-pass-{secrets.token_hex(8)}"
+    key = Path(tempfile.mkdtemp(prefix="edgecam-key-")) / "locked_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", "locked", "-f", str(key)], check=True)
+    auth = sshd.key_file.parent / "authorized_keys"
+    auth.write_text(auth.read_text() + key.with_suffix(".pub").read_text())
+    monkeypatch.setenv("EDGECAM_TEST_PASSPHRASE", passphrase)
+    log: list[str] = []
+    cfg = _run_config(trained_tinycnn)
+    cfg = cfg.replace(data=dataclasses.replace(cfg.data, limit=4))
+    out_dir = tmp_path / "run"
+    out = run(cfg, out_dir, log=log.append, device_spec=board_spec(sshd, key_file=str(key), passphrase_env="EDGECAM_TEST_PASSPHRASE"))
+    assert not out["failed"] and len(out["results"]) > 0
+    private_body = [line for line in key.read_text().splitlines() if line and not line.startswith("-----")]
+    needles = [passphrase.encode(), str(key).encode(), *(line.encode() for line in private_body)]
+    files = [p for p in out_dir.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    for p in files:
+        blob = p.read_bytes()
+        assert not any(n in blob for n in needles), f"a secret leaked into {p}"
+    assert not any(passphrase in line or str(key) in line for line in log)

@@ -1,0 +1,71 @@
+"""Bad input is rejected before any work (training, export, device runs) starts, naming the model, the file
+and what was expected."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgecam.bench.sweep import preflight
+from edgecam.config import ModelSpec, RunConfig
+from edgecam.errors import ArtifactError, ConfigError
+
+HERE = Path(__file__).parent
+
+
+def gray_model(num_classes: int) -> Any:
+    """A model built for 1-channel input: the 3-channel data does not fit it."""
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+
+
+def five_classes(num_classes: int) -> Any:
+    """A model that ignores the dataset's class count."""
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+
+
+def _cfg(**model: Any) -> RunConfig:
+    return RunConfig(models=(ModelSpec(**model),))
+
+
+def test_model_that_does_not_take_the_datas_input_is_refused(data) -> None:
+    with pytest.raises(ConfigError, match=r"test_preflight:gray_model\): the model does not accept the data's input of shape \(3, 64, 64\)"):
+        preflight(_cfg(name="test_preflight:gray_model", target_layer="0"), data)
+
+
+def test_model_with_the_wrong_class_count_is_refused(data) -> None:
+    with pytest.raises(ConfigError, match=r"expected logits of shape \(batch, 10\) for the data's 10 classes, got \(1, 5\)"):
+        preflight(_cfg(name="test_preflight:five_classes", target_layer="0"), data)
+
+
+def test_truncated_state_dict_is_refused_naming_the_file(data, tmp_path: Path) -> None:
+    import torch
+
+    from edgecam.models import build_model
+
+    good = tmp_path / "tinycnn.pt"
+    torch.save(build_model("tinycnn", 10)[0].state_dict(), good)
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    preflight(_cfg(name="tinycnn", weights=str(good)), data)  # the intact file passes
+    with pytest.raises(ArtifactError, match=f"weights file {bad} for 'tinycnn' is corrupt"):
+        preflight(_cfg(name="tinycnn", weights=str(bad)), data)
+
+
+def test_cli_refuses_before_creating_the_run_dir(tmp_path: Path) -> None:
+    cfg = tmp_path / "gray.toml"
+    cfg.write_text('[[models]]\nname = "test_preflight:gray_model"\ntarget_layer = "0"\n')
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "EDGECAM_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "edgecam.cli", "run", str(cfg), "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "does not accept the data's input of shape (3, 64, 64)" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists() and not (tmp_path / "cache" / "checkpoints").exists()  # nothing trained, nothing written
