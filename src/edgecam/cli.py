@@ -77,6 +77,16 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
     if gap is not None and not gap.empty:
         for method, grp in gap.groupby("cam_method", sort=False):
             console.print(metric_table(f"Runtime gap: {method} CAMs of two runtimes at the same precision", grp, models))
+    lowbit = out.get("lowbit")
+    if lowbit is not None and not lowbit.empty:
+        lt = Table(title="Low-bit PACT (arXiv 2411.05858): accuracy per bit width and CAMs vs the fp32 model's, mean ± std")
+        for col in ("model", "precision", "execution", "accuracy", "fp32 accuracy", "SIM", "CC", "KLD", "ONNX Runtime"):
+            lt.add_column(col, justify="right" if col in ("accuracy", "fp32 accuracy", "SIM", "CC", "KLD") else "left")
+        for _, r in lowbit.iterrows():
+            ort = f"accuracy {r['ort_accuracy']:.4f}, agrees with sim {r['ort_top1_agreement']:.4f}" if r["ort_accuracy"] == r["ort_accuracy"] else str(r["ort_status"])
+            lt.add_row(r["model"], r["precision"], "host simulation" if "host" in r["execution"] else r["execution"], f"{r['accuracy']:.4f}", f"{r['accuracy_fp32']:.4f}",
+                       *(_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in ("sim", "cc", "kld")), ort[:90])
+        console.print(lt)
     bench = out["bench"]
     table = Table(title="Accuracy, latency and memory (test split; latency at batch 1)")
     for col in ("model", "runtime", "precision", "accuracy", "agrees fp32", "p50 ms", "p99 ms", "init ms", "peak RSS MB", "size KB"):
@@ -106,11 +116,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from edgecam.bench.sweep import run
-    from edgecam.config import default_config_path, load_config
+    from edgecam.config import apply_overrides, default_config_path, load_config
     from edgecam.devices.inventory import get_device_spec
 
     console = _console()
-    cfg = load_config(args.config or default_config_path())
+    cfg = apply_overrides(load_config(args.config or default_config_path()), args.data, args.weights, args.models)
     if args.limit is not None:
         if args.limit < 1:
             raise EdgecamError(f"--limit: expected a positive integer, got {args.limit}")
@@ -137,6 +147,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             table.add_row(f["job"], f["error"][-600:])
         console.print(table)
         return 1
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train (or take from the cache) every model of a config on its data and save `<model>.pt` state dicts:
+    the `--weights DIR` of a later run."""
+    import torch
+
+    from edgecam.bench.sweep import load_data, prepare_model
+    from edgecam.config import apply_overrides, default_config_path, load_config, weights_file_name
+
+    cfg = apply_overrides(load_config(args.config or default_config_path()), args.data, None, args.models)
+    data = load_data(cfg)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for m in cfg.models:
+        model, _layer, meta = prepare_model(m, cfg, data)
+        path = out / weights_file_name(m.name)
+        torch.save(model.state_dict(), path)
+        print(f"{m.name}: fp32 accuracy {meta['host_fp32_accuracy']:.4f} on the test split -> {path}")
     return 0
 
 
@@ -182,10 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", nargs="?", default=None, help="experiment TOML file (default: configs/quickstart.toml)")
     r.add_argument("--out", default=None, help="run directory (default: runs/<name>-<timestamp>)")
     r.add_argument("--resume", default=None, metavar="RUN_DIR", help="finish an interrupted run: reuse its finished jobs (a rerun with the same --out does this too)")
+    r.add_argument("--data", default=None, metavar="DIR", help="an image folder (class folders, or images + labels CSV) instead of the config's data; or 'digits-clutter'")
+    r.add_argument("--weights", default=None, metavar="DIR", help="a folder of <model>.pt state dicts, one per model of the config")
+    r.add_argument("--models", default=None, metavar="A,B", help="run only these of the config's models")
     r.add_argument("--limit", type=int, default=None, help="test images per variant (overrides data.limit)")
     r.add_argument("--device", default=None, help="device name from the inventory (overrides the config's `device`)")
     r.add_argument("--devices", default=None, metavar="FILE", help="device inventory (default: $EDGECAM_DEVICES, ./devices.toml, ~/.config/edgecam/devices.toml)")
     r.set_defaults(func=cmd_run)
+    t = sub.add_parser("train", help="train the config's models on its data (cached) and save <model>.pt state dicts for --weights")
+    t.add_argument("config", nargs="?", default=None, help="experiment TOML file (default: configs/quickstart.toml)")
+    t.add_argument("--out", required=True, metavar="DIR", help="folder for the state dicts")
+    t.add_argument("--data", default=None, metavar="DIR", help="as for `run`")
+    t.add_argument("--models", default=None, metavar="A,B", help="train only these of the config's models")
+    t.set_defaults(func=cmd_train)
     rp = sub.add_parser("report", help="write RUN_DIR/report.html (self-contained: tables, CAM grid, trade-off plots)")
     rp.add_argument("run_dir")
     rp.set_defaults(func=cmd_report)

@@ -7,6 +7,7 @@ work starts. `RunConfig.to_dict()` is what the run manifest records and what the
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -26,9 +27,18 @@ else:  # pragma: no cover
 CONFIG_VERSION = 1
 
 
+DATASETS = ("digits-clutter", "image-folder")
+
+
 @dataclass(frozen=True)
 class DataSpec:
-    """Which dataset, and how many test images to benchmark and explain."""
+    """Which dataset, and how many test images to benchmark and explain.
+
+    digits-clutter: generated from scikit-learn's bundled digits (canvas, digit_size, seed, copies_test).
+    image-folder: the user's images at `path` (class folders, or `labels_csv`), optional Pascal-VOC boxes in
+    `boxes_dir` (both relative to `path` unless absolute), resized / centre-cropped to `resize` / `crop`,
+    split by `test_fraction` (seeded, stratified) into evaluated images and calibration / QAT images;
+    `num_classes` defaults to the number of classes found (set 1000 for ImageNet weights)."""
 
     name: str = "digits-clutter"
     canvas: int = 64
@@ -36,14 +46,42 @@ class DataSpec:
     seed: int = 0
     limit: Optional[int] = 200  # test images per variant (None = the whole split)
     copies_test: int = 1  # clutter variants per test digit (360 test images per copy at the defaults)
+    path: Optional[str] = None
+    labels_csv: Optional[str] = None
+    boxes_dir: Optional[str] = None
+    resize: int = 256
+    crop: int = 224
+    test_fraction: float = 0.5
+    num_classes: Optional[int] = None
+    mean: Optional[tuple[float, ...]] = None  # normalisation; default (0.5,)*3 / (0.25,)*3 for digits,
+    std: Optional[tuple[float, ...]] = None  # ImageNet's for image folders
 
     def __post_init__(self) -> None:
-        if self.name != "digits-clutter":
-            raise ConfigError(f"data.name: expected one of digits-clutter, got {self.name!r}")
+        if self.name not in DATASETS:
+            raise ConfigError(f"data.name: expected one of {', '.join(DATASETS)}, got {self.name!r}")
+        if self.name == "image-folder" and not self.path:
+            raise ConfigError("data.path: required for data.name = 'image-folder' (a folder of class folders, or images plus data.labels_csv); or pass --data DIR")
         if self.copies_test < 1:
             raise ConfigError(f"data.copies_test: expected a positive integer, got {self.copies_test}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"data.limit: expected a positive integer or nothing, got {self.limit}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"data.test_fraction: expected a number in (0, 1), got {self.test_fraction}")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ConfigError(f"data.num_classes: expected an integer >= 2, got {self.num_classes}")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if v is not None and (len(v) != 3 or not all(math.isfinite(x) for x in v) or (name == "std" and min(v) <= 0)):
+                raise ConfigError(f"data.{name}: expected three finite numbers (one per RGB channel){', all > 0' if name == 'std' else ''}, got {list(v)}")
+        if self.resize < 1 or self.crop < 1 or self.crop > self.resize:
+            raise ConfigError(f"data.resize / data.crop: expected 1 <= crop <= resize, got resize {self.resize}, crop {self.crop}")
+
+    def resolve(self, rel: Optional[str]) -> Optional[Path]:
+        """`labels_csv` / `boxes_dir` against `path` (absolute paths as they are)."""
+        if rel is None:
+            return None
+        p = Path(rel).expanduser()
+        return p if p.is_absolute() or self.path is None else Path(self.path).expanduser() / p
 
 
 @dataclass(frozen=True)
@@ -204,6 +242,35 @@ class ExplainSpec:
             raise ConfigError(f"explain.target: expected 'pred' or 'label', got {self.target!r}")
 
 
+LOWBIT_SCHEMES = ("int4", "int2", "mixed")  # arXiv 2411.05858: 4-bit, 2-bit, first / last layers 4 and the rest 2
+
+
+@dataclass(frozen=True)
+class LowbitSpec:
+    """Bit widths below any runtime's (PACT QAT, `exporters/quantize/pact.py`), run in host simulation and
+    labelled so; int4 also through ONNX Runtime's INT4 QDQ where it loads. Empty `schemes`: off."""
+
+    schemes: tuple[str, ...] = ()
+    epochs: int = 2
+    lr: float = 5e-4
+    samples: int = 2048  # fine-tuning images per epoch
+    cam_images: int = 200  # CAMs compared with the fp32 model's (SIM / CC / KLD)
+    cam: str = "gradcampp"
+    onnx: bool = True  # also export int4 as an ONNX QDQ artifact and run it on the device
+
+    def __post_init__(self) -> None:
+        for s in self.schemes:
+            if s not in LOWBIT_SCHEMES:
+                raise ConfigError(f"lowbit.schemes: expected values from {', '.join(LOWBIT_SCHEMES)}, got {s!r}")
+        for name in ("samples", "cam_images"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"lowbit.{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.epochs < 0 or not self.lr > 0:
+            raise ConfigError(f"lowbit: epochs >= 0 and lr > 0 are required, got {self.epochs}, {self.lr}")
+        if self.cam not in ("gradcampp", "gradcam", "xgradcam", "layercam", "hirescam"):
+            raise ConfigError(f"lowbit.cam: expected a gradient CAM (gradcampp, gradcam, xgradcam, layercam, hirescam), got {self.cam!r}")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """A whole experiment. `version` tags the schema so old files can be migrated."""
@@ -218,6 +285,7 @@ class RunConfig:
     runtimes: tuple[RuntimeSpec, ...] = (RuntimeSpec(),)
     bench: BenchSpec = field(default_factory=BenchSpec)
     explain: ExplainSpec = field(default_factory=ExplainSpec)
+    lowbit: LowbitSpec = field(default_factory=LowbitSpec)
 
     def __post_init__(self) -> None:
         if self.version != CONFIG_VERSION:
@@ -305,6 +373,51 @@ def load_config(path: str | Path) -> RunConfig:
         return config_from_dict(table)
     except EdgecamError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+WEIGHT_SUFFIXES = (".pt", ".pth")
+
+
+def weights_file_name(model: str) -> str:
+    """`<name>.pt` in a --weights folder: the registry name, or a custom factory's attribute name."""
+    return model.rpartition(":")[2] + ".pt"
+
+
+def apply_overrides(cfg: RunConfig, data: str | None = None, weights: str | None = None, models: str | None = None) -> RunConfig:
+    """The CLI's `--data DIR`, `--weights DIR` and `--models a,b` on top of a config, validated here so that a
+    path or name that does not exist fails before any work, naming it and what is allowed.
+
+    --data: an image folder (sets data.name = "image-folder" and data.path) or "digits-clutter".
+    --weights: a folder holding `<model>.pt` (or .pth) state dicts for every model of the run.
+    --models: a comma-separated subset of the config's [[models]]."""
+    if models:
+        wanted = [m.strip() for m in models.split(",") if m.strip()]
+        known = [m.name for m in cfg.models]
+        unknown = [m for m in wanted if m not in known]
+        if unknown or not wanted:
+            raise ConfigError(f"--models: {', '.join(unknown) or repr(models)} not in this config; its models are: {', '.join(known)}")
+        cfg = cfg.replace(models=tuple(m for m in cfg.models if m.name in wanted))
+    if data:
+        if data == "digits-clutter":
+            cfg = cfg.replace(data=dataclasses.replace(cfg.data, name="digits-clutter", path=None))
+        else:
+            if not Path(data).expanduser().is_dir():
+                raise ConfigError(f"--data: {data} is not a folder (expected an image folder: class folders, or images and a labels CSV; or 'digits-clutter')")
+            cfg = cfg.replace(data=dataclasses.replace(cfg.data, name="image-folder", path=str(Path(data).expanduser())))
+    if weights:
+        folder = Path(weights).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"--weights: {weights} is not a folder (expected one holding <model>.pt state dicts)")
+        specs = []
+        for m in cfg.models:
+            stem = weights_file_name(m.name)[: -len(".pt")]
+            found = next((folder / f"{stem}{suf}" for suf in WEIGHT_SUFFIXES if (folder / f"{stem}{suf}").is_file()), None)
+            if found is None:
+                raise ConfigError(f"--weights: no state dict for model {m.name!r} in {folder}: expected {' or '.join(stem + suf for suf in WEIGHT_SUFFIXES)} "
+                                  f"(found: {', '.join(sorted(p.name for p in folder.iterdir())[:10]) or 'nothing'}); --models picks a subset")
+            specs.append(dataclasses.replace(m, weights=str(found)))
+        cfg = cfg.replace(models=tuple(specs))
+    return cfg
 
 
 def default_config_path() -> Path:

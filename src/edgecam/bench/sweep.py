@@ -38,8 +38,14 @@ def normalise(images: np.ndarray, mean: tuple[float, ...] = MEAN, std: tuple[flo
     return ((images - m) / s).astype(np.float32)
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation (the six architectures' weights)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 @dataclass
 class Datasets:
+    """Normalised train (training / calibration / QAT) and test (evaluated) images, and what describes them."""
+
     train_x: np.ndarray
     train_y: np.ndarray
     test_x: np.ndarray
@@ -48,17 +54,46 @@ class Datasets:
     test_ids: list[str]
     fingerprint: str
     n_classes: int = 10
+    mean: tuple[float, ...] = MEAN
+    std: tuple[float, ...] = STD
+    source: dict[str, Any] = field(default_factory=dict)  # recorded in the manifest (incl. preprocessing)
 
 
 def load_data(cfg: RunConfig) -> Datasets:
+    """The config's dataset, normalised with its mean / std. Bad folders, CSVs, box files and images that do
+    not decode fail here, before any training or export, naming the file."""
+    d = cfg.data
+    if d.name == "image-folder":
+        return _load_image_folder(cfg)
     from edgecam.data.digits_clutter import DigitsClutterSpec, build_digits_clutter
 
-    spec = DigitsClutterSpec(canvas=cfg.data.canvas, digit_size=cfg.data.digit_size, seed=cfg.data.seed, copies_test=cfg.data.copies_test)
+    spec = DigitsClutterSpec(canvas=d.canvas, digit_size=d.digit_size, seed=d.seed, copies_test=d.copies_test)
     train = build_digits_clutter(spec, "train")
     test = build_digits_clutter(spec, "test")
+    mean, std = d.mean or MEAN, d.std or STD
     return Datasets(
-        normalise(train.images), train.labels, normalise(test.images), test.labels, test.masks,
-        [str(i) for i in test.ids], stable_hash([train.fingerprint(), test.fingerprint()]),
+        normalise(train.images, mean, std), train.labels, normalise(test.images, mean, std), test.labels, test.masks,
+        [str(i) for i in test.ids], stable_hash([train.fingerprint(), test.fingerprint()]), 10, mean, std,
+        {"dataset": "digits-clutter", "canvas": d.canvas, "digit_size": d.digit_size, "seed": d.seed, "copies_test": d.copies_test, "normalisation": {"mean": mean, "std": std}},
+    )
+
+
+def _load_image_folder(cfg: RunConfig) -> Datasets:
+    from edgecam.data.image_folder import load_image_folder, stratified_split
+
+    d = cfg.data
+    folder = load_image_folder(Path(str(d.path)).expanduser(), d.resolve(d.labels_csv), d.resolve(d.boxes_dir), d.resize, d.crop)
+    n_classes = d.num_classes or folder.n_classes
+    if folder.labels.max() >= n_classes:
+        raise ConfigError(f"data.num_classes: {n_classes} classes, but {d.path} has labels up to {int(folder.labels.max())} ({folder.n_classes} class names)")
+    train_idx, test_idx = stratified_split(folder.labels, d.test_fraction, d.seed)
+    train, test = folder.subset(train_idx), folder.subset(test_idx)
+    mean, std = d.mean or IMAGENET_MEAN, d.std or IMAGENET_STD
+    return Datasets(
+        normalise(train.images, mean, std), train.labels, normalise(test.images, mean, std), test.labels, test.masks, list(test.ids),
+        stable_hash([folder.fingerprint, d.test_fraction, d.seed, mean, std, n_classes]), n_classes, mean, std,
+        {"dataset": "image-folder", **folder.source, "class_names": folder.class_names, "test_images": len(test), "calibration_images": len(train),
+         "preprocessing": folder.preprocessing, "normalisation": {"mean": mean, "std": std}},
     )
 
 
@@ -108,7 +143,7 @@ def prepare_model(mspec: ModelSpec, cfg: RunConfig, data: Datasets, progress: Pr
         tspec = mspec.train_spec(cfg.train)
         import torch
 
-        key = {"model": mspec.name, "classes": data.n_classes, "data": data.fingerprint, "train": tspec.__dict__, "torch": torch.__version__, "norm": [MEAN, STD]}
+        key = {"model": mspec.name, "classes": data.n_classes, "data": data.fingerprint, "train": tspec.__dict__, "torch": torch.__version__, "norm": [data.mean, data.std]}
         layer = resolve_entry(mspec.name, mspec.target_layer).target_layer
         model, _ckpt, meta, trained = cached_checkpoint(
             key,
@@ -134,7 +169,7 @@ def build_artifact(model: Any, mspec: ModelSpec, layer: str, ckpt_sha: str, fmt:
     from edgecam.exporters.base import Artifact, ArtifactError, CalibData, ModelInfo
 
     spec = cfg.export.spec(precision, cfg.train.seed)
-    info = ModelInfo(mspec.name, data.n_classes, layer, tuple(data.test_x.shape[1:]), MEAN, STD, ckpt_sha)  # type: ignore[arg-type]
+    info = ModelInfo(mspec.name, data.n_classes, layer, tuple(data.test_x.shape[1:]), data.mean, data.std, ckpt_sha)  # type: ignore[arg-type]
     from edgecam.exporters.onnx import resolve_weight_range
 
     key = stable_hash({"info": info.__dict__, "spec": spec.to_dict(), "weight_range": resolve_weight_range(spec.int8_weight_range), "format": fmt, "data": data.fingerprint, "versions": _versions()})
@@ -270,6 +305,7 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
         "device": {**device_info, "inventory": dspec.public()},
         "images": n_img,
         "data_fingerprint": data.fingerprint,
+        "data": data.source,
         "models": {},
         "variants": {},
         "stages_s": {},
@@ -285,6 +321,7 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     histograms: list[dict[str, Any]] = []
     dissimilar: list[dict[str, Any]] = []
     grids: dict[str, dict[str, Any]] = {}
+    lowbit: list[dict[str, Any]] = []
     rspecs = {r.name: r for r in cfg.runtimes}
     for mspec in cfg.models:
         t0 = time.perf_counter()
@@ -325,7 +362,7 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
         sessions = {v.key: DeviceSession(device, v.artifact_dir, device_job(rspecs[v.runtime], dspec), cfg.bench.timeout_s) for v in mvariants if not v.error}
         explain_key = {"kind": "explain", "model": mspec.name, "weights": meta["sha256"], "device": dspec.name, "data": data.fingerprint, "images": n_img,
                        "explain": cfg.explain.__dict__, "variants": sorted((v.key, v.manifest.get("sha256"), device_job(rspecs[v.runtime], dspec)) for v in mvariants if not v.error)}
-        ex = explain_model(model, layer, mvariants, cfg, data, n_img, device.name, sessions, stage(f"CAMs {mspec.name}", 1.0), log, MEAN, STD, store, explain_key)
+        ex = explain_model(model, layer, mvariants, cfg, data, n_img, device.name, sessions, stage(f"CAMs {mspec.name}", 1.0), log, data.mean, data.std, store, explain_key)
         all_rows += ex.rows
         all_gaps += ex.gaps
         failed += ex.failed
@@ -334,6 +371,12 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
         dissimilar += ex.dissimilar
         grids[mspec.name] = ex.grid
         timings[f"CAMs + metrics {mspec.name}"] = time.perf_counter() - t_cam
+        if cfg.lowbit.schemes:
+            from edgecam.bench.lowbit import lowbit_study
+
+            t_low = time.perf_counter()
+            lowbit += lowbit_study(model, layer, mspec.name, meta["sha256"], cfg, data, out_dir, device, device_job(cfg.runtimes[0], dspec), store, log)
+            timings[f"low-bit PACT {mspec.name}"] = time.perf_counter() - t_low
         timings[f"device session calls {mspec.name}"] = float(sum(x.calls for x in sessions.values()))
         for v in mvariants:
             for i, s in enumerate(v.result.get("samples_s", [])):
@@ -357,6 +400,8 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     _write_csv(bench, out_dir / "bench.csv")
     _write_csv(summary, out_dir / "summary.csv")
     _write_csv(pd.DataFrame(failed, columns=["job", "error"]), out_dir / "failed.csv")
+    if lowbit:
+        _write_csv(pd.DataFrame(lowbit), out_dir / "lowbit.csv")
     manifest["variants"] = {v.key: {"artifact": str(v.artifact_dir.relative_to(out_dir)), "sha256": v.manifest.get("sha256"), "size_bytes": v.manifest.get("size_bytes"), "runtime": v.result.get("runtime"), "error": v.error} for v in variants}
     manifest["failed"] = [f["job"] for f in failed]
     manifest["jobs"] = {"reused": store.reused, "committed": store.committed}
@@ -373,7 +418,7 @@ def run(cfg: RunConfig, out_dir: Path, limit: int | None = None, progress: Any =
     except Exception as exc:  # noqa: BLE001 - reported, and `edgecam report RUN_DIR` can retry
         log(f"[yellow]report.html not written: {type(exc).__name__}: {exc}[/yellow]")
     return {"report": report, "manifest": manifest, "results": results, "bench": bench, "summary": summary, "runtime_gap": gap_summary,
-            "wsol": pd.DataFrame(wsol), "failed": failed}
+            "wsol": pd.DataFrame(wsol), "failed": failed, "lowbit": pd.DataFrame(lowbit)}
 
 
 def _write_parquet(df: Any, path: Path) -> None:
