@@ -183,14 +183,14 @@ class _Setup:
 def explain_model(
     model: Any, layer: str, variants: list["Variant"], cfg: "RunConfig", data: "Datasets", n_img: int, device: Any,
     sessions: dict[str, DeviceSession], step: Progress, log: Callable[[str], None], mean: Sequence[float], std: Sequence[float],
-    store: "JobStore | None" = None, key: dict[str, Any] | None = None,
+    store: "JobStore", key: dict[str, Any],
 ) -> ExplainOutput:
     """Explain `n_img` test images on every successful variant of one model, one shard job at a time.
 
-    With a `store`, each shard is a job keyed by `key` + the shard's image range: a finished shard is read
-    back instead of recomputed, a new one is committed as soon as it is done. A shard whose device calls
+    Each shard is a job of `store` keyed by `key` + the shard's image range: a finished shard is read back
+    instead of recomputed, a new one is committed as soon as it is done. A shard whose device calls
     fail (crash, timeout, lost board) is recorded in `failed` and the next shard goes on."""
-    from edgecam.bench.store import JobStore, job_key
+    from edgecam.bench.store import job_key
     from edgecam.errors import EdgecamError
     from edgecam.explain.saliency import SALIENCY_PROVIDERS
 
@@ -199,7 +199,6 @@ def explain_model(
     out = ExplainOutput()
     if not ok:
         return out
-    store = store or JobStore(_scratch_store())
     provider_cls = SALIENCY_PROVIDERS.get(ex.saliency)
     setup = _Setup(
         ok, provider_cls(ex.saliency_dir) if ex.saliency == "directory" else provider_cls(), provider_cls.name,
@@ -209,7 +208,7 @@ def explain_model(
     shards = [(s0, min(n_img, s0 + ex.shard_size)) for s0 in range(0, n_img, ex.shard_size)]
     parts: list[ShardOutput] = []
     for i, (s0, s1) in enumerate(shards):
-        k = job_key(**(key or {}), shard=[s0, s1])
+        k = job_key(**key, shard=[s0, s1])
         job = store.get("explain", k)
         if job is None:
             try:
@@ -225,12 +224,6 @@ def explain_model(
         step(f"CAMs {ok[0].model}", (i + 1) / len(shards))
     _aggregate(parts, setup, out)
     return out
-
-
-def _scratch_store() -> Any:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="edgecam-explain-")
 
 
 def _hist_edges(ok: list["Variant"], n_first: int) -> dict[str, np.ndarray]:

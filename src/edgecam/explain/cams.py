@@ -70,7 +70,11 @@ def _package_cam(kind: str) -> Any:
 
 class _Injector:
     """Forward hook that replaces the target layer's output with given features (requires_grad for the
-    grad-cam package's gradient hook, which is registered after this one and so sees the injected tensor)."""
+    grad-cam package's gradient hook, which is registered after this one and so sees the injected tensor).
+
+    The hook returns a clone, a non-leaf tensor like the output it replaces: models that apply an in-place
+    op right after the target layer (DenseNet's `F.relu(features, inplace=True)` after `features.norm5`)
+    would otherwise fail on a leaf that requires grad, or write into the caller's features array."""
 
     def __init__(self, layer: "torch.nn.Module") -> None:
         self.value: "torch.Tensor | None" = None
@@ -81,7 +85,7 @@ class _Injector:
             return None
         if tuple(self.value.shape) != tuple(output.shape):
             raise ValueError(f"injected features {tuple(self.value.shape)} do not match the target layer's output {tuple(output.shape)}")
-        return self.value
+        return self.value.clone()
 
 
 def gradient_cams(ctx: CamContext, kind: str, targets: Sequence[int], features: np.ndarray | None = None) -> np.ndarray:

@@ -66,12 +66,16 @@ def _torchvision(arch: str) -> Callable[[int], "torch.nn.Module"]:
 
 MODELS.add("tinycnn", ModelEntry(_tinycnn, "features.3"))
 # Target layers: pytorch-grad-cam README, "Chosing the Target Layer" (last conv block of each family).
-MODELS.add("vgg16", ModelEntry(_torchvision("vgg16"), "features.29"))
-MODELS.add("resnet50", ModelEntry(_torchvision("resnet50"), "layer4.2"))
-MODELS.add("densenet121", ModelEntry(_torchvision("densenet121"), "features.norm5"))
-MODELS.add("mobilenet_v2", ModelEntry(_torchvision("mobilenet_v2"), "features.18"))
-MODELS.add("squeezenet1_0", ModelEntry(_torchvision("squeezenet1_0"), "features.12"))
-MODELS.add("efficientnet_b0", ModelEntry(_torchvision("efficientnet_b0"), "features.8"))
+_TORCHVISION_TARGETS = {
+    "vgg16": "features.29",
+    "resnet50": "layer4.2",
+    "densenet121": "features.norm5",
+    "mobilenet_v2": "features.18",
+    "squeezenet1_0": "features.12",
+    "efficientnet_b0": "features.8",
+}
+for _arch, _layer in _TORCHVISION_TARGETS.items():
+    MODELS.add(_arch, ModelEntry(_torchvision(_arch), _layer))
 
 
 def _custom_entry(ref: str, target_layer: str | None) -> ModelEntry:
@@ -96,21 +100,81 @@ def resolve_entry(name: str, target_layer: str | None = None) -> ModelEntry:
     return ModelEntry(entry.build, target_layer or entry.target_layer)
 
 
+TORCHVISION_WEIGHTS_PREFIX = "torchvision:"
+
+
 def build_model(name: str, num_classes: int, weights: str | Path | None = None, target_layer: str | None = None) -> tuple["torch.nn.Module", str]:
-    """Build `name` (eval mode), load an optional state dict (`weights_only=True`), return (model, target_layer)."""
+    """Build `name` (eval mode), load optional weights, return (model, target_layer).
+
+    `weights`: a state-dict file (`weights_only=True`), or `"torchvision:TAG"` (e.g. `"torchvision:DEFAULT"`,
+    `"torchvision:IMAGENET1K_V1"`) for torchvision's named weights, loaded only from the torch hub cache
+    (`torchvision_weights_file`): never downloaded."""
     entry = resolve_entry(name, target_layer)
     model = entry.build(num_classes)
     try:
         model.get_submodule(entry.target_layer)
     except AttributeError as exc:
         raise ConfigError(f"model {name!r}: target_layer {entry.target_layer!r} is not a submodule ({exc})") from exc
-    if weights is not None:
+    if isinstance(weights, str) and weights.startswith(TORCHVISION_WEIGHTS_PREFIX):
+        info = torchvision_weights_info(name, weights[len(TORCHVISION_WEIGHTS_PREFIX) :])
+        if info["num_classes"] != num_classes:
+            raise ConfigError(f"weights {weights!r} for {name!r} classify {info['num_classes']} classes, the experiment {num_classes}")
+        load_state_dict_file(model, info["file"], name, remap=_torchvision_key_remap(name))
+    elif weights is not None:
         load_state_dict_file(model, weights, name)
     return model.eval(), entry.target_layer
 
 
-def load_state_dict_file(model: "torch.nn.Module", path: str | Path, name: str = "model") -> None:
-    """Load a state dict safely (`weights_only=True`); missing / corrupt / mismatching files name the file."""
+def torchvision_weights_info(name: str, tag: str = "DEFAULT") -> dict[str, Any]:
+    """Where torchvision's named weights `tag` of architecture `name` would sit in the torch hub cache
+    (`torch.hub.get_dir()/checkpoints/<file name of the URL>`, what `load_state_dict_from_url` reads), and
+    their preprocessing (resize, crop, mean, std from the weights' own transforms). Raises `ArtifactError`
+    naming the path looked for when the file is not there: nothing is downloaded."""
+    import os
+    from urllib.parse import urlparse
+
+    import torch
+    import torchvision
+
+    if name not in _TORCHVISION_TARGETS:
+        raise ConfigError(f"torchvision weights: model {name!r} is not a torchvision architecture; expected one of {', '.join(_TORCHVISION_TARGETS)}")
+    enum = torchvision.models.get_model_weights(name)
+    tags = list(enum.__members__)
+    if tag not in tags:
+        raise ConfigError(f"torchvision weights for {name!r}: unknown tag {tag!r}; expected one of {', '.join(tags)}")
+    w = enum[tag]
+    filename = os.path.basename(urlparse(w.url).path)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if not path.is_file():
+        raise ArtifactError(
+            f"torchvision weights {name}:{tag} ({w.name}) are not in the torch hub cache: looked for {path} "
+            f"(torch.hub.get_dir() = {torch.hub.get_dir()}; set $TORCH_HOME to use another cache). edgecam never "
+            f"downloads weights: copy {filename} (from {w.url}) there, or pass a state-dict file"
+        )
+    t = w.transforms()
+    return {
+        "file": path,
+        "weights": f"{type(w).__name__}.{w.name}",
+        "url": w.url,
+        "num_classes": len(w.meta["categories"]),
+        "categories": list(w.meta["categories"]),
+        "preprocessing": {"resize": int(t.resize_size[0]), "crop": int(t.crop_size[0]), "mean": list(t.mean), "std": list(t.std), "interpolation": str(t.interpolation.value)},
+    }
+
+
+def _torchvision_key_remap(name: str) -> Callable[[str], str] | None:
+    """torchvision's DenseNet checkpoints name layers `norm.1`; the modules are `norm1` (its `_load_state_dict`)."""
+    if not name.startswith("densenet"):
+        return None
+    import re
+
+    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+    return lambda key: (lambda m: m.group(1) + m.group(2) if m else key)(pattern.match(key))
+
+
+def load_state_dict_file(model: "torch.nn.Module", path: str | Path, name: str = "model", remap: Callable[[str], str] | None = None) -> None:
+    """Load a state dict safely (`weights_only=True`); missing / corrupt / mismatching files name the file.
+    `remap` renames keys first (old checkpoint layouts)."""
     import torch
 
     path = Path(path)
@@ -124,6 +188,8 @@ def load_state_dict_file(model: "torch.nn.Module", path: str | Path, name: str =
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ArtifactError(f"weights file {path} for {name!r} holds a {type(state).__name__}, expected a state dict")
+    if remap is not None:
+        state = {remap(k): v for k, v in state.items()}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

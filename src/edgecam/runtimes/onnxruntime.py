@@ -22,7 +22,8 @@ class OnnxRuntime(Runtime):
             so.intra_op_num_threads = int(self.threads)
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        level = str(self.options.get("graph_optimization", "all"))
+        # the job's option, else the artifact's own (low-bit QDQ graphs load only below "all" in ORT 1.32)
+        level = str(self.options.get("graph_optimization") or self.manifest.get("runtime_options", {}).get("graph_optimization") or "all")
         levels = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

@@ -37,6 +37,30 @@ def test_mirror_uses_the_injected_features(trained_tinycnn) -> None:
     assert np.mean([cc(a[i], b[i]) for i in range(8) if i != 7 - i]) < 0.9
 
 
+def test_mirror_survives_an_inplace_op_after_the_target_layer_and_leaves_features_alone() -> None:
+    """DenseNet applies `F.relu(..., inplace=True)` right after its CAM layer (features.norm5): the injected
+    features must not be a leaf the in-place op trips on, nor the caller's array it writes into."""
+    import torch
+
+    from edgecam.models import build_model
+
+    torch.manual_seed(0)
+    model, layer = build_model("densenet121", 4)
+    x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    feats: list[torch.Tensor] = []
+    hook = model.get_submodule(layer).register_forward_hook(lambda _m, _i, o: feats.append(o.detach().clone()))
+    with torch.no_grad():
+        targets = model(torch.from_numpy(x)).argmax(1).numpy()
+    hook.remove()
+    device_features = feats[0].numpy()
+    before = device_features.copy()
+    ctx = CamContext(model, layer, x)
+    mirror = cam_method("gradcampp")(ctx, device_features, targets)
+    ref = reference_cams(ctx, "gradcampp", targets)
+    assert np.array_equal(device_features, before) and (before < 0).any()  # the ReLU did not write into it
+    assert min(cc(mirror[i], ref[i]) for i in range(2)) > 0.999
+
+
 def test_injection_shape_mismatch_is_reported(trained_tinycnn) -> None:
     x = trained_tinycnn.data.test_x[:2]
     ctx = CamContext(trained_tinycnn.model, trained_tinycnn.layer, x)

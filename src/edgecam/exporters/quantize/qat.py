@@ -29,6 +29,38 @@ def load_graph_module(qdq_path: Path, fp32_path: Path | None = None, name: str =
     return OnnxGraphModule(qdq, weights, name=name), qdq
 
 
+def minibatch_epochs(
+    logits_of: Callable[[torch.Tensor], torch.Tensor],
+    opt: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    gen: torch.Generator,
+    progress: Callable[[str, float], None] | None = None,
+    label: str = "QAT",
+    after_step: Callable[[], None] | None = None,
+) -> list[float]:
+    """Cross-entropy fine-tuning: `epochs` passes over `images` in seeded random mini-batches (one
+    `randperm` of `gen` per epoch), `after_step` after each optimiser step; returns the per-step losses."""
+    steps = max(1, epochs * int(np.ceil(len(images) / batch_size)))
+    losses: list[float] = []
+    for _epoch in range(epochs):
+        order = torch.randperm(len(images), generator=gen)
+        for start in range(0, len(images), batch_size):
+            idx = order[start : start + batch_size]
+            loss = torch.nn.functional.cross_entropy(logits_of(images[idx]), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if after_step is not None:
+                after_step()
+            losses.append(float(loss.detach()))
+            if progress is not None:
+                progress(label, len(losses) / steps)
+    return losses
+
+
 def qat_finetune(
     fp32_path: Path,
     qdq_path: Path,
@@ -51,28 +83,13 @@ def qat_finetune(
     subset = torch.randperm(len(data.images), generator=gen)[: spec.qat_samples].numpy()
     images = torch.from_numpy(np.ascontiguousarray(data.images[subset], dtype=np.float32))
     labels = torch.from_numpy(np.array(data.labels[subset], dtype=np.int64))
-    steps = max(1, spec.qat_epochs * int(np.ceil(len(images) / spec.qat_batch_size)))
-    step = 0
-    losses: list[float] = []
     module.train()
-    for _epoch in range(spec.qat_epochs):
-        order = torch.randperm(len(images), generator=gen)
-        for start in range(0, len(images), spec.qat_batch_size):
-            idx = order[start : start + spec.qat_batch_size]
-            logits = module(images[idx])["logits"]
-            loss = torch.nn.functional.cross_entropy(logits, labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            step += 1
-            if progress is not None:
-                progress(f"QAT {name}", step / steps)
+    losses = minibatch_epochs(lambda x: module(x)["logits"], opt, images, labels, spec.qat_epochs, spec.qat_batch_size, gen, progress, f"QAT {name}")
     module.eval()
     onnx.save(module.write_back(qdq), str(out_path))
     return {
         "qat_epochs": spec.qat_epochs,
-        "qat_steps": step,
+        "qat_steps": len(losses),
         "qat_final_loss": float(np.mean(losses[-10:])) if losses else None,
         "learned_activation_scales": len(scales),
     }

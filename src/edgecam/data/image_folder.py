@@ -1,0 +1,608 @@
+"""Real image-folder datasets: ImageNet-style class trees or a flat folder plus a labels CSV, with optional
+Pascal-VOC XML boxes (the ImageNet validation box format) for weakly-supervised localisation.
+
+Two layouts:
+
+* tree: ``ROOT/<class>/<file>`` (sub-folders of a class folder are walked too), class index = position of
+  the folder name in the sorted folder names (torchvision's ``ImageFolder`` order), or in ``class_names``;
+* csv:  images anywhere under ``ROOT`` and a CSV with a header row naming a file column and a label column
+  (see ``FILE_COLUMNS`` / ``LABEL_COLUMNS``); a label is a class name or an integer class index.
+
+Boxes: ``boxes_dir/<relative dir>/<stem>.xml`` or ``boxes_dir/<stem>.xml`` per image,
+``<annotation><size>..</size><object><name>..</name><bndbox><xmin>..``. Coordinates are used as written
+(the convention of Choe et al., CVPR 2020, ``wsolevaluation``), mapped through the same resize and crop as
+the pixels; the mask is the union of every box of the image (ImageNet validation files hold only objects of
+the image's class). Images without a box file get an all-zero mask and ``has_box = False``.
+
+Preprocessing (torchvision's ``Resize(resize)`` + ``CenterCrop(crop)`` on PIL images): the shorter side is
+resized to ``resize`` with PIL's antialiased bilinear filter, the centre ``crop`` x ``crop`` is cut, pixels
+become float32 in [0, 1], (N, 3, crop, crop). Grayscale, palette, CMYK and RGBA images are converted to
+RGB (alpha dropped, as torchvision's ``pil_loader`` does). Normalisation by mean / std is the model's
+business and is left to the caller.
+
+``index_image_folder`` checks everything (folders, CSV, XML, every image's header) before any pixel is
+decoded; ``load_image_folder`` decodes. Both raise ``ConfigError`` naming the file and what was expected.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from edgecam.errors import ConfigError
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "FILE_COLUMNS",
+    "LABEL_COLUMNS",
+    "Preprocessing",
+    "ImageRecord",
+    "ImageFolderIndex",
+    "ImageFolderData",
+    "index_image_folder",
+    "load_image_folder",
+    "preprocess",
+    "stratified_split",
+    "read_voc_boxes",
+    "transform_boxes",
+    "boxes_to_mask",
+    "SKIMAGE_PHOTOS",
+    "SkimageFolder",
+    "voc_xml",
+    "write_skimage_folder",
+]
+
+# torchvision's IMG_EXTENSIONS (compared lower-case, so ImageNet's ".JPEG" matches)
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+FILE_COLUMNS: tuple[str, ...] = ("file", "filename", "file_name", "image", "image_id", "path")
+LABEL_COLUMNS: tuple[str, ...] = ("label", "class", "class_name", "target")
+_FORMAT_VERSION = 1  # part of the fingerprint: bump when the pixels produced for the same files change
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """torchvision-style ``Resize(resize)`` (shorter side) then ``CenterCrop(crop)``; pixels in [0, 1]."""
+
+    resize: int = 256
+    crop: int = 224
+
+    def __post_init__(self) -> None:
+        for name in ("resize", "crop"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"data.{name}: expected a positive integer (pixels), got {value!r}")
+        if self.crop > self.resize:
+            raise ConfigError(f"data.crop: expected at most data.resize ({self.resize}) so the centre crop needs no padding, got {self.crop}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the artifact manifest records about the input pipeline."""
+        import PIL
+
+        return {
+            "resize_shorter_side": self.resize,
+            "center_crop": self.crop,
+            "interpolation": "bilinear (PIL, antialiased)",
+            "library": f"Pillow {PIL.__version__}",
+            "colour": "RGB (grayscale / palette / CMYK converted, alpha dropped)",
+            "value_range": [0.0, 1.0],
+            "layout": "NCHW",
+            "dtype": "float32",
+        }
+
+    def geometry(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(resized width, resized height, crop left, crop top): torchvision's ``_compute_resized_output_size``
+        (the longer side is ``int(resize * long / short)``) and ``center_crop`` (``int(round((h - crop) / 2))``)."""
+        if width <= height:
+            new_w, new_h = self.resize, int(self.resize * height / width)
+        else:
+            new_w, new_h = int(self.resize * width / height), self.resize
+        return new_w, new_h, int(round((new_w - self.crop) / 2.0)), int(round((new_h - self.crop) / 2.0))
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of the index: where it is, its id (relative POSIX path), label, and box file if any."""
+
+    path: Path
+    id: str
+    label: int
+    box_file: Path | None
+
+
+@dataclass(frozen=True)
+class ImageFolderIndex:
+    """The checked list of images (sorted by id) and the class names; nothing decoded yet."""
+
+    root: Path
+    layout: str  # "tree" | "csv"
+    class_names: tuple[str, ...]
+    records: tuple[ImageRecord, ...]
+    labels_csv: Path | None = None
+    boxes_dir: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+@dataclass
+class ImageFolderData:
+    """Decoded, preprocessed images with everything the pipeline needs.
+
+    images: (N, 3, crop, crop) float32 in [0, 1] (NOT normalised); labels: (N,) int64; ids: relative paths;
+    masks: (N, crop, crop) float32, 1 inside the union of the image's boxes; has_box: (N,) bool;
+    boxes: per image a (K, 4) float32 array of (x0, y0, x1, y1) in the preprocessed image's pixels."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    ids: list[str]
+    class_names: list[str]
+    masks: np.ndarray
+    has_box: np.ndarray
+    boxes: list[np.ndarray]
+    preprocessing: dict[str, Any]
+    fingerprint: str
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "ImageFolderData":
+        """The images at `indices` (in that order); the fingerprint covers the parent's and the selection."""
+        idx = np.asarray(indices, dtype=np.int64)
+        fp = hashlib.sha256(f"{self.fingerprint}:{idx.tolist()}".encode()).hexdigest()
+        return ImageFolderData(
+            self.images[idx], self.labels[idx], [self.ids[i] for i in idx], list(self.class_names), self.masks[idx],
+            self.has_box[idx], [self.boxes[i] for i in idx], dict(self.preprocessing), fp, dict(self.source),
+        )
+
+
+# -- indexing (validation before any decoding) -----------------------------------------------------------
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _walk_images(directory: Path) -> list[Path]:
+    """Image files under `directory`, recursively, hidden files and folders skipped, sorted."""
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [Path(dirpath) / f for f in filenames if _is_image(Path(dirpath) / f)]
+    return sorted(out)
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _tree_entries(root: Path, class_names: Sequence[str] | None) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        loose = [p.name for p in root.iterdir() if _is_image(p)][:3]
+        hint = f" (found images directly in it, e.g. {', '.join(loose)}: pass a labels CSV for a flat folder)" if loose else ""
+        raise ConfigError(f"image folder {root}: expected one sub-folder per class (ROOT/<class>/<image>){hint}")
+    names = tuple(class_names) if class_names is not None else tuple(folders)
+    unknown = [f for f in folders if f not in names]
+    if unknown:
+        raise ConfigError(f"image folder {root}: class folder(s) {', '.join(unknown)} not among the class names given ({_preview(names)})")
+    entries: list[tuple[Path, int]] = []
+    for folder in folders:
+        files = _walk_images(root / folder)
+        if not files:
+            raise ConfigError(f"image folder {root}: class folder {folder!r} holds no image ({', '.join(IMAGE_EXTENSIONS)}, any case)")
+        entries += [(f, names.index(folder)) for f in files]
+    return names, entries
+
+
+def _preview(values: Sequence[str], n: int = 10) -> str:
+    head = ", ".join(values[:n])
+    return head + (f", ... ({len(values)} in all)" if len(values) > n else "")
+
+
+def _csv_column(header: list[str], wanted: tuple[str, ...], what: str, path: Path) -> int:
+    lowered = [h.strip().lower() for h in header]
+    for name in wanted:
+        if name in lowered:
+            return lowered.index(name)
+    raise ConfigError(
+        f"labels CSV {path}: expected a header row with a {what} column named one of {', '.join(wanted)}; "
+        f"found columns {header!r}"
+    )
+
+
+def _parse_int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _csv_entries(root: Path, labels_csv: Path, class_names: Sequence[str] | None) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
+    if not labels_csv.is_file():
+        raise ConfigError(f"labels CSV {labels_csv}: file not found")
+    with open(labels_csv, newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    if not rows:
+        raise ConfigError(f"labels CSV {labels_csv}: empty; expected a header row (file, label) and one row per image")
+    header, body = rows[0], rows[1:]
+    fcol = _csv_column(header, FILE_COLUMNS, "file", labels_csv)
+    lcol = _csv_column(header, LABEL_COLUMNS, "label", labels_csv)
+    if not body:
+        raise ConfigError(f"labels CSV {labels_csv}: no rows after the header; expected one row per image (file, label)")
+    pairs: list[tuple[int, str, str]] = []
+    for line, row in enumerate(body, start=2):
+        if len(row) <= max(fcol, lcol) or not row[fcol].strip() or not row[lcol].strip():
+            raise ConfigError(f"labels CSV {labels_csv} line {line}: expected a file name and a label, got {row!r}")
+        pairs.append((line, row[fcol].strip(), row[lcol].strip()))
+    ints = [_parse_int(lab) for _, _, lab in pairs]
+    if class_names is not None:
+        names = tuple(class_names)
+    elif all(i is not None for i in ints):
+        names = tuple(str(i) for i in range(max(ints) + 1))  # type: ignore[type-var]
+    elif any(i is not None for i in ints):
+        line, _, lab = next(p for p, i in zip(pairs, ints) if i is not None)
+        raise ConfigError(f"labels CSV {labels_csv} line {line}: label {lab!r} is an index but other labels are class names; use one kind, or give the class names")
+    else:
+        names = tuple(sorted({lab for _, _, lab in pairs}))
+    entries: list[tuple[Path, int]] = []
+    seen: dict[str, int] = {}
+    for (line, name, lab), as_int in zip(pairs, ints):
+        if lab in names:
+            label = names.index(lab)
+        elif as_int is not None and 0 <= as_int < len(names):
+            label = as_int
+        else:
+            raise ConfigError(f"labels CSV {labels_csv} line {line}: unknown label {lab!r}; expected a class name ({_preview(names)}) or an index in [0, {len(names) - 1}]")
+        path = (root / name).resolve()
+        if not path.is_relative_to(root.resolve()):
+            raise ConfigError(f"labels CSV {labels_csv} line {line}: {name!r} is outside {root}; expected a path relative to the image folder")
+        if not path.is_file():
+            raise ConfigError(f"labels CSV {labels_csv} line {line}: image {name!r} not found under {root}")
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ConfigError(f"labels CSV {labels_csv} line {line}: {name!r} is not an image file; expected one of {', '.join(IMAGE_EXTENSIONS)}")
+        if name in seen:
+            raise ConfigError(f"labels CSV {labels_csv} line {line}: {name!r} already listed on line {seen[name]}")
+        seen[name] = line
+        entries.append((root / name, label))
+    return names, entries
+
+
+def _box_file(boxes_dir: Path, image_id: str) -> Path | None:
+    rel = Path(image_id)
+    for candidate in (boxes_dir / rel.with_suffix(".xml"), boxes_dir / f"{rel.stem}.xml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _limited(entries: list[tuple[Path, int]], limit: int | None) -> list[tuple[Path, int]]:
+    """At most `limit` entries, taken round-robin over classes (the i-th image of every class, then the next),
+    so a small limit still covers the classes; returned in the original (sorted) order."""
+    if limit is None or limit >= len(entries):
+        return entries
+    by_class: dict[int, list[int]] = {}
+    for i, (_p, label) in enumerate(entries):
+        by_class.setdefault(label, []).append(i)
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < limit:
+        for label in sorted(by_class):
+            if depth < len(by_class[label]) and len(chosen) < limit:
+                chosen.append(by_class[label][depth])
+        depth += 1
+    return [entries[i] for i in sorted(chosen)]
+
+
+def _check_header(path: Path) -> None:
+    """Open the image and check its structure (PIL reads the header; `verify` walks PNG chunks / CRCs)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ConfigError(f"image {path}: cannot be decoded as an image ({type(exc).__name__}: {exc}); expected a readable {', '.join(IMAGE_EXTENSIONS)} file") from exc
+
+
+def index_image_folder(
+    root: str | os.PathLike[str],
+    labels_csv: str | os.PathLike[str] | None = None,
+    boxes_dir: str | os.PathLike[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    limit: int | None = None,
+    check_images: bool = True,
+) -> ImageFolderIndex:
+    """List and check an image folder without decoding pixels: the layout (a class tree, or `labels_csv`),
+    labels, box XMLs (parsed), and with `check_images` every image's header. Raises `ConfigError` naming
+    the folder / file / CSV line and what was expected. `limit` keeps that many images, round-robin over
+    classes. Records are sorted by id (the relative path)."""
+    root = Path(root)
+    if not root.exists():
+        raise ConfigError(f"image folder {root}: not found")
+    if not root.is_dir():
+        raise ConfigError(f"image folder {root}: not a directory")
+    if not any(p for p in root.iterdir() if not p.name.startswith(".")):
+        raise ConfigError(f"image folder {root}: empty; expected ROOT/<class>/<image> or images plus a labels CSV")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ConfigError(f"data.limit: expected a positive integer, got {limit!r}")
+    if class_names is not None and len(set(class_names)) != len(class_names):
+        raise ConfigError(f"class names: expected unique names, got duplicates in {list(class_names)!r}")
+    csv_path = Path(labels_csv) if labels_csv is not None else None
+    names, entries = _csv_entries(root, csv_path, class_names) if csv_path is not None else _tree_entries(root, class_names)
+    entries = _limited(sorted(entries, key=lambda e: _rel(e[0], root)), limit)
+    bdir = Path(boxes_dir) if boxes_dir is not None else None
+    if bdir is not None and not bdir.is_dir():
+        raise ConfigError(f"boxes folder {bdir}: not found (expected Pascal-VOC XML files named after the images)")
+    records: list[ImageRecord] = []
+    for path, label in entries:
+        image_id = _rel(path, root)
+        box = _box_file(bdir, image_id) if bdir is not None else None
+        if box is not None:
+            read_voc_boxes(box)  # parse now: a malformed file fails before any work
+        if check_images:
+            _check_header(path)
+        records.append(ImageRecord(path, image_id, label, box))
+    return ImageFolderIndex(root, "csv" if csv_path else "tree", tuple(names), tuple(records), csv_path, bdir)
+
+
+# -- boxes -----------------------------------------------------------------------------------------------
+
+
+def _xml_number(node: ET.Element, tag: str, path: Path, where: str) -> float:
+    child = node.find(tag)
+    if child is None or child.text is None:
+        raise ConfigError(f"box file {path}: {where} has no <{tag}>; expected <bndbox><xmin>..</xmin><ymin>..<xmax>..<ymax>..</bndbox>")
+    try:
+        return float(child.text.strip())
+    except ValueError as exc:
+        raise ConfigError(f"box file {path}: {where} <{tag}> is {child.text.strip()!r}, expected a number") from exc
+
+
+def read_voc_boxes(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], tuple[int, int] | None]:
+    """Parse a Pascal-VOC / ImageNet-validation XML: ((K, 4) float32 boxes (xmin, ymin, xmax, ymax) in the
+    original image's pixels, object names, declared (width, height) or None)."""
+    path = Path(path)
+    try:
+        tree = ET.parse(path)
+    except ET.ParseError as exc:
+        raise ConfigError(f"box file {path}: malformed XML ({exc}); expected Pascal-VOC <annotation><object><bndbox>") from exc
+    ann = tree.getroot()
+    if ann.tag != "annotation":
+        raise ConfigError(f"box file {path}: root element is <{ann.tag}>, expected <annotation> (Pascal-VOC)")
+    size = ann.find("size")
+    declared = None
+    if size is not None and size.find("width") is not None:
+        declared = (int(_xml_number(size, "width", path, "<size>")), int(_xml_number(size, "height", path, "<size>")))
+    boxes: list[list[float]] = []
+    names: list[str] = []
+    for k, obj in enumerate(ann.findall("object")):
+        where = f"<object> #{k + 1}"
+        bnd = obj.find("bndbox")
+        if bnd is None:
+            raise ConfigError(f"box file {path}: {where} has no <bndbox>")
+        box = [_xml_number(bnd, t, path, where) for t in ("xmin", "ymin", "xmax", "ymax")]
+        if not (box[2] > box[0] and box[3] > box[1]):
+            raise ConfigError(f"box file {path}: {where} has xmin/ymin/xmax/ymax {box}, expected xmax > xmin and ymax > ymin")
+        boxes.append(box)
+        name = obj.find("name")
+        names.append(name.text.strip() if name is not None and name.text else "")
+    if not boxes:
+        raise ConfigError(f"box file {path}: no <object><bndbox>; expected at least one box (omit the file for an image without boxes)")
+    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4), names, declared
+
+
+def transform_boxes(boxes: np.ndarray, width: int, height: int, prep: Preprocessing) -> np.ndarray:
+    """Map (K, 4) boxes in a `width` x `height` image through `prep`'s resize and centre crop, clipped to the
+    crop; boxes left with no area are dropped. Returns (K', 4) float32 in the preprocessed image's pixels."""
+    new_w, new_h, left, top = prep.geometry(width, height)
+    sx, sy = new_w / width, new_h / height
+    out = np.asarray(boxes, dtype=np.float64) * np.array([sx, sy, sx, sy]) - np.array([left, top, left, top])
+    out = np.clip(out, 0, prep.crop)
+    keep = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
+    return out[keep].astype(np.float32)
+
+
+def boxes_to_mask(boxes: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) float32 mask: 1 on every pixel a box touches (union of the boxes), 0 elsewhere."""
+    mask = np.zeros((size, size), dtype=np.float32)
+    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        c0, r0 = int(np.floor(x0)), int(np.floor(y0))
+        c1, r1 = int(np.ceil(x1)), int(np.ceil(y1))
+        mask[max(r0, 0) : min(r1, size), max(c0, 0) : min(c1, size)] = 1.0
+    return mask
+
+
+# -- decoding --------------------------------------------------------------------------------------------
+
+
+def _decode(path: Path) -> "PILImage.Image":
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB") if img.mode != "RGB" else img.copy()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ConfigError(f"image {path}: cannot be decoded ({type(exc).__name__}: {exc})") from exc
+
+
+def preprocess(img: "PILImage.Image", prep: Preprocessing) -> np.ndarray:
+    """(3, crop, crop) float32 in [0, 1]: shorter side to `prep.resize` (bilinear, antialiased), centre crop."""
+    from PIL import Image
+
+    new_w, new_h, left, top = prep.geometry(*img.size)
+    resized = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    cropped = resized.crop((left, top, left + prep.crop, top + prep.crop))
+    return (np.asarray(cropped, dtype=np.float32) / 255.0).transpose(2, 0, 1)
+
+
+def _fingerprint(index: ImageFolderIndex, prep: Preprocessing) -> str:
+    from edgecam.cache import sha256_file
+
+    h = hashlib.sha256()
+    h.update(f"image-folder v{_FORMAT_VERSION} {prep.resize} {prep.crop} {index.class_names!r}\n".encode())
+    for r in index.records:
+        box = sha256_file(r.box_file) if r.box_file is not None else "-"
+        h.update(f"{r.id}\t{r.label}\t{sha256_file(r.path)}\t{box}\n".encode())
+    return h.hexdigest()
+
+
+def load_image_folder(
+    root: str | os.PathLike[str] | ImageFolderIndex,
+    labels_csv: str | os.PathLike[str] | None = None,
+    boxes_dir: str | os.PathLike[str] | None = None,
+    resize: int = 256,
+    crop: int = 224,
+    class_names: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> ImageFolderData:
+    """Index (unless given an `ImageFolderIndex`), check, decode and preprocess an image folder.
+
+    Returns raw [0, 1] images, labels, ids, masks / boxes in the preprocessed image's coordinates, the class
+    names, the preprocessing parameters (for the manifest) and a sha256 fingerprint over the files, labels,
+    box files and preprocessing."""
+    prep = Preprocessing(resize, crop)
+    index = root if isinstance(root, ImageFolderIndex) else index_image_folder(root, labels_csv, boxes_dir, class_names, limit)
+    if not index.records:
+        raise ConfigError(f"image folder {index.root}: no images to load")
+    n = len(index.records)
+    images = np.empty((n, 3, prep.crop, prep.crop), dtype=np.float32)
+    masks = np.zeros((n, prep.crop, prep.crop), dtype=np.float32)
+    has_box = np.zeros(n, dtype=bool)
+    boxes: list[np.ndarray] = []
+    for i, rec in enumerate(index.records):
+        img = _decode(rec.path)
+        images[i] = preprocess(img, prep)
+        mapped = np.zeros((0, 4), dtype=np.float32)
+        if rec.box_file is not None:
+            raw, _names, declared = read_voc_boxes(rec.box_file)
+            if declared is not None and declared != img.size:
+                raise ConfigError(f"box file {rec.box_file}: declares <size> {declared[0]}x{declared[1]} but image {rec.path} is {img.size[0]}x{img.size[1]}")
+            mapped = transform_boxes(raw, img.size[0], img.size[1], prep)
+            masks[i] = boxes_to_mask(mapped, prep.crop)
+            has_box[i] = True
+        boxes.append(mapped)
+    return ImageFolderData(
+        images=images,
+        labels=np.array([r.label for r in index.records], dtype=np.int64),
+        ids=[r.id for r in index.records],
+        class_names=list(index.class_names),
+        masks=masks,
+        has_box=has_box,
+        boxes=boxes,
+        preprocessing=prep.to_dict(),
+        fingerprint=_fingerprint(index, prep),
+        source={
+            "root": str(index.root),
+            "layout": index.layout,
+            "labels_csv": str(index.labels_csv) if index.labels_csv else None,
+            "boxes_dir": str(index.boxes_dir) if index.boxes_dir else None,
+            "images": n,
+            "with_boxes": int(has_box.sum()),
+        },
+    )
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, test indices), seeded, stratified by label: each class with >= 2 images gives at least
+    one to each side (e.g. calibration / QAT images apart from the evaluated ones). Both sorted."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"data.test_fraction: expected a number in (0, 1), got {test_fraction!r}")
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    train: list[int] = []
+    test: list[int] = []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        k = int(round(len(members) * test_fraction))
+        k = min(max(k, 1), len(members) - 1) if len(members) > 1 else len(members)
+        test += members[:k].tolist()
+        train += members[k:].tolist()
+    return np.array(sorted(train), dtype=np.int64), np.array(sorted(test), dtype=np.int64)
+
+
+# -- a tiny real dataset from scikit-image's bundled photographs -----------------------------------------
+
+# (skimage.data function, class, file name, hand-placed boxes (xmin, ymin, xmax, ymax) in the photo's pixels)
+SKIMAGE_PHOTOS: tuple[tuple[str, str, str, tuple[tuple[int, int, int, int], ...]], ...] = (
+    ("astronaut", "person", "astronaut.JPEG", ((20, 15, 365, 512),)),  # Eileen Collins, 512x512
+    ("camera", "person", "camera.png", ((0, 65, 335, 512),)),  # cameraman, grayscale 512x512
+    ("chelsea", "cat", "chelsea.jpg", ((5, 0, 400, 300),)),  # Chelsea the cat, 451x300
+    ("coffee", "cup", "coffee.JPEG", ((175, 15, 425, 300),)),  # espresso cup, 600x400
+    ("rocket", "rocket", "rocket.jpg", ((300, 125, 345, 410),)),  # Falcon 9 on the pad, 640x427
+    ("stereo_motorcycle", "motorcycle", "motorcycle.png", ((90, 20, 690, 450),)),  # left view, 741x500
+)
+
+
+@dataclass(frozen=True)
+class SkimageFolder:
+    """Where `write_skimage_folder` put things."""
+
+    images: Path
+    boxes: Path | None
+    labels_csv: Path | None
+    class_names: tuple[str, ...]
+
+
+def _skimage_photo(func: str) -> np.ndarray:
+    import skimage.data
+
+    out = getattr(skimage.data, func)()
+    return out[0] if isinstance(out, tuple) else out  # stereo_motorcycle -> (left, right, disparity)
+
+
+def voc_xml(filename: str, width: int, height: int, objects: Sequence[tuple[str, tuple[float, float, float, float]]]) -> str:
+    """A Pascal-VOC annotation (the ImageNet validation layout) for `objects` = [(name, (xmin, ymin, xmax, ymax))]."""
+    parts = [f"<annotation><filename>{filename}</filename><size><width>{width}</width><height>{height}</height><depth>3</depth></size>"]
+    for name, (x0, y0, x1, y1) in objects:
+        parts.append(f"<object><name>{name}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
+    return "".join(parts) + "</annotation>\n"
+
+
+def write_skimage_folder(directory: str | os.PathLike[str], layout: str = "tree", boxes: bool = True) -> SkimageFolder:
+    """Write scikit-image's bundled photographs (nothing downloaded) as a tiny real dataset under `directory`.
+
+    layout "tree": `images/<class>/<file>`; "csv": `images/<file>` plus `labels.csv` (file, label = class
+    name). With `boxes`, `boxes/<stem>.xml` Pascal-VOC files with hand-placed boxes (`SKIMAGE_PHOTOS`).
+    File types are mixed on purpose (.JPEG, .jpg, .png; RGB and grayscale)."""
+    from PIL import Image
+
+    if layout not in ("tree", "csv"):
+        raise ConfigError(f"layout: expected 'tree' or 'csv', got {layout!r}")
+    directory = Path(directory)
+    images = directory / "images"
+    box_dir = directory / "boxes" if boxes else None
+    rows: list[tuple[str, str]] = []
+    for func, cls, fname, obj_boxes in SKIMAGE_PHOTOS:
+        pixels = _skimage_photo(func)
+        target = images / cls / fname if layout == "tree" else images / fname
+        target.parent.mkdir(parents=True, exist_ok=True)
+        img = Image.fromarray(pixels)
+        img.save(target, format="JPEG" if target.suffix.lower() in (".jpg", ".jpeg") else "PNG", quality=92)
+        rows.append((fname, cls))
+        if box_dir is not None:
+            box_dir.mkdir(parents=True, exist_ok=True)
+            (box_dir / f"{Path(fname).stem}.xml").write_text(voc_xml(fname, img.size[0], img.size[1], [(cls, b) for b in obj_boxes]))
+    labels_csv = None
+    if layout == "csv":
+        labels_csv = directory / "labels.csv"
+        with open(labels_csv, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", "label"])
+            writer.writerows(rows)
+    return SkimageFolder(images, box_dir, labels_csv, tuple(sorted({c for _f, c, _n, _b in SKIMAGE_PHOTOS})))
