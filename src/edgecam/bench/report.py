@@ -79,7 +79,7 @@ def _overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
     """RGB uint8: the image (C, H, W in [0, 1]) blended half and half with the jet-coloured CAM."""
     import cv2
 
-    rgb = np.clip(np.asarray(image, np.float32).transpose(1, 2, 0), 0, 1)
+    rgb = np.clip(np.nan_to_num(np.asarray(image, np.float32)).transpose(1, 2, 0), 0, 1)  # a NaN pixel shows black
     heat = cv2.applyColorMap((np.clip(np.nan_to_num(np.asarray(cam, np.float32)), 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1] / 255.0
     return (255 * (0.5 * rgb + 0.5 * heat)).astype(np.uint8)
 
@@ -110,7 +110,7 @@ def cam_grid(run_dir: Path, models: Sequence[str] = ()) -> str:
                 f"<th>{html.escape(c['variant'].removeprefix(model + '-'))}<br>{html.escape(c['method'])} ({html.escape(c['mode'])})</th>" for c in entry["cams"])
             rows = []
             for i, (image_id, kind) in enumerate(zip(entry["ids"], entry["kinds"])):
-                rgb = (np.clip(images[i].transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
+                rgb = (np.clip(np.nan_to_num(images[i]).transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
                 cells = [f"<td>{html.escape(image_id)}<br><small>{kind}</small></td>", f"<td>{_img_tag(rgb, image_id)}</td>",
                          f"<td>{_img_tag(_overlay(images[i], masks[i]), 'ground truth')}</td>", f"<td>{_img_tag(_overlay(images[i], sal[i]), 'saliency')}</td>"]
                 for c in entry["cams"]:

@@ -138,7 +138,12 @@ def prepare_model(mspec: ModelSpec, cfg: RunConfig, data: Datasets, progress: Pr
         model, layer = build_model(mspec.name, data.n_classes, mspec.weights, mspec.target_layer)
         from edgecam.cache import sha256_file
 
-        meta: dict[str, Any] = {"sha256": sha256_file(mspec.weights), "source": str(mspec.weights), "trained_now": False}
+        from edgecam.models import TORCHVISION_WEIGHTS_PREFIX, torchvision_weights_info
+
+        weights_file = mspec.weights
+        if str(mspec.weights).startswith(TORCHVISION_WEIGHTS_PREFIX):  # the hub-cache file build_model just loaded
+            weights_file = str(torchvision_weights_info(mspec.name, str(mspec.weights)[len(TORCHVISION_WEIGHTS_PREFIX):])["file"])
+        meta: dict[str, Any] = {"sha256": sha256_file(weights_file), "source": str(mspec.weights), "file": str(weights_file), "trained_now": False}
     else:
         tspec = mspec.train_spec(cfg.train)
         import torch

@@ -23,7 +23,7 @@ HINTS = typing.get_type_hints(RunConfig)
 scalars = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.sampled_from([0, 1, -1, 2, 3, 10**9]),
-    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False),
     st.booleans(),
     st.text(max_size=12),
     st.sampled_from(["tinycnn", "onnx", "tflite", "fp32", "int8", "int16", "onnxruntime", "litert", "null", "fault", "segfault",
@@ -36,7 +36,7 @@ NAMES = st.sampled_from(["tinycnn", "mobilenet_v2", "onnx", "tflite", "fp32", "i
                          "nan", "gradcampp", "scorecam", "eigencam", "rise", "directory", "spectral_residual", "label", "pred", "qat", "ptq",
                          "local", "digits-clutter", "auto", "a:b", ""])
 EDGE_INTS = st.one_of(st.sampled_from([0, 1, -1, 2, 3, 10**9]), st.integers(-3, 300))
-EDGE_FLOATS = st.one_of(st.sampled_from([0.0, -1.0, 1e-300, 1e300]), st.floats(allow_nan=True, allow_infinity=True), st.floats(0.0, 2.0))
+EDGE_FLOATS = st.one_of(st.sampled_from([0.0, -1.0, 1e-300, 1e300]), st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False), st.floats(0.0, 2.0, allow_subnormal=False))
 
 
 def _typed(tp: Any) -> st.SearchStrategy[Any]:
