@@ -6,6 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgecam-installed
 ARGS   ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: run test test-slow bench clean
 
@@ -31,6 +32,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+## the performance suite: prints one table of ratios and writes benchmarks/results/<machine>.md (flags via BENCH_ARGS="--items 1 2")
+bench: $(STAMP)
+	$(PY) benchmarks/suite.py $(BENCH_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache
