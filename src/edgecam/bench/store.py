@@ -14,6 +14,7 @@ same directory resumes; a different experiment in that directory is refused rath
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -74,14 +75,13 @@ class JobStore:
                 with np.load(d / "arrays.npz", allow_pickle=False) as z:
                     arrays = {k: z[k] for k in z.files}
             tables = {}
-            for p in sorted(d.glob("*.parquet")):
+            parquets = sorted(d.glob("*.parquet"))
+            if parquets:
                 import pandas as pd
 
-                tables[p.stem] = pd.read_parquet(p)
+                tables = {p.stem: pd.read_parquet(p) for p in parquets}
         except (OSError, ValueError) as exc:  # json / npz / parquet decode errors are ValueErrors
             shutil.rmtree(d, ignore_errors=True)
-            import logging
-
             logging.getLogger(__name__).warning("job %s/%s unreadable (%s): recomputing it", kind, key, exc)
             return None
         self.reused += int(count)
