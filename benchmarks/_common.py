@@ -54,9 +54,9 @@ def check(value: float, op: str, bound: float) -> bool:
 
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo), as the agent's probe reports it."""
-    from edgecam.devices.agent import _cpu_model
+    from edgecam.devices import agent
 
-    return _cpu_model()
+    return agent.cpu_model()
 
 
 def machine_name() -> str:
@@ -70,9 +70,9 @@ def machine_line() -> str:
     """One line describing where the suite ran (CPU, cores, RAM, OS, Python, key library versions)."""
     import importlib.metadata as md
 
-    from edgecam.devices.agent import _os_name, _ram_bytes
+    from edgecam.devices.agent import os_name, ram_bytes
 
-    ram = _ram_bytes()
+    ram = ram_bytes()
     vers = []
     for pkg in ("onnxruntime", "torch", "grad-cam", "ai-edge-litert"):
         try:
@@ -80,7 +80,7 @@ def machine_line() -> str:
         except md.PackageNotFoundError:
             pass
     ram_txt = f"{ram / 2**30:.0f} GiB RAM" if ram else "RAM unknown"
-    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {ram_txt}, {_os_name()}, Python {platform.python_version()}, {', '.join(vers)}"
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {ram_txt}, {os_name()}, Python {platform.python_version()}, {', '.join(vers)}"
 
 
 def load_avg() -> str:
@@ -130,7 +130,9 @@ def setup(names: Sequence[str] = ("tinycnn", "mobilenet_v2")) -> Setup:
     exported to fp32 ONNX (or read from the cache)."""
     import torch
 
-    from edgecam.bench.sweep import build_artifact, load_data, prepare_model
+    from edgecam.bench.deploy import build_artifact
+    from edgecam.bench.prepare import prepare_model
+    from edgecam.data.datasets import load_data
     from edgecam.config import default_config_path, load_config
     from edgecam.exporters.onnx import OnnxExporter
 
@@ -138,7 +140,7 @@ def setup(names: Sequence[str] = ("tinycnn", "mobilenet_v2")) -> Setup:
     torch.set_num_threads(THREADS)
     torch.set_flush_denormal(True)  # as sweep.run does: int16 activations sit near denormals
     cfg = load_config(default_config_path())
-    data = load_data(cfg)
+    data = load_data(cfg.data)
     out = Setup(cfg, data)
     specs = {m.name: m for m in cfg.models}
     for name in names:

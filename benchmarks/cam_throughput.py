@@ -59,7 +59,7 @@ def _timed(fn: Callable[[], np.ndarray]) -> tuple[float, np.ndarray]:
 
 def compare(m: Model, x: np.ndarray, label: str, rounds: int, tmp: Path) -> Row:
     """One method on one model: edgecam vs grad-cam, `rounds` alternating rounds over the images `x`."""
-    from edgecam.bench.explain import DeviceSession
+    from edgecam.devices.session import DeviceSession
     from edgecam.devices.local import LocalDevice
     from edgecam.explain.cams import CamContext, cam_method
     from edgecam.explain.metrics import cc

@@ -8,7 +8,7 @@ it, with no target: on a shared 2-core machine it follows the other tenants (mea
 took 0.75 s or 3-5 s depending on them, the slow ones in torch's conv / backward kernels).
 
 Peak RSS is the run process's own high-water mark, `VmHWM` of /proc/self/status read as it exits (edgecam's
-agent measures memory the same way, `edgecam.devices.agent._peak_rss_bytes`). `getrusage(RUSAGE_CHILDREN)`
+agent measures memory the same way, `edgecam.devices.agent.peak_rss_bytes`). `getrusage(RUSAGE_CHILDREN)`
 of a child is printed beside it, but it is not the figure used: Linux carries `ru_maxrss` across
 fork + execve, so a child of this (torch-loaded) process reports at least this process's RSS.
 
@@ -64,8 +64,8 @@ TINY_CONFIG = CONFIG.replace("copies_test = 14", "copies_test = 1").replace('["f
 # the run, in a fresh interpreter that writes its own peak RSS (bytes) to $EDGECAM_BENCH_PEAK as it exits
 CHILD = """
 import atexit, os, sys
-from edgecam.devices.agent import _peak_rss_bytes
-atexit.register(lambda: open(os.environ["EDGECAM_BENCH_PEAK"], "w").write(str(_peak_rss_bytes())))
+from edgecam.devices.agent import peak_rss_bytes
+atexit.register(lambda: open(os.environ["EDGECAM_BENCH_PEAK"], "w").write(str(peak_rss_bytes())))
 from edgecam.cli import main
 sys.exit(main(sys.argv[1:]))
 """

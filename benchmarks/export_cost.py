@@ -39,7 +39,7 @@ def fresh_cache() -> Iterator[str]:
 def run_items(s: Setup, formats: Sequence[str] = ("onnx", "tflite"), precisions: dict[str, Sequence[str]] | None = None) -> list[Row]:
     """Item 6: one row per model and format, seconds per artifact (mean over its precisions, each in the
     detail); `precisions[model]` limits a model's precisions (default: fp32, int16, int8)."""
-    from edgecam.bench.sweep import build_artifact
+    from edgecam.bench.deploy import build_artifact
     from edgecam.exporters.base import EXPORTERS
 
     rows = []

@@ -21,7 +21,9 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from sshd_server import start_sshd  # noqa: E402
 
-from edgecam.bench.sweep import build_artifact, load_data, prepare_model  # noqa: E402
+from edgecam.bench.deploy import build_artifact
+from edgecam.bench.prepare import prepare_model
+from edgecam.data.datasets import load_data  # noqa: E402
 from edgecam.config import ModelSpec, RunConfig  # noqa: E402
 from edgecam.devices.inventory import DeviceSpec, open_device  # noqa: E402
 from edgecam.devices.local import LocalDevice  # noqa: E402

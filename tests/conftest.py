@@ -4,6 +4,8 @@ built once per session in a private cache so tests never touch the user's cache.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +40,9 @@ def quick_config() -> Any:
 
 @pytest.fixture(scope="session")
 def data(quick_config: Any) -> Any:
-    from edgecam.bench.sweep import load_data
+    from edgecam.data.datasets import load_data
 
-    return load_data(quick_config)
+    return load_data(quick_config.data)
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +50,8 @@ def trained_tinycnn(session_cache: Path, quick_config: Any, data: Any) -> Traine
     """tinycnn trained with the quickstart recipe, exported at fp32 / int16 / int8 (QAT)."""
     import torch
 
-    from edgecam.bench.sweep import build_artifact, prepare_model
+    from edgecam.bench.deploy import build_artifact
+    from edgecam.bench.prepare import prepare_model
     from edgecam.exporters.onnx import OnnxExporter
 
     torch.set_flush_denormal(True)
@@ -59,20 +62,20 @@ def trained_tinycnn(session_cache: Path, quick_config: Any, data: Any) -> Traine
     return Trained(model, layer, meta, data, arts, quick_config)
 
 
-def ort_outputs(artifact_dir: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+def ort_outputs(artifact_dir: Path, x: np.ndarray, threads: int = 2) -> dict[str, np.ndarray]:
     """Run an artifact in ONNX Runtime in-process (tests only; benchmarks go through the agent)."""
     from edgecam.exporters.base import Artifact
     from edgecam.runtimes.onnxruntime import OnnxRuntime
 
     art = Artifact.load(artifact_dir)
-    with OnnxRuntime(str(art.path), threads=2) as rt:
+    with OnnxRuntime(str(art.path), threads=threads) as rt:
         return rt.run({"input": x})
 
 
 @pytest.fixture(scope="session")
 def tflite_tinycnn(trained_tinycnn: Trained) -> dict[str, Path]:
     """The session's tinycnn as .tflite at fp32 / int16 (16x8) / int8 (cached like the ONNX artifacts)."""
-    from edgecam.bench.sweep import build_artifact
+    from edgecam.bench.deploy import build_artifact
     from edgecam.exporters.tflite import TfliteExporter
 
     t = trained_tinycnn
@@ -88,3 +91,9 @@ def litert_outputs(artifact_dir: Path, x: np.ndarray, **options: Any) -> dict[st
     art = Artifact.load(artifact_dir)
     with LiteRtRuntime(str(art.path), threads=2, **options) as rt:
         return rt.run({"input": x})
+
+
+def edgecam(args: list[str], cache: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """`edgecam ARGS` as a user runs it (a fresh process, `python -m edgecam.cli`) with the tests' cache."""
+    env = {**os.environ, "EDGECAM_CACHE_DIR": str(cache)}
+    return subprocess.run([sys.executable, "-m", "edgecam.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)

@@ -29,18 +29,11 @@ class RunProgress:
         return update
 
 
-def _fmt(mean: float, std: float) -> str:
-    if mean != mean:  # NaN
-        return "n/a"
-    mean = 0.0 if abs(mean) < 5e-4 else mean  # KLD of identical maps is -1e-16, not "-0.000"
-    return f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
-
-
 def metric_table(title: str, rows: Any, models: Sequence[str]) -> Any:
-    """A Table-1 style rich table: comparison x metric rows, model columns, best per row in bold."""
+    """A Table-1 style rich table of summary rows: comparison x metric, model columns, the row's best in bold."""
     from rich.table import Table
 
-    from edgecam.bench.results import HIGHER_IS_BETTER, METRICS
+    from edgecam.bench.results import format_mean_std, is_best
 
     table = Table(title=title)
     table.add_column("Comparison")
@@ -48,15 +41,9 @@ def metric_table(title: str, rows: Any, models: Sequence[str]) -> Any:
     for m in models:
         table.add_column(m, justify="right")
     for _, row in rows.iterrows():
-        metric_key = next(k for k, lab in METRICS.items() if lab == row["metric"])
-        means = [row[f"{m}_mean"] for m in models]
-        finite = [x for x in means if x == x]
-        higher = HIGHER_IS_BETTER.get(metric_key)  # None: a descriptive statistic, no "best"
-        best = (max(finite) if higher else min(finite)) if finite and higher is not None else None
-        cells = [_fmt(mean, row[f"{m}_std"]) for m, mean in zip(models, means)]
-        if best is not None and len(models) > 1:
-            cells = [f"[bold green]{c}[/]" if mean == best else c for c, mean in zip(cells, means)]
-        table.add_row(row["comparison"], row["metric"], *cells)
+        cells = [format_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in models]
+        cells = [f"[bold green]{c}[/]" if is_best(row, m) else c for c, m in zip(cells, models)]
+        table.add_row(row["comparison"], row["metric_label"], *cells)
     return table
 
 
@@ -64,11 +51,11 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
     """Table 1 per format / runtime / CAM method, the runtime gap, then accuracy, latency and memory."""
     from rich.table import Table
 
-    from edgecam.bench.results import METRICS
+    from edgecam.bench.results import format_mean_std
 
     summary = out["summary"]
     if not summary.empty:
-        table1 = summary["metric"].isin([METRICS[k] for k in ("sim", "cc", "kld")])
+        table1 = summary["metric"].isin(("sim", "cc", "kld"))
         for (fmt, runtime, method, mode), grp in summary[table1].groupby(["format", "runtime", "cam_method", "cam_mode"], sort=False):
             console.print(metric_table(f"CAM fidelity: {method}, {mode} ({fmt} / {runtime}), mean ± std over images", grp, models))
         for (fmt, runtime, method, mode), grp in summary[~table1].groupby(["format", "runtime", "cam_method", "cam_mode"], sort=False):
@@ -85,7 +72,7 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
         for _, r in lowbit.iterrows():
             ort = f"accuracy {r['ort_accuracy']:.4f}, agrees with sim {r['ort_top1_agreement']:.4f}" if r["ort_accuracy"] == r["ort_accuracy"] else str(r["ort_status"])
             lt.add_row(r["model"], r["precision"], "host simulation" if "host" in r["execution"] else r["execution"], f"{r['accuracy']:.4f}", f"{r['accuracy_fp32']:.4f}",
-                       *(_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in ("sim", "cc", "kld")), ort[:90])
+                       *(format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in ("sim", "cc", "kld")), ort[:90])
         console.print(lt)
     bench = out["bench"]
     table = Table(title="Accuracy, latency and memory (test split; latency at batch 1)")
@@ -115,6 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from edgecam.bench import outputs as files
     from edgecam.bench.sweep import run
     from edgecam.config import apply_overrides, default_config_path, load_config
     from edgecam.devices.inventory import get_device_spec
@@ -132,15 +120,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console, transient=False) as progress:
             out = run(cfg, out_dir, limit=args.limit, progress=RunProgress(progress), log=console.print, device_spec=dspec, resume=True if args.resume else None)
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted: finished jobs are kept in {out_dir}/jobs; resume with: edgecam run {args.config or ''} --resume {out_dir}[/yellow]".replace("  ", " "))
+        console.print(f"[yellow]interrupted: finished jobs are kept in {out_dir}/{files.JOBS}; resume with: edgecam run {args.config or ''} --resume {out_dir}[/yellow]".replace("  ", " "))
         return 130
     print_summary(console, out, [m.name for m in cfg.models])
-    console.print(f"results: {out_dir}/results.parquet, latency.parquet, bench.csv, summary.csv, manifest.json  ({out['manifest']['wall_s']:.0f} s)")
+    console.print(f"results: {out_dir}/{files.RESULTS}, {files.LATENCY}, {files.BENCH}, {files.SUMMARY}, {files.MANIFEST}  ({out['manifest']['wall_s']:.0f} s)")
     if out.get("report"):
         console.print(f"report: {out['report']}")
     failed = out["failed"]
     if failed:
-        table = Table(title=f"{len(failed)} failed job(s) (also in {out_dir}/failed.csv); rerun the same command to retry just these")
+        table = Table(title=f"{len(failed)} failed job(s) (also in {out_dir}/{files.FAILED}); rerun the same command to retry just these")
         table.add_column("job")
         table.add_column("error")
         for f in failed:
@@ -155,11 +143,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     the `--weights DIR` of a later run."""
     import torch
 
-    from edgecam.bench.sweep import load_data, prepare_model
+    from edgecam.bench.prepare import prepare_model
+    from edgecam.data.datasets import load_data
     from edgecam.config import apply_overrides, default_config_path, load_config, weights_file_name
 
     cfg = apply_overrides(load_config(args.config or default_config_path()), args.data, None, args.models)
-    data = load_data(cfg)
+    data = load_data(cfg.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for m in cfg.models:
@@ -170,11 +159,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_run_dir(path: str) -> None:
+    from edgecam.bench.outputs import MANIFEST
+
+    if not (Path(path) / MANIFEST).is_file():
+        raise EdgecamError(f"{path}: not an edgecam run directory (no {MANIFEST})")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from edgecam.bench.report import build_report
 
-    if not (Path(args.run_dir) / "manifest.json").is_file():
-        raise EdgecamError(f"{args.run_dir}: not an edgecam run directory (no manifest.json)")
+    _require_run_dir(args.run_dir)
     print(build_report(args.run_dir))
     return 0
 
@@ -185,8 +180,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from edgecam.bench.compare import KEYS, compare_runs, to_html
 
     for run in (args.run_a, args.run_b):
-        if not (Path(run) / "manifest.json").is_file():
-            raise EdgecamError(f"{run}: not an edgecam run directory (no manifest.json)")
+        _require_run_dir(run)
     table = compare_runs(args.run_a, args.run_b)
     if table.empty:
         raise EdgecamError(f"{args.run_a} and {args.run_b} have no variant in common (same model, format, runtime, precision)")

@@ -7,7 +7,6 @@ work starts. `RunConfig.to_dict()` is what the run manifest records and what the
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import types
 import typing
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from edgecam.data import DATASETS, DataSpec, switch_kind  # per-kind [data] specs: edgecam/data (DataSpec(name=...) picks the kind)
 from edgecam.errors import ConfigError, EdgecamError
 from edgecam.exporters.base import PRECISIONS, QUANT_METHODS, ExportSpec
 from edgecam.models.train import TrainSpec
@@ -25,63 +25,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 CONFIG_VERSION = 1
-
-
-DATASETS = ("digits-clutter", "image-folder")
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Which dataset, and how many test images to benchmark and explain.
-
-    digits-clutter: generated from scikit-learn's bundled digits (canvas, digit_size, seed, copies_test).
-    image-folder: the user's images at `path` (class folders, or `labels_csv`), optional Pascal-VOC boxes in
-    `boxes_dir` (both relative to `path` unless absolute), resized / centre-cropped to `resize` / `crop`,
-    split by `test_fraction` (seeded, stratified) into evaluated images and calibration / QAT images;
-    `num_classes` defaults to the number of classes found (set 1000 for ImageNet weights)."""
-
-    name: str = "digits-clutter"
-    canvas: int = 64
-    digit_size: int = 24
-    seed: int = 0
-    limit: Optional[int] = 200  # test images per variant (None = the whole split)
-    copies_test: int = 1  # clutter variants per test digit (360 test images per copy at the defaults)
-    path: Optional[str] = None
-    labels_csv: Optional[str] = None
-    boxes_dir: Optional[str] = None
-    resize: int = 256
-    crop: int = 224
-    test_fraction: float = 0.5
-    num_classes: Optional[int] = None
-    mean: Optional[tuple[float, ...]] = None  # normalisation; default (0.5,)*3 / (0.25,)*3 for digits,
-    std: Optional[tuple[float, ...]] = None  # ImageNet's for image folders
-
-    def __post_init__(self) -> None:
-        if self.name not in DATASETS:
-            raise ConfigError(f"data.name: expected one of {', '.join(DATASETS)}, got {self.name!r}")
-        if self.name == "image-folder" and not self.path:
-            raise ConfigError("data.path: required for data.name = 'image-folder' (a folder of class folders, or images plus data.labels_csv); or pass --data DIR")
-        if self.copies_test < 1:
-            raise ConfigError(f"data.copies_test: expected a positive integer, got {self.copies_test}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"data.limit: expected a positive integer or nothing, got {self.limit}")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ConfigError(f"data.test_fraction: expected a number in (0, 1), got {self.test_fraction}")
-        if self.num_classes is not None and self.num_classes < 2:
-            raise ConfigError(f"data.num_classes: expected an integer >= 2, got {self.num_classes}")
-        for name in ("mean", "std"):
-            v = getattr(self, name)
-            if v is not None and (len(v) != 3 or not all(math.isfinite(x) for x in v) or (name == "std" and min(v) <= 0)):
-                raise ConfigError(f"data.{name}: expected three finite numbers (one per RGB channel){', all > 0' if name == 'std' else ''}, got {list(v)}")
-        if self.resize < 1 or self.crop < 1 or self.crop > self.resize:
-            raise ConfigError(f"data.resize / data.crop: expected 1 <= crop <= resize, got resize {self.resize}, crop {self.crop}")
-
-    def resolve(self, rel: Optional[str]) -> Optional[Path]:
-        """`labels_csv` / `boxes_dir` against `path` (absolute paths as they are)."""
-        if rel is None:
-            return None
-        p = Path(rel).expanduser()
-        return p if p.is_absolute() or self.path is None else Path(self.path).expanduser() / p
 
 
 @dataclass(frozen=True)
@@ -201,6 +144,15 @@ class BenchSpec:
             raise ConfigError(f"bench.timeout_s: expected a positive number of seconds, got {self.timeout_s}")
 
 
+def _require_gradient_cam(key: str, name: str) -> None:
+    """`name` must be a registered CAM method that declares `needs_gradients` (a host-graph reference)."""
+    from edgecam.explain.cams import gradient_method_names
+
+    known = gradient_method_names()
+    if name not in known:
+        raise ConfigError(f"{key}: expected a gradient CAM ({', '.join(known)}), got {name!r}")
+
+
 @dataclass(frozen=True)
 class ExplainSpec:
     """CAM methods to run on every artifact, and which class they explain."""
@@ -236,8 +188,7 @@ class ExplainSpec:
             raise ConfigError(f"explain.emd_size: expected 0 (off) or an integer >= 2, got {self.emd_size}")
         if self.bootstrap < 100:
             raise ConfigError(f"explain.bootstrap: expected at least 100 resamples, got {self.bootstrap}")
-        if self.reference not in ("gradcampp", "gradcam", "xgradcam", "layercam", "hirescam"):
-            raise ConfigError(f"explain.reference: expected a gradient CAM (gradcampp, gradcam, xgradcam, layercam, hirescam), got {self.reference!r}")
+        _require_gradient_cam("explain.reference", self.reference)
         if self.target not in ("pred", "label"):
             raise ConfigError(f"explain.target: expected 'pred' or 'label', got {self.target!r}")
 
@@ -267,8 +218,7 @@ class LowbitSpec:
                 raise ConfigError(f"lowbit.{name}: expected a positive integer, got {getattr(self, name)}")
         if self.epochs < 0 or not self.lr > 0:
             raise ConfigError(f"lowbit: epochs >= 0 and lr > 0 are required, got {self.epochs}, {self.lr}")
-        if self.cam not in ("gradcampp", "gradcam", "xgradcam", "layercam", "hirescam"):
-            raise ConfigError(f"lowbit.cam: expected a gradient CAM (gradcampp, gradcam, xgradcam, layercam, hirescam), got {self.cam!r}")
+        _require_gradient_cam("lowbit.cam", self.cam)
 
 
 @dataclass(frozen=True)
@@ -326,7 +276,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a table, got {type(value).__name__}")
-        return _build(tp, value, path)
+        return build_spec(tp, value, path)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
@@ -334,7 +284,15 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     return value
 
 
-def _build(cls: Any, table: dict[str, Any], path: str) -> Any:
+def build_spec(cls: Any, table: dict[str, Any], path: str) -> Any:
+    """The TOML table `table` as the frozen dataclass `cls`: unknown keys, missing required keys, wrong types
+    and the spec's own validation all raise `ConfigError` naming the field as `path.key`.
+
+    A class with a `spec_for_table(table, path, build_spec)` classmethod (`DataSpec`: one class per dataset
+    kind) first picks the class the table builds, and the table for it."""
+    pick = getattr(cls, "spec_for_table", None)
+    if pick is not None:
+        cls, table = pick(table, path, build_spec)
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(table) - fields)
@@ -355,7 +313,7 @@ def _build(cls: Any, table: dict[str, Any], path: str) -> Any:
 
 
 def config_from_dict(table: dict[str, Any]) -> RunConfig:
-    return _build(RunConfig, table, "")
+    return build_spec(RunConfig, table, "")
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -387,7 +345,8 @@ def apply_overrides(cfg: RunConfig, data: str | None = None, weights: str | None
     """The CLI's `--data DIR`, `--weights DIR` and `--models a,b` on top of a config, validated here so that a
     path or name that does not exist fails before any work, naming it and what is allowed.
 
-    --data: an image folder (sets data.name = "image-folder" and data.path) or "digits-clutter".
+    --data: an image folder (sets data.name = "image-folder" and data.path, with the image-folder settings a
+    [data] table without `name` holds) or a dataset name ("digits-clutter").
     --weights: a folder holding `<model>.pt` (or .pth) state dicts for every model of the run.
     --models: a comma-separated subset of the config's [[models]]."""
     if models:
@@ -398,12 +357,12 @@ def apply_overrides(cfg: RunConfig, data: str | None = None, weights: str | None
             raise ConfigError(f"--models: {', '.join(unknown) or repr(models)} not in this config; its models are: {', '.join(known)}")
         cfg = cfg.replace(models=tuple(m for m in cfg.models if m.name in wanted))
     if data:
-        if data == "digits-clutter":
-            cfg = cfg.replace(data=dataclasses.replace(cfg.data, name="digits-clutter", path=None))
+        if data in DATASETS:
+            cfg = cfg.replace(data=switch_kind(cfg.data, data))
         else:
             if not Path(data).expanduser().is_dir():
-                raise ConfigError(f"--data: {data} is not a folder (expected an image folder: class folders, or images and a labels CSV; or 'digits-clutter')")
-            cfg = cfg.replace(data=dataclasses.replace(cfg.data, name="image-folder", path=str(Path(data).expanduser())))
+                raise ConfigError(f"--data: {data} is not a folder (expected an image folder: class folders, or images and a labels CSV; or a dataset name: {', '.join(DATASETS)})")
+            cfg = cfg.replace(data=switch_kind(cfg.data, "image-folder", path=str(Path(data).expanduser())))
     if weights:
         folder = Path(weights).expanduser()
         if not folder.is_dir():

@@ -44,27 +44,11 @@ def test_scaling_measures_a_fresh_run(trained_tinycnn: Any, tmp_path: Path) -> N
     assert (tmp_path / "run" / "results.parquet").is_file()
 
 
-def test_classify_attributes_nested_stages() -> None:
-    """The pipeline profiler charges a sample to the innermost edgecam frame's category."""
+def test_pipeline_shares_come_from_the_stage_tags() -> None:
+    """Item 4's time shares are the manifest's exclusive stage-tag seconds, grouped into its categories."""
     _suite()
     import pipeline
 
-    class Code:
-        def __init__(self, path: str, name: str) -> None:
-            self.co_filename, self.co_name, self.co_qualname = path, name, name
-
-    class Frame:
-        def __init__(self, path: str, name: str, back: Any = None) -> None:
-            self.f_code, self.f_back = Code(path, name), back
-
-    run = Frame("/x/edgecam/bench/sweep.py", "run")
-    cams = Frame("/x/edgecam/explain/cams.py", "ScoreCam.__call__", run)
-    device = Frame("/x/edgecam/bench/explain.py", "DeviceSession.masked", cams)
-    assert pipeline.classify(Frame("/x/subprocess.py", "wait", device))[0] == "runtime"
-    assert pipeline.classify(Frame("/x/numpy/core/fromnumeric.py", "sum", cams))[0] == "CAM"
-    forward = Frame("/x/edgecam/models/__init__.py", "TinyCNN.forward", cams)  # a model's forward counts for its caller
-    assert pipeline.classify(Frame("/x/torch/nn/modules/conv.py", "_conv_forward", forward))[0] == "CAM"
-    write = Frame("/x/edgecam/bench/sweep.py", "_write_parquet", run)
-    assert pipeline.classify(Frame("/x/pyarrow/parquet/core.py", "write_table", write))[0] == "I/O"
-    assert pipeline.classify(Frame("/x/edgecam/explain/metrics.py", "cc", Frame("/x/edgecam/bench/explain.py", "_rows", run)))[0] == "metrics"
-    assert pipeline.classify(None)[0] == "other"
+    share = pipeline.shares({"device": 5.0, "cam": 2.0, "metrics": 1.0, "io": 0.5, "setup": 1.0, "other": 0.25, "untagged": 0.25})
+    assert share == pytest.approx({"runtime": 0.5, "CAM": 0.2, "metrics": 0.1, "I/O": 0.05, "setup": 0.1, "other": 0.05})
+    assert pipeline.shares({"device": 1.0, "something-new": 1.0})["other"] == pytest.approx(0.5)

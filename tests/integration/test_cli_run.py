@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import edgecam
 
 CONFIG = """
 name = "e2e"
@@ -33,11 +31,6 @@ REQUIRED = ["model", "runtime", "precision", "precision_effective", "device", "c
             "act_entropy", "act_std", "act_hoyer", "act_gini"]
 
 
-def edgecam(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "EDGECAM_CACHE_DIR": str(cache)}
-    return subprocess.run([sys.executable, "-m", "edgecam.cli", *args], capture_output=True, text=True, env=env, timeout=900)
-
-
 def test_run_writes_results_and_reuses_cache(trained_tinycnn, session_cache: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "e2e.toml"
     cfg.write_text(CONFIG)
@@ -55,7 +48,7 @@ def test_run_writes_results_and_reuses_cache(trained_tinycnn, session_cache: Pat
     assert len(latency) == 3 * 9 and (latency["latency_ms"] > 0).all()
     summary = pd.read_csv(out / "summary.csv")
     assert {"tinycnn_mean", "tinycnn_std", "tinycnn_ci_lo", "tinycnn_ci_hi", "tinycnn_p_vs_fp32", "tinycnn_constant"} <= set(summary.columns)
-    cc_gt = summary[(summary["comparison"] == "int8 v. GT") & summary["metric"].str.startswith("CC") & (summary["cam_method"] == "gradcampp")].iloc[0]
+    cc_gt = summary[(summary["comparison"] == "int8 v. GT") & (summary["metric"] == "cc") & (summary["cam_method"] == "gradcampp")].iloc[0]
     assert cc_gt["tinycnn_ci_lo"] <= cc_gt["tinycnn_mean"] <= cc_gt["tinycnn_ci_hi"] and 0 <= cc_gt["tinycnn_p_vs_fp32"] <= 1
     assert results["saliency_provider"].eq("spectral_residual").all() and results["cc_sal"].notna().mean() > 0.9
     int8 = results[results["precision"] == "int8"]

@@ -15,7 +15,7 @@ import pytest
 from edgecam.devices.base import JobFailed
 from edgecam.devices.local import LocalDevice
 from edgecam.errors import ArtifactError
-from test_cli_run import edgecam
+from conftest import edgecam
 
 RUN = {"runtime": "fault", "mode": "forward", "output_batch_size": 8}
 EXPECTED = {
@@ -95,7 +95,7 @@ def test_corrupt_model_file_fails_in_the_runtime_with_its_error(trained_tinycnn,
 
 
 def test_rotten_cached_artifact_is_rebuilt_not_used(trained_tinycnn, tmp_path: Path) -> None:
-    from edgecam.bench.sweep import build_artifact
+    from edgecam.bench.deploy import build_artifact
     from edgecam.exporters.base import Artifact
     from edgecam.exporters.onnx import OnnxExporter
 
@@ -178,8 +178,8 @@ def test_nan_and_inf_inputs_are_flagged_on_their_rows_only(trained_tinycnn, monk
 
     real = sweep.load_data
 
-    def poisoned(cfg):  # type: ignore[no-untyped-def]
-        d = real(cfg)
+    def poisoned(spec):  # type: ignore[no-untyped-def]
+        d = real(spec)
         x = d.test_x.copy()
         x[0, :, 5, 5] = np.nan
         x[1, 0, 0, 0] = np.inf

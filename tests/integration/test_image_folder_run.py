@@ -15,7 +15,7 @@ from edgecam.data.image_folder import write_skimage_folder
 from edgecam.errors import ConfigError
 from edgecam.exporters.base import PRECISIONS
 from edgecam.models.train import TrainSpec
-from test_cli_run import edgecam
+from conftest import edgecam
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -26,7 +26,7 @@ def _loaded(dom: str, log: str) -> int:
 
 @needs_chromium
 def test_quickstart_style_report_renders_with_table_grid_and_scatter(trained_tinycnn, tflite_tinycnn, session_cache: Path, tmp_path: Path) -> None:
-    from test_cli_run import edgecam
+    from conftest import edgecam
 
     repo = Path(__file__).resolve().parents[2]
     out = tmp_path / "run"
@@ -51,7 +51,7 @@ def test_quickstart_style_report_renders_with_table_grid_and_scatter(trained_tin
 
 def _synthetic_run(root: Path, images: int = 500) -> Path:
     """A run directory with the files a real run writes, at 3 models x 2 runtimes x 3 precisions."""
-    from edgecam.bench.explain import write_grid
+    from edgecam.bench.outputs import write_grid
     from edgecam.bench.results import summarise
 
     rng = np.random.default_rng(0)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from test_cli_run import edgecam
+from conftest import edgecam
 
 # two precisions x two CAM methods (Score-CAM sends masked forwards to the device) x 24 images in shards of
 # 6: 2 run jobs + 4 explain jobs, each a point a kill can land in

@@ -16,13 +16,11 @@ METRICS = ("cc_fp32", "sim_fp32", "kld_fp32", "cc_gt", "sim_gt", "insertion_auc"
 
 
 def _load(run: Path) -> tuple[Any, Any, dict[str, Any]]:
-    import pandas as pd
+    from edgecam.bench import outputs as files
 
-    if not (run / "manifest.json").is_file():
-        raise FileNotFoundError(f"{run}: not an edgecam run directory (no manifest.json)")
-    results = pd.read_parquet(run / "results.parquet") if (run / "results.parquet").is_file() else pd.DataFrame()
-    latency = pd.read_parquet(run / "latency.parquet") if (run / "latency.parquet").is_file() else pd.DataFrame()
-    return results, latency, json.loads((run / "manifest.json").read_text())
+    if not (run / files.MANIFEST).is_file():
+        raise FileNotFoundError(f"{run}: not an edgecam run directory (no {files.MANIFEST})")
+    return files.read_table(run, files.RESULTS), files.read_table(run, files.LATENCY), json.loads((run / files.MANIFEST).read_text())
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, n_boot: int = 2000, seed: int = 0) -> Any:

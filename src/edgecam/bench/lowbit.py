@@ -13,7 +13,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from edgecam.bench.store import JobStore
-    from edgecam.bench.sweep import Datasets
+    from edgecam.data.datasets import Datasets
     from edgecam.config import RunConfig
 
 
@@ -28,12 +28,8 @@ def lowbit_study(model: Any, layer: str, model_name: str, ckpt_sha: str, cfg: "R
     for scheme in lb.schemes:
         spec = PactSpec.scheme(scheme, epochs=lb.epochs, lr=lb.lr, samples=lb.samples, seed=cfg.train.seed)
         key = job_key(kind="lowbit", model=model_name, weights=ckpt_sha, spec=spec.to_dict(), data=data.fingerprint, cam=lb.cam, cam_images=lb.cam_images, onnx=lb.onnx, device=device.name)
-        job = store.get("lowbit", key)
-        if job is None:
-            row = _one_scheme(model, layer, model_name, spec, cfg, data, out_dir, device, device_job, log)
-            store.put("lowbit", key, Job(row))
-            job = store.get("lowbit", key, count=False)
-        assert job is not None
+        job, _ = store.get_or_compute("lowbit", key, lambda: Job(_one_scheme(model, layer, model_name, spec, cfg, data, out_dir, device, device_job, log)))
+        assert job is not None  # a scheme either raises or returns its row
         rows.append(job.meta)
         log(f"{model_name} {job.meta['precision']}: accuracy {job.meta['accuracy']:.4f} (fp32 {job.meta['accuracy_fp32']:.4f}), "
             f"CC vs fp32 CAM {job.meta['cc_mean']:.3f}; ONNX Runtime: {job.meta['ort_status']}")
@@ -58,7 +54,7 @@ def _one_scheme(model: Any, layer: str, model_name: str, spec: Any, cfg: "RunCon
     except PrecisionUnsupported as exc:
         row["ort_status"] = f"skipped: {exc}"
         return row
-    from edgecam.bench.explain import DeviceSession
+    from edgecam.devices.session import DeviceSession
 
     logits = DeviceSession(device, art_dir, {**device_job, "runtime": "onnxruntime"}, cfg.bench.timeout_s)(data.test_x)["logits"]
     import torch

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-TABLE1_METRICS = ("SIM", "CC", "KLD")
+TABLE1_METRICS = ("sim", "cc", "kld")  # summary metric keys of Table 1
 
 
 def _png(fig: Any) -> str:
@@ -40,37 +40,25 @@ def _plt() -> Any:
     return plt
 
 
-def _fmt(mean: float, std: float) -> str:
-    if mean != mean:
-        return "n/a"
-    mean = 0.0 if abs(mean) < 5e-4 else mean
-    return f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
-
-
 def summary_table(summary: Any, models: Sequence[str]) -> str:
-    """Table 1 as a sortable HTML table; the best model per row gets class `best`."""
-    from edgecam.bench.results import HIGHER_IS_BETTER, METRICS
+    """Table 1 as a sortable HTML table; the row's best model (the summary's `best` column) gets class `best`."""
+    from edgecam.bench.results import format_mean_std, is_best
 
     if summary.empty:
         return "<p>No CAM comparisons in this run.</p>"
-    label_to_key = {v: k for k, v in METRICS.items()}
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ("format", "runtime", "CAM", "mode", "comparison", "metric", *models))
     rows = []
     for _, r in summary.iterrows():
-        key = label_to_key.get(r["metric"], "")
-        means = [float(r.get(f"{m}_mean", np.nan)) for m in models]
-        finite = [x for x in means if x == x]
-        higher = HIGHER_IS_BETTER.get(key)
-        best = (max(finite) if higher else min(finite)) if finite and higher is not None and len(models) > 1 else None
         cells = []
-        for m, mean in zip(models, means):
+        for m in models:
+            mean = float(r.get(f"{m}_mean", np.nan))
             ci = (r.get(f"{m}_ci_lo", np.nan), r.get(f"{m}_ci_hi", np.nan))
             title = f"95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci[0] == ci[0] else ""
             p = r.get(f"{m}_p_vs_fp32", np.nan)
             title += f"; Wilcoxon p vs fp32 = {p:.2g}" if p == p else ""
-            cls = ' class="best"' if best is not None and mean == best else ""
-            cells.append(f'<td{cls} data-v="{mean}" title="{html.escape(title)}">{_fmt(mean, float(r.get(f"{m}_std", np.nan)))}</td>')
-        meta = [r.get("format", ""), r.get("runtime", ""), r.get("cam_method", ""), r.get("cam_mode", ""), r["comparison"], r["metric"]]
+            cls = ' class="best"' if is_best(r, m) else ""
+            cells.append(f'<td{cls} data-v="{mean}" title="{html.escape(title)}">{format_mean_std(mean, float(r.get(f"{m}_std", np.nan)))}</td>')
+        meta = [r.get("format", ""), r.get("runtime", ""), r.get("cam_method", ""), r.get("cam_mode", ""), r["comparison"], r["metric_label"]]
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in meta) + "".join(cells) + "</tr>")
     return f'<div class="tablebox"><table id="summary" class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
@@ -97,7 +85,9 @@ def _img_tag(rgb: np.ndarray, title: str, size: int = 96) -> str:
 def cam_grid(run_dir: Path, models: Sequence[str] = ()) -> str:
     """Figure 2 of 2403.09939 per model: rows = images, columns = input, ground truth, saliency, then
     every variant's CAM (method, mode) overlaid on the input."""
-    index_path, arrays_path = run_dir / "grid.json", run_dir / "grid.npz"
+    from edgecam.bench.outputs import GRID_JSON, GRID_NPZ
+
+    index_path, arrays_path = run_dir / GRID_JSON, run_dir / GRID_NPZ
     if not index_path.is_file() or not arrays_path.is_file():
         return "<p>No CAM grid in this run (grid.json / grid.npz missing).</p>"
     index = json.loads(index_path.read_text())
@@ -109,10 +99,12 @@ def cam_grid(run_dir: Path, models: Sequence[str] = ()) -> str:
             head = "<th>image</th><th>input</th><th>ground truth</th><th>saliency</th>" + "".join(
                 f"<th>{html.escape(c['variant'].removeprefix(model + '-'))}<br>{html.escape(c['method'])} ({html.escape(c['mode'])})</th>" for c in entry["cams"])
             rows = []
+            has_box = entry.get("has_box", [True] * len(entry["ids"]))
             for i, (image_id, kind) in enumerate(zip(entry["ids"], entry["kinds"])):
                 rgb = (np.clip(np.nan_to_num(images[i]).transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
-                cells = [f"<td>{html.escape(image_id)}<br><small>{kind}</small></td>", f"<td>{_img_tag(rgb, image_id)}</td>",
-                         f"<td>{_img_tag(_overlay(images[i], masks[i]), 'ground truth')}</td>", f"<td>{_img_tag(_overlay(images[i], sal[i]), 'saliency')}</td>"]
+                gt = f"<td>{_img_tag(_overlay(images[i], masks[i]), 'ground truth')}</td>" if has_box[i] else '<td class="na">n/a<br><small>no box for this image</small></td>'
+                cells = [f"<td>{html.escape(image_id)}<br><small>{kind}</small></td>", f"<td>{_img_tag(rgb, image_id)}</td>", gt,
+                         f"<td>{_img_tag(_overlay(images[i], sal[i]), 'saliency')}</td>"]
                 for c in entry["cams"]:
                     cells.append(f"<td>{_img_tag(_overlay(images[i], z[c['array']][i].astype(np.float32)), c['variant'] + ' pred ' + str(c['pred'][i]))}</td>")
                 rows.append("<tr>" + "".join(cells) + "</tr>")
@@ -236,25 +228,17 @@ window.addEventListener('load', () => {
 
 def build_report(run_dir: str | Path) -> Path:
     """Write `run_dir/report.html` from the run's files; returns its path."""
-    import pandas as pd
-
+    from edgecam.bench import outputs as files
     from edgecam.cache import atomic_path
 
     run_dir = Path(run_dir)
-    manifest_path = run_dir / "manifest.json"
+    manifest_path = run_dir / files.MANIFEST
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not an edgecam run directory (no manifest.json)")
+        raise FileNotFoundError(f"{run_dir} is not an edgecam run directory (no {files.MANIFEST})")
     manifest = json.loads(manifest_path.read_text())
-
-    def read(name: str) -> Any:
-        path = run_dir / name
-        if not path.is_file():
-            return pd.DataFrame()
-        return pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
-
-    summary, bench, results, latency = read("summary.csv"), read("bench.csv"), read("results.parquet"), read("latency.parquet")
+    summary, bench, results, latency = (files.read_table(run_dir, n) for n in (files.SUMMARY, files.BENCH, files.RESULTS, files.LATENCY))
     models = [m["name"] for m in manifest.get("config", {}).get("models", [])] or sorted(set(bench.get("model", [])))
-    table1 = summary[summary["metric"].str.split(" ").str[0].isin(TABLE1_METRICS)] if not summary.empty else summary
+    table1 = summary[summary["metric"].isin(TABLE1_METRICS)] if not summary.empty else summary
     device = manifest.get("device", {})
     title = f"edgecam report: {manifest.get('config', {}).get('name', run_dir.name)}"
     body = f"""<h1>{html.escape(title)}</h1>
@@ -273,7 +257,7 @@ def build_report(run_dir: str | Path) -> Path:
 <h2 id="manifest">Manifest</h2>
 <details><summary>versions, device facts, config</summary><pre>{html.escape(json.dumps(manifest, indent=1, default=str))}</pre></details>"""
     page = f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{body}<script>{SCRIPT}</script></body></html>'
-    out = run_dir / "report.html"
+    out = run_dir / files.REPORT
     with atomic_path(out) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
     return out

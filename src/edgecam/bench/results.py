@@ -1,13 +1,10 @@
-"""Results schema: per-image rows, per-variant performance and the Table-1 summary (arXiv 2403.09939).
+"""Results schema: per-image rows (built here, next to their column list), per-variant performance and the
+Table-1 summary (arXiv 2403.09939). The CLI and the report only render what these functions return.
 
-results.parquet columns (one row per image x model x runtime x precision x CAM method x CAM mode):
-model, format, runtime, precision, precision_effective, device, cam_method, cam_mode (mirror | surrogate |
-sim), image_id, label, pred, top1_correct, agrees_fp32,
-{sim,cc,kld,rmse,emd}_fp32 (vs the same method's CAM of the fp32 artifact on the same runtime and mode),
-{sim,cc,kld,nss}_gt (vs the ground-truth digit mask), {sim,cc,kld}_sal (vs the visual-saliency map of
-`saliency_provider`), wsol_iou, pointing_energy, deletion_auc, insertion_auc, act_{entropy,std,hoyer,gini}
-(the device's features), cc_host_ref (vs the host PyTorch reference CAM), cam_constant, cc_fp32_nan,
-cc_gt_nan, artifact_sha256.
+results.parquet: one row per image x model x runtime x precision x CAM method x CAM mode, columns `COLUMNS`.
+"v. GT" columns (`*_gt`, `wsol_iou`, `pointing_energy`) are NaN for an image without a ground-truth box or
+mask (`has_gt` False): an image folder without box files has no "v. GT" numbers at all, never a score
+against an empty mask.
 """
 
 from __future__ import annotations
@@ -22,7 +19,23 @@ from edgecam.explain.metrics import compare
 if TYPE_CHECKING:
     import pandas as pd
 
-    from edgecam.bench.sweep import Variant
+    from edgecam.bench.variant import Variant
+
+#: results.parquet, in order: identity; predictions; vs the fp32 CAM of the same format, runtime and mode;
+#: vs the ground-truth mask (NaN without ground truth); vs the visual-saliency map; localisation (Choe et
+#: al.'s 0.01 threshold grid); Deletion / Insertion through the device; the device's activation statistics;
+#: vs the host PyTorch reference CAM; flags.
+COLUMNS: tuple[str, ...] = (
+    "model", "format", "runtime", "precision", "precision_effective", "device", "cam_method", "cam_mode", "image_id", "label", "pred",
+    "top1_correct", "agrees_fp32",
+    "sim_fp32", "cc_fp32", "kld_fp32", "rmse_fp32", "emd_fp32",
+    "has_gt", "sim_gt", "cc_gt", "kld_gt", "nss_gt",
+    "sim_sal", "cc_sal", "kld_sal", "saliency_provider",
+    "wsol_iou", "pointing_energy",
+    "deletion_auc", "insertion_auc",
+    "act_entropy", "act_std", "act_hoyer", "act_gini",
+    "cc_host_ref", "cam_constant", "cc_fp32_nan", "cc_gt_nan", "input_finite", "output_finite", "artifact_sha256",
+)
 
 # comparison suffix -> (label, metrics measured against it); metric -> (label, higher is better)
 COMPARISONS = {"gt": "v. GT", "sal": "v. saliency", "fp32": "v. fp32"}
@@ -39,6 +52,44 @@ HIGHER_IS_BETTER = {"sim": True, "cc": True, "kld": False, "nss": True, "rmse": 
                     "insertion_auc": True, "wsol_iou": True, "pointing_energy": True}
 PER_IMAGE = ("deletion_auc", "insertion_auc", "wsol_iou", "pointing_energy", "act_entropy", "act_std", "act_hoyer", "act_gini")
 PRECISION_ORDER = ("fp32", "int16", "int8")
+GT_COLUMNS = ("wsol_iou", "pointing_energy")  # per-image columns that need ground truth, besides the *_gt ones
+
+
+def image_rows(
+    v: "Variant", method: str, mode: str, cams: np.ndarray, cams_fp32: np.ndarray, reference: np.ndarray, shard: Any, saliency: np.ndarray,
+    provider: str, pred: np.ndarray, pred_fp32: np.ndarray, device: str, wsol_iou: np.ndarray, extra: Sequence[dict[str, Any]], emd_size: int,
+) -> list[dict[str, Any]]:
+    """`COLUMNS` for each image of `shard` (a `TestShard`: ids, labels, masks, has_box). `wsol_iou`: per
+    image best IoU over the WSOL thresholds (NaN without ground truth); `extra`: per image the device-side
+    columns (Deletion / Insertion, activation statistics, input / output finiteness)."""
+    from edgecam.explain.localisation import energy_pointing_game
+    from edgecam.explain.metrics import cc, compare, emd, nss
+
+    rows = []
+    is_fp32 = v.precision == "fp32"
+    nan = float("nan")
+    for i in range(len(cams)):
+        vs_fp32 = compare(cams[i], cams_fp32[i])
+        vs_sal = compare(cams[i], saliency[i])
+        has_gt = bool(shard.has_box[i])
+        gt_mask = shard.masks[i] > 0.5
+        vs_gt = compare(cams[i], shard.masks[i]) if has_gt else {"sim": nan, "cc": nan, "kld": nan}
+        row = {
+            "model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "precision_effective": v.precision_effective,
+            "device": device, "cam_method": method, "cam_mode": mode, "image_id": shard.ids[i], "label": int(shard.labels[i]), "pred": int(pred[i]),
+            "top1_correct": bool(pred[i] == shard.labels[i]), "agrees_fp32": bool(pred[i] == pred_fp32[i]),
+            "sim_fp32": vs_fp32["sim"], "cc_fp32": vs_fp32["cc"], "kld_fp32": vs_fp32["kld"], "rmse_fp32": vs_fp32["rmse"],
+            "emd_fp32": 0.0 if is_fp32 else (emd(cams[i], cams_fp32[i], emd_size) if emd_size else nan),
+            "has_gt": has_gt, "sim_gt": vs_gt["sim"], "cc_gt": vs_gt["cc"], "kld_gt": vs_gt["kld"], "nss_gt": nss(cams[i], gt_mask) if has_gt else nan,
+            "sim_sal": vs_sal["sim"], "cc_sal": vs_sal["cc"], "kld_sal": vs_sal["kld"], "saliency_provider": provider,
+            "wsol_iou": float(wsol_iou[i]), "pointing_energy": energy_pointing_game(cams[i], gt_mask) if has_gt else nan,
+            **extra[i],
+            "cc_host_ref": cc(cams[i], reference[i]),
+            "cam_constant": bool(vs_fp32["pred_constant"]), "cc_fp32_nan": bool(np.isnan(vs_fp32["cc"])), "cc_gt_nan": bool(np.isnan(vs_gt["cc"])),
+            "artifact_sha256": v.manifest.get("sha256"),
+        }
+        rows.append({k: row[k] for k in COLUMNS})  # the schema's order; a missing column is a KeyError here, not a silent gap
+    return rows
 
 
 def gap_rows(v: "Variant", ref: "Variant", method: str, cams: np.ndarray, cams_ref: np.ndarray, ids: Sequence[str], pred: np.ndarray, pred_ref: np.ndarray) -> list[dict[str, Any]]:
@@ -71,6 +122,34 @@ def _put(row: dict[str, Any], model: str, stats: dict[str, float]) -> None:
         row[f"{model}_{k}"] = val
 
 
+def best_model(row: dict[str, Any], metric: str, models: Sequence[str]) -> str:
+    """The models with the best mean in a summary row, comma-separated (ties all named; "" for one model, a
+    descriptive statistic or no data): what the CLI and the report highlight, decided here once."""
+    higher = HIGHER_IS_BETTER.get(metric)
+    finite = {m: row.get(f"{m}_mean", float("nan")) for m in models}
+    finite = {m: x for m, x in finite.items() if x == x}
+    if higher is None or len(models) < 2 or not finite:
+        return ""
+    best = (max if higher else min)(finite.values())
+    return ",".join(m for m, x in finite.items() if x == best)
+
+
+def is_best(row: Any, model: str) -> bool:
+    """Whether `model` is (one of) the best of a summary row (`best_model`'s comma-separated names)."""
+    best = row.get("best", "")
+    return isinstance(best, str) and model in best.split(",")
+
+
+def _summary_row(keys: dict[str, Any], metric: str, models: Sequence[str], stats: dict[str, dict[str, float]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One summary row: its keys, metric key and label, per model `stats` (+ `extra` columns), the best model."""
+    row: dict[str, Any] = {**keys, "metric": metric, "metric_label": METRICS[metric]}
+    for model in models:
+        _put(row, model, stats[model])
+    row.update(extra or {})
+    row["best"] = best_model(row, metric, models)
+    return row
+
+
 def summarise_gap(gap: "pd.DataFrame", models: Sequence[str], n_boot: int = 2000, seed: int = 0) -> "pd.DataFrame":
     """Runtime gap in the Table 1 layout: rows = CAM method x pair x precision x metric, columns = models."""
     import pandas as pd
@@ -80,19 +159,19 @@ def summarise_gap(gap: "pd.DataFrame", models: Sequence[str], n_boot: int = 2000
     out: list[dict[str, Any]] = []
     for (method, pair, precision), grp in gap.groupby(["cam_method", "pair", "precision"], sort=False):
         for metric in ("sim", "cc", "kld"):
-            row: dict[str, Any] = {"cam_method": method, "comparison": f"{precision}: {pair}", "metric": METRICS[metric]}
-            for model in models:
-                _put(row, model, _stats(grp[grp["model"] == model][metric].to_numpy(dtype=float), seed, n_boot))
-            out.append(row)
+            stats = {model: _stats(grp[grp["model"] == model][metric].to_numpy(dtype=float), seed, n_boot) for model in models}
+            out.append(_summary_row({"cam_method": method, "pair": pair, "precision": precision, "comparison": f"{precision}: {pair}"}, metric, models, stats))
     return pd.DataFrame(out)
 
 
 def summarise(results: "pd.DataFrame", models: Sequence[str], n_boot: int = 2000, seed: int = 0) -> "pd.DataFrame":
-    """Table 1 layout: rows = format x runtime x CAM method x mode x comparison ("int8 v. GT") x metric,
-    columns per model: mean, std (Table 1 of 2403.09939), a 95% bootstrap CI, NaNs left out (`_nan`),
-    degenerate (constant) CAMs (`_constant`) and, for a quantized precision, the paired Wilcoxon p-value
-    of the same per-image score against fp32's on the same images (`_p_vs_fp32`; not for "v. fp32",
-    where fp32 is the reference itself)."""
+    """Table 1 layout: rows = format x runtime x CAM method x mode x comparison ("int8 v. GT") x metric, with
+    keys (`precision`, `reference` in gt | sal | fp32 | "", `metric`) beside the display labels (`comparison`,
+    `metric_label`); columns per model: mean, std (Table 1 of 2403.09939), a 95% bootstrap CI, NaNs left out
+    (`_nan`), degenerate (constant) CAMs (`_constant`) and, for a quantized precision, the paired Wilcoxon
+    p-value of the same per-image score against fp32's on the same images (`_p_vs_fp32`; not for "v. fp32",
+    where fp32 is the reference itself); `best` names the best model of the row. Rows about the ground truth
+    ("v. GT", WSOL IoU, pointing game) are absent when no image of the group has ground truth."""
     import pandas as pd
 
     from edgecam.bench.stats import paired_wilcoxon
@@ -103,30 +182,43 @@ def summarise(results: "pd.DataFrame", models: Sequence[str], n_boot: int = 2000
         results = results.assign(cam_mode="mirror")
     out: list[dict[str, Any]] = []
     precisions = [p for p in PRECISION_ORDER if p in set(results["precision"])]
-    blocks = [(comp, f"{comp}", [f"{m}_{comp}" for m in metrics]) for comp, metrics in COMPARISON_METRICS.items()] + [("", "", list(PER_IMAGE))]
+    blocks = [(comp, [f"{m}_{comp}" for m in metrics]) for comp, metrics in COMPARISON_METRICS.items()] + [("", list(PER_IMAGE))]
     for (fmt, runtime, method, mode), grp in results.groupby(["format", "runtime", "cam_method", "cam_mode"], sort=False):
-        for comp, _, columns in blocks:
+        has_gt = bool(grp["has_gt"].any()) if "has_gt" in grp else True
+        for comp, columns in blocks:
+            if comp == "gt" and not has_gt:
+                continue
             for precision in precisions:
                 if comp == "fp32" and precision == "fp32":
                     continue
                 for col in columns:
-                    if col not in grp:
+                    if col not in grp or (col in GT_COLUMNS and not has_gt):
                         continue
                     metric = col[: -len(comp) - 1] if comp else col
                     label = f"{precision} {COMPARISONS[comp]}" if comp else precision
-                    row: dict[str, Any] = {"format": fmt, "runtime": runtime, "cam_method": method, "cam_mode": mode, "comparison": label, "metric": METRICS[metric]}
+                    stats: dict[str, dict[str, float]] = {}
+                    extra: dict[str, Any] = {}
                     for model in models:
                         sub = grp[(grp["model"] == model) & (grp["precision"] == precision)]
-                        _put(row, model, _stats(sub[col].to_numpy(dtype=float), seed, n_boot))
-                        row[f"{model}_constant"] = int(sub["cam_constant"].sum()) if "cam_constant" in sub else 0
+                        stats[model] = _stats(sub[col].to_numpy(dtype=float), seed, n_boot)
+                        extra[f"{model}_constant"] = int(sub["cam_constant"].sum()) if "cam_constant" in sub else 0
                         p = float("nan")
                         if precision != "fp32" and comp != "fp32":
                             base = grp[(grp["model"] == model) & (grp["precision"] == "fp32")].set_index("image_id")[col]
                             paired = sub.set_index("image_id")[col].align(base, join="inner")
                             p = paired_wilcoxon(paired[0].to_numpy(dtype=float), paired[1].to_numpy(dtype=float))
-                        row[f"{model}_p_vs_fp32"] = p
-                    out.append(row)
+                        extra[f"{model}_p_vs_fp32"] = p
+                    keys = {"format": fmt, "runtime": runtime, "cam_method": method, "cam_mode": mode, "precision": precision, "reference": comp, "comparison": label}
+                    out.append(_summary_row(keys, metric, models, stats, extra))
     return pd.DataFrame(out)
+
+
+def format_mean_std(mean: float, std: float) -> str:
+    """"0.912 ± 0.031" for a summary cell; "n/a" for NaN; -0.000 shown as 0.000."""
+    if mean != mean:
+        return "n/a"
+    mean = 0.0 if abs(mean) < 5e-4 else mean  # KLD of identical maps is -1e-16, not "-0.000"
+    return f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
 
 
 def variant_table(variants: Sequence["Variant"], labels: np.ndarray, device: str) -> "pd.DataFrame":

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -109,6 +109,19 @@ class JobStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         self.committed += 1
+
+    def get_or_compute(self, kind: str, key: str, compute: Callable[[], Job | None]) -> tuple[Job | None, bool]:
+        """The job `kind`/`key`: read back when it finished before (reused = True), else `compute()`d and
+        committed, then read back, so a fresh and a resumed run go through the same stored form. `compute`
+        returning None (a failed job) commits nothing: the next resume retries it. Returns (job, reused)."""
+        job = self.get(kind, key)
+        if job is not None:
+            return job, True
+        fresh = compute()
+        if fresh is None:
+            return None, False
+        self.put(kind, key, fresh)
+        return self.get(kind, key, count=False), False
 
     def clean_partials(self) -> int:
         """Remove half-written job directories a killed run left behind; returns how many."""

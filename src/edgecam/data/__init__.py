@@ -1,0 +1,30 @@
+"""Datasets: one module per kind, each with its `[data]` spec class and loader, registered in `DATASETS`
+(name -> `DatasetKind(spec, load)`); `load_data(spec)` gives the run's normalised `Datasets`.
+
+Kinds: "digits-clutter" (`digits_clutter.py`, generated from scikit-learn's bundled digits) and
+"image-folder" (`image_folder.py`, the user's images, optional Pascal-VOC boxes)."""
+
+from __future__ import annotations
+
+from edgecam.data.datasets import IMAGENET_MEAN, IMAGENET_STD, MEAN, STD, Datasets, TestShard, load_data, normalise
+from edgecam.data.spec import DATASETS, DEFAULT_KIND, DatasetKind, DataSpec, switch_kind
+from edgecam.data.digits_clutter import DigitsClutterDataSpec  # registers "digits-clutter"
+from edgecam.data.image_folder import ImageFolderDataSpec  # registers "image-folder"
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_KIND",
+    "DataSpec",
+    "DatasetKind",
+    "Datasets",
+    "DigitsClutterDataSpec",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImageFolderDataSpec",
+    "MEAN",
+    "STD",
+    "TestShard",
+    "load_data",
+    "normalise",
+    "switch_kind",
+]

@@ -33,17 +33,22 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
+from edgecam.data.datasets import MEAN, STD, Datasets, normalise
+from edgecam.data.spec import DATASETS, DatasetKind, DataSpec
 from edgecam.errors import ConfigError
 
 __all__ = [
     "DATASET_NAME",
     "SPLITS",
     "DigitsClutter",
+    "DigitsClutterDataSpec",
     "DigitsClutterSpec",
     "build_digits_clutter",
+    "load_digits_clutter_data",
 ]
 
 DATASET_NAME = "digits-clutter"
@@ -498,3 +503,53 @@ def build_digits_clutter(spec: DigitsClutterSpec, split: str) -> DigitsClutter:
         fragment_source_ids=fragment_source_ids,
         fragment_boxes=fragment_boxes,
     )
+
+
+# -- the `[data]` spec and loader of this kind (registered in edgecam.data.DATASETS) -----------------------
+
+
+@dataclass(frozen=True)
+class DigitsClutterDataSpec(DataSpec):
+    """`[data] name = "digits-clutter"`: the generator's canvas and digit size (pixels), test copies per
+    source digit (360 test images per copy); `seed` seeds the split and every placement. Normalised with
+    `MEAN` / `STD` unless mean / std are given."""
+
+    KIND: ClassVar[str] = DATASET_NAME
+
+    name: str = DATASET_NAME
+    canvas: int = 64
+    digit_size: int = 24
+    copies_test: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.canvas < _SOURCE_SIZE:
+            raise ConfigError(f"data.canvas: expected an integer >= {_SOURCE_SIZE} (pixels), got {self.canvas}")
+        if not _SOURCE_SIZE <= self.digit_size <= self.canvas:
+            raise ConfigError(f"data.digit_size: expected an integer from {_SOURCE_SIZE} to data.canvas ({self.canvas}): the digit is drawn whole "
+                              f"on the canvas; got data.digit_size = {self.digit_size} with data.canvas = {self.canvas}")
+        if self.copies_test < 1:
+            raise ConfigError(f"data.copies_test: expected a positive integer, got {self.copies_test}")
+
+    def generator_spec(self) -> DigitsClutterSpec:
+        """The `DigitsClutterSpec` this builds (the generator's other settings at their defaults)."""
+        return DigitsClutterSpec(canvas=self.canvas, digit_size=self.digit_size, seed=self.seed, copies_test=self.copies_test)
+
+
+def load_digits_clutter_data(spec: DigitsClutterDataSpec) -> Datasets:
+    """Both splits, normalised; the fingerprint covers both splits' generator fingerprints."""
+    from edgecam.cache import stable_hash
+
+    gen = spec.generator_spec()
+    train, test = build_digits_clutter(gen, "train"), build_digits_clutter(gen, "test")
+    mean, std = spec.mean or MEAN, spec.std or STD
+    return Datasets(
+        normalise(train.images, mean, std), train.labels, normalise(test.images, mean, std), test.labels, test.masks,
+        [str(i) for i in test.ids], stable_hash([train.fingerprint(), test.fingerprint()]), _N_CLASSES, mean, std,
+        {"dataset": DATASET_NAME, "canvas": spec.canvas, "digit_size": spec.digit_size, "seed": spec.seed, "copies_test": spec.copies_test,
+         "normalisation": {"mean": mean, "std": std}},
+        test_has_box=np.ones(len(test), dtype=bool),
+    )
+
+
+DATASETS.add(DATASET_NAME, DatasetKind(DigitsClutterDataSpec, load_digits_clutter_data))

@@ -32,10 +32,12 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
 import numpy as np
 
+from edgecam.data.datasets import IMAGENET_MEAN, IMAGENET_STD, Datasets, normalise
+from edgecam.data.spec import DATASETS, DatasetKind, DataSpec
 from edgecam.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -49,8 +51,10 @@ __all__ = [
     "ImageRecord",
     "ImageFolderIndex",
     "ImageFolderData",
+    "ImageFolderDataSpec",
     "index_image_folder",
     "load_image_folder",
+    "load_image_folder_data",
     "preprocess",
     "stratified_split",
     "read_voc_boxes",
@@ -534,6 +538,70 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0) ->
         test += members[:k].tolist()
         train += members[k:].tolist()
     return np.array(sorted(train), dtype=np.int64), np.array(sorted(test), dtype=np.int64)
+
+
+# -- the `[data]` spec and loader of this kind (registered in edgecam.data.DATASETS) -----------------------
+
+
+@dataclass(frozen=True)
+class ImageFolderDataSpec(DataSpec):
+    """`[data] name = "image-folder"`: the user's images at `path` (class folders, or `labels_csv`), optional
+    Pascal-VOC boxes in `boxes_dir` (both relative to `path` unless absolute), resized / centre-cropped to
+    `resize` / `crop`, split by `test_fraction` (stratified, by `seed`) into evaluated images and calibration /
+    QAT images; `num_classes` defaults to the number of classes found (set 1000 for ImageNet weights).
+    Normalised with ImageNet's mean / std unless given."""
+
+    KIND: ClassVar[str] = "image-folder"
+    RUN_TIME_STAND_INS: ClassVar[dict[str, Any]] = {"path": "."}  # --data DIR sets it
+
+    name: str = "image-folder"
+    path: Optional[str] = None
+    labels_csv: Optional[str] = None
+    boxes_dir: Optional[str] = None
+    resize: int = 256
+    crop: int = 224
+    test_fraction: float = 0.5
+    num_classes: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.path:
+            raise ConfigError("data.path: required for data.name = 'image-folder' (a folder of class folders, or images plus data.labels_csv); or pass --data DIR")
+        Preprocessing(self.resize, self.crop)  # data.resize / data.crop, checked where they are used
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"data.test_fraction: expected a number in (0, 1), got {self.test_fraction}")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ConfigError(f"data.num_classes: expected an integer >= 2, got {self.num_classes}")
+
+    def resolve(self, rel: Optional[str]) -> Optional[Path]:
+        """`labels_csv` / `boxes_dir` against `path` (absolute paths as they are)."""
+        if rel is None:
+            return None
+        p = Path(rel).expanduser()
+        return p if p.is_absolute() or self.path is None else Path(self.path).expanduser() / p
+
+
+def load_image_folder_data(spec: ImageFolderDataSpec) -> Datasets:
+    """Decode the folder, split it (stratified by `seed`), normalise; `test_has_box` from the box files."""
+    from edgecam.cache import stable_hash
+
+    folder = load_image_folder(Path(str(spec.path)).expanduser(), spec.resolve(spec.labels_csv), spec.resolve(spec.boxes_dir), spec.resize, spec.crop)
+    n_classes = spec.num_classes or folder.n_classes
+    if folder.labels.max() >= n_classes:
+        raise ConfigError(f"data.num_classes: {n_classes} classes, but {spec.path} has labels up to {int(folder.labels.max())} ({folder.n_classes} class names)")
+    train_idx, test_idx = stratified_split(folder.labels, spec.test_fraction, spec.seed)
+    train, test = folder.subset(train_idx), folder.subset(test_idx)
+    mean, std = spec.mean or IMAGENET_MEAN, spec.std or IMAGENET_STD
+    return Datasets(
+        normalise(train.images, mean, std), train.labels, normalise(test.images, mean, std), test.labels, test.masks, list(test.ids),
+        stable_hash([folder.fingerprint, spec.test_fraction, spec.seed, mean, std, n_classes]), n_classes, mean, std,
+        {"dataset": "image-folder", **folder.source, "class_names": folder.class_names, "test_images": len(test), "calibration_images": len(train),
+         "preprocessing": folder.preprocessing, "normalisation": {"mean": mean, "std": std}},
+        test_has_box=test.has_box,
+    )
+
+
+DATASETS.add(ImageFolderDataSpec.KIND, DatasetKind(ImageFolderDataSpec, load_image_folder_data))
 
 
 # -- a tiny real dataset from scikit-image's bundled photographs -----------------------------------------

@@ -31,11 +31,14 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from edgecam.devices.base import DEVICES, Device, DeviceError, JobFailed, RunResult
+from edgecam.devices.base import Device, DeviceError, DeviceTimeout, JobFailed, RunResult
 from edgecam.devices.benchmark_model import BenchmarkModelResult, benchmark_argv, parse_benchmark_output
 from edgecam.errors import ArtifactError
+
+if TYPE_CHECKING:
+    from edgecam.devices.inventory import DeviceSpec
 
 DEFAULT_WORKDIR = "/data/local/tmp/edgecam"
 ABI_ARCH = {"arm64-v8a": "aarch64", "armeabi-v7a": "armv7l", "armeabi": "armv5tel", "x86_64": "x86_64", "x86": "i686", "riscv64": "riscv64"}
@@ -60,7 +63,6 @@ def _tail(text: str, lines: int = 20) -> str:
     return "\n".join(kept) if kept else "(no output)"
 
 
-@DEVICES.register("adb")
 class AdbDevice(Device):
     """An Android device reached with `adb -s SERIAL`; files live under `workdir` (default /data/local/tmp/edgecam)."""
 
@@ -104,13 +106,28 @@ class AdbDevice(Device):
         self.transfer_timeout = transfer_timeout
         self._ready = False
 
+    @classmethod
+    def from_spec(cls, spec: "DeviceSpec", local_workdir: str | None = None) -> "AdbDevice":
+        return cls(spec.url, benchmark_model=spec.benchmark_model, workdir=spec.workdir, python=spec.python, name=spec.name)
+
     # -- adb plumbing -----------------------------------------------------------------------------------
     def _adb(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
-        """`adb -s SERIAL ARGS...` as a subprocess (argv list, stdin closed), output captured as text."""
-        return subprocess.run(
-            [self.adb, "-s", self.serial, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            errors="replace", timeout=timeout, check=False,
-        )
+        """`adb -s SERIAL ARGS...` as a subprocess (argv list, stdin closed), output captured as text.
+
+        Past `timeout` the adb client is killed and DeviceTimeout raised, naming the command (its tail: the
+        job directory of an agent run); the remote process may outlive the client.
+        """
+        try:
+            return subprocess.run(
+                [self.adb, "-s", self.serial, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                errors="replace", timeout=timeout, check=False,
+            )
+        except subprocess.TimeoutExpired:
+            command = " ".join(args)
+            command = command if len(command) <= 300 else "..." + command[-300:]
+            raise DeviceTimeout(
+                f"{self.name}: `adb {command}` timed out after {timeout:g} s; the adb client was killed (the command may still run on the device)"
+            ) from None
 
     def _ensure(self) -> None:
         """Check once that the device is attached, authorized and speaks the shell protocol (real exit codes)."""
@@ -169,7 +186,7 @@ class AdbDevice(Device):
     def run(self, argv: list[str], timeout: float | None = None) -> RunResult:
         """`adb -s SERIAL shell 'ARG0' 'ARG1' ...` as one quoted line; returncode is the remote exit status.
 
-        A timeout raises `subprocess.TimeoutExpired` (as LocalDevice does); the remote process may outlive it.
+        A timeout raises DeviceTimeout (as the local and SSH devices do); the remote process may outlive it.
         """
         if not argv:
             raise ValueError("run() needs a non-empty argv")
@@ -224,7 +241,7 @@ class AdbDevice(Device):
         """`rm -rf` a remote path (best effort: errors are ignored)."""
         try:
             self.shell(f"rm -rf {_q(self._absolute(remote))}", timeout=self.command_timeout)
-        except (DeviceError, ValueError, OSError, subprocess.SubprocessError):
+        except (DeviceError, ValueError, OSError):
             pass
 
     # -- facts --------------------------------------------------------------------------------------------
@@ -286,8 +303,8 @@ class AdbDevice(Device):
             argv = ["env", *(f"{k}={v}" for k, v in env.items()), *argv]
         try:
             res = self.shell(shell_command(argv) + " 2>&1", timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise JobFailed(f"{self.name}: benchmark_model did not finish within {timeout:.0f} s ({local.name})") from exc
+        except DeviceTimeout as exc:
+            raise DeviceTimeout(f"{self.name}: benchmark_model did not finish within {timeout:g} s ({local.name})") from exc
         if res.returncode != 0:
             raise JobFailed(f"{self.name}: benchmark_model exited {res.returncode} on {local.name}; last lines:\n{_tail(res.stdout + res.stderr)}")
         try:

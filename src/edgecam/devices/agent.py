@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional
 AGENT_PROTOCOL = 1
 
 
-def _peak_rss_bytes() -> int:
+def peak_rss_bytes() -> int:
     """Peak RSS of this process so far.
 
     Linux: VmHWM from /proc/self/status, the high-water mark of this process image. Not ru_maxrss: Linux
@@ -61,7 +61,7 @@ def _current_rss_bytes() -> int:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, AttributeError):
-        return _peak_rss_bytes()
+        return peak_rss_bytes()
 
 
 def apply_cpu_budget(cores: Optional[int]) -> Optional[List[int]]:
@@ -178,7 +178,7 @@ def run_job(job_dir: str) -> Dict[str, Any]:
         for batch in _batches(inputs[: max(1, int(job.get("batch_size", 1))) * 3], int(job.get("batch_size", 1))):
             rt.run({input_name: batch})
         result["rss_after_run_bytes"] = _current_rss_bytes()
-        result["peak_rss_bytes"] = _peak_rss_bytes()
+        result["peak_rss_bytes"] = peak_rss_bytes()
     elif mode == "run":
         bs = int(job.get("batch_size", 1))
         sample = np.ascontiguousarray(inputs[:bs])
@@ -232,7 +232,7 @@ def _read(path: str) -> str:
         return ""
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """CPU model name from /proc/cpuinfo ("model name" on x86, "Model"/"Hardware" or the part on ARM)."""
     fields: Dict[str, str] = {}
     for line in _read("/proc/cpuinfo").splitlines():
@@ -247,7 +247,8 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _ram_bytes() -> Optional[int]:
+def ram_bytes() -> Optional[int]:
+    """Total RAM (MemTotal of /proc/meminfo, else the physical page count); None where neither is known."""
     for line in _read("/proc/meminfo").splitlines():
         if line.startswith("MemTotal:"):
             return int(line.split()[1]) * 1024
@@ -257,7 +258,8 @@ def _ram_bytes() -> Optional[int]:
         return None
 
 
-def _os_name() -> str:
+def os_name() -> str:
+    """The OS's pretty name (/etc/os-release), else `platform.platform()`."""
     import platform
 
     for line in _read("/etc/os-release").splitlines():
@@ -266,7 +268,17 @@ def _os_name() -> str:
     return platform.platform()
 
 
-RUNTIME_MODULES = ("onnxruntime", "ai_edge_litert", "tflite_runtime", "tensorrt")
+#: backends probed for although no runtime adapter uses them yet (a Jetson's TensorRT; runtimes/tensorrt.py is
+#: planned): once an adapter declares them in its `modules`, they go from here
+UNADAPTED_MODULES = ("tensorrt",)
+
+
+def probed_modules() -> List[str]:
+    """The modules whose versions the probe reports: every registered runtime's, then UNADAPTED_MODULES."""
+    from edgecam.runtimes import runtime_modules
+
+    found = list(runtime_modules())
+    return found + [m for m in UNADAPTED_MODULES if m not in found]
 
 
 def _module_version(name: str) -> Optional[str]:
@@ -311,15 +323,15 @@ def probe() -> Dict[str, Any]:
     facts: Dict[str, Any] = {
         "protocol": AGENT_PROTOCOL,
         "arch": platform.machine(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "ram_bytes": _ram_bytes(),
-        "os": _os_name(),
+        "ram_bytes": ram_bytes(),
+        "os": os_name(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "numpy": _module_version("numpy"),
-        "runtimes": {name: _module_version(name) for name in RUNTIME_MODULES},
+        "runtimes": {name: _module_version(name) for name in probed_modules()},
     }
     board = _read("/proc/device-tree/model").strip("\x00\n ")
     if board:

@@ -15,8 +15,8 @@ from pathlib import Path
 import edgecam
 from edgecam.cache import atomic_write_bytes, cache_dir
 
-# Package-relative paths of everything the device side imports (a test runs the archive without torch).
-AGENT_MODULES = (
+# Package-relative paths of the device side's own modules; the runtimes' are added from their registry.
+CORE_MODULES = (
     "__init__.py",
     "errors.py",
     "registry.py",
@@ -24,12 +24,24 @@ AGENT_MODULES = (
     "devices/agent.py",
     "devices/tegrastats.py",
     "runtimes/__init__.py",
-    "runtimes/base.py",
-    "runtimes/onnxruntime.py",
-    "runtimes/litert.py",
-    "runtimes/null.py",
-    "runtimes/fault.py",
 )
+
+
+def agent_modules() -> tuple[str, ...]:
+    """Package-relative paths of everything the device side imports (a test runs the archive without torch):
+    CORE_MODULES, then the module of every class in each registered runtime's hierarchy (fault -> onnxruntime
+    -> base), so a newly registered runtime is shipped without being listed here."""
+    from edgecam.runtimes import RUNTIMES, runtime_class
+
+    paths = list(CORE_MODULES)
+    for name in RUNTIMES:
+        for klass in reversed(runtime_class(name).__mro__):
+            top, _, rest = klass.__module__.partition(".")
+            rel = rest.replace(".", "/") + ".py"
+            if top == "edgecam" and rel not in paths:
+                paths.append(rel)
+    return tuple(paths)
+
 
 MAIN = b"""import sys
 
@@ -47,7 +59,7 @@ def agent_archive_bytes() -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(zipfile.ZipInfo("__main__.py", _FIXED_TIME), MAIN)
-        for rel in AGENT_MODULES:
+        for rel in agent_modules():
             info = zipfile.ZipInfo(f"edgecam/{rel}", _FIXED_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, (root / rel).read_bytes())

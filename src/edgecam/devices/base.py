@@ -4,19 +4,23 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from edgecam.cache import stable_hash
 from edgecam.errors import EdgecamError
 from edgecam.registry import Registry
+
+if TYPE_CHECKING:
+    from edgecam.devices.inventory import DeviceSpec
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,11 @@ class DeviceError(EdgecamError):
 
 class JobFailed(EdgecamError):
     """The agent ran but the job failed on the device (runtime crash, bad artifact, ...)."""
+
+
+class DeviceTimeout(JobFailed, DeviceError):
+    """A command on the device ran past its timeout (a hung runtime, a stuck device). Every device raises this
+    one type for it, a JobFailed and a DeviceError, so a sweep records the job as failed and goes on."""
 
 
 def _digest(a: np.ndarray) -> list[Any]:
@@ -56,6 +65,21 @@ class Device:
 
     kind: ClassVar[str] = "device"
     name: str = "device"
+
+    @classmethod
+    def from_spec(cls, spec: "DeviceSpec", local_workdir: str | None = None) -> "Device":
+        """The device an inventory entry describes, not yet connected (`local_workdir`: where a local device
+        keeps its files when the entry sets no workdir)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the connection, if any (idempotent; a later call reconnects where the transport can)."""
+
+    def __enter__(self) -> "Device":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- primitives (per transport) -------------------------------------------------------------------
     def push(self, local: Path, remote: str) -> None:
@@ -161,7 +185,17 @@ class Device:
             return result, outputs
 
 
-DEVICES: Registry[type[Device]] = Registry("device")
+# URL scheme -> "module:Class", imported on first use (paramiko only for ssh, the adb client only for adb)
+DEVICES: Registry[str] = Registry("device scheme")
+DEVICES.add("local", "edgecam.devices.local:LocalDevice")
+DEVICES.add("ssh", "edgecam.devices.ssh:SSHDevice")
+DEVICES.add("adb", "edgecam.devices.adb:AdbDevice")
+
+
+def device_class(scheme: str) -> type[Device]:
+    """Import and return the Device class registered for `scheme` (unknown schemes list the known ones)."""
+    module, _, attr = DEVICES.get(scheme).partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def _exit_reason(code: int) -> str:

@@ -21,15 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from edgecam.devices.base import Device
+from edgecam.devices.base import DEVICES, Device, device_class
 from edgecam.errors import ConfigError, EdgecamError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-SCHEMES = ("local", "ssh", "adb")
 
 
 @dataclass(frozen=True)
@@ -54,9 +52,11 @@ class DeviceSpec:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        scheme = self.url.split("://", 1)[0] if "://" in self.url else self.url
-        if scheme not in SCHEMES:
-            raise ConfigError(f"devices.{self.name}.url: expected local, ssh://user@host[:port] or adb://SERIAL, got {self.url!r}")
+        if self.scheme not in DEVICES:
+            raise ConfigError(
+                f"devices.{self.name}.url: unknown scheme {self.scheme!r} in {self.url!r}; known: {', '.join(DEVICES.names())} "
+                "(local, ssh://user@host[:port] or adb://SERIAL)"
+            )
         for key in ("threads", "cores"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -101,7 +101,7 @@ def inventory_path(explicit: str | Path | None = None) -> Path | None:
 
 def load_inventory(path: str | Path | None = None) -> dict[str, DeviceSpec]:
     """Name -> DeviceSpec from the inventory file (plus the built-in "local"); errors name file and field."""
-    from edgecam.config import _build
+    from edgecam.config import build_spec
 
     devices = {"local": LOCAL}
     file = inventory_path(path)
@@ -120,7 +120,7 @@ def load_inventory(path: str | Path | None = None) -> dict[str, DeviceSpec]:
     seen: set[str] = set()
     for i, entry in enumerate(entries):
         try:
-            spec = _build(DeviceSpec, entry, f"devices[{i}]")
+            spec = build_spec(DeviceSpec, entry, f"devices[{i}]")
         except EdgecamError as exc:
             raise ConfigError(f"{file}: {exc}") from exc
         if spec.name in seen:
@@ -139,19 +139,6 @@ def get_device_spec(name: str, path: str | Path | None = None) -> DeviceSpec:
 
 
 def open_device(spec: DeviceSpec, local_workdir: str | None = None) -> Device:
-    """Connect-on-demand Device for `spec` (SSH connects on first use)."""
-    if spec.scheme == "local":
-        from edgecam.devices.local import LocalDevice
-
-        return LocalDevice(workdir=spec.workdir or local_workdir, python=spec.python, name=spec.name)
-    if spec.scheme == "ssh":
-        from edgecam.devices.ssh import SSHDevice
-
-        return SSHDevice(
-            spec.url, name=spec.name, key_file=spec.key_file, known_hosts=spec.known_hosts, host_key_check=spec.host_key_check,
-            python=spec.python or "python3", workdir=spec.workdir or ".cache/edgecam", connect_timeout=spec.connect_timeout_s,
-            retries=spec.retries, passphrase_env=spec.passphrase_env,
-        )
-    from edgecam.devices.adb import AdbDevice
-
-    return AdbDevice(spec.url.split("://", 1)[1], benchmark_model=spec.benchmark_model, workdir=spec.workdir, python=spec.python)
+    """Connect-on-demand Device for `spec`, made by the class registered for its URL scheme (SSH connects
+    on first use); `local_workdir` is where a local device keeps its files when `spec` sets no workdir."""
+    return device_class(spec.scheme).from_spec(spec, local_workdir)

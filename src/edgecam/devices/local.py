@@ -9,12 +9,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgecam.cache import cache_dir
-from edgecam.devices.base import DEVICES, Device, JobFailed, RunResult, copy_tree
+from edgecam.devices.base import Device, DeviceTimeout, RunResult, copy_tree
+
+if TYPE_CHECKING:
+    from edgecam.devices.inventory import DeviceSpec
 
 
-@DEVICES.register("local")
 class LocalDevice(Device):
     kind = "local"
 
@@ -22,6 +25,10 @@ class LocalDevice(Device):
         self.name = name
         self._workdir = Path(workdir) if workdir else cache_dir() / "local-device"
         self._python = python or sys.executable
+
+    @classmethod
+    def from_spec(cls, spec: "DeviceSpec", local_workdir: str | None = None) -> "LocalDevice":
+        return cls(workdir=spec.workdir or local_workdir, python=spec.python, name=spec.name)
 
     def workdir(self) -> str:
         return str(self._workdir)
@@ -43,7 +50,7 @@ class LocalDevice(Device):
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
         except subprocess.TimeoutExpired as exc:  # subprocess.run has killed the child
             stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-            raise JobFailed(f"{self.name}: {argv[-1]} timed out after {timeout} s and was killed; stderr:\n{stderr[-2000:]}") from None
+            raise DeviceTimeout(f"{self.name}: {argv[-1]} timed out after {timeout} s and was killed; stderr:\n{stderr[-2000:]}") from None
         return RunResult(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
 
     def exists(self, remote: str) -> bool:

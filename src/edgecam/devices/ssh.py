@@ -21,10 +21,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
-from edgecam.devices.base import DEVICES, Device, DeviceError, RunResult
+from edgecam.devices.base import Device, DeviceError, DeviceTimeout, RunResult
+
+if TYPE_CHECKING:
+    from edgecam.devices.inventory import DeviceSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,7 +75,6 @@ def _known_hosts_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-@DEVICES.register("ssh")
 class SSHDevice(Device):
     """A remote Linux device reached over SSH; the agent zipapp runs under its own Python."""
 
@@ -107,6 +109,14 @@ class SSHDevice(Device):
         self._client: Any = None
         self._sftp: Any = None
         self.reconnects = 0
+
+    @classmethod
+    def from_spec(cls, spec: "DeviceSpec", local_workdir: str | None = None) -> "SSHDevice":
+        return cls(
+            spec.url, name=spec.name, key_file=spec.key_file, known_hosts=spec.known_hosts, host_key_check=spec.host_key_check,
+            python=spec.python or "python3", workdir=spec.workdir or ".cache/edgecam", connect_timeout=spec.connect_timeout_s,
+            retries=spec.retries, passphrase_env=spec.passphrase_env,
+        )
 
     # -- connection -----------------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -242,7 +252,7 @@ class SSHDevice(Device):
                 if not transport.is_active() or (chan.closed and not chan.exit_status_ready()):
                     raise ConnectionLost(f"{self.name}: connection closed while running {command[:80]!r}")
                 if timeout is not None and time.perf_counter() - start > timeout:
-                    raise DeviceError(f"{self.name}: command timed out after {timeout} s: {command[:200]}")
+                    raise DeviceTimeout(f"{self.name}: command timed out after {timeout} s: {command[:200]}")
                 if not busy:
                     time.sleep(0.01)
         except BaseException:

@@ -16,7 +16,7 @@ All CAMs come out as (N, H, W) float32 at the input resolution, min-max normalis
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -27,16 +27,53 @@ if TYPE_CHECKING:
 
 
 class CamMethod:
-    """A CAM method; flags say what it needs (pytorch-grad-cam's `uses_gradients` idea)."""
+    """A CAM method. Its flags say what it needs (pytorch-grad-cam's `uses_gradients` idea) and `modes` where
+    it can run; the pipeline routes on these alone (no list of method names anywhere else).
+
+    modes[0] is the default mode; a gradient method also runs in "sim" (the host fake-quant graph)."""
 
     name: ClassVar[str]
-    mode: ClassVar[str]  # "mirror" | "surrogate"
+    modes: ClassVar[tuple[str, ...]]  # of "mirror" | "surrogate" | "sim"
     needs_activations: ClassVar[bool] = True
     needs_gradients: ClassVar[bool] = False
-    needs_forward: ClassVar[bool] = False
+    needs_forward: ClassVar[bool] = False  # runs inputs through the device session (Score-CAM, RISE)
+
+    def __init__(self, mode: str | None = None) -> None:
+        if mode is not None and mode not in self.modes:
+            raise ValueError(f"CAM method {self.name!r} runs in mode(s) {', '.join(self.modes)}, not {mode!r}")
+        self.run_mode = mode or self.modes[0]
+
+    @classmethod
+    def default_mode(cls) -> str:
+        return cls.modes[0]
 
     def __call__(self, ctx: "CamContext", features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
         raise NotImplementedError
+
+
+class ForwardSession(Protocol):
+    """What a CAM method needs from a device: its outputs for any number of inputs, and the logits of
+    images[i] * masks[i, k] composed wherever the session runs (`devices.session.DeviceSession` composes
+    them on the device; `HostForward` here, for a plain function)."""
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    def masked(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray: ...
+
+
+class HostForward:
+    """A `ForwardSession` over a plain function `x -> {"logits", ...}` (tests, host models): masked inputs
+    are composed on the host."""
+
+    def __init__(self, fn: Callable[[np.ndarray], dict[str, np.ndarray]]) -> None:
+        self.fn = fn
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return self.fn(x)
+
+    def masked(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """(N * K, classes) logits of images[i] * masks[i, k], image-major."""
+        return self.fn((images[:, None] * masks[:, :, None]).reshape(-1, *images.shape[1:]))["logits"]
 
 
 @dataclass
@@ -47,7 +84,7 @@ class CamContext:
     target_layer: str
     images: np.ndarray  # (N, C, H, W) normalised, as fed to the device
     batch_size: int = 32
-    forward: Optional[Callable[[np.ndarray], dict[str, np.ndarray]]] = None  # the device session
+    forward: Optional[ForwardSession] = None  # the device session (wrap a plain function in HostForward)
     sim_module: Optional["torch.nn.Module"] = None  # fake-quant graph of the artifact (ONNX QDQ), for "sim"
     seed: int = 0
     rise_masks: int = 1000
@@ -112,22 +149,24 @@ def gradient_cams(ctx: CamContext, kind: str, targets: Sequence[int], features: 
     return np.concatenate(out).astype(np.float32)
 
 
-def _mirror(kind: str, label: str) -> type[CamMethod]:
-    class Mirror(CamMethod):
-        name = f"{kind}"
-        mode = "mirror"
-        needs_gradients = True
-        __doc__ = f"{label} with device features injected at the target layer, gradients through the host head."
+class GradientCam(CamMethod):
+    """A gradient CAM of the `grad-cam` package. "mirror": the device's features injected at the target
+    layer, gradients through the host head; "sim": everything in the artifact's host fake-quant graph
+    (2403.09939's set-up). Subclasses set `name`, `kind` (the package's class) and `label`."""
 
-        def __call__(self, ctx: CamContext, features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
-            return gradient_cams(ctx, kind, targets, features)
+    modes = ("mirror", "sim")
+    needs_gradients = True
+    kind: ClassVar[str]
+    label: ClassVar[str]
 
-    Mirror.__name__ = f"Mirror_{kind}"
-    return Mirror
+    def __call__(self, ctx: "CamContext", features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
+        if self.run_mode == "sim":
+            return sim_gradient_cams(ctx, self.kind, targets)
+        return gradient_cams(ctx, self.kind, targets, features)
 
 
 for _kind, _label in [("gradcampp", "Grad-CAM++"), ("gradcam", "Grad-CAM"), ("xgradcam", "XGrad-CAM"), ("layercam", "LayerCAM"), ("hirescam", "HiResCAM")]:
-    CAM_METHODS.add(_kind, _mirror(_kind, _label))
+    CAM_METHODS.add(_kind, type(f"GradientCam_{_kind}", (GradientCam,), {"name": _kind, "kind": _kind, "label": _label, "__doc__": f"{_label}: {GradientCam.__doc__}"}))
 
 
 @CAM_METHODS.register("eigencam")
@@ -137,7 +176,7 @@ class EigenCam(CamMethod):
     Needs only the device's `features`: a surrogate CAM that never touches the host graph."""
 
     name = "eigencam"
-    mode = "surrogate"
+    modes = ("surrogate",)
 
     def __call__(self, ctx: CamContext, features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
         from pytorch_grad_cam.utils.image import scale_cam_image
@@ -182,26 +221,7 @@ def sim_gradient_cams(ctx: CamContext, kind: str, targets: Sequence[int]) -> np.
     return np.concatenate(out)
 
 
-def _sim(kind: str, label: str) -> type[CamMethod]:
-    class Sim(CamMethod):
-        name = f"{kind}"
-        mode = "sim"
-        needs_gradients = True
-        __doc__ = f"{label} computed in the host fake-quant simulation of the artifact (2403.09939's set-up)."
-
-        def __call__(self, ctx: CamContext, features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
-            return sim_gradient_cams(ctx, kind, targets)
-
-    Sim.__name__ = f"Sim_{kind}"
-    return Sim
-
-
-SIM_METHODS: Registry[type[CamMethod]] = Registry("sim CAM method")
-for _kind, _label in [("gradcampp", "Grad-CAM++"), ("gradcam", "Grad-CAM"), ("xgradcam", "XGrad-CAM"), ("layercam", "LayerCAM"), ("hirescam", "HiResCAM")]:
-    SIM_METHODS.add(_kind, _sim(_kind, _label))
-
-
-def _need_forward(ctx: CamContext, method: str) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+def _need_forward(ctx: CamContext, method: str) -> ForwardSession:
     if ctx.forward is None:
         raise ValueError(f"{method} needs a device session (CamContext.forward) to run masked inputs through")
     return ctx.forward
@@ -220,7 +240,7 @@ class ScoreCam(CamMethod):
     (raw logit scores, softmax weights, ReLU, min-max + resize), so the two agree on fp32."""
 
     name = "scorecam"
-    mode = "surrogate"
+    modes = ("surrogate",)
     needs_forward = True
     max_inputs_per_call = 16384  # masked inputs per device call: bounds host memory (16384 1-channel 64x64 masks = 268 MB)
 
@@ -237,10 +257,7 @@ class ScoreCam(CamMethod):
             lo, hi = a.min(axis=(2, 3), keepdims=True), a.max(axis=(2, 3), keepdims=True)
             masks = ((a - lo) / (hi - lo + np.float32(1e-8))).astype(np.float32)
             x = ctx.images[i : i + per_call].astype(np.float32)
-            if hasattr(forward, "masked"):  # a device session composes image x mask on the device
-                logits = forward.masked(x, masks).reshape(len(x), k, -1)
-            else:
-                logits = forward((x[:, None] * masks[:, :, None]).reshape(-1, *x.shape[1:]))["logits"].reshape(len(x), k, -1)
+            logits = forward.masked(x, masks).reshape(len(x), k, -1)  # a device session composes image x mask there
             scores = np.stack([_target_scores(logits[j], targets[i + j]) for j in range(len(x))])
             weights = np.exp(scores - scores.max(1, keepdims=True))
             weights /= weights.sum(1, keepdims=True)
@@ -292,7 +309,7 @@ class Rise(CamMethod):
     the fully black-box baseline: it uses nothing but the device's logits (softmax probabilities)."""
 
     name = "rise"
-    mode = "surrogate"
+    modes = ("surrogate",)
     needs_activations = False
     needs_forward = True
     keep_p = 0.5
@@ -311,8 +328,13 @@ class Rise(CamMethod):
 
 
 def cam_method(name: str, mode: str | None = None) -> CamMethod:
-    """Instance of the CAM method `name`; `mode="sim"` picks its fake-quant-simulation variant."""
-    return (SIM_METHODS if mode == "sim" else CAM_METHODS).get(name)()
+    """Instance of the CAM method `name` running in `mode` (default: the method's first mode)."""
+    return CAM_METHODS.get(name)(mode)
+
+
+def gradient_method_names() -> list[str]:
+    """The registered methods that take gradients through the host graph (what a host reference may be)."""
+    return [n for n in CAM_METHODS.names() if CAM_METHODS.get(n).needs_gradients]
 
 
 def reference_cams(ctx: CamContext, kind: str, targets: Sequence[int]) -> np.ndarray:

@@ -30,6 +30,7 @@ __all__ = [
     "Box",
     "box_from_mask",
     "box_iou",
+    "box_ious",
     "boxes_from_cam",
     "energy_pointing_game",
     "localisation_row",
@@ -191,6 +192,14 @@ def _ious(boxes: list[Box | None], gt: np.ndarray) -> np.ndarray:
     return out
 
 
+def box_ious(cam: np.ndarray, gt: Any, thresholds: Sequence[float] | np.ndarray = WSOL_THRESHOLDS) -> np.ndarray:
+    """(T,) IoU, at each threshold, of the CAM's box (`boxes_from_cam`) with the best-matching of the image's
+    ground-truth boxes (None, one inclusive box or a (K, 4) array); 0 where there is no box. The one
+    per-image step of MaxBoxAcc: `max_box_acc` and the pipeline's streamed WSOL counts both use it."""
+    t = _as_thresholds(thresholds)
+    return _ious(boxes_from_cam(cam, t), _gt_boxes(gt, 0))
+
+
 def max_box_acc(
     cams: np.ndarray | Sequence[np.ndarray],
     gt_boxes: Sequence[Any],
@@ -213,7 +222,7 @@ def max_box_acc(
         raise ValueError(f"{len(cams)} CAMs but {len(gt_boxes)} ground-truth entries: one per image is needed")
     if len(cams) == 0:
         raise ValueError("max_box_acc needs at least one image")
-    iou = np.stack([_ious(boxes_from_cam(cam, t), _gt_boxes(gt, i)) for i, (cam, gt) in enumerate(zip(cams, gt_boxes))])
+    iou = np.stack([_ious(boxes_from_cam(cam, t), _gt_boxes(gt, i)) for i, (cam, gt) in enumerate(zip(cams, gt_boxes))])  # = box_ious per image
     acc = (iou >= iou_threshold).mean(axis=0)
     best = int(np.argmax(acc))
     return {

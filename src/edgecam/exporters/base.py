@@ -9,7 +9,8 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping
 
 from edgecam.cache import atomic_write_json, sha256_file
 from edgecam.errors import ArtifactError, ConfigError
@@ -148,29 +149,154 @@ def write_manifest(directory: Path, model_file: Path, fields: dict[str, Any]) ->
 class Exporter:
     """Turns a host PyTorch model into an artifact of one format; declares the precisions it supports.
 
-    Subclasses implement `export`; the helpers below hold what every format shares (one fp32 conversion per
-    model, the seeded calibration subset, the common manifest fields)."""
+    `export` is the template every format shares: staging directory, one fp32 conversion per model (validated
+    against PyTorch), calibration subset, manifest. A format implements the hooks below it: `convert_fp32`,
+    `run_fp32`, `quantize`, `manifest_fields` (and `versions`), plus the class attributes."""
 
     format: ClassVar[str]
     supported: ClassVar[tuple[str, ...]]
-    # max abs difference vs PyTorch that the fp32 artifact must meet (optimum's ATOL_FOR_VALIDATION)
+    suffix: ClassVar[str]  # model file suffix, e.g. ".onnx"
+    # the fp32 conversion must match PyTorch per output within atol_fp32 + rtol_fp32 x max |PyTorch output|
+    # (optimum's ATOL_FOR_VALIDATION; the relative part because deep nets accumulate fp32 round-off: random
+    # ResNet50 features differ by ~7e-4 at a scale of ~8, 1e-4 x the scale)
     atol_fp32: ClassVar[float] = 1e-4
+    rtol_fp32: ClassVar[float] = 1e-3
+    probe_images: ClassVar[int] = 2  # images the fp32 validation runs
+    # the host can run the artifact's own (fake-quant) graph, so gradient CAMs also run in "sim" mode there
+    # (`exporters/quantize/graph.py` for QDQ ONNX; 2403.09939's host simulation)
+    host_simulation: ClassVar[bool] = False
+    fp32_spec_fields: ClassVar[tuple[str, ...]] = ()  # ExportSpec fields the fp32 conversion depends on
+    fp32_quantization: ClassVar[Mapping[str, Any]] = MappingProxyType({"method": "none"})  # manifest entry at fp32
 
     def __init__(self) -> None:
-        self._fp32_memo: dict[tuple[Any, ...], bytes] = {}
+        self._fp32_memo: dict[tuple[Any, ...], tuple[bytes, dict[str, Any]]] = {}
 
-    def export(self, model: "torch.nn.Module", info: ModelInfo, spec: ExportSpec, out_dir: Path, calib: CalibData | None = None) -> Artifact:
+    def export(
+        self,
+        model: "torch.nn.Module",
+        info: ModelInfo,
+        spec: ExportSpec,
+        out_dir: str | os.PathLike[str],
+        calib: CalibData | None = None,
+        progress: Callable[[str, float], None] | None = None,
+    ) -> Artifact:
+        """Write `out_dir/model<suffix>` + `manifest.json` atomically; nothing is left behind on failure."""
+        self.check_supported(spec)
+        out_dir = Path(out_dir)
+        images = None if spec.precision == "fp32" else calibration_subset(calib, info, spec)
+        with staging_dir(out_dir) as tmp:
+            fp32 = tmp / f"fp32{self.suffix}"
+            validation = self.fp32_file(model, info, spec, fp32, calib)
+            final = tmp / f"model{self.suffix}"
+            if images is None:
+                fp32.rename(final)
+                quant_info = dict(self.fp32_quantization)
+            else:
+                quant_info = self.quantize(fp32, final, spec, images, calib, info, progress)
+                fp32.unlink(missing_ok=True)
+            fields = {
+                **common_manifest_fields(model, info, spec),
+                "format": self.format,
+                **self.manifest_fields(model, info, spec, final, quant_info),
+                "quantization": quant_info,
+                "versions": self.versions(),
+                "validation": validation,
+            }
+            write_manifest(tmp, final, fields)
+        return Artifact.load(out_dir)
+
+    @classmethod
+    def check_supported(cls, spec: ExportSpec) -> None:
+        """Raise ConfigError unless this format can export `spec.precision`."""
+        if spec.precision not in cls.supported:
+            raise ConfigError(f"export format {cls.format!r} does not support precision {spec.precision!r}; supported: {', '.join(cls.supported)}")
+
+    def fp32_file(self, model: "torch.nn.Module", info: ModelInfo, spec: ExportSpec, path: Path, calib: CalibData | None = None) -> dict[str, Any]:
+        """Write the fp32 conversion of `model` to `path`, converting and validating once per model: every
+        precision starts from the same fp32 file (the last model's bytes are kept in memory). Returns the
+        validation record for the manifest."""
+        memo_key = (id(model), info.checkpoint_sha256, *(getattr(spec, f) for f in self.fp32_spec_fields))
+        if memo_key in self._fp32_memo:
+            data, validation = self._fp32_memo[memo_key]
+            path.write_bytes(data)
+        else:
+            self.convert_fp32(model, info, spec, path)
+            validation = self.validate_fp32(model, info, path, probe_inputs(info, calib, self.probe_images, spec.seed))
+            self._fp32_memo = {memo_key: (path.read_bytes(), validation)}
+        return dict(validation)
+
+    def validate_fp32(self, model: "torch.nn.Module", info: ModelInfo, path: Path, x: "np.ndarray") -> dict[str, Any]:
+        """Run `x` through the fp32 file in the format's runtime and through PyTorch; raise ArtifactError if an
+        output's max abs difference exceeds `atol_fp32 + rtol_fp32 x max |PyTorch output|`. Returns the
+        manifest's `validation` record (the measured differences)."""
+        import numpy as np
+        import torch
+
+        probe = two_output_module(model, info.target_layer)
+        try:
+            with torch.no_grad():
+                ref = [t.numpy() for t in probe(torch.from_numpy(x))]
+        finally:
+            probe.handle.remove()
+        got = self.run_fp32(path, x)
+        diffs: dict[str, float] = {}
+        tols: dict[str, float] = {}
+        for name, want, have in zip(("logits", "features"), ref, got):
+            have = np.asarray(have)
+            what = f"{self.format} fp32 conversion of model {info.name!r}"
+            if have.shape != want.shape:
+                raise ArtifactError(f"{what}: {name} has shape {list(have.shape)}, PyTorch {list(want.shape)}")
+            scale = float(np.abs(want).max())
+            diffs[name] = float(np.abs(have.astype(np.float64) - want).max())
+            tols[name] = self.atol_fp32 + self.rtol_fp32 * scale
+            if not diffs[name] <= tols[name]:  # also catches NaN
+                raise ArtifactError(
+                    f"{what} does not match PyTorch: {name} max abs diff {diffs[name]:.3g} > tolerance {tols[name]:.3g} "
+                    f"(atol_fp32 {self.atol_fp32:g} + rtol_fp32 {self.rtol_fp32:g} x max |{name}| {scale:.3g}) on {len(x)} probe images"
+                )
+        return {"max_abs_diff": diffs, "tolerance": tols, "atol": self.atol_fp32, "rtol": self.rtol_fp32, "probe_images": len(x)}
+
+    # ---- hooks a format implements ----
+
+    def convert_fp32(self, model: "torch.nn.Module", info: ModelInfo, spec: ExportSpec, path: Path) -> None:
+        """Write the fp32 two-output conversion (`logits`, `features`) of `model` to `path`."""
         raise NotImplementedError
 
-    def fp32_file(self, model: "torch.nn.Module", info: ModelInfo, path: Path, convert: Callable[[Path], None], *key: Any) -> None:
-        """Write the fp32 conversion of `model` to `path`, converting once per model: every precision starts
-        from the same fp32 file (the last model's bytes are kept in memory)."""
-        memo_key = (id(model), info.checkpoint_sha256, *key)
-        if memo_key in self._fp32_memo:
-            path.write_bytes(self._fp32_memo[memo_key])
-        else:
-            convert(path)
-            self._fp32_memo = {memo_key: path.read_bytes()}
+    def run_fp32(self, path: Path, x: "np.ndarray") -> tuple["np.ndarray", "np.ndarray"]:
+        """(logits, features) of the fp32 file at `path` for the normalised batch `x`, in the format's runtime."""
+        raise NotImplementedError
+
+    def quantize(
+        self,
+        fp32_path: Path,
+        out_path: Path,
+        spec: ExportSpec,
+        calib_images: "np.ndarray",
+        calib: CalibData | None,
+        info: ModelInfo,
+        progress: Callable[[str, float], None] | None,
+    ) -> dict[str, Any]:
+        """Write the `spec.precision` model quantized from `fp32_path` to `out_path`; returns the manifest's
+        `quantization` entry. Only called for precisions other than fp32."""
+        raise NotImplementedError
+
+    def manifest_fields(self, model: "torch.nn.Module", info: ModelInfo, spec: ExportSpec, final_path: Path, quant_info: dict[str, Any]) -> dict[str, Any]:
+        """Format-specific manifest fields (`precision_effective`, `input`, ...), placed after `format`."""
+        raise NotImplementedError
+
+    def versions(self) -> dict[str, str]:
+        """The manifest's `versions` entry: the packages this format's export depends on."""
+        return {}
+
+
+def probe_inputs(info: ModelInfo, calib: CalibData | None, n: int, seed: int = 0) -> "np.ndarray":
+    """The fp32 validation batch: the first `n` calibration images if given, else seeded standard normal
+    inputs of `info.input_shape` (normalised inputs are roughly that)."""
+    import numpy as np
+
+    if calib is not None and len(calib.images) > 0:
+        return np.ascontiguousarray(calib.images[:n], dtype=np.float32)
+    return np.random.default_rng(seed).standard_normal((n, *info.input_shape)).astype(np.float32)
 
 
 def two_output_module(model: "torch.nn.Module", target_layer: str) -> "torch.nn.Module":

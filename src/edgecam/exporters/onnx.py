@@ -23,20 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from edgecam.errors import ArtifactError
-from edgecam.exporters.base import (
-    EXPORTERS,
-    Artifact,
-    CalibData,
-    Exporter,
-    ExportSpec,
-    ModelInfo,
-    calibration_subset,
-    common_manifest_fields,
-    input_spec,
-    staging_dir,
-    two_output_module,
-    write_manifest,
-)
+from edgecam.exporters.base import EXPORTERS, CalibData, Exporter, ExportSpec, ModelInfo, input_spec, two_output_module
 
 if TYPE_CHECKING:
     import torch
@@ -190,65 +177,67 @@ class OnnxExporter(Exporter):
 
     format = "onnx"
     supported = ("fp32", "int16", "int8")
+    suffix = ".onnx"
     atol_fp32 = 1e-4
+    host_simulation = True
+    fp32_spec_fields = ("opset",)
 
-    def export(
+    def convert_fp32(self, model: "torch.nn.Module", info: ModelInfo, spec: ExportSpec, path: Path) -> None:
+        export_fp32(model, info, path, spec.opset)
+
+    def run_fp32(self, path: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ONNX Runtime (the deployed adapter, CPU provider, default optimisation) on the fp32 graph."""
+        from edgecam.runtimes.onnxruntime import OnnxRuntime
+
+        with OnnxRuntime(str(path)) as rt:
+            out = rt.run({"input": x})
+        return out["logits"], out["features"]
+
+    def quantize(
         self,
-        model: "torch.nn.Module",
-        info: ModelInfo,
+        fp32_path: Path,
+        out_path: Path,
         spec: ExportSpec,
-        out_dir: Path,
-        calib: CalibData | None = None,
-        progress: Callable[[str, float], None] | None = None,
-    ) -> Artifact:
-        """Write `out_dir/model.onnx` + `manifest.json` atomically; nothing is left behind on failure."""
+        calib_images: np.ndarray,
+        calib: CalibData | None,
+        info: ModelInfo,
+        progress: Callable[[str, float], None] | None,
+    ) -> dict[str, Any]:
+        """QDQ layout with MinMax scales, then (`quant = "qat"`) fine-tuned scales and weights."""
+        qdq = out_path.with_name("qdq" + self.suffix)
+        weight_range = resolve_weight_range(spec.int8_weight_range) if spec.precision == "int8" else "full"
+        quantize_qdq(fp32_path, qdq, spec.precision, calib_images, weight_range)
+        quant_info: dict[str, Any] = {
+            "weight_range": weight_range,
+            "method": spec.quant,
+            "activation_dtype": spec.precision,
+            "weight_dtype": spec.precision,
+            "weights": "per-channel symmetric",
+            "activations": "per-tensor asymmetric",
+            "calibration": f"MinMax on {len(calib_images)} training images (seed {spec.seed})",
+        }
+        if spec.quant == "qat":
+            from edgecam.exporters.quantize.qat import qat_finetune
+
+            assert calib is not None  # calibration_subset checked it
+            stats = qat_finetune(fp32_path, qdq, out_path, calib, spec, name=f"{info.name}-{spec.precision}", progress=progress)
+            quant_info.update(stats)
+            quant_info["scales_from"] = "qat (learned, written into the QDQ graph)"
+        else:
+            qdq.rename(out_path)
+            quant_info["scales_from"] = "ptq calibration"
+        qdq.unlink(missing_ok=True)
+        return quant_info
+
+    def manifest_fields(self, model: "torch.nn.Module", info: ModelInfo, spec: ExportSpec, final_path: Path, quant_info: dict[str, Any]) -> dict[str, Any]:
+        import onnx
+
+        opset = next((o.version for o in onnx.load(str(final_path), load_external_data=False).opset_import if o.domain in ("", "ai.onnx")), spec.opset)
+        return {"precision_effective": spec.precision, "opset": opset, "input": input_spec("input", ["batch", *info.input_shape], "float32", info)}
+
+    def versions(self) -> dict[str, str]:
         import onnx
         import onnxruntime
         import torch
 
-        out_dir = Path(out_dir)
-        quant_info: dict[str, Any] = {"method": "none"}
-        with staging_dir(out_dir) as tmp:
-            fp32 = tmp / "fp32.onnx"
-            self.fp32_file(model, info, fp32, lambda p: export_fp32(model, info, p, spec.opset), spec.opset)
-            final = tmp / "model.onnx"
-            if spec.precision == "fp32":
-                fp32.rename(final)
-            else:
-                images = calibration_subset(calib, info, spec)
-                qdq = tmp / "qdq.onnx"
-                weight_range = resolve_weight_range(spec.int8_weight_range) if spec.precision == "int8" else "full"
-                quantize_qdq(fp32, qdq, spec.precision, images, weight_range)
-                quant_info = {
-                    "weight_range": weight_range,
-                    "method": spec.quant,
-                    "activation_dtype": spec.precision,
-                    "weight_dtype": spec.precision,
-                    "weights": "per-channel symmetric",
-                    "activations": "per-tensor asymmetric",
-                    "calibration": f"MinMax on {len(images)} training images (seed {spec.seed})",
-                }
-                if spec.quant == "qat":
-                    from edgecam.exporters.quantize.qat import qat_finetune
-
-                    assert calib is not None  # calibration_subset checked it
-                    stats = qat_finetune(fp32, qdq, final, calib, spec, name=f"{info.name}-{spec.precision}", progress=progress)
-                    quant_info.update(stats)
-                    quant_info["scales_from"] = "qat (learned, written into the QDQ graph)"
-                else:
-                    qdq.rename(final)
-                    quant_info["scales_from"] = "ptq calibration"
-                fp32.unlink(missing_ok=True)
-                qdq.unlink(missing_ok=True)
-            opset = next((o.version for o in onnx.load(str(final), load_external_data=False).opset_import if o.domain in ("", "ai.onnx")), spec.opset)
-            fields = {
-                **common_manifest_fields(model, info, spec),
-                "format": "onnx",
-                "precision_effective": spec.precision,
-                "opset": opset,
-                "input": input_spec("input", ["batch", *info.input_shape], "float32", info),
-                "quantization": quant_info,
-                "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
-            }
-            write_manifest(tmp, final, fields)
-        return Artifact.load(out_dir)
+        return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}

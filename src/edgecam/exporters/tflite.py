@@ -11,25 +11,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from edgecam.errors import ArtifactError
-from edgecam.exporters.base import (
-    EXPORTERS,
-    Artifact,
-    CalibData,
-    Exporter,
-    ExportSpec,
-    ModelInfo,
-    calibration_subset,
-    common_manifest_fields,
-    input_spec,
-    staging_dir,
-    two_output_module,
-    write_manifest,
-)
+from edgecam.exporters.base import EXPORTERS, CalibData, Exporter, ExportSpec, ModelInfo, input_spec, two_output_module
 from edgecam.exporters.onnx import quiet
 
 if TYPE_CHECKING:
@@ -115,55 +103,57 @@ class TfliteExporter(Exporter):
 
     format = "tflite"
     supported = ("fp32", "int16", "int8")
+    suffix = ".tflite"
     atol_fp32 = 1e-4
+    fp32_quantization = MappingProxyType({"method": "none", "quant_method": "none"})
 
-    def export(
+    def convert_fp32(self, model: "torch.nn.Module", info: ModelInfo, spec: ExportSpec, path: Path) -> None:
+        convert_fp32(model, info, path)
+
+    def run_fp32(self, path: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """LiteRT (the deployed adapter, XNNPACK on) on the fp32 .tflite, one image per invoke."""
+        from edgecam.runtimes.litert import LiteRtRuntime
+
+        with quiet(), LiteRtRuntime(str(path)) as rt:
+            out = rt.run({"input": x})
+        return out["logits"], out["features"]
+
+    def quantize(
         self,
-        model: "torch.nn.Module",
-        info: ModelInfo,
+        fp32_path: Path,
+        out_path: Path,
         spec: ExportSpec,
-        out_dir: Path,
-        calib: CalibData | None = None,
-        progress: Callable[[str, float], None] | None = None,
-    ) -> Artifact:
-        """Write `out_dir/model.tflite` + `manifest.json` atomically; nothing is left behind on failure."""
-        out_dir = Path(out_dir)
-        quant: dict[str, Any] = {"method": "none", "quant_method": "none"}
-        with staging_dir(out_dir) as tmp:
-            fp32 = tmp / "fp32.tflite"
-            self.fp32_file(model, info, fp32, lambda p: convert_fp32(model, info, p))
-            final = tmp / "model.tflite"
-            if spec.precision == "fp32":
-                fp32.rename(final)
-            else:
-                images = calibration_subset(calib, info, spec)
-                try:
-                    quantize_tflite(fp32, final, spec.precision, images)
-                except Exception as exc:
-                    raise ArtifactError(f"TFLite {spec.precision} quantization of model {info.name!r} failed: {type(exc).__name__}: {exc}") from exc
-                fp32.unlink()
-                quant = {
-                    "method": "ptq",
-                    "quant_method": "ptq",
-                    "recipe": RECIPES[spec.precision],
-                    "activation_dtype": spec.precision,
-                    "weight_dtype": "int8",
-                    "calibration": f"min/max over {len(images)} training images (seed {spec.seed}; true extrema, not the quantizer's moving average)",
-                    "why_not_qat_ranges": "ai-edge-quantizer calibration is keyed by TFLite tensor names, not mapped from the QDQ ONNX graph",
-                }
-            fields = {
-                **common_manifest_fields(model, info, spec),
-                "format": "tflite",
-                # TFLite's 16-bit tier is 16x8: int16 activations, int8 weights
-                "precision_effective": {"fp32": "fp32", "int8": "int8", "int16": "int16x8"}[spec.precision],
-                "output_names": OUTPUT_NAMES,
-                "signature": SIGNATURE,
-                "input": input_spec("args_0", [1, *info.input_shape], "float32" if spec.precision == "fp32" else spec.precision, info),
-                "quantization": quant,
-                "versions": _versions(),
-            }
-            write_manifest(tmp, final, fields)
-        return Artifact.load(out_dir)
+        calib_images: np.ndarray,
+        calib: CalibData | None,
+        info: ModelInfo,
+        progress: Callable[[str, float], None] | None,
+    ) -> dict[str, Any]:
+        """ai-edge-quantizer static quantization with true min / max calibration (PTQ; see the module doc)."""
+        try:
+            quantize_tflite(fp32_path, out_path, spec.precision, calib_images)
+        except Exception as exc:
+            raise ArtifactError(f"TFLite {spec.precision} quantization of model {info.name!r} failed: {type(exc).__name__}: {exc}") from exc
+        return {
+            "method": "ptq",
+            "quant_method": "ptq",
+            "recipe": RECIPES[spec.precision],
+            "activation_dtype": spec.precision,
+            "weight_dtype": "int8",
+            "calibration": f"min/max over {len(calib_images)} training images (seed {spec.seed}; true extrema, not the quantizer's moving average)",
+            "why_not_qat_ranges": "ai-edge-quantizer calibration is keyed by TFLite tensor names, not mapped from the QDQ ONNX graph",
+        }
+
+    def manifest_fields(self, model: "torch.nn.Module", info: ModelInfo, spec: ExportSpec, final_path: Path, quant_info: dict[str, Any]) -> dict[str, Any]:
+        return {
+            # TFLite's 16-bit tier is 16x8: int16 activations, int8 weights
+            "precision_effective": {"fp32": "fp32", "int8": "int8", "int16": "int16x8"}[spec.precision],
+            "output_names": OUTPUT_NAMES,
+            "signature": SIGNATURE,
+            "input": input_spec("args_0", [1, *info.input_shape], "float32" if spec.precision == "fp32" else spec.precision, info),
+        }
+
+    def versions(self) -> dict[str, str]:
+        return _versions()
 
 
 def _versions() -> dict[str, str]:

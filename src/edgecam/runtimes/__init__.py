@@ -1,10 +1,15 @@
 """Runtime registry. Entries are "module:Class" strings, imported on first use so that neither the host
-nor the device agent imports a backend it does not run (onnxruntime, ai_edge_litert, tensorrt, ...)."""
+nor the device agent imports a backend it does not run (onnxruntime, ai_edge_litert, tensorrt, ...).
+
+What a runtime can do is declared once, on its class (`format`, `modules`), and read from there through
+`runtime_format` and `runtime_modules`: importing a runtime module imports numpy and edgecam.runtimes.base,
+never the backend (see runtimes/base.py).
+"""
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Type
+from typing import TYPE_CHECKING, List, Tuple, Type
 
 from edgecam.registry import Registry
 
@@ -17,11 +22,22 @@ RUNTIMES.add("litert", "edgecam.runtimes.litert:LiteRtRuntime")
 RUNTIMES.add("null", "edgecam.runtimes.null:NullRuntime")
 RUNTIMES.add("fault", "edgecam.runtimes.fault:FaultRuntime")  # onnxruntime with injected faults (harness tests)
 
-# which artifact format each runtime loads
-RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite", "null": "*", "fault": "onnx"}
-
 
 def runtime_class(name: str) -> "Type[Runtime]":
     """Import and return the Runtime class registered as `name` (unknown names list the known ones)."""
     module, _, attr = RUNTIMES.get(name).partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def runtime_format(name: str) -> str:
+    """The artifact format the runtime `name` loads ("onnx", "tflite", ... or "*" for any)."""
+    return runtime_class(name).format
+
+
+def runtime_modules() -> Tuple[str, ...]:
+    """Every backend module some registered runtime can use, once each, in registry order: what the agent
+    probes a device for."""
+    seen: List[str] = []
+    for name in RUNTIMES:
+        seen.extend(m for m in runtime_class(name).modules if m not in seen)
+    return tuple(seen)

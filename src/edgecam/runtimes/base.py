@@ -1,22 +1,35 @@
 """The Runtime interface: load an artifact, run a batch, return {"logits", "features"}.
 
 Device-side code: imports only the standard library and numpy, runs on Python >= 3.8 (boards ship their own
-Python), so no PEP 604 unions at runtime and no torch.
+Python), so no PEP 604 unions at runtime and no torch. A runtime module imports its backend lazily (in `_load`
+and the class methods), never at module level: the host reads `format` and `modules` from the class, and the
+agent's probe imports every runtime module, without either importing a backend.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
-from typing import Any, ClassVar, Dict, Optional
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
 import numpy as np
 
 
+#: the `format` of a runtime that loads any artifact (the null runtime)
+ANY_FORMAT = "*"
+
+
 class Runtime:
-    """One loaded model. Subclasses set `name`, implement `_load`, `run` and `is_available`."""
+    """One loaded model. Subclasses set `name`, `format` and `modules`, and implement `_load` and `run`."""
 
     name: ClassVar[str] = "runtime"
+    #: the artifact format it loads ("onnx", "tflite", ...; ANY_FORMAT for every one): the sweep pairs
+    #: runtimes with artifacts by it
+    format: ClassVar[str]
+    #: the backend's importable modules, preferred first, any one of which suffices (what the agent's probe
+    #: looks for on a device); empty for a runtime that needs no backend
+    modules: ClassVar[Tuple[str, ...]] = ()
 
     def __init__(self, model_path: str, threads: Optional[int] = None, **options: Any) -> None:
         self.model_path = str(model_path)
@@ -45,7 +58,14 @@ class Runtime:
 
     @classmethod
     def is_available(cls) -> bool:
-        return True
+        """Whether one of `modules` imports here (always, for a runtime without a backend)."""
+        for module in cls.modules:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                continue
+            return True
+        return not cls.modules
 
     @classmethod
     def version(cls) -> str:

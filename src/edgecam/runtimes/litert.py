@@ -13,11 +13,15 @@ from edgecam.runtimes.base import Runtime
 
 
 def _interpreter_module() -> Any:
-    try:
-        from ai_edge_litert import interpreter
-    except ImportError:
-        from tflite_runtime import interpreter  # type: ignore[import-not-found,no-redef]
-    return interpreter
+    """The `interpreter` module of the first of `LiteRtRuntime.modules` that imports."""
+    import importlib
+
+    for package in LiteRtRuntime.modules:
+        try:
+            return importlib.import_module(package + ".interpreter")
+        except ImportError:
+            continue
+    raise ImportError("LiteRT: none of %s is installed (pip install ai-edge-litert)" % ", ".join(LiteRtRuntime.modules))
 
 
 def load_interpreter(path: str, threads: Optional[int] = None, xnnpack: bool = True) -> Any:
@@ -53,6 +57,8 @@ class LiteRtRuntime(Runtime):
     """One .tflite model through its signature runner; batches run one sample at a time (batch 1 graphs)."""
 
     name = "litert"
+    format = "tflite"
+    modules = ("ai_edge_litert", "tflite_runtime")  # packages with an `interpreter` module, tried in this order
 
     def _load(self) -> None:
         self.xnnpack = bool(self.options.get("xnnpack", True))
@@ -85,18 +91,10 @@ class LiteRtRuntime(Runtime):
         self.__dict__.pop("interp", None)
 
     @classmethod
-    def is_available(cls) -> bool:
-        try:
-            _interpreter_module()
-        except ImportError:
-            return False
-        return True
-
-    @classmethod
     def version(cls) -> str:
         import importlib
 
-        for dist in ("ai_edge_litert", "tflite_runtime"):
+        for dist in cls.modules:
             try:
                 return "%s %s" % (dist, getattr(importlib.import_module(dist), "__version__", "?"))
             except ImportError:

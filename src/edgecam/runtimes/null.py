@@ -7,11 +7,12 @@ from typing import Dict
 
 import numpy as np
 
-from edgecam.runtimes.base import Runtime
+from edgecam.runtimes.base import ANY_FORMAT, Runtime
 
 
 class NullRuntime(Runtime):
     name = "null"
+    format = ANY_FORMAT  # reads only the manifest's output shapes, never the model file
 
     def _load(self) -> None:
         shapes = self.manifest.get("output_shapes")

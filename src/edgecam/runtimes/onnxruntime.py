@@ -13,6 +13,8 @@ class OnnxRuntime(Runtime):
     """`onnxruntime.InferenceSession` with explicit threads / providers / graph optimisation level."""
 
     name = "onnxruntime"
+    format = "onnx"
+    modules = ("onnxruntime",)
 
     def _load(self) -> None:
         import onnxruntime as ort
@@ -56,14 +58,6 @@ class OnnxRuntime(Runtime):
 
     def close(self) -> None:
         self.__dict__.pop("session", None)
-
-    @classmethod
-    def is_available(cls) -> bool:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return False
-        return True
 
     @classmethod
     def version(cls) -> str:

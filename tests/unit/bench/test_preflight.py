@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from edgecam.bench.sweep import preflight
+from edgecam.bench.prepare import preflight
 from edgecam.config import ModelSpec, RunConfig
 from edgecam.errors import ArtifactError, ConfigError
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from edgecam.config import RunConfig, default_config_path, load_config
+from edgecam.config import BenchSpec, RunConfig, apply_overrides, build_spec, config_from_dict, default_config_path, load_config
+from edgecam.data import DataSpec, DigitsClutterDataSpec, ImageFolderDataSpec
 from edgecam.errors import ConfigError
 
 
@@ -53,6 +55,19 @@ def test_frozen() -> None:
         ('[explain]\nbootstrap = 10\n', "explain.bootstrap: expected at least 100 resamples, got 10"),
         ('[[models]]\nname = "tinycnn"\nshift_copies = -1\n', "models.shift_copies (tinycnn): expected an integer >= 0, got -1"),
         ('[data]\ncopies_test = 0\n', "data.copies_test: expected a positive integer, got 0"),
+        # [data]: each dataset kind validates its own fields
+        ('[data]\nname = "digits-clutter"\nresize = 256\n', "data.resize: not a setting of data.name = 'digits-clutter' (its settings: canvas, copies_test, digit_size, limit, mean, name, seed, std); resize is a setting of data.name = 'image-folder'"),
+        ('[data]\nname = "digits-clutter"\ncrop = 224\n', "data.crop: not a setting of data.name = 'digits-clutter'"),
+        ('[data]\nname = "digits-clutter"\ntest_fraction = 0.3\n', "data.test_fraction: not a setting of data.name = 'digits-clutter'"),
+        ('[data]\nname = "image-folder"\npath = "x"\ncanvas = 32\n', "data.canvas: not a setting of data.name = 'image-folder'"),
+        ('[data]\ncanvas = 16\ndigit_size = 40\n', "data.digit_size: expected an integer from 8 to data.canvas (16): the digit is drawn whole on the canvas; got data.digit_size = 40 with data.canvas = 16"),
+        ('[data]\nname = "coco"\n', "data.name: unknown dataset 'coco'; known datasets: digits-clutter, image-folder"),
+        ('[data]\nname = 3\n', "data.name: expected str, got int 3"),
+        ('[data]\ncrop = 300\n', "data.crop: expected at most data.resize (256) so the centre crop needs no padding, got 300 (held for data.name = 'image-folder', which --data selects)"),
+        ('[data]\nresize = "big"\n', "data.resize: expected int, got str 'big'"),
+        ('[data]\nother_kinds = 3\n', "data.other_kinds: expected a table of tables (kind -> settings), got 3"),
+        ('[data]\nseed = -1\n', "data.seed: expected an integer >= 0, got -1"),
+        ('[data]\nname = "image-folder"\n', "data.path: required for data.name = 'image-folder'"),
     ],
 )
 def test_bad_config_is_rejected_with_the_field(tmp_path: Path, text: str, needle: str) -> None:
@@ -66,3 +81,57 @@ def test_bad_config_is_rejected_with_the_field(tmp_path: Path, text: str, needle
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml")
+
+
+# -- [data]: one spec class per dataset kind ---------------------------------------------------------------
+CONFIGS = sorted((Path(__file__).resolve().parents[3] / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_round_trips(path: Path) -> None:
+    """load_config -> to_dict -> (JSON, as the manifest stores it) -> config_from_dict gives the same config."""
+    cfg = load_config(path)
+    table = cfg.to_dict()
+    assert table["data"]["name"] == cfg.data.name
+    again = config_from_dict(json.loads(json.dumps(table)))
+    assert again == cfg and type(again.data) is type(cfg.data) and again.to_dict() == table
+
+
+def test_shipped_configs_keep_their_data_settings() -> None:
+    by_name = {p.stem: load_config(p).data for p in CONFIGS}
+    assert set(by_name) == {"quickstart", "onnx-vs-litert", "pact-lowbit-2411.05858", "cam-quant-2403.09939", "qxai-rogers2023"}
+    assert all(type(d) is DigitsClutterDataSpec for d in by_name.values())
+    q = by_name["quickstart"]
+    assert (q.canvas, q.digit_size, q.limit, q.seed, q.other_kinds) == (64, 24, 200, 0, {})
+    # no `name`: digits-clutter, with the image-folder settings held for --data DIR
+    assert by_name["cam-quant-2403.09939"].other_kinds == {"image-folder": {"resize": 256, "crop": 224}}
+    assert by_name["qxai-rogers2023"].other_kinds == {"image-folder": {"resize": 256, "crop": 224, "boxes_dir": "boxes"}}
+    assert by_name["qxai-rogers2023"].limit == 1000
+
+
+def test_data_override_applies_the_held_image_folder_settings(tmp_path: Path) -> None:
+    cfg = load_config(next(p for p in CONFIGS if p.stem == "qxai-rogers2023"))
+    run = apply_overrides(cfg, data=str(tmp_path))
+    d = run.data
+    assert type(d) is ImageFolderDataSpec
+    assert (d.path, d.resize, d.crop, d.boxes_dir, d.limit, d.test_fraction) == (str(tmp_path), 256, 224, "boxes", 1000, 0.5)
+    assert d.resolve(d.boxes_dir) == tmp_path / "boxes"
+    assert type(apply_overrides(run, data="digits-clutter").data) is DigitsClutterDataSpec
+    assert apply_overrides(cfg, data="digits-clutter") == cfg
+    with pytest.raises(ConfigError, match=r"--data: .*nowhere is not a folder .*or a dataset name: digits-clutter, image-folder"):
+        apply_overrides(cfg, data=str(tmp_path / "nowhere"))
+
+
+def test_image_folder_table_builds_its_spec(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[data]\nname = "image-folder"\npath = "imgs"\nresize = 80\ncrop = 64\nmean = [0.5, 0.5, 0.5]\nstd = [1, 1, 1]\nnum_classes = 1000\n'))
+    d = cfg.data
+    assert type(d) is ImageFolderDataSpec
+    assert (d.path, d.resize, d.crop, d.mean, d.std, d.num_classes, d.other_kinds) == ("imgs", 80, 64, (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), 1000, {})
+
+
+def test_build_spec_is_public_with_the_same_behaviour() -> None:
+    spec = build_spec(BenchSpec, {"warmup": 2, "timeout_s": 5}, "bench")
+    assert spec == BenchSpec(warmup=2, timeout_s=5.0) and isinstance(spec.timeout_s, float)
+    with pytest.raises(ConfigError, match=r"unknown key bench.nope; allowed keys in bench: batch_size, iterations, memory, timeout_s, warmup"):
+        build_spec(BenchSpec, {"nope": 1}, "bench")
+    assert type(build_spec(DataSpec, {"name": "image-folder", "path": "p"}, "data")) is ImageFolderDataSpec

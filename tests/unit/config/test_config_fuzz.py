@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgecam.config import RunConfig, config_from_dict, load_config
+from edgecam.data import DATASETS, DataSpec
 from edgecam.errors import ConfigError
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
@@ -27,14 +28,14 @@ scalars = st.one_of(
     st.booleans(),
     st.text(max_size=12),
     st.sampled_from(["tinycnn", "onnx", "tflite", "fp32", "int8", "int16", "onnxruntime", "litert", "null", "fault", "segfault",
-                     "gradcampp", "scorecam", "eigencam", "directory", "label", "pred", "qat", "ptq", "local", "digits-clutter", "a:b"]),
+                     "gradcampp", "scorecam", "eigencam", "directory", "label", "pred", "qat", "ptq", "local", "digits-clutter", "image-folder", "a:b"]),
 )
 values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=3)), max_leaves=6)
 
 
 NAMES = st.sampled_from(["tinycnn", "mobilenet_v2", "onnx", "tflite", "fp32", "int8", "int16", "onnxruntime", "litert", "null", "fault", "segfault",
                          "nan", "gradcampp", "scorecam", "eigencam", "rise", "directory", "spectral_residual", "label", "pred", "qat", "ptq",
-                         "local", "digits-clutter", "auto", "a:b", ""])
+                         "local", "digits-clutter", "image-folder", "auto", "a:b", ""])
 EDGE_INTS = st.one_of(st.sampled_from([0, 1, -1, 2, 3, 10**9]), st.integers(-3, 300))
 EDGE_FLOATS = st.one_of(st.sampled_from([0.0, -1.0, 1e-300, 1e300]), st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False), st.floats(0.0, 2.0, allow_subnormal=False))
 
@@ -52,9 +53,12 @@ def _typed(tp: Any) -> st.SearchStrategy[Any]:
 
 
 def _section(section: str) -> tuple[type, dict[str, Any]]:
+    """The section's dataclass and its fields' types; for [data], the fields of every dataset kind."""
     tp = HINTS[section]
     args = typing.get_args(tp)
     cls = args[0] if args else tp
+    if cls is DataSpec:
+        return cls, {k: v for name in DATASETS for k, v in typing.get_type_hints(DATASETS.get(name).spec).items() if not k.isupper()}
     return cls, typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from edgecam.devices.adb import AdbDevice, AdbNotFound, shell_command
-from edgecam.devices.base import DEVICES, DeviceError, JobFailed
+from edgecam.devices.base import DeviceError, DeviceTimeout, JobFailed, device_class
 from edgecam.devices.benchmark_model import benchmark_argv
 from edgecam.errors import EdgecamError
 
@@ -288,12 +288,30 @@ def test_missing_adb_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.
 def test_registered_and_opened_from_the_inventory(fake: FakeAdb, monkeypatch: pytest.MonkeyPatch) -> None:
     from edgecam.devices.inventory import DeviceSpec, open_device
 
-    assert DEVICES.get("adb") is AdbDevice
+    assert device_class("adb") is AdbDevice
     monkeypatch.setenv("PATH", str(fake.path.parent) + os.pathsep + os.environ["PATH"])
     dev = open_device(DeviceSpec("phone", url=f"adb://{SERIAL}", benchmark_model="/data/local/tmp/benchmark_model"))
     assert isinstance(dev, AdbDevice)
+    assert dev.name == "phone" and dev.info()["name"] == "phone"  # the inventory's name, not adb:SERIAL
     assert (dev.serial, dev.workdir(), dev.benchmark_model) == (SERIAL, "/data/local/tmp/edgecam", "/data/local/tmp/benchmark_model")
     with pytest.raises(DeviceError, match="Python"):
         dev.python()
     with pytest.raises(DeviceError, match="absolute"):
         AdbDevice(SERIAL, workdir="relative/dir", adb=str(fake.path))
+
+
+def test_a_command_past_its_timeout_raises_device_timeout(fake: FakeAdb, tmp_path: Path) -> None:
+    """A hung phone fails the job with the error every device raises on timeout, not TimeoutExpired (which the
+    sweep does not catch)."""
+    dev = fake.device(name="pixel")
+    job = f"{fake.workdir}/jobs/abc123"
+    with pytest.raises(DeviceTimeout, match=r"pixel: `adb shell sh -c 'sleep 5' .*jobs/abc123'?` timed out after 0\.5 s") as info:
+        dev.run(["sh", "-c", "sleep 5", job], timeout=0.5)  # the job directory, last, as in an agent run
+    assert isinstance(info.value, JobFailed) and isinstance(info.value, DeviceError) and isinstance(info.value, EdgecamError)
+    assert dev.run(["true"], timeout=30).returncode == 0  # the device stays usable
+
+    hang = _executable(fake.workdir.parent / "tools" / "bm-hang", "#!/bin/sh\nsleep 5\n")
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"TFL3")
+    with pytest.raises(DeviceTimeout, match=r"pixel: benchmark_model did not finish within 0\.5 s \(m\.tflite\)"):
+        fake.device(name="pixel", benchmark_model=str(hang)).benchmark(model, 1, 5, 1, timeout=0.5)

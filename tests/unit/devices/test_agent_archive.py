@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgecam.devices.agent import parse_nv_tegra_release
-from edgecam.devices.archive import AGENT_MODULES, agent_archive_bytes, build_agent_archive
+from edgecam.devices.archive import agent_archive_bytes, agent_modules, build_agent_archive
 from edgecam.devices.base import JobFailed
 from edgecam.devices.local import LocalDevice
 
@@ -21,7 +21,9 @@ def test_archive_is_reproducible_and_named_by_content(tmp_path: Path) -> None:
     a = build_agent_archive(tmp_path)
     assert build_agent_archive(tmp_path) == a and a.name.startswith("edgecam-agent-") and a.suffix == ".pyz"
     names = zipfile.ZipFile(a).namelist()
-    assert "__main__.py" in names and all(f"edgecam/{m}" in names for m in AGENT_MODULES)
+    assert "__main__.py" in names and all(f"edgecam/{m}" in names for m in agent_modules())
+    # every registered runtime's module and the modules it builds on, found from the registry
+    assert {"edgecam/runtimes/base.py", "edgecam/runtimes/onnxruntime.py", "edgecam/runtimes/fault.py", "edgecam/runtimes/litert.py", "edgecam/runtimes/null.py"} <= set(names)
     assert not any("torch" in n or "explain" in n or "exporters" in n for n in names)
 
 
@@ -30,11 +32,14 @@ def test_archive_imports_without_torch_and_from_itself(tmp_path: Path) -> None:
     pyz = build_agent_archive(tmp_path)
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import edgecam, edgecam.devices.agent, edgecam.runtimes.onnxruntime, edgecam.runtimes.litert, edgecam.devices.tegrastats;"
-        "print(edgecam.__file__); print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'pandas')))"
+        "import edgecam, edgecam.devices.agent, edgecam.devices.tegrastats;"
+        "from edgecam.runtimes import RUNTIMES, runtime_class;"
+        "print(edgecam.__file__); print(sorted(runtime_class(n).__module__ for n in RUNTIMES));"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'pandas', 'onnxruntime', 'ai_edge_litert')))"
     )
     out = subprocess.run([sys.executable, "-I", "-c", code, str(pyz)], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[0].startswith(str(pyz)) and out[1] == "[]"
+    assert out[0].startswith(str(pyz)) and out[2] == "[]"  # every runtime class loads; no backend is imported
+    assert out[1] == str(sorted(f"edgecam.runtimes.{m}" for m in ("fault", "litert", "null", "onnxruntime")))
 
 
 def test_probe_prints_facts_as_json(tmp_path: Path) -> None:

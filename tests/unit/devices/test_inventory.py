@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from edgecam.cli import main
+from edgecam.devices.adb import AdbDevice
+from edgecam.devices.base import DEVICES, device_class
 from edgecam.devices.inventory import DeviceSpec, get_device_spec, inventory_path, load_inventory, open_device
 from edgecam.devices.local import LocalDevice
 from edgecam.devices.ssh import SSHDevice, SSHTarget
-from edgecam.errors import ConfigError
+from edgecam.errors import ConfigError, UnknownNameError
 
 GOOD = """
 [[devices]]
@@ -48,14 +50,42 @@ def test_ssh_spec_opens_an_unconnected_ssh_device(tmp_path: Path) -> None:
     device = open_device(get_device_spec("orin", write(tmp_path, GOOD)))
     assert isinstance(device, SSHDevice) and device._client is None  # connects on first use
     assert device.target == SSHTarget("ubuntu", "192.0.2.40", 2222) and device.key_file == str(Path.home() / ".ssh/id_orin")
-    assert isinstance(open_device(DeviceSpec("local"), local_workdir=str(tmp_path)), LocalDevice)
+    assert device.name == "orin" and device.retries == 3 and device.connect_timeout == 10.0
+    local = open_device(DeviceSpec("bench-box"), local_workdir=str(tmp_path))
+    assert isinstance(local, LocalDevice) and local.name == "bench-box" and local.workdir() == str(tmp_path)
+
+
+def test_every_scheme_is_registered_with_its_device_class() -> None:
+    assert DEVICES.names() == ["adb", "local", "ssh"]
+    assert {s: device_class(s) for s in DEVICES} == {"adb": AdbDevice, "local": LocalDevice, "ssh": SSHDevice}
+    assert all(device_class(s).kind == s for s in DEVICES)
+    with pytest.raises(UnknownNameError, match="unknown device scheme 'telnet'; known device schemes: adb, local, ssh"):
+        device_class("telnet")
+
+
+class _Connection:
+    closed = 0
+
+    def close(self) -> None:
+        type(self).closed += 1
+
+
+def test_devices_are_context_managers_that_close(tmp_path: Path) -> None:
+    with open_device(DeviceSpec("local"), local_workdir=str(tmp_path)) as local:
+        assert isinstance(local, LocalDevice)
+    local.close()  # the default close is a no-op, callable any number of times
+    ssh = open_device(get_device_spec("orin", write(tmp_path, GOOD)))
+    with ssh as entered:
+        assert entered is ssh
+        ssh._client = _Connection()  # stands in for a live paramiko client
+    assert _Connection.closed == 1 and ssh._client is None
 
 
 @pytest.mark.parametrize(
     ("text", "match"),
     [
         ('[[devices]]\nname = "a"\nurl = "ssh://h"\nthreds = 2\n', r"unknown key devices\[0\]\.threds; allowed keys"),
-        ('[[devices]]\nname = "a"\nurl = "telnet://h"\n', r"devices\.a\.url: expected local, ssh://"),
+        ('[[devices]]\nname = "a"\nurl = "telnet://h"\n', r"devices\.a\.url: unknown scheme 'telnet' in 'telnet://h'; known: adb, local, ssh \(local, ssh://"),
         ('[[devices]]\nname = "a"\nurl = "ssh://h"\nthreads = "4"\n', r"devices\[0\]\.threads: expected int, got str"),
         ('[[devices]]\nname = "a"\nurl = "ssh://h"\nruntimes = ["tensorflow"]\n', r"unknown runtime 'tensorflow'; known: .*onnxruntime"),
         ('[[devices]]\nname = "a"\n[[devices]]\nname = "a"\n', r"duplicate device name 'a'"),

@@ -7,7 +7,7 @@ import pytest
 from conftest import ort_outputs
 
 from edgecam.errors import UnknownNameError
-from edgecam.explain.cams import CAM_METHODS, CamContext, cam_method, reference_cams
+from edgecam.explain.cams import CAM_METHODS, CamContext, HostForward, cam_method, gradient_method_names, reference_cams
 from edgecam.explain.metrics import cc
 
 
@@ -34,7 +34,8 @@ def test_mirror_uses_the_injected_features(trained_tinycnn) -> None:
     shuffled = out["features"][::-1].copy()
     a = cam_method("gradcampp")(ctx, out["features"], targets)
     b = cam_method("gradcampp")(ctx, shuffled, targets)
-    assert np.mean([cc(a[i], b[i]) for i in range(8) if i != 7 - i]) < 0.9
+    # image i's CAM from image 7-i's features: every pair differs (8 images: no image is its own mirror)
+    assert np.mean([cc(a[i], b[i]) for i in range(8)]) < 0.9
 
 
 def test_mirror_survives_an_inplace_op_after_the_target_layer_and_leaves_features_alone() -> None:
@@ -78,8 +79,9 @@ def test_eigencam_from_features_only(trained_tinycnn) -> None:
     # the digit is what the network looks at: Eigen-CAM correlates with the ground-truth mask on average
     masks = trained_tinycnn.data.test_masks[:16]
     assert np.nanmean([cc(cams[i], masks[i]) for i in range(16)]) > 0.2
-    assert CAM_METHODS.get("eigencam").mode == "surrogate"
-    assert CAM_METHODS.get("gradcampp").mode == "mirror"
+    assert CAM_METHODS.get("eigencam").modes == ("surrogate",)
+    assert CAM_METHODS.get("gradcampp").modes == ("mirror", "sim")
+    assert CAM_METHODS.get("gradcampp").default_mode() == "mirror"
 
 
 def test_unknown_cam_method_lists_known() -> None:
@@ -94,7 +96,7 @@ def _ort_session(artifact_dir):  # the device session a surrogate CAM sends its 
         calls.append(len(x))
         return ort_outputs(artifact_dir, x)
 
-    return forward, calls
+    return HostForward(forward), calls
 
 
 @pytest.mark.parametrize("kind", ["gradcam", "xgradcam", "layercam"])
@@ -130,7 +132,7 @@ def test_surrogate_scorecam_on_fp32_artifact_reproduces_package(trained_tinycnn)
     assert min(scores) >= 0.99, scores
     channels = out["features"].shape[1]
     assert sum(calls) == len(x) * channels and len(calls) == 1  # one batched device call for all six images
-    assert CAM_METHODS.get("scorecam").mode == "surrogate"
+    assert CAM_METHODS.get("scorecam").modes == ("surrogate",) and CAM_METHODS.get("scorecam").needs_forward
 
 
 def test_scorecam_without_a_device_session_says_so(trained_tinycnn) -> None:
@@ -177,3 +179,13 @@ def test_sim_mode_on_fp32_graph_reproduces_the_reference_and_differs_at_int8(tra
     assert min(cc(sims["fp32"][i], ref[i]) for i in range(16)) >= 0.999
     int8 = [cc(sims["int8"][i], ref[i]) for i in range(16)]
     assert 0.5 < np.mean(int8) < 0.99999  # close to fp32, not identical: the fake-quant is really there
+
+
+def test_capabilities_route_the_methods() -> None:
+    """The flags on the classes are the single source: gradient methods (the ones a host reference may use)
+    are exactly those declaring needs_gradients, and a mode a method does not declare is refused."""
+    assert gradient_method_names() == ["gradcam", "gradcampp", "hirescam", "layercam", "xgradcam"]
+    assert not any(CAM_METHODS.get(n).needs_gradients for n in ("eigencam", "scorecam", "rise"))
+    assert cam_method("layercam", "sim").run_mode == "sim" and cam_method("layercam").run_mode == "mirror"
+    with pytest.raises(ValueError, match="eigencam.*surrogate.*not 'sim'"):
+        cam_method("eigencam", "sim")

@@ -86,7 +86,7 @@ def test_bad_specs_and_models_are_rejected_naming_the_field() -> None:
 @pytest.fixture(scope="module")
 def digits_model(session_cache: Path, quick_config: Any, data: Any) -> tuple[Any, str, Any]:
     """The quickstart tinycnn (the session's cached checkpoint, shared with the exporter tests)."""
-    from edgecam.bench.sweep import prepare_model
+    from edgecam.bench.prepare import prepare_model
 
     torch.set_flush_denormal(True)
     model, layer, meta = prepare_model(quick_config.models[0], quick_config, data)
@@ -133,7 +133,7 @@ def test_int4_qdq_graph_runs_in_onnx_runtime(digits_model, pact_results, data, t
     ORT optimisation), and at the level ORT loads it by default the top-1 answers agree."""
     from conftest import ort_outputs
 
-    from edgecam.bench.sweep import MEAN, STD
+    from edgecam.data.datasets import MEAN, STD
     from edgecam.exporters.base import ModelInfo
     from edgecam.runtimes.onnxruntime import OnnxRuntime
 
@@ -171,7 +171,7 @@ def test_int4_qdq_graph_runs_in_onnx_runtime(digits_model, pact_results, data, t
 
 
 def test_more_than_4_bits_is_a_labelled_skip_for_onnx_int4(digits_model, data, tmp_path: Path) -> None:
-    from edgecam.bench.sweep import MEAN, STD
+    from edgecam.data.datasets import MEAN, STD
     from edgecam.exporters.base import ModelInfo
 
     model, layer, meta = digits_model

@@ -84,7 +84,7 @@ def test_pipeline_records_the_hub_file_of_named_weights(hub_dir: Path) -> None:
 
     import numpy as np
 
-    from edgecam.bench.sweep import prepare_model
+    from edgecam.bench.prepare import prepare_model
     from edgecam.cache import sha256_file
     from edgecam.config import ModelSpec
 

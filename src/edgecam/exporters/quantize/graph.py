@@ -46,7 +46,7 @@ INT32_MAX = float(2**31 - 2**7)
 INT32_MIN = -INT32_MAX
 
 
-def _round_ste(x: torch.Tensor) -> torch.Tensor:
+def round_ste(x: torch.Tensor) -> torch.Tensor:
     """round() forward, identity backward (straight-through estimator)."""
     return x + (torch.round(x) - x).detach()
 
@@ -55,7 +55,7 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _key(name: str) -> str:
+def param_key(name: str) -> str:
     """Tensor name -> a valid nn.Module attribute name."""
     return "t_" + "".join(c if c.isalnum() else "_" for c in name)
 
@@ -118,10 +118,10 @@ class OnnxGraphModule(nn.Module):
             if node.op_type == "DequantizeLinear" and node.input[0] in inits:
                 qname = node.input[0]
                 if inits[qname].dtype != np.int32:
-                    self.params[_key(qname)] = nn.Parameter(torch.from_numpy(_float_original(qname, node, inits, fp32_weights)))
+                    self.params[param_key(qname)] = nn.Parameter(torch.from_numpy(_float_original(qname, node, inits, fp32_weights)))
                     qmin, qmax = QRANGE[onnx.helper.np_dtype_to_tensor_dtype(inits[qname].dtype)]
                     qmax = weight_qmax.get(str(inits[qname].dtype), min(-qmin, qmax))
-                    self.weight_dq[qname] = (_key(qname), int(_attrs(node).get("axis", 1)), qmax)
+                    self.weight_dq[qname] = (param_key(qname), int(_attrs(node).get("axis", 1)), qmax)
         for node in self.nodes:  # int32 biases: scale = input scale x weight scale (ORT quantize_bias_static)
             if node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and node.input[2] in producer:
                 x_dq, w_dq, b_dq = (producer.get(n) for n in node.input[:3])
@@ -129,14 +129,14 @@ class OnnxGraphModule(nn.Module):
                     continue
                 if x_dq is None or x_dq.op_type != "DequantizeLinear" or w_dq is None or w_dq.input[0] not in self.weight_dq:
                     raise ArtifactError(f"{self.name}: int32 bias {b_dq.input[0]!r} of {node.name!r} without quantized input and weight")
-                self.bias_dq[b_dq.input[0]] = (_key(b_dq.input[0]), x_dq.input[1], w_dq.input[0])
-                self.params[_key(b_dq.input[0])] = nn.Parameter(torch.from_numpy(_float_original(b_dq.input[0], b_dq, inits, fp32_weights)))
+                self.bias_dq[b_dq.input[0]] = (param_key(b_dq.input[0]), x_dq.input[1], w_dq.input[0])
+                self.params[param_key(b_dq.input[0])] = nn.Parameter(torch.from_numpy(_float_original(b_dq.input[0], b_dq, inits, fp32_weights)))
         for name in trainable_float:
-            self.params[_key(name)] = nn.Parameter(torch.from_numpy(np.array(inits[name], dtype=np.float32)))
+            self.params[param_key(name)] = nn.Parameter(torch.from_numpy(np.array(inits[name], dtype=np.float32)))
         for name in self.act_scales:  # learned in the log domain (see module docstring)
-            self.params[_key(name)] = nn.Parameter(torch.from_numpy(np.asarray(np.log(np.array(inits[name], dtype=np.float32)), dtype=np.float32)))
+            self.params[param_key(name)] = nn.Parameter(torch.from_numpy(np.asarray(np.log(np.array(inits[name], dtype=np.float32)), dtype=np.float32)))
         for name, arr in inits.items():
-            if _key(name) not in self.params:
+            if param_key(name) not in self.params:
                 self.consts[name] = torch.from_numpy(np.array(arr))
         self.quant: bool = True  # False: QDQ pairs pass values through (the model's float behaviour)
 
@@ -146,7 +146,7 @@ class OnnxGraphModule(nn.Module):
             return None
         if name in env:
             return env[name]
-        key = _key(name)
+        key = param_key(name)
         if key in self.params:
             return self.params[key].exp() if name in self.act_scales else self.params[key]
         if name in self.consts:
@@ -186,7 +186,7 @@ class OnnxGraphModule(nn.Module):
         """Scale of an int32 bias: its layer's input scale x weight scale (what QLinearConv assumes), raised
         where that would overflow int32 (int16 layers: s_in x s_w ~ 1e-9; ORT runs them in fp32 anyway)."""
         key_b, x_scale, w_qname = self.bias_dq[qname]
-        sx = self.params[_key(x_scale)].exp() if x_scale in self.act_scales else self.consts[x_scale].float()
+        sx = self.params[param_key(x_scale)].exp() if x_scale in self.act_scales else self.consts[x_scale].float()
         product = (sx * self.weight_scale(w_qname)).detach()
         return torch.maximum(product, self.params[key_b].detach().abs() / INT32_MAX)
 
@@ -208,7 +208,7 @@ class OnnxGraphModule(nn.Module):
         by_name = {i.name: i for i in out.graph.initializer}
         scale_of = {n.input[0]: n.input[1] for n in out.graph.node if n.op_type == "DequantizeLinear"}
         for qname in self.bias_dq:
-            b = self.params[_key(qname)].detach()
+            b = self.params[param_key(qname)].detach()
             sb = self.bias_scale(qname)
             q = torch.clamp(torch.round(b / sb), INT32_MIN, INT32_MAX).numpy().astype(np.int32)
             by_name[qname].CopyFrom(numpy_helper.from_array(q, qname))
@@ -221,15 +221,15 @@ class OnnxGraphModule(nn.Module):
             sname = scale_of[qname]
             by_name[sname].CopyFrom(numpy_helper.from_array(s.reshape(numpy_helper.to_array(by_name[sname]).shape), sname))
         for name in by_name:
-            if name in self.weight_dq or name in self.bias_dq or _key(name) not in self.params:
+            if name in self.weight_dq or name in self.bias_dq or param_key(name) not in self.params:
                 continue
-            value = self.scale(name) if name in self.act_scales else self.params[_key(name)].detach().numpy()
+            value = self.scale(name) if name in self.act_scales else self.params[param_key(name)].detach().numpy()
             by_name[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
         return out
 
     def scale(self, name: str) -> np.ndarray:
         """The current value of an activation scale (float32, as stored in the QDQ model)."""
-        return self.params[_key(name)].detach().exp().numpy().astype(np.float32)
+        return self.params[param_key(name)].detach().exp().numpy().astype(np.float32)
 
 
 # -- op implementations (ONNX operator spec semantics) -----------------------------------------------------
@@ -254,7 +254,7 @@ def _quantize(m: OnnxGraphModule, node: onnx.NodeProto, x: list, a: dict) -> tor
     data, s, zp = x[0], x[1], x[2]
     qmin, qmax = QRANGE[onnx.helper.np_dtype_to_tensor_dtype(zp.numpy().dtype)]
     s = torch.clamp(s, min=1e-12)
-    return torch.clamp(_round_ste(data / s) + zp.float(), qmin, qmax)
+    return torch.clamp(round_ste(data / s) + zp.float(), qmin, qmax)
 
 
 @_op("DequantizeLinear")
@@ -266,7 +266,7 @@ def _dequantize(m: OnnxGraphModule, node: onnx.NodeProto, x: list, a: dict) -> t
         if not m.quant:
             return b
         sb = m.bias_scale(qname)
-        return torch.clamp(_round_ste(b / sb), INT32_MIN, INT32_MAX) * sb
+        return torch.clamp(round_ste(b / sb), INT32_MIN, INT32_MAX) * sb
     if qname in m.weight_dq:
         key, axis, qmax = m.weight_dq[qname]
         w = m.params[key]
@@ -277,7 +277,7 @@ def _dequantize(m: OnnxGraphModule, node: onnx.NodeProto, x: list, a: dict) -> t
         if s.ndim:
             shape[axis] = -1
         s = s.reshape(shape)
-        return torch.clamp(_round_ste(w / s), -qmax, qmax) * s
+        return torch.clamp(round_ste(w / s), -qmax, qmax) * s
     if not m.quant and node.input[0] not in m.consts:
         return x[0]
     data, s = x[0], x[1]

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from edgecam.errors import ArtifactError, ConfigError, EdgecamError
-from edgecam.exporters.quantize.graph import _round_ste
+from edgecam.exporters.quantize.graph import round_ste
 
 if TYPE_CHECKING:
     from edgecam.exporters.base import Artifact, ModelInfo
@@ -152,7 +152,7 @@ class DorefaWeight(nn.Module):
         t = torch.tanh(w)
         half = 2 ** (self.bits - 1)
         step = (t.abs().max().detach() / half).clamp_min(1e-12)
-        q = torch.clamp(_round_ste(t / step), -half, half - 1)
+        q = torch.clamp(round_ste(t / step), -half, half - 1)
         return q, step
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:

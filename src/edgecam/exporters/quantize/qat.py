@@ -17,7 +17,7 @@ import torch
 from onnx import numpy_helper
 
 from edgecam.exporters.base import CalibData, ExportSpec
-from edgecam.exporters.quantize.graph import OnnxGraphModule, _key
+from edgecam.exporters.quantize.graph import OnnxGraphModule, param_key
 
 
 def load_graph_module(qdq_path: Path, fp32_path: Path | None = None, name: str = "model") -> tuple[OnnxGraphModule, onnx.ModelProto]:
@@ -74,7 +74,7 @@ def qat_finetune(
     torch.manual_seed(spec.seed)
     torch.set_flush_denormal(True)  # int16 scales put activations near denormals: 10x slower without this
     module, qdq = load_graph_module(qdq_path, fp32_path, name)
-    scale_keys = {_key(n) for n in module.act_scales}
+    scale_keys = {param_key(n) for n in module.act_scales}
     scales = [p for k, p in module.params.items() if k in scale_keys]
     others = [p for k, p in module.params.items() if k not in scale_keys]
     # log-scales: a step of lr changes a scale by ~lr relative (LSQ's per-tensor gradient scaling, simplified)

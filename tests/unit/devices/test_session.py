@@ -1,4 +1,4 @@
-"""The explain stage's device session: the agent's untimed "forward" mode, chunked."""
+"""The device session the explain stage uses: the agent's untimed "forward" mode, chunked."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from conftest import ort_outputs
 
-from edgecam.bench.explain import DeviceSession
+from edgecam.devices.session import DeviceSession
 from edgecam.devices.local import LocalDevice
 
 

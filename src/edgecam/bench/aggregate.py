@@ -1,0 +1,136 @@
+"""Stage 5, aggregate: the run-level results of one model from its explain shards (rows, WSOL MaxBoxAcc,
+the most dissimilar CAMs, activation histograms, the grid), and the stored form of a shard.
+
+MaxBoxAcc (Choe et al., CVPR 2020, Sec. 4.1) is max_t BoxAcc(t) over the images that have ground truth,
+from per-threshold hit counts summed over shards: the same numbers `explain.localisation.max_box_acc` gives
+on all those images' CAMs at once (its per-image step, `box_ious`, is what the shards count with).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgecam.bench.store import Job
+from edgecam.bench.variant import Variant
+from edgecam.explain.localisation import WSOL_THRESHOLDS
+
+HIST_BINS = 64
+HeapItem = tuple[float, int, str, np.ndarray, np.ndarray]  # (RMSE vs fp32, image index, image id, CAM, fp32 CAM)
+
+
+@dataclass
+class Track:
+    """Per (variant, method, mode): WSOL hits per threshold over `n` images with ground truth, and the top-k
+    most dissimilar CAMs (a min-heap)."""
+
+    hits: np.ndarray
+    n: int = 0
+    heap: list[HeapItem] = field(default_factory=list)
+
+
+def push(heap: list[HeapItem], item: HeapItem, top_k: int) -> None:
+    """Keep the `top_k` largest items (Rogers et al. 2023's top-5% subset, bounded memory)."""
+    (heapq.heappush if len(heap) < top_k else heapq.heappushpop)(heap, item)
+
+
+@dataclass
+class ExplainOutput:
+    """What the explain stage leaves behind for one model."""
+
+    rows: list[Any] = field(default_factory=list)  # per-shard DataFrames of per-image rows
+    gaps: list[Any] = field(default_factory=list)  # per-shard DataFrames of runtime-gap rows
+    wsol: list[dict[str, Any]] = field(default_factory=list)
+    histograms: list[dict[str, Any]] = field(default_factory=list)
+    dissimilar: list[dict[str, Any]] = field(default_factory=list)
+    grid: dict[str, Any] = field(default_factory=dict)  # the report's CAM grid: a few images, every variant
+    failed: list[dict[str, str]] = field(default_factory=list)  # shards that raised: {"job", "error"}
+    calls: int = 0  # device-session calls this run made (0 for shards read back from the store)
+
+
+@dataclass
+class ShardOutput:
+    """One shard's explain job: its rows and what the run-level aggregates need from it. Stored as a job
+    (tables + JSON + npz, see `bench/store.py`) so that a resumed run reads back exactly what it wrote."""
+
+    rows: Any  # DataFrame
+    gaps: Any  # DataFrame
+    tracks: dict[tuple[str, str, str], Track]
+    hist: dict[str, np.ndarray]
+    grid: dict[str, Any]
+
+    def to_job(self) -> Job:
+        arrays: dict[str, np.ndarray] = {}
+        tracks = []
+        for t, (key, tr) in enumerate(self.tracks.items()):
+            heap = []
+            for h, (score, index, image_id, cam, cam_fp32) in enumerate(tr.heap):
+                arrays[f"t{t}_h{h}_cam"], arrays[f"t{t}_h{h}_fp32"] = cam, cam_fp32
+                heap.append([score, index, image_id])
+            tracks.append({"key": list(key), "hits": tr.hits.tolist(), "n": tr.n, "heap": heap})
+        grid: dict[str, Any] = {}
+        if self.grid:
+            for name in ("images", "masks", "saliency", "has_box"):
+                arrays[f"grid_{name}"] = np.asarray(self.grid[name])
+            cams = []
+            for j, (key, c) in enumerate(self.grid["cams"].items()):
+                arrays[f"grid_cam{j}"] = np.asarray(c)
+                cams.append(list(key))
+            grid = {"ids": self.grid["ids"], "kinds": self.grid["kinds"], "cams": cams, "preds": {k: np.asarray(p).tolist() for k, p in self.grid["preds"].items()}}
+        arrays.update({f"hist_{k}": np.asarray(v) for k, v in self.hist.items()})
+        tables = {name: df for name, df in (("rows", self.rows), ("gaps", self.gaps)) if len(df.columns)}
+        return Job({"tracks": tracks, "hist": list(self.hist), "grid": grid}, arrays, tables)
+
+    @classmethod
+    def from_job(cls, job: Job) -> "ShardOutput":
+        import pandas as pd
+
+        a, meta = job.arrays, job.meta
+        tracks = {}
+        for t, tr in enumerate(meta["tracks"]):
+            heap = [(float(s), int(i), str(image_id), a[f"t{t}_h{h}_cam"], a[f"t{t}_h{h}_fp32"]) for h, (s, i, image_id) in enumerate(tr["heap"])]
+            tracks[tuple(tr["key"])] = Track(np.asarray(tr["hits"], dtype=np.int64), int(tr["n"]), heap)
+        grid: dict[str, Any] = {}
+        if meta["grid"]:
+            g = meta["grid"]
+            grid = {"ids": g["ids"], "kinds": g["kinds"], **{name: a[f"grid_{name}"] for name in ("images", "masks", "saliency", "has_box")},
+                    "cams": {tuple(k): a[f"grid_cam{j}"] for j, k in enumerate(g["cams"])}, "preds": {k: np.asarray(p) for k, p in g["preds"].items()}}
+        return cls(job.tables.get("rows", pd.DataFrame()), job.tables.get("gaps", pd.DataFrame()), tracks,  # type: ignore[arg-type]
+                   {k: a[f"hist_{k}"] for k in meta["hist"]}, grid)
+
+
+def aggregate(parts: list[ShardOutput], ok: list[Variant], hist_edges: dict[str, np.ndarray], top_k: int, out: ExplainOutput) -> None:
+    """Fill `out` from one model's shards: rows, WSOL MaxBoxAcc (only over images with ground truth; no row
+    at all for a variant without any), the most dissimilar CAMs, activation histograms and the grid."""
+    out.rows = [p.rows for p in parts if len(p.rows)]
+    out.gaps = [p.gaps for p in parts if len(p.gaps)]
+    out.grid = next((p.grid for p in parts if p.grid), {})
+    by_key = {v.key: v for v in ok}
+    tracks: dict[tuple[str, str, str], Track] = {}
+    hist: dict[str, np.ndarray] = {}
+    for p in parts:
+        for tkey, tr in p.tracks.items():
+            acc = tracks.setdefault(tkey, Track(np.zeros_like(tr.hits)))
+            acc.hits += tr.hits
+            acc.n += tr.n
+            for item in tr.heap:  # the union of per-shard top-k holds the run's top-k
+                push(acc.heap, item, top_k)
+        for vkey, counts in p.hist.items():
+            hist[vkey] = hist.get(vkey, 0) + counts
+    for (vkey, method, mode), tr in tracks.items():
+        v = by_key[vkey]
+        ident = {"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "cam_method": method, "cam_mode": mode}
+        if tr.n:
+            box_acc = tr.hits / tr.n
+            best = int(np.argmax(box_acc))  # the lowest threshold reaching the maximum, as max_box_acc
+            out.wsol.append({**ident, "max_box_acc": float(box_acc[best]), "best_threshold": float(WSOL_THRESHOLDS[best]), "images": tr.n})
+        for rmse_v, _, image_id, cam, cam_fp32 in sorted(tr.heap, key=lambda it: (it[0], it[1]), reverse=True):
+            out.dissimilar.append({**ident, "image_id": image_id, "rmse_fp32": rmse_v, "cam": cam, "cam_fp32": cam_fp32})
+    for vkey, counts in hist.items():
+        v = by_key[vkey]
+        edges = hist_edges[v.family]
+        out.histograms += [{"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "bin_lo": float(edges[i]), "bin_hi": float(edges[i + 1]),
+                            "count": int(counts[i])} for i in range(len(counts))]

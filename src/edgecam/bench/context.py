@@ -1,0 +1,55 @@
+"""The run context: everything the stages of one run share, built once by `sweep.run` and never mutated
+(its `timings` dict is the one record the stages append to)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from edgecam.stages import stage
+
+if TYPE_CHECKING:
+    from edgecam.bench.store import JobStore
+    from edgecam.config import RunConfig
+    from edgecam.data.datasets import Datasets
+    from edgecam.devices.base import Device
+    from edgecam.devices.inventory import DeviceSpec
+
+Progress = Callable[[str, float], None]
+
+
+def _no_progress(_desc: str, _frac: float) -> None:
+    """A progress callback that shows nothing (library use without a terminal)."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Config, data, device, job store, output directory, log and progress of one run."""
+
+    cfg: "RunConfig"
+    data: "Datasets"
+    dspec: "DeviceSpec"
+    device: "Device"
+    store: "JobStore"
+    out_dir: Path
+    n_img: int  # test images the run evaluates (the first n of the test split)
+    log: Callable[[str], None] = print
+    progress: Any = None  # an object with `.stage(name, total) -> Progress` (the CLI's rich bars), or None
+    timings: dict[str, float] = field(default_factory=dict)  # manifest "stages_s": what each step took
+
+    def bar(self, name: str) -> Progress:
+        """A progress callback `(description, fraction done)` for one step."""
+        return self.progress.stage(name, 1.0) if self.progress is not None else _no_progress
+
+    @contextlib.contextmanager
+    def step(self, label: str, tag: str) -> Iterator[dict[str, str]]:
+        """Time one step into `timings[label]` (the caller may append a suffix such as " (cached)" by setting
+        `note["suffix"]`) and charge it to the stage tag `tag` (`edgecam.stages`)."""
+        note: dict[str, str] = {"suffix": ""}
+        t0 = time.perf_counter()
+        with stage(tag):
+            yield note
+        self.timings[label + note["suffix"]] = time.perf_counter() - t0

@@ -1,0 +1,74 @@
+"""Stage 2, deploy: the artifacts of one model (exported or reused from the cache) and the variants that
+run them. Which (format, precision) pairs exist is the exporter's `supported`; which runtime loads which
+format is the runtime's declared `format`; which runtimes a board has is its inventory entry."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from edgecam.bench.outputs import ARTIFACTS
+from edgecam.bench.prepare import package_versions
+from edgecam.bench.variant import Variant
+from edgecam.cache import cache_dir, stable_hash
+
+if TYPE_CHECKING:
+    from edgecam.bench.context import RunContext
+    from edgecam.config import ModelSpec, RunConfig
+    from edgecam.data.datasets import Datasets
+
+Progress = Callable[[str, float], None]
+
+
+def build_artifact(model: Any, mspec: "ModelSpec", layer: str, ckpt_sha: str, fmt: str, precision: str, cfg: "RunConfig", data: "Datasets",
+                   exporter: Any, progress: Progress | None = None) -> tuple[Path, bool]:
+    """Export (or reuse from the cache) one artifact; returns (cached artifact dir, built_now)."""
+    from edgecam.exporters.base import Artifact, ArtifactError, CalibData, ModelInfo
+    from edgecam.exporters.onnx import resolve_weight_range
+
+    spec = cfg.export.spec(precision, cfg.train.seed)
+    info = ModelInfo(mspec.name, data.n_classes, layer, tuple(data.test_x.shape[1:]), data.mean, data.std, ckpt_sha)  # type: ignore[arg-type]
+    key = stable_hash({"info": info.__dict__, "spec": spec.to_dict(), "weight_range": resolve_weight_range(spec.int8_weight_range), "format": fmt,
+                       "data": data.fingerprint, "versions": package_versions()})
+    out = cache_dir() / "artifacts" / f"{mspec.name}-{fmt}-{precision}-{key}"
+    try:
+        Artifact.load(out)
+        return out, False
+    except ArtifactError:
+        pass
+    exporter.export(model, info, spec, out, CalibData(data.train_x, data.train_y), progress=progress)
+    return out, True
+
+
+def deploy_model(ctx: "RunContext", mspec: "ModelSpec", model: Any, layer: str, ckpt_sha: str) -> list[Variant]:
+    """Every variant of one model: each format x supported precision is exported once (cached), copied into
+    the run directory, and paired with every configured runtime that loads that format and the board has."""
+    from edgecam.exporters.base import EXPORTERS, Artifact
+    from edgecam.runtimes import runtime_format
+    from edgecam.runtimes.base import ANY_FORMAT
+
+    cfg, dspec = ctx.cfg, ctx.dspec
+    variants: list[Variant] = []
+    for fmt in cfg.export.formats:
+        exporter = EXPORTERS.get(fmt)()
+        for precision in cfg.export.precisions:
+            if precision not in exporter.supported:
+                ctx.log(f"skipping {mspec.name} {fmt} {precision}: the {fmt} exporter supports {', '.join(exporter.supported)}")
+                continue
+            with ctx.step(f"export {mspec.name} {fmt} {precision}", "setup") as note:
+                art_cache, built = build_artifact(model, mspec, layer, ckpt_sha, fmt, precision, cfg, ctx.data, exporter, ctx.bar(f"export {mspec.name} {precision}"))
+                note["suffix"] = "" if built else " (cached)"
+                art_dir = ctx.out_dir / ARTIFACTS / f"{mspec.name}-{fmt}-{precision}"
+                if art_dir.exists():
+                    shutil.rmtree(art_dir)
+                shutil.copytree(art_cache, art_dir)
+                art = Artifact.load(art_dir)
+            for rspec in cfg.runtimes:
+                if runtime_format(rspec.name) not in (fmt, ANY_FORMAT):
+                    continue
+                if dspec.runtimes and rspec.name not in dspec.runtimes:
+                    ctx.log(f"skipping {rspec.name} on {dspec.name}: the inventory lists only {', '.join(dspec.runtimes)}")
+                    continue
+                variants.append(Variant(mspec.name, fmt, precision, rspec.name, art_dir, art.manifest))
+    return variants

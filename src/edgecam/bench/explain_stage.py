@@ -1,0 +1,268 @@
+"""Stage 4, explain: CAMs of every variant of one model, streamed shard by shard into per-image rows.
+
+For each shard of `explain.shard_size` test images: the host reference CAM and the visual-saliency maps,
+then every CAM method on every variant in each mode it declares and the artifact allows (mirror / surrogate
+from the device's outputs and its session; sim in the host fake-quant graph), then the rows
+(`bench/results.py`), the runtime gap and what the run-level aggregates need (`bench/aggregate.py`): WSOL
+hit counts per threshold on images with ground truth, activation histograms and a bounded heap of the most
+dissimilar CAMs (Rogers et al. 2023's top-5% subset). CAMs are dropped after their shard.
+
+Each shard is a job of the run's store: a finished shard is read back instead of recomputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from edgecam.bench.aggregate import HIST_BINS, ExplainOutput, ShardOutput, Track, aggregate, push
+from edgecam.bench.measure import device_job
+from edgecam.bench.store import job_key
+from edgecam.bench.variant import Variant
+from edgecam.errors import EdgecamError
+from edgecam.explain.localisation import WSOL_THRESHOLDS
+from edgecam.stages import stage
+
+if TYPE_CHECKING:
+    from edgecam.bench.context import RunContext
+    from edgecam.config import RunConfig
+    from edgecam.data.datasets import TestShard
+    from edgecam.devices.session import DeviceSession
+
+
+def default_jobs(cfg: "RunConfig") -> list[tuple[str, str]]:
+    """(method, mode) for each configured method in its default mode (what every variant runs)."""
+    from edgecam.explain.cams import CAM_METHODS
+
+    return [(m, CAM_METHODS.get(m).default_mode()) for m in cfg.explain.methods]
+
+
+def cam_jobs(v: Variant, cfg: "RunConfig") -> list[tuple[str, str]]:
+    """(method, mode) pairs to run on `v`: each method in its default mode, and with `explain.sim` also in
+    "sim" where the method declares that mode and the artifact's exporter can simulate its graph on the host."""
+    from edgecam.explain.cams import CAM_METHODS
+    from edgecam.exporters.base import EXPORTERS
+
+    jobs = default_jobs(cfg)
+    if cfg.explain.sim and EXPORTERS.get(v.format).host_simulation:
+        jobs += [(m, "sim") for m in cfg.explain.methods if "sim" in CAM_METHODS.get(m).modes]
+    return jobs
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    """What every shard of one model shares."""
+
+    ok: list[Variant]
+    model: Any
+    layer: str
+    sessions: dict[str, "DeviceSession"]
+    provider: Any
+    provider_name: str
+    sims: dict[str, Any]
+    preds: dict[str, np.ndarray]
+    hist_edges: dict[str, np.ndarray]
+    top_k: int
+    n_faith: int
+
+
+def explain_model(ctx: "RunContext", model: Any, layer: str, variants: list[Variant], ckpt_sha: str) -> ExplainOutput:
+    """Explain the run's test images on every successful variant of one model, one shard job at a time. A
+    shard whose device calls fail (crash, timeout, lost board) is recorded in `failed`; the next goes on."""
+    from edgecam.devices.session import DeviceSession
+    from edgecam.explain.saliency import SALIENCY_PROVIDERS
+
+    cfg, ex, n_img = ctx.cfg, ctx.cfg.explain, ctx.n_img
+    ok = [v for v in variants if v.ok]
+    if not ok:
+        return ExplainOutput()
+    rspecs = {r.name: r for r in cfg.runtimes}
+    jobs = {v.key: device_job(rspecs[v.runtime], ctx.dspec) for v in ok}
+    provider_cls = SALIENCY_PROVIDERS.get(ex.saliency)
+    setup = ModelSetup(
+        ok, model, layer, {v.key: DeviceSession(ctx.device, v.artifact_dir, jobs[v.key], cfg.bench.timeout_s) for v in ok},
+        provider_cls(ex.saliency_dir) if ex.saliency == "directory" else provider_cls(), provider_cls.name,
+        {v.key: _sim_module(v) for v in ok if any(mode == "sim" for _, mode in cam_jobs(v, cfg))}, {v.key: v.outputs["logits"].argmax(1) for v in ok},
+        _hist_edges(ok, min(n_img, ex.shard_size)), max(1, int(np.ceil(0.05 * n_img))), min(n_img, ex.faithfulness_images) if ex.faithfulness else 0,
+    )
+    key = {"kind": "explain", "model": ok[0].model, "weights": ckpt_sha, "device": ctx.dspec.name, "data": ctx.data.fingerprint, "images": n_img,
+           "explain": ex.__dict__, "variants": sorted((v.key, v.manifest.get("sha256"), jobs[v.key]) for v in ok)}
+    shards = [(s0, min(n_img, s0 + ex.shard_size)) for s0 in range(0, n_img, ex.shard_size)]
+    out = ExplainOutput()
+    parts: list[ShardOutput] = []
+    bar = ctx.bar(f"CAMs {ok[0].model}")
+    for i, (s0, s1) in enumerate(shards):
+        try:
+            job, _ = ctx.store.get_or_compute("explain", job_key(**key, shard=[s0, s1]), lambda: explain_shard(ctx, setup, s0, s1).to_job())
+        except (EdgecamError, OSError, TimeoutError) as exc:
+            out.failed.append({"job": f"explain {ok[0].model} images {s0}-{s1 - 1}", "error": f"{type(exc).__name__}: {exc}"})
+            ctx.log(f"[red]FAILED[/red] explain {ok[0].model} images {s0}-{s1 - 1}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            continue
+        assert job is not None  # an explain shard either raises or returns a job
+        parts.append(ShardOutput.from_job(job))  # the stored form, resumed or not: one code path to the results
+        bar(f"CAMs {ok[0].model}", (i + 1) / len(shards))
+    aggregate(parts, setup.ok, setup.hist_edges, setup.top_k, out)
+    out.calls = sum(s.calls for s in setup.sessions.values())
+    return out
+
+
+def _sim_module(v: Variant) -> Any:
+    import onnx
+
+    from edgecam.exporters.quantize.graph import OnnxGraphModule
+
+    return OnnxGraphModule(onnx.load(str(v.artifact_dir / v.manifest["file"])), name=v.key).eval()
+
+
+def _hist_edges(ok: list[Variant], n_first: int) -> dict[str, np.ndarray]:
+    """Activation-histogram bin edges per model / format / runtime, from the first shard's features of its
+    first variant that has an fp32 sibling (the fp32 one where it comes first): every precision and shard
+    is binned alike."""
+    keys = {v.key for v in ok}
+    edges: dict[str, np.ndarray] = {}
+    for v in ok:
+        if v.fp32_key in keys:
+            edges.setdefault(v.family, _edges(np.asarray(v.outputs["features"][:n_first], dtype=np.float32)))
+    return edges
+
+
+def _edges(feats: np.ndarray) -> np.ndarray:
+    finite = feats[np.isfinite(feats)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    return np.linspace(lo, hi if hi > lo else lo + 1.0, HIST_BINS + 1)
+
+
+def variant_cams(ctx: "RunContext", setup: ModelSetup, shard: "TestShard", s0: int) -> tuple[np.ndarray, dict[tuple[str, str, str], np.ndarray]]:
+    """The host reference CAMs of the shard and every (variant key, method, mode)'s CAMs, (N, H, W) each."""
+    from edgecam.explain.cams import CamContext, cam_method, reference_cams
+
+    ex = ctx.cfg.explain
+    s1 = s0 + len(shard.ids)
+    with stage("cam"):
+        host_ctx = CamContext(setup.model, setup.layer, shard.x, seed=ex.seed, rise_masks=ex.rise_masks)
+        ref_targets = shard.labels if ex.target == "label" else _host_pred(setup.model, shard.x)
+        reference = reference_cams(host_ctx, ex.reference, ref_targets)
+        cams: dict[tuple[str, str, str], np.ndarray] = {}
+        for v in setup.ok:
+            targets = shard.labels if ex.target == "label" else setup.preds[v.key][s0:s1]
+            vctx = CamContext(setup.model, setup.layer, shard.x, forward=setup.sessions.get(v.key), sim_module=setup.sims.get(v.key), seed=ex.seed, rise_masks=ex.rise_masks)
+            for method, mode in cam_jobs(v, ctx.cfg):
+                cams[(v.key, method, mode)] = cam_method(method, mode)(vctx, v.outputs["features"][s0:s1], targets)
+    return reference, cams
+
+
+def explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int) -> ShardOutput:
+    """CAMs of every variant on test images s0..s1-1, then their rows and the shard's aggregate pieces."""
+    import pandas as pd
+
+    from edgecam.bench.results import gap_rows, image_rows
+    from edgecam.explain.localisation import box_from_mask, box_ious
+
+    ex, ok, preds = ctx.cfg.explain, setup.ok, setup.preds
+    shard = ctx.data.test_shard(s0, s1)
+    with stage("metrics"):
+        mean, std = (np.asarray(a, np.float32)[:, None, None] for a in (ctx.data.mean, ctx.data.std))
+        raw = np.clip(shard.x * std + mean, 0, 1)
+        saliency = setup.provider.maps(raw, list(shard.ids), shard.masks)
+    reference, cams = variant_cams(ctx, setup, shard, s0)
+    grid = _grid(ok, cams, raw, shard, saliency, preds) if s0 == 0 else {}
+    rows: list[dict[str, Any]] = []
+    gaps: list[dict[str, Any]] = []
+    tracks: dict[tuple[str, str, str], Track] = {}
+    hist: dict[str, np.ndarray] = {}
+    with stage("metrics"):
+        first_by_precision: dict[str, Variant] = {}
+        for v in ok:  # the runtime gap: each other runtime's CAMs vs the first runtime's, at the same precision
+            ref_v = first_by_precision.setdefault(v.precision, v)
+            if ref_v is not v:
+                for method, mode in default_jobs(ctx.cfg):
+                    gaps += gap_rows(v, ref_v, method, cams[(v.key, method, mode)], cams[(ref_v.key, method, mode)], shard.ids, preds[v.key][s0:s1], preds[ref_v.key][s0:s1])
+        gt_boxes = [box_from_mask(m > 0.5) if has else None for m, has in zip(shard.masks, shard.has_box)]
+        input_finite = np.isfinite(shard.x).reshape(len(shard.x), -1).all(1)
+        for v in ok:
+            if v.fp32_key not in preds:
+                if s0 == 0:
+                    ctx.log(f"[yellow]no fp32 {v.format}/{v.runtime} variant of {v.model}: {v.key} has no CAM comparison rows[/yellow]")
+                continue
+            feats = np.asarray(v.outputs["features"][s0:s1], dtype=np.float32)
+            edges = setup.hist_edges[v.family]
+            hist[v.key] = np.histogram(np.clip(feats[np.isfinite(feats)], edges[0], edges[-1]), bins=edges)[0]
+            output_finite = np.isfinite(feats).reshape(len(feats), -1).all(1) & np.isfinite(v.outputs["logits"][s0:s1]).all(1)
+            act = [_act_stats(f) for f in feats]
+            for method, mode in cam_jobs(v, ctx.cfg):
+                c, c_fp32 = cams[(v.key, method, mode)], cams[(v.fp32_key, method, mode)]
+                faith = _faithfulness(setup.sessions.get(v.key), shard.x, c, preds[v.key][s0:s1], s0, setup.n_faith, ex.faithfulness_steps)
+                track = tracks.setdefault((v.key, method, mode), Track(np.zeros(len(WSOL_THRESHOLDS), dtype=np.int64)))
+                wsol_iou = np.full(len(c), np.nan)
+                for i, box in enumerate(gt_boxes):  # MaxBoxAcc counts (Choe et al. 2020) on images with ground truth only
+                    if box is None:
+                        continue
+                    ious = box_ious(c[i], box)  # zeros for a constant or non-finite CAM: a miss, as in max_box_acc
+                    track.n += 1
+                    track.hits += ious >= 0.5
+                    wsol_iou[i] = ious.max() if np.isfinite(c[i]).all() else np.nan
+                extra = [{**faith[i], **act[i], "input_finite": bool(input_finite[i]), "output_finite": bool(output_finite[i])} for i in range(len(c))]
+                rows += image_rows(v, method, mode, c, c_fp32, reference, shard, saliency, setup.provider_name, preds[v.key][s0:s1], preds[v.fp32_key][s0:s1],
+                                   ctx.device.name, wsol_iou, extra, ex.emd_size)
+                if v.precision != "fp32":
+                    for i, r in enumerate(rows[-len(c):]):
+                        if np.isfinite(r["rmse_fp32"]):
+                            push(track.heap, (float(r["rmse_fp32"]), s0 + i, str(shard.ids[i]), c[i].copy(), c_fp32[i].copy()), setup.top_k)
+    return ShardOutput(pd.DataFrame(rows), pd.DataFrame(gaps), tracks, hist, grid)
+
+
+GRID_TYPICAL = 3
+GRID_DISSIMILAR = 2
+
+
+def _grid(ok: list[Variant], cams: dict[tuple[str, str, str], np.ndarray], raw: np.ndarray, shard: "TestShard", saliency: np.ndarray,
+          preds: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The report's Figure-2 grid (2403.09939): the first shard's first images ("typical") and its images
+    whose lowest-precision CAM is furthest from fp32 by RMSE ("dissimilar"), with every variant's CAM."""
+    from edgecam.explain.metrics import rmse
+
+    n = len(raw)
+    chosen = list(range(min(GRID_TYPICAL, n)))
+    kinds = ["typical"] * len(chosen)
+    method_mode = next(((m, mode) for (_, m, mode) in cams), None)
+    lowest = [v for v in ok if v.precision != "fp32"]
+    if method_mode and lowest:
+        v = lowest[-1]
+        if (v.fp32_key, *method_mode) in cams:
+            a, b = cams[(v.key, *method_mode)], cams[(v.fp32_key, *method_mode)]
+            scores = np.array([rmse(a[i], b[i]) for i in range(n)])
+            order = [i for i in np.argsort(-np.nan_to_num(scores, nan=-1.0), kind="stable") if i not in chosen][:GRID_DISSIMILAR]
+            chosen += [int(i) for i in order]
+            kinds += ["dissimilar"] * len(order)
+    return {
+        "ids": [str(shard.ids[i]) for i in chosen], "kinds": kinds, "images": raw[chosen], "masks": shard.masks[chosen], "has_box": shard.has_box[chosen],
+        "saliency": saliency[chosen], "cams": {key: c[chosen] for key, c in cams.items()}, "preds": {k: p[chosen] for k, p in preds.items()},
+    }
+
+
+def _act_stats(f: np.ndarray) -> dict[str, float]:
+    from edgecam.explain.activations import activation_stats
+
+    st = activation_stats(f)
+    return {f"act_{k}": float(st[k]) for k in ("entropy", "std", "hoyer", "gini")}
+
+
+def _faithfulness(session: "DeviceSession | None", x: np.ndarray, cams: np.ndarray, targets: np.ndarray, s0: int, n_faith: int, steps: int) -> list[dict[str, float]]:
+    """Deletion / Insertion AUCs (Petsiuk et al. 2018) for the shard's images below `n_faith`, else NaN."""
+    from edgecam.explain.faithfulness import faithfulness_rows
+
+    k = max(0, min(len(x), n_faith - s0))
+    nan = {"deletion_auc": float("nan"), "insertion_auc": float("nan")}
+    if session is None or k == 0:
+        return [nan] * len(x)
+    res = faithfulness_rows(lambda b: session(b)["logits"], x[:k], cams[:k], targets[:k], steps=steps, batch_size=256)
+    return [{"deletion_auc": float(r["deletion_auc"]), "insertion_auc": float(r["insertion_auc"])} for r in res] + [nan] * (len(x) - k)
+
+
+def _host_pred(model: Any, images: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(np.ascontiguousarray(images[i : i + 128]))).argmax(1).numpy() for i in range(0, len(images), 128)])

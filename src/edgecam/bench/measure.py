@@ -1,0 +1,65 @@
+"""Stage 3, measure: each variant's timing + outputs pass and its separate memory pass on the device, each a
+fresh agent process (latency is never measured beside other work). A failure is recorded on the variant,
+never raised: a crashed runtime, a timeout or a lost board must not end the sweep."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edgecam.bench.store import Job, job_key
+from edgecam.bench.variant import Variant
+from edgecam.errors import EdgecamError
+
+if TYPE_CHECKING:
+    from edgecam.bench.context import RunContext
+    from edgecam.config import RuntimeSpec
+    from edgecam.devices.inventory import DeviceSpec
+
+
+def device_job(rspec: "RuntimeSpec", dspec: "DeviceSpec") -> dict[str, Any]:
+    """The job fields every run of `rspec` on `dspec` shares: runtime, its options (the inventory's thread
+    count where the experiment sets none) and the device's CPU budget."""
+    options = rspec.options()
+    if options.get("threads") is None and dspec.threads is not None:
+        options["threads"] = dspec.threads
+    job: dict[str, Any] = {"runtime": rspec.name, "runtime_options": options}
+    if dspec.cores is not None:
+        job["cores"] = dspec.cores
+    return job
+
+
+def run_variant(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec") -> None:
+    """Timing + outputs pass, then a separate memory pass, on the run's device; failures land in `v.error`
+    with the device's stderr (transport errors were already retried with backoff by the device)."""
+    cfg, dspec = ctx.cfg, ctx.dspec
+    x = ctx.data.test_x
+    job = {**device_job(rspec, dspec), "warmup": cfg.bench.warmup, "iterations": cfg.bench.iterations, "batch_size": cfg.bench.batch_size}
+    if dspec.tegrastats:
+        job["tegrastats"] = True
+    try:
+        v.result, v.outputs = ctx.device.run_job(v.artifact_dir, x, {**job, "mode": "run"}, timeout=cfg.bench.timeout_s)
+        if cfg.bench.memory:
+            v.memory, _ = ctx.device.run_job(v.artifact_dir, x[: 3 * cfg.bench.batch_size], {**job, "mode": "memory"}, timeout=cfg.bench.timeout_s)
+    except (EdgecamError, OSError, TimeoutError) as exc:
+        v.error = f"{type(exc).__name__}: {exc}"
+
+
+def run_key(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec", ckpt_sha: str) -> str:
+    """What a variant's device run depends on: model, weights, artifact, runtime and options, device, data."""
+    return job_key(kind="run", model=v.model, weights=ckpt_sha, artifact=v.manifest.get("sha256"), format=v.format, precision=v.precision,
+                   runtime=v.runtime, job=device_job(rspec, ctx.dspec), device=ctx.dspec.name, bench=ctx.cfg.bench.__dict__,
+                   data=ctx.data.fingerprint, images=len(ctx.data.test_x))
+
+
+def measure(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec", ckpt_sha: str) -> bool:
+    """`run_variant` as a job of the run's store: a finished one is read back, a new one is run and committed
+    when it succeeded. Returns whether it was reused."""
+
+    def compute() -> Job | None:
+        run_variant(ctx, v, rspec)
+        return None if v.error else Job({"result": v.result, "memory": v.memory}, dict(v.outputs))
+
+    job, reused = ctx.store.get_or_compute("run", run_key(ctx, v, rspec, ckpt_sha), compute)
+    if job is not None:
+        v.result, v.memory, v.outputs = job.meta["result"], job.meta["memory"], job.arrays
+    return reused

@@ -1,0 +1,87 @@
+"""Stage 1, prepare: reject bad input before any work, then the fp32 host model of each ModelSpec (the
+user's weights, or trained on the data and cached by everything that produced it)."""
+
+from __future__ import annotations
+
+import platform
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from edgecam.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgecam.config import ModelSpec, RunConfig
+    from edgecam.data.datasets import Datasets
+
+Progress = Callable[[str, float], None]
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a run's numbers depend on (the manifest; artifact cache keys)."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("edgecam", "torch", "torchvision", "onnx", "onnxruntime", "grad-cam", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def preflight(cfg: "RunConfig", data: "Datasets") -> None:
+    """Reject bad input before any work: every model builds, its weights file loads and fits, and it takes
+    the data's input shape and gives one logit per class. Errors name the model, file and what was expected."""
+    import torch
+
+    from edgecam.models import build_model
+
+    probe_x = torch.from_numpy(np.ascontiguousarray(data.test_x[:1]))
+    for m in cfg.models:
+        model, _layer = build_model(m.name, data.n_classes, m.weights, m.target_layer)
+        try:
+            with torch.no_grad():
+                logits = model(probe_x)
+        except Exception as exc:  # noqa: BLE001 - any failure here is a shape / dtype mismatch with the data
+            raise ConfigError(f"models.name ({m.name}): the model does not accept the data's input of shape {tuple(probe_x.shape[1:])} (C, H, W): {type(exc).__name__}: {exc}") from None
+        if tuple(logits.shape) != (1, data.n_classes):
+            raise ConfigError(f"models.name ({m.name}): expected logits of shape (batch, {data.n_classes}) for the data's {data.n_classes} classes, got {tuple(logits.shape)}")
+
+
+def prepare_model(mspec: "ModelSpec", cfg: "RunConfig", data: "Datasets", progress: Progress | None = None) -> tuple[Any, str, dict[str, Any]]:
+    """fp32 model for `mspec`: the user's weights, or trained on the data (cached by what produced it).
+    Returns (model, CAM target layer, checkpoint facts for the manifest, incl. `sha256` and `trained_now`)."""
+    from edgecam.cache import cache_dir, sha256_file
+    from edgecam.models import TORCHVISION_WEIGHTS_PREFIX, build_model, resolve_entry, torchvision_weights_info
+    from edgecam.models.train import accuracy, cached_checkpoint, train_classifier
+
+    if mspec.weights:
+        model, layer = build_model(mspec.name, data.n_classes, mspec.weights, mspec.target_layer)
+        weights_file = mspec.weights
+        if str(mspec.weights).startswith(TORCHVISION_WEIGHTS_PREFIX):  # the hub-cache file build_model just loaded
+            weights_file = str(torchvision_weights_info(mspec.name, str(mspec.weights)[len(TORCHVISION_WEIGHTS_PREFIX):])["file"])
+        meta: dict[str, Any] = {"sha256": sha256_file(weights_file), "source": str(mspec.weights), "file": str(weights_file), "trained_now": False}
+    else:
+        import torch
+
+        tspec = mspec.train_spec(cfg.train)
+        key = {"model": mspec.name, "classes": data.n_classes, "data": data.fingerprint, "train": tspec.__dict__, "torch": torch.__version__, "norm": [data.mean, data.std]}
+        layer = resolve_entry(mspec.name, mspec.target_layer).target_layer
+        model, _ckpt, meta, trained = cached_checkpoint(
+            key,
+            cache_dir() / "checkpoints" / mspec.name,
+            lambda: _seeded(tspec.seed, lambda: build_model(mspec.name, data.n_classes, None, mspec.target_layer)[0]),
+            lambda m: train_classifier(m, data.train_x, data.train_y, tspec, progress, mspec.name),
+        )
+        meta = {**meta, "trained_now": trained}
+    meta["host_fp32_accuracy"] = accuracy(model, data.test_x, data.test_y)
+    return model, layer, meta
+
+
+def _seeded(seed: int, fn: Callable[[], Any]) -> Any:
+    """Call `fn` with torch's global RNG seeded: weight initialisation must not depend on what ran before."""
+    import torch
+
+    torch.manual_seed(seed)
+    return fn()

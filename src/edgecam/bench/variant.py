@@ -1,0 +1,47 @@
+"""A deployed variant: model x format x precision x runtime, and what its device run produced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Variant:
+    """One deployed model: model x format x precision x runtime, and what running it produced."""
+
+    model: str
+    format: str
+    precision: str
+    runtime: str
+    artifact_dir: Path
+    manifest: dict[str, Any]
+    result: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}-{self.format}-{self.precision}-{self.runtime}"
+
+    @property
+    def fp32_key(self) -> str:
+        """The key of the fp32 sibling (same model, format and runtime): what "v. fp32" compares against."""
+        return f"{self.model}-{self.format}-fp32-{self.runtime}"
+
+    @property
+    def family(self) -> str:
+        """Model, format and runtime: variants of one family differ only in precision."""
+        return f"{self.model}-{self.format}-{self.runtime}"
+
+    @property
+    def precision_effective(self) -> str:
+        return str(self.manifest.get("precision_effective", self.precision))
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

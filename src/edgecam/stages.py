@@ -1,0 +1,60 @@
+"""Stage timing by explicit tags: `with stage("metrics"): ...` charges the block's wall time to "metrics".
+
+Time is exclusive: a nested stage's seconds are charged to it and not to the stage around it, so the tags of
+a run add up to its wall time and the shares in the performance suite (`benchmarks/pipeline.py`) never
+double-count (a Score-CAM calls the device; a faithfulness curve calls it too). The clock is per thread;
+tags, not source paths, decide where time goes, so moving code between modules changes no figure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import defaultdict
+from typing import Iterator
+
+#: the tags the pipeline uses (any string works; these are the ones the suite reports)
+TAGS = ("setup", "device", "cam", "metrics", "io", "other")
+
+
+class StageClock:
+    """Exclusive seconds per tag on one thread (a stack of open stages)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._stack: list[list[float | str]] = []  # [tag, start of the current exclusive interval]
+
+    @contextlib.contextmanager
+    def stage(self, tag: str) -> Iterator[None]:
+        now = time.perf_counter()
+        if self._stack:  # pause the enclosing stage
+            outer = self._stack[-1]
+            self.seconds[str(outer[0])] += now - float(outer[1])
+        self._stack.append([tag, now])
+        try:
+            yield
+        finally:
+            end = time.perf_counter()
+            tag_, start = self._stack.pop()
+            self.seconds[str(tag_)] += end - float(start)
+            if self._stack:  # resume the enclosing one
+                self._stack[-1][1] = end
+
+    def snapshot(self) -> dict[str, float]:
+        return dict(self.seconds)
+
+
+_local = threading.local()
+
+
+def clock() -> StageClock:
+    """This thread's clock."""
+    if not hasattr(_local, "clock"):
+        _local.clock = StageClock()
+    return _local.clock
+
+
+def stage(tag: str) -> "contextlib.AbstractContextManager[None]":
+    """Charge the enclosed block's exclusive wall time to `tag` on this thread's clock."""
+    return clock().stage(tag)

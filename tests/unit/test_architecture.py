@@ -1,0 +1,111 @@
+"""The package's shape (DESIGN.md: data flows one way): no import circle anywhere in src/edgecam, counting
+every import that runs (module level and inside functions; `if TYPE_CHECKING:` blocks are annotations
+only and are left out), and no module importing another's private names, in src/ or benchmarks/."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "src"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(SRC).with_suffix("")
+    parts = list(rel.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in (SRC / "edgecam").rglob("*.py")}
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(imported module, names taken from it) for every import statement of the file."""
+    inside = path.is_relative_to(SRC)
+    package = "" if not inside else _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    out = []
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test) for b in block.body for n in ast.walk(b)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([node.module] if node.module else []))
+            out.append((base, [a.name for a in node.names]))
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {m: set() for m in MODULES}
+    for mod, path in MODULES.items():
+        for target, names in _imports(path):
+            if not target.startswith("edgecam"):
+                continue
+            subs = [f"{target}.{n}" for n in names if f"{target}.{n}" in MODULES]  # `from edgecam.bench import outputs`
+            for dep in subs or [target]:
+                if dep in MODULES and dep != mod:
+                    graph[mod].add(dep)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circle_in_the_package() -> None:
+    graph = _graph()
+    assert sum(len(d) for d in graph.values()) > 100  # the graph really was read
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_circle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_private_names_across_modules() -> None:
+    offenders = []
+    for path in [*MODULES.values(), *(ROOT / "benchmarks").glob("*.py")]:
+        for target, names in _imports(path):
+            if target.startswith("edgecam"):
+                offenders += [f"{path.relative_to(ROOT)}: from {target} import {n}" for n in names if n.startswith("_") and not n.startswith("__")]
+    assert offenders == []
