@@ -261,12 +261,8 @@ def cmd_devices_probe(args: argparse.Namespace) -> int:
     from edgecam.devices.inventory import get_device_spec, open_device
 
     spec = get_device_spec(args.name, args.devices)
-    device = open_device(spec)
-    try:
+    with open_device(spec) as device:
         facts = device.info()
-    finally:
-        if hasattr(device, "close"):
-            device.close()
     if args.json:
         print(json.dumps(facts, indent=2))
         return 0

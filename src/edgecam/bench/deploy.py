@@ -24,13 +24,13 @@ Progress = Callable[[str, float], None]
 def build_artifact(model: Any, mspec: "ModelSpec", layer: str, ckpt_sha: str, fmt: str, precision: str, cfg: "RunConfig", data: "Datasets",
                    exporter: Any, progress: Progress | None = None) -> tuple[Path, bool]:
     """Export (or reuse from the cache) one artifact; returns (cached artifact dir, built_now)."""
-    from edgecam.exporters.base import Artifact, ArtifactError, CalibData, ModelInfo
+    from edgecam.exporters.base import MANIFEST_VERSION, Artifact, ArtifactError, CalibData, ModelInfo
     from edgecam.exporters.onnx import resolve_weight_range
 
     spec = cfg.export.spec(precision, cfg.train.seed)
     info = ModelInfo(mspec.name, data.n_classes, layer, tuple(data.test_x.shape[1:]), data.mean, data.std, ckpt_sha)  # type: ignore[arg-type]
     key = stable_hash({"info": info.__dict__, "spec": spec.to_dict(), "weight_range": resolve_weight_range(spec.int8_weight_range), "format": fmt,
-                       "data": data.fingerprint, "versions": package_versions()})
+                       "data": data.fingerprint, "versions": package_versions(), "manifest_version": MANIFEST_VERSION})
     out = cache_dir() / "artifacts" / f"{mspec.name}-{fmt}-{precision}-{key}"
     try:
         Artifact.load(out)

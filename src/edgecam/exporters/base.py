@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: manifests carry the fp32 validation record (`validation`)
 PRECISIONS = ("fp32", "int16", "int8")
 QUANT_METHODS = ("qat", "ptq")
 
