@@ -40,13 +40,13 @@ def run_items(s: Setup, formats: Sequence[str] = ("onnx", "tflite"), precisions:
     """Item 6: one row per model and format, seconds per artifact (mean over its precisions, each in the
     detail); `precisions[model]` limits a model's precisions (default: fp32, int16, int8)."""
     from edgecam.bench.deploy import build_artifact
-    from edgecam.exporters.base import EXPORTERS
+    from edgecam.exporters import exporter_class
 
     rows = []
     with fresh_cache():
         for m in s.models.values():
             for fmt in formats:
-                exporter = EXPORTERS.get(fmt)()
+                exporter = exporter_class(fmt)()
                 secs = {}
                 for precision in (precisions or {}).get(m.name, PRECISIONS):
                     t = time.perf_counter()

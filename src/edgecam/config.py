@@ -74,10 +74,7 @@ class ExportSettings:
     opset: int = 21
 
     def __post_init__(self) -> None:
-        from edgecam.exporters.base import EXPORTERS
-
-        import edgecam.exporters.onnx  # noqa: F401  (registers "onnx")
-        import edgecam.exporters.tflite  # noqa: F401  (registers "tflite")
+        from edgecam.exporters import EXPORTERS
 
         for f in self.formats:
             EXPORTERS.get(f)

@@ -44,14 +44,15 @@ def build_artifact(model: Any, mspec: "ModelSpec", layer: str, ckpt_sha: str, fm
 def deploy_model(ctx: "RunContext", mspec: "ModelSpec", model: Any, layer: str, ckpt_sha: str) -> list[Variant]:
     """Every variant of one model: each format x supported precision is exported once (cached), copied into
     the run directory, and paired with every configured runtime that loads that format and the board has."""
-    from edgecam.exporters.base import EXPORTERS, Artifact
+    from edgecam.exporters import exporter_class
+    from edgecam.exporters.base import Artifact
     from edgecam.runtimes import runtime_format
     from edgecam.runtimes.base import ANY_FORMAT
 
     cfg, dspec = ctx.cfg, ctx.dspec
     variants: list[Variant] = []
     for fmt in cfg.export.formats:
-        exporter = EXPORTERS.get(fmt)()
+        exporter = exporter_class(fmt)()
         for precision in cfg.export.precisions:
             if precision not in exporter.supported:
                 ctx.log(f"skipping {mspec.name} {fmt} {precision}: the {fmt} exporter supports {', '.join(exporter.supported)}")

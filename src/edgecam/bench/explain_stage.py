@@ -43,10 +43,10 @@ def cam_jobs(v: Variant, cfg: "RunConfig") -> list[tuple[str, str]]:
     """(method, mode) pairs to run on `v`: each method in its default mode, and with `explain.sim` also in
     "sim" where the method declares that mode and the artifact's exporter can simulate its graph on the host."""
     from edgecam.explain.cams import CAM_METHODS
-    from edgecam.exporters.base import EXPORTERS
+    from edgecam.exporters import exporter_class
 
     jobs = default_jobs(cfg)
-    if cfg.explain.sim and EXPORTERS.get(v.format).host_simulation:
+    if cfg.explain.sim and exporter_class(v.format).host_simulation:
         jobs += [(m, "sim") for m in cfg.explain.methods if "sim" in CAM_METHODS.get(m).modes]
     return jobs
 

@@ -100,9 +100,10 @@ CAM_METHODS: Registry[type[CamMethod]] = Registry("CAM method")
 
 
 def _package_cam(kind: str) -> Any:
-    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+    """The `grad-cam` package's class for the gradient method registered as `kind`."""
+    import pytorch_grad_cam
 
-    return {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM, "hirescam": HiResCAM}[kind]
+    return getattr(pytorch_grad_cam, CAM_METHODS.get(kind).package_class)
 
 
 class _Injector:
@@ -156,7 +157,8 @@ class GradientCam(CamMethod):
 
     modes = ("mirror", "sim")
     needs_gradients = True
-    kind: ClassVar[str]
+    kind: ClassVar[str]  # the registered name
+    package_class: ClassVar[str]  # the `pytorch_grad_cam` class that computes it
     label: ClassVar[str]
 
     def __call__(self, ctx: "CamContext", features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
@@ -165,8 +167,17 @@ class GradientCam(CamMethod):
         return gradient_cams(ctx, self.kind, targets, features)
 
 
-for _kind, _label in [("gradcampp", "Grad-CAM++"), ("gradcam", "Grad-CAM"), ("xgradcam", "XGrad-CAM"), ("layercam", "LayerCAM"), ("hirescam", "HiResCAM")]:
-    CAM_METHODS.add(_kind, type(f"GradientCam_{_kind}", (GradientCam,), {"name": _kind, "kind": _kind, "label": _label, "__doc__": f"{_label}: {GradientCam.__doc__}"}))
+def gradient_cam(name: str, package_class: str, label: str) -> type[GradientCam]:
+    """A `GradientCam` for the `grad-cam` package's `package_class`, registered as `name`."""
+    doc = f"{label}: {GradientCam.__doc__}"
+    return type(f"GradientCam_{name}", (GradientCam,), {"name": name, "kind": name, "package_class": package_class, "label": label, "__doc__": doc})
+
+
+CAM_METHODS.add("gradcampp", gradient_cam("gradcampp", "GradCAMPlusPlus", "Grad-CAM++"))
+CAM_METHODS.add("gradcam", gradient_cam("gradcam", "GradCAM", "Grad-CAM"))
+CAM_METHODS.add("xgradcam", gradient_cam("xgradcam", "XGradCAM", "XGrad-CAM"))
+CAM_METHODS.add("layercam", gradient_cam("layercam", "LayerCAM", "LayerCAM"))
+CAM_METHODS.add("hirescam", gradient_cam("hirescam", "HiResCAM", "HiResCAM"))
 
 
 @CAM_METHODS.register("eigencam")

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping
 
 from edgecam.cache import atomic_write_json, sha256_file
 from edgecam.errors import ArtifactError, ConfigError
-from edgecam.registry import Registry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -352,4 +351,3 @@ def input_spec(name: str, shape: list[Any], dtype: str, info: ModelInfo) -> dict
     return {"name": name, "shape": shape, "dtype": dtype, "layout": "NCHW", "value_range": [0.0, 1.0], "normalisation": {"mean": list(info.mean), "std": list(info.std)}}
 
 
-EXPORTERS: Registry[type[Exporter]] = Registry("export format")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from edgecam.errors import ArtifactError
-from edgecam.exporters.base import EXPORTERS, CalibData, Exporter, ExportSpec, ModelInfo, input_spec, two_output_module
+from edgecam.exporters.base import CalibData, Exporter, ExportSpec, ModelInfo, input_spec, two_output_module
 
 if TYPE_CHECKING:
     import torch
@@ -171,7 +171,6 @@ def integer_weight_dtypes(path: Path) -> dict[str, str]:
     return out
 
 
-@EXPORTERS.register("onnx")
 class OnnxExporter(Exporter):
     """PyTorch -> ONNX (fp32) -> QDQ ONNX (int16 / int8) with QAT-learned or calibrated scales."""
 

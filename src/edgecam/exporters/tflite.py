@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from edgecam.errors import ArtifactError
-from edgecam.exporters.base import EXPORTERS, CalibData, Exporter, ExportSpec, ModelInfo, input_spec, two_output_module
+from edgecam.exporters.base import CalibData, Exporter, ExportSpec, ModelInfo, input_spec, two_output_module
 from edgecam.exporters.onnx import quiet
 
 if TYPE_CHECKING:
@@ -97,7 +97,6 @@ def tensor_dtypes(path: Path) -> dict[str, list[str]]:
     return out
 
 
-@EXPORTERS.register("tflite")
 class TfliteExporter(Exporter):
     """PyTorch -> .tflite (fp32) -> int8 / 16x8 .tflite via ai-edge-quantizer."""
 
