@@ -87,7 +87,7 @@ def test_image_folder_without_boxes_prints_and_writes_no_gt_numbers(session_cach
     run_dir = tmp_path / "run"
     proc = edgecam(["run", str(toml), "--out", str(run_dir)], session_cache)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "v. GT" not in proc.stdout and "no ground truth" in proc.stdout
+    assert "v. GT" not in proc.stdout and "no ground truth" in proc.stdout, [l for l in proc.stdout.splitlines() if "GT" in l]
     rows = pd.read_parquet(run_dir / "results.parquet")
     assert len(rows) > 0 and not rows["has_gt"].any()
     gt_cols = ["sim_gt", "cc_gt", "kld_gt", "nss_gt", "wsol_iou", "pointing_energy"]

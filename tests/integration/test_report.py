@@ -73,7 +73,7 @@ def _synthetic_run(root: Path, images: int = 500) -> Path:
                 lat.append(pd.DataFrame({"model": model, "format": fmt, "runtime": runtime, "precision": p, "latency_ms": rng.gamma(4, 0.3, 100)}))
                 bench.append({"model": model, "format": fmt, "runtime": runtime, "precision": p, "ok": True, "p50_ms": rng.gamma(4, 0.3), "size_bytes": int(rng.integers(1e5, 1e8)), "peak_rss_mb": 50.0})
         grids[model] = {"ids": [f"test-{i:05d}" for i in range(5)], "kinds": ["typical"] * 3 + ["dissimilar"] * 2, "images": rng.random((5, 3, 64, 64)),
-                        "masks": rng.random((5, 64, 64)), "saliency": rng.random((5, 64, 64)), "cams": cams, "preds": {k[0]: np.zeros(5, int) for k in cams}}
+                        "masks": rng.random((5, 64, 64)), "has_box": np.ones(5, bool), "saliency": rng.random((5, 64, 64)), "cams": cams, "preds": {k[0]: np.zeros(5, int) for k in cams}}
     root.mkdir(parents=True)
     results = pd.concat(rows, ignore_index=True)
     results.to_parquet(root / "results.parquet")

@@ -128,7 +128,7 @@ def write_outputs(ctx: RunContext, acc: Collected) -> dict[str, Any]:
             "lowbit": pd.DataFrame(acc.lowbit),
         }
     if not ctx.data.has_ground_truth:
-        ctx.log("[yellow]no ground truth (no box or mask file for any test image): no 'v. GT', WSOL or pointing-game numbers in this run[/yellow]")
+        ctx.log("[yellow]no ground truth (no box or mask file for any test image): no ground-truth comparisons, WSOL or pointing-game numbers in this run[/yellow]")
     out = ctx.out_dir
     files.write_tables(out, [(files.WSOL, tables["wsol"]), (files.ACTIVATIONS, pd.DataFrame(acc.histograms))])
     files.write_dissimilar(acc.dissimilar, out)
