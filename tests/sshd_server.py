@@ -17,8 +17,9 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
@@ -47,6 +48,13 @@ class SshServer:
         import psutil
 
         return [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True) if c.name().startswith("sshd")]
+
+    def drop_connections(self) -> list[int]:
+        """Kill (SIGKILL) the sshd processes serving live connections: every client's link drops at once."""
+        pids = self.connection_pids()
+        for pid in pids:
+            subprocess.run(["kill", "-9", str(pid)], check=False)
+        return pids
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -163,3 +171,37 @@ def start_sshd(root: Path) -> SshServer:
     host_pub = host_key.with_suffix(".pub").read_text().split()
     known.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
     return SshServer(proc, port, user, user_key, known, python, home, log)
+
+
+# -- fixtures for the SSH test modules (import them by name: `from sshd_server import board, sshd`) ---------
+@pytest.fixture(scope="module")
+def sshd() -> Iterator[SshServer]:
+    """A running sshd for the module (its root not under pytest's 0700 tmp: sshd reads it as the board user)."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="edgecam-sshd-"))
+    server = start_sshd(root)
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def board_spec(server: SshServer, **changes: Any) -> Any:
+    """The inventory entry of the loopback board (key, known_hosts, its torch-free Python, 4 retries)."""
+    from edgecam.devices.inventory import DeviceSpec
+
+    spec = DeviceSpec("board", url=server.url, key_file=str(server.key_file), known_hosts=str(server.known_hosts), python=server.python, retries=4)
+    return replace(spec, **changes)
+
+
+@pytest.fixture()
+def board(sshd: SshServer) -> Iterator[Any]:
+    """An SSHDevice on the loopback board with a short backoff; closed after the test."""
+    from edgecam.devices.inventory import open_device
+    from edgecam.devices.ssh import SSHDevice
+
+    device = open_device(board_spec(sshd))
+    assert isinstance(device, SSHDevice)
+    device.backoff_s = 0.2
+    yield device
+    device.close()

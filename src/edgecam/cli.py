@@ -99,7 +99,7 @@ def _console() -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.table import Table
 
     from edgecam.bench import outputs as files
@@ -117,7 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise EdgecamError(f"--out {args.out} and --resume {args.resume} name different directories; pass one")
     out_dir = Path(args.resume or args.out or Path("runs") / f"{cfg.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console, transient=False) as progress:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                      console=console, transient=False) as progress:
             out = run(cfg, out_dir, limit=args.limit, progress=RunProgress(progress), log=console.print, device_spec=dspec, resume=True if args.resume else None)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted: finished jobs are kept in {out_dir}/{files.JOBS}; resume with: edgecam run {args.config or ''} --resume {out_dir}[/yellow]".replace("  ", " "))

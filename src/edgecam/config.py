@@ -165,6 +165,7 @@ class ExplainSpec:
     faithfulness_images: int = 50  # first N images of the run get Deletion / Insertion (device forwards)
     emd_size: int = 32  # EMD on maps downsampled to emd_size x emd_size; 0 switches EMD off
     rise_masks: int = 1000
+    scorecam_top_k: int = 0  # Score-CAM on the k most active channels per image (k device forwards, not C); 0: all
     shard_size: int = 100  # images explained at a time: CAMs are streamed to rows, never held for the run
     bootstrap: int = 2000  # resamples of the 95% confidence intervals in summary.csv
     seed: int = 0
@@ -181,6 +182,8 @@ class ExplainSpec:
         for name in ("faithfulness_steps", "faithfulness_images", "rise_masks", "shard_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"explain.{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.scorecam_top_k < 0:
+            raise ConfigError(f"explain.scorecam_top_k: expected 0 (every channel) or a positive channel count, got {self.scorecam_top_k}")
         if self.emd_size < 0 or self.emd_size == 1:
             raise ConfigError(f"explain.emd_size: expected 0 (off) or an integer >= 2, got {self.emd_size}")
         if self.bootstrap < 100:

@@ -149,7 +149,8 @@ def test_a_crashing_variant_is_recorded_and_the_sweep_goes_on(trained_tinycnn, s
     # the rerun keeps every finished job and retries only the failed one (which fails again: the fault is deterministic)
     rerun = edgecam(["run", str(cfg), "--out", str(out), "--limit", "8"], session_cache)
     assert rerun.returncode == 1
-    assert json.loads((out / "manifest.json").read_text())["jobs"] == {"reused": 1 + 2, "committed": 0}
+    # 1 fp32 run + 2 explain shards + 2 logits-only prediction jobs for the other 351 test images
+    assert json.loads((out / "manifest.json").read_text())["jobs"] == {"reused": 1 + 2 + 2, "committed": 0}
 
 
 def test_nan_outputs_are_flagged_per_row_and_never_crash_the_metrics(trained_tinycnn, session_cache: Path, tmp_path: Path) -> None:
@@ -183,7 +184,7 @@ def test_nan_and_inf_inputs_are_flagged_on_their_rows_only(trained_tinycnn, monk
         x = d.test_x.copy()
         x[0, :, 5, 5] = np.nan
         x[1, 0, 0, 0] = np.inf
-        return dataclasses.replace(d, test_x=x)
+        return d.with_test_x(x)
 
     monkeypatch.setattr(sweep, "load_data", poisoned)
     t = trained_tinycnn

@@ -19,7 +19,7 @@ import pytest
 from conftest import edgecam
 
 # two precisions x two CAM methods (Score-CAM sends masked forwards to the device) x 24 images in shards of
-# 6: 2 run jobs + 4 explain jobs, each a point a kill can land in
+# 6: 2 run jobs + 4 explain jobs + 2 prediction jobs, each a point a kill can land in
 CONFIG = """
 name = "resume"
 [export]
@@ -42,6 +42,7 @@ rise_masks = 100
 bootstrap = 200
 """
 IMAGES = 24
+JOBS = 2 + 4 + 2  # timing runs, explain shards, logits-only predictions of the other 335 test images (2 x 256 max)
 OUTPUTS = ["results.parquet", "activations.parquet", "wsol.csv", "summary.csv", "dissimilar.csv", "bench.csv"]
 KEY = ["model", "format", "runtime", "precision", "cam_method", "cam_mode", "image_id"]
 
@@ -90,7 +91,7 @@ def test_sigkill_at_a_random_point_then_rerun_gives_the_uninterrupted_rows(refer
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finished_before = sorted(p.parent.name for p in (out / "jobs").glob("*/*/meta.json")) if out.exists() else []
-    print(f"seed {seed}: SIGKILL after {delay:.1f} s of a {wall:.1f} s run, {len(finished_before)} of 6 jobs finished")
+    print(f"seed {seed}: SIGKILL after {delay:.1f} s of a {wall:.1f} s run, {len(finished_before)} of {JOBS} jobs finished")
     rerun = edgecam(["run", str(cfg), "--out", str(out), "--limit", str(IMAGES)], session_cache)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     _same_outputs(ref, out)
@@ -98,7 +99,7 @@ def test_sigkill_at_a_random_point_then_rerun_gives_the_uninterrupted_rows(refer
     assert len(results) == IMAGES * 2 * 2 and not results.duplicated(KEY).any()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["jobs"]["reused"] == len(finished_before)  # every job finished before the kill was kept, none redone
-    assert manifest["jobs"]["reused"] + manifest["jobs"]["committed"] == 2 + 4
+    assert manifest["jobs"]["reused"] + manifest["jobs"]["committed"] == JOBS
     assert not list((out / "jobs").glob("*/.*.part"))  # no half-written job survives
 
 
@@ -109,7 +110,7 @@ def test_rerun_of_a_finished_run_recomputes_nothing(reference: tuple[Path, Path,
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "resuming" in proc.stdout
     manifest = json.loads((ref / "manifest.json").read_text())
-    assert manifest["resumed"] and manifest["jobs"] == {"reused": 6, "committed": 0}
+    assert manifest["resumed"] and manifest["jobs"] == {"reused": JOBS, "committed": 0}
     pd.testing.assert_frame_equal(before, _read(ref / "results.parquet"), check_exact=True)
 
 

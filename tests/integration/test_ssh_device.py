@@ -13,44 +13,21 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from sshd_server import SshServer, start_sshd
+from sshd_server import SshServer, board, board_spec, sshd  # noqa: F401 - board and sshd are fixtures
 
 from edgecam.devices.base import JobFailed
-from edgecam.devices.inventory import DeviceSpec, open_device
+from edgecam.devices.inventory import open_device
 from edgecam.devices.local import LocalDevice
 from edgecam.devices.ssh import HostKeyError, SSHDevice
 
 JOB = {"runtime": "onnxruntime", "runtime_options": {"threads": 1}, "warmup": 2, "iterations": 20, "batch_size": 1, "mode": "run"}
 KEY_COLUMNS = ["model", "format", "runtime", "precision", "cam_method", "image_id"]
 METRICS = ["sim_fp32", "cc_fp32", "kld_fp32", "sim_gt", "cc_gt", "kld_gt", "pred"]
-
-
-@pytest.fixture(scope="module")
-def sshd() -> Iterator[SshServer]:
-    root = Path(tempfile.mkdtemp(prefix="edgecam-sshd-"))  # not under pytest's 0700 tmp: sshd reads it as the user
-    server = start_sshd(root)
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def board_spec(server: SshServer, **changes: Any) -> DeviceSpec:
-    spec = DeviceSpec("board", url=server.url, key_file=str(server.key_file), known_hosts=str(server.known_hosts), python=server.python, retries=4)
-    return dataclasses.replace(spec, **changes)
-
-
-@pytest.fixture()
-def board(sshd: SshServer) -> Iterator[SSHDevice]:
-    device = open_device(board_spec(sshd))
-    assert isinstance(device, SSHDevice)
-    device.backoff_s = 0.2
-    yield device
-    device.close()
 
 
 def test_probe_over_ssh_reports_the_boards_python_and_runtimes(board: SSHDevice, sshd: SshServer) -> None:
@@ -87,10 +64,7 @@ def _kill_connection_when_a_job_runs(sshd: SshServer, stop: threading.Event, kil
     jobs = sshd.home / ".cache" / "edgecam" / "jobs"
     while not stop.is_set():
         if any(jobs.glob("*/agent.pid")):
-            pids = sshd.connection_pids()
-            for pid in pids:
-                subprocess.run(["kill", "-9", str(pid)], check=False)
-            killed.extend(pids)
+            killed.extend(sshd.drop_connections())
             return
         time.sleep(0.005)
 
@@ -179,11 +153,25 @@ def test_bad_job_on_the_board_fails_with_the_cause(board: SSHDevice, trained_tin
     (bad / "model.onnx").write_bytes(b"not onnx")
     with pytest.raises(JobFailed, match="INVALID_PROTOBUF|Protobuf|model.onnx"):
         board.run_job(bad, trained_tinycnn.data.test_x[:2], JOB)
+    assert board.run(["ls", "-A", f"{board.workdir()}/jobs"]).stdout.strip() == ""
+
+
+@pytest.mark.parametrize(("fault", "timeout", "message"), [("hang", 4, "timed out after 4 s"), ("segfault", 60, "no result|killed by SIGSEGV|exited"), ("exit", 60, "exited 3")])
+def test_failed_jobs_leave_no_folder_or_process_on_the_board(board: SSHDevice, sshd: SshServer, trained_tinycnn, fault: str, timeout: float, message: str) -> None:
+    """Clean boards: a crashed, exited or timed-out job's folder (which holds its inputs) is removed, and a
+    timed-out agent, which outlives its closed channel, is stopped."""
+    job = {**JOB, "mode": "forward", "runtime": "fault", "runtime_options": {"fault": fault}}
+    with pytest.raises(JobFailed, match=message):
+        board.run_job(trained_tinycnn.artifacts["fp32"], trained_tinycnn.data.test_x[:2], job, timeout=timeout)
+    assert board.run(["ls", "-A", f"{board.workdir()}/jobs"]).stdout.strip() == ""
+    time.sleep(0.3)
+    assert "agent" not in subprocess.run(["pgrep", "-u", sshd.user, "-af", "edgecam-agent"], capture_output=True, text=True).stdout
+    assert board.exists(f"{board.workdir()}/artifacts/{trained_tinycnn.artifacts['fp32'].name}/manifest.json")  # artifacts stay
 
 
 # -- whole runs -------------------------------------------------------------------------------------------
 def _run_config(trained_tinycnn) -> Any:
-    from edgecam.config import BenchSpec, DataSpec, RuntimeSpec
+    from edgecam.config import BenchSpec, RuntimeSpec
 
     cfg = trained_tinycnn.cfg
     return cfg.replace(

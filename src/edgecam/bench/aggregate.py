@@ -49,6 +49,8 @@ class ExplainOutput:
     grid: dict[str, Any] = field(default_factory=dict)  # the report's CAM grid: a few images, every variant
     failed: list[dict[str, str]] = field(default_factory=list)  # shards that raised: {"job", "error"}
     calls: int = 0  # device-session calls this run made (0 for shards read back from the store)
+    bytes_sent: int = 0  # what those calls put on the wire to the device, and got back
+    bytes_received: int = 0
 
 
 @dataclass
@@ -61,6 +63,8 @@ class ShardOutput:
     tracks: dict[tuple[str, str, str], Track]
     hist: dict[str, np.ndarray]
     grid: dict[str, Any]
+    preds: dict[str, np.ndarray] = field(default_factory=dict)  # per variant key: the shard's top-1
+    edges: dict[str, np.ndarray] = field(default_factory=dict)  # shard 0 only: histogram edges per family
 
     def to_job(self) -> Job:
         arrays: dict[str, np.ndarray] = {}
@@ -81,8 +85,10 @@ class ShardOutput:
                 cams.append(list(key))
             grid = {"ids": self.grid["ids"], "kinds": self.grid["kinds"], "cams": cams, "preds": {k: np.asarray(p).tolist() for k, p in self.grid["preds"].items()}}
         arrays.update({f"hist_{k}": np.asarray(v) for k, v in self.hist.items()})
+        arrays.update({f"pred_{k}": np.asarray(v) for k, v in self.preds.items()})
+        arrays.update({f"edges_{k}": np.asarray(v) for k, v in self.edges.items()})
         tables = {name: df for name, df in (("rows", self.rows), ("gaps", self.gaps)) if len(df.columns)}
-        return Job({"tracks": tracks, "hist": list(self.hist), "grid": grid}, arrays, tables)
+        return Job({"tracks": tracks, "hist": list(self.hist), "grid": grid, "preds": list(self.preds), "edges": list(self.edges)}, arrays, tables)
 
     @classmethod
     def from_job(cls, job: Job) -> "ShardOutput":
@@ -99,7 +105,8 @@ class ShardOutput:
             grid = {"ids": g["ids"], "kinds": g["kinds"], **{name: a[f"grid_{name}"] for name in ("images", "masks", "saliency", "has_box")},
                     "cams": {tuple(k): a[f"grid_cam{j}"] for j, k in enumerate(g["cams"])}, "preds": {k: np.asarray(p) for k, p in g["preds"].items()}}
         return cls(job.tables.get("rows", pd.DataFrame()), job.tables.get("gaps", pd.DataFrame()), tracks,  # type: ignore[arg-type]
-                   {k: a[f"hist_{k}"] for k in meta["hist"]}, grid)
+                   {k: a[f"hist_{k}"] for k in meta["hist"]}, grid, {k: a[f"pred_{k}"] for k in meta.get("preds", [])},
+                   {k: a[f"edges_{k}"] for k in meta.get("edges", [])})
 
 
 def aggregate(parts: list[ShardOutput], ok: list[Variant], hist_edges: dict[str, np.ndarray], top_k: int, out: ExplainOutput) -> None:

@@ -28,7 +28,7 @@ def build_artifact(model: Any, mspec: "ModelSpec", layer: str, ckpt_sha: str, fm
     from edgecam.exporters.onnx import resolve_weight_range
 
     spec = cfg.export.spec(precision, cfg.train.seed)
-    info = ModelInfo(mspec.name, data.n_classes, layer, tuple(data.test_x.shape[1:]), data.mean, data.std, ckpt_sha)  # type: ignore[arg-type]
+    info = ModelInfo(mspec.name, data.n_classes, layer, data.input_shape, data.mean, data.std, ckpt_sha)  # type: ignore[arg-type]
     key = stable_hash({"info": info.__dict__, "spec": spec.to_dict(), "weight_range": resolve_weight_range(spec.int8_weight_range), "format": fmt,
                        "data": data.fingerprint, "versions": package_versions(), "manifest_version": MANIFEST_VERSION})
     out = cache_dir() / "artifacts" / f"{mspec.name}-{fmt}-{precision}-{key}"
@@ -37,7 +37,8 @@ def build_artifact(model: Any, mspec: "ModelSpec", layer: str, ckpt_sha: str, fm
         return out, False
     except ArtifactError:
         pass
-    exporter.export(model, info, spec, out, CalibData(data.train_x, data.train_y), progress=progress)
+    bound = max(spec.calib_samples, spec.qat_samples if spec.quant == "qat" else 0)
+    exporter.export(model, info, spec, out, CalibData(*data.calibration_arrays(bound, spec.seed)), progress=progress)
     return out, True
 
 

@@ -1,11 +1,14 @@
 """Stage 4, explain: CAMs of every variant of one model, streamed shard by shard into per-image rows.
 
-For each shard of `explain.shard_size` test images: the host reference CAM and the visual-saliency maps,
-then every CAM method on every variant in each mode it declares and the artifact allows (mirror / surrogate
+For each shard of `explain.shard_size` test images, decoded when its turn comes: every variant's outputs
+(logits, features) through its persistent device session, the host reference CAM and the visual-saliency
+maps, then every CAM method on every variant in each mode it declares and the artifact allows (mirror / surrogate
 from the device's outputs and its session; sim in the host fake-quant graph), then the rows
 (`bench/results.py`), the runtime gap and what the run-level aggregates need (`bench/aggregate.py`): WSOL
 hit counts per threshold on images with ground truth, activation histograms and a bounded heap of the most
-dissimilar CAMs (Rogers et al. 2023's top-5% subset). CAMs are dropped after their shard.
+dissimilar CAMs (Rogers et al. 2023's top-5% subset). Images, outputs and CAMs are dropped after their
+shard: nothing holds all images of all variants. The test images past the explained ones get a logits-only
+pass, shard by shard, for the variants' accuracy.
 
 Each shard is a job of the run's store: a finished shard is read back instead of recomputed.
 """
@@ -62,8 +65,7 @@ class ModelSetup:
     provider: Any
     provider_name: str
     sims: dict[str, Any]
-    preds: dict[str, np.ndarray]
-    hist_edges: dict[str, np.ndarray]
+    hist_edges: dict[str, np.ndarray]  # per family, from shard 0's features (filled when shard 0 is computed or read)
     top_k: int
     n_faith: int
 
@@ -84,8 +86,8 @@ def explain_model(ctx: "RunContext", model: Any, layer: str, variants: list[Vari
     setup = ModelSetup(
         ok, model, layer, {v.key: DeviceSession(ctx.device, v.artifact_dir, jobs[v.key], cfg.bench.timeout_s) for v in ok},
         provider_cls(ex.saliency_dir) if ex.saliency == "directory" else provider_cls(), provider_cls.name,
-        {v.key: _sim_module(v) for v in ok if any(mode == "sim" for _, mode in cam_jobs(v, cfg))}, {v.key: v.outputs["logits"].argmax(1) for v in ok},
-        _hist_edges(ok, min(n_img, ex.shard_size)), max(1, int(np.ceil(0.05 * n_img))), min(n_img, ex.faithfulness_images) if ex.faithfulness else 0,
+        {v.key: _sim_module(v) for v in ok if any(mode == "sim" for _, mode in cam_jobs(v, cfg))},
+        {}, max(1, int(np.ceil(0.05 * n_img))), min(n_img, ex.faithfulness_images) if ex.faithfulness else 0,
     )
     key = {"kind": "explain", "model": ok[0].model, "weights": ckpt_sha, "device": ctx.dspec.name, "data": ctx.data.fingerprint, "images": n_img,
            "explain": ex.__dict__, "variants": sorted((v.key, v.manifest.get("sha256"), jobs[v.key]) for v in ok)}
@@ -101,11 +103,54 @@ def explain_model(ctx: "RunContext", model: Any, layer: str, variants: list[Vari
             ctx.log(f"[red]FAILED[/red] explain {ok[0].model} images {s0}-{s1 - 1}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             continue
         assert job is not None  # an explain shard either raises or returns a job
-        parts.append(ShardOutput.from_job(job))  # the stored form, resumed or not: one code path to the results
+        part = ShardOutput.from_job(job)  # the stored form, resumed or not: one code path to the results
+        if s0 == 0:
+            setup.hist_edges.update(part.edges)
+        _keep_preds(ok, part.preds, s0)
+        parts.append(part)
         bar(f"CAMs {ok[0].model}", (i + 1) / len(shards))
     aggregate(parts, setup.ok, setup.hist_edges, setup.top_k, out)
+    predict_rest(ctx, setup, key)
     out.calls = sum(s.calls for s in setup.sessions.values())
+    out.bytes_sent = sum(s.bytes_sent for s in setup.sessions.values())
+    out.bytes_received = sum(s.bytes_received for s in setup.sessions.values())
+    for s in setup.sessions.values():
+        s.close()
     return out
+
+
+def _keep_preds(ok: list[Variant], preds: dict[str, np.ndarray], s0: int) -> None:
+    """Record a shard's top-1 predictions on each variant (`Variant.preds`, -1 where not predicted)."""
+    for v in ok:
+        if v.key in preds:
+            if v.preds is None:
+                v.preds = np.full(0, -1, dtype=np.int64)
+            need = s0 + len(preds[v.key])
+            if len(v.preds) < need:
+                v.preds = np.concatenate([v.preds, np.full(need - len(v.preds), -1, dtype=np.int64)])
+            v.preds[s0:need] = preds[v.key]
+
+
+def predict_rest(ctx: "RunContext", setup: "ModelSetup", key: dict[str, Any]) -> None:
+    """Top-1 of every variant on the test images past the explained ones (logits only, shard by shard, one
+    job each), so that accuracy and agreement cover the whole test split as the timing pass once did."""
+    from edgecam.bench.store import Job
+
+    size = max(ctx.cfg.explain.shard_size, 256)
+    for s0 in range(ctx.n_img, ctx.data.n_test, size):
+        s1 = min(ctx.data.n_test, s0 + size)
+
+        def compute(s0: int = s0, s1: int = s1) -> Job:
+            x = ctx.data.test_shard(s0, s1).x
+            return Job({}, {f"pred_{v.key}": setup.sessions[v.key](x)["logits"].argmax(1) for v in setup.ok})
+
+        try:
+            job, _ = ctx.store.get_or_compute("predict", job_key(**key, predict=[s0, s1]), compute)
+        except (EdgecamError, OSError, TimeoutError) as exc:
+            ctx.log(f"[yellow]predictions of images {s0}-{s1 - 1} failed ({type(exc).__name__}: {exc}); accuracy leaves them out[/yellow]")
+            continue
+        assert job is not None
+        _keep_preds(setup.ok, {k[len("pred_"):]: a for k, a in job.arrays.items()}, s0)
 
 
 def _sim_module(v: Variant) -> Any:
@@ -116,15 +161,14 @@ def _sim_module(v: Variant) -> Any:
     return OnnxGraphModule(onnx.load(str(v.artifact_dir / v.manifest["file"])), name=v.key).eval()
 
 
-def _hist_edges(ok: list[Variant], n_first: int) -> dict[str, np.ndarray]:
-    """Activation-histogram bin edges per model / format / runtime, from the first shard's features of its
-    first variant that has an fp32 sibling (the fp32 one where it comes first): every precision and shard
-    is binned alike."""
-    keys = {v.key for v in ok}
+def _hist_edges(ok: list[Variant], outputs: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Activation-histogram bin edges per model / format / runtime, from shard 0's features of its first
+    variant that has an fp32 sibling (the fp32 one where it comes first): every precision and shard is
+    binned alike."""
     edges: dict[str, np.ndarray] = {}
     for v in ok:
-        if v.fp32_key in keys:
-            edges.setdefault(v.family, _edges(np.asarray(v.outputs["features"][:n_first], dtype=np.float32)))
+        if v.fp32_key in outputs and v.key in outputs:
+            edges.setdefault(v.family, _edges(np.asarray(outputs[v.key]["features"], dtype=np.float32)))
     return edges
 
 
@@ -134,22 +178,23 @@ def _edges(feats: np.ndarray) -> np.ndarray:
     return np.linspace(lo, hi if hi > lo else lo + 1.0, HIST_BINS + 1)
 
 
-def variant_cams(ctx: "RunContext", setup: ModelSetup, shard: "TestShard", s0: int) -> tuple[np.ndarray, dict[tuple[str, str, str], np.ndarray]]:
+def variant_cams(ctx: "RunContext", setup: ModelSetup, shard: "TestShard", outputs: dict[str, dict[str, np.ndarray]],
+                 preds: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[tuple[str, str, str], np.ndarray]]:
     """The host reference CAMs of the shard and every (variant key, method, mode)'s CAMs, (N, H, W) each."""
     from edgecam.explain.cams import CamContext, cam_method, reference_cams
 
     ex = ctx.cfg.explain
-    s1 = s0 + len(shard.ids)
     with stage("cam"):
         host_ctx = CamContext(setup.model, setup.layer, shard.x, seed=ex.seed, rise_masks=ex.rise_masks)
         ref_targets = shard.labels if ex.target == "label" else _host_pred(setup.model, shard.x)
         reference = reference_cams(host_ctx, ex.reference, ref_targets)
         cams: dict[tuple[str, str, str], np.ndarray] = {}
         for v in setup.ok:
-            targets = shard.labels if ex.target == "label" else setup.preds[v.key][s0:s1]
-            vctx = CamContext(setup.model, setup.layer, shard.x, forward=setup.sessions.get(v.key), sim_module=setup.sims.get(v.key), seed=ex.seed, rise_masks=ex.rise_masks)
+            targets = shard.labels if ex.target == "label" else preds[v.key]
+            vctx = CamContext(setup.model, setup.layer, shard.x, forward=setup.sessions.get(v.key), sim_module=setup.sims.get(v.key), seed=ex.seed,
+                              rise_masks=ex.rise_masks, scorecam_top_k=ex.scorecam_top_k)
             for method, mode in cam_jobs(v, ctx.cfg):
-                cams[(v.key, method, mode)] = cam_method(method, mode)(vctx, v.outputs["features"][s0:s1], targets)
+                cams[(v.key, method, mode)] = cam_method(method, mode)(vctx, outputs[v.key]["features"], targets)
     return reference, cams
 
 
@@ -160,13 +205,16 @@ def explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int) -> Sha
     from edgecam.bench.results import gap_rows, image_rows
     from edgecam.explain.localisation import box_from_mask, box_ious
 
-    ex, ok, preds = ctx.cfg.explain, setup.ok, setup.preds
+    ex, ok = ctx.cfg.explain, setup.ok
     shard = ctx.data.test_shard(s0, s1)
+    outputs = {v.key: setup.sessions[v.key].forward(shard.x, None) for v in ok}  # logits + features, this shard only
+    preds = {k: o["logits"].argmax(1) for k, o in outputs.items()}
+    edges_all = setup.hist_edges if s0 else _hist_edges(ok, outputs)
     with stage("metrics"):
         mean, std = (np.asarray(a, np.float32)[:, None, None] for a in (ctx.data.mean, ctx.data.std))
         raw = np.clip(shard.x * std + mean, 0, 1)
         saliency = setup.provider.maps(raw, list(shard.ids), shard.masks)
-    reference, cams = variant_cams(ctx, setup, shard, s0)
+    reference, cams = variant_cams(ctx, setup, shard, outputs, preds)
     grid = _grid(ok, cams, raw, shard, saliency, preds) if s0 == 0 else {}
     rows: list[dict[str, Any]] = []
     gaps: list[dict[str, Any]] = []
@@ -178,7 +226,7 @@ def explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int) -> Sha
             ref_v = first_by_precision.setdefault(v.precision, v)
             if ref_v is not v:
                 for method, mode in default_jobs(ctx.cfg):
-                    gaps += gap_rows(v, ref_v, method, cams[(v.key, method, mode)], cams[(ref_v.key, method, mode)], shard.ids, preds[v.key][s0:s1], preds[ref_v.key][s0:s1])
+                    gaps += gap_rows(v, ref_v, method, cams[(v.key, method, mode)], cams[(ref_v.key, method, mode)], shard.ids, preds[v.key], preds[ref_v.key])
         gt_boxes = [box_from_mask(m > 0.5) if has else None for m, has in zip(shard.masks, shard.has_box)]
         input_finite = np.isfinite(shard.x).reshape(len(shard.x), -1).all(1)
         for v in ok:
@@ -186,14 +234,15 @@ def explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int) -> Sha
                 if s0 == 0:
                     ctx.log(f"[yellow]no fp32 {v.format}/{v.runtime} variant of {v.model}: {v.key} has no CAM comparison rows[/yellow]")
                 continue
-            feats = np.asarray(v.outputs["features"][s0:s1], dtype=np.float32)
-            edges = setup.hist_edges[v.family]
-            hist[v.key] = np.histogram(np.clip(feats[np.isfinite(feats)], edges[0], edges[-1]), bins=edges)[0]
-            output_finite = np.isfinite(feats).reshape(len(feats), -1).all(1) & np.isfinite(v.outputs["logits"][s0:s1]).all(1)
+            feats = np.asarray(outputs[v.key]["features"], dtype=np.float32)
+            edges = edges_all.get(v.family)
+            if edges is not None:  # None only when shard 0 failed: this shard's activations get no histogram
+                hist[v.key] = np.histogram(np.clip(feats[np.isfinite(feats)], edges[0], edges[-1]), bins=edges)[0]
+            output_finite = np.isfinite(feats).reshape(len(feats), -1).all(1) & np.isfinite(outputs[v.key]["logits"]).all(1)
             act = [_act_stats(f) for f in feats]
             for method, mode in cam_jobs(v, ctx.cfg):
                 c, c_fp32 = cams[(v.key, method, mode)], cams[(v.fp32_key, method, mode)]
-                faith = _faithfulness(setup.sessions.get(v.key), shard.x, c, preds[v.key][s0:s1], s0, setup.n_faith, ex.faithfulness_steps)
+                faith = _faithfulness(setup.sessions.get(v.key), shard.x, c, preds[v.key], s0, setup.n_faith, ex.faithfulness_steps)
                 track = tracks.setdefault((v.key, method, mode), Track(np.zeros(len(WSOL_THRESHOLDS), dtype=np.int64)))
                 wsol_iou = np.full(len(c), np.nan)
                 for i, box in enumerate(gt_boxes):  # MaxBoxAcc counts (Choe et al. 2020) on images with ground truth only
@@ -203,14 +252,15 @@ def explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int) -> Sha
                     track.n += 1
                     track.hits += ious >= 0.5
                     wsol_iou[i] = ious.max() if np.isfinite(c[i]).all() else np.nan
-                extra = [{**faith[i], **act[i], "input_finite": bool(input_finite[i]), "output_finite": bool(output_finite[i])} for i in range(len(c))]
-                rows += image_rows(v, method, mode, c, c_fp32, reference, shard, saliency, setup.provider_name, preds[v.key][s0:s1], preds[v.fp32_key][s0:s1],
+                channels = _cam_channels(method, feats.shape[1], ex.scorecam_top_k)
+                extra = [{**faith[i], **act[i], "cam_channels": channels, "input_finite": bool(input_finite[i]), "output_finite": bool(output_finite[i])} for i in range(len(c))]
+                rows += image_rows(v, method, mode, c, c_fp32, reference, shard, saliency, setup.provider_name, preds[v.key], preds[v.fp32_key],
                                    ctx.device.name, wsol_iou, extra, ex.emd_size)
                 if v.precision != "fp32":
                     for i, r in enumerate(rows[-len(c):]):
                         if np.isfinite(r["rmse_fp32"]):
                             push(track.heap, (float(r["rmse_fp32"]), s0 + i, str(shard.ids[i]), c[i].copy(), c_fp32[i].copy()), setup.top_k)
-    return ShardOutput(pd.DataFrame(rows), pd.DataFrame(gaps), tracks, hist, grid)
+    return ShardOutput(pd.DataFrame(rows), pd.DataFrame(gaps), tracks, hist, grid, preds, edges_all if s0 == 0 else {})
 
 
 GRID_TYPICAL = 3
@@ -242,6 +292,11 @@ def _grid(ok: list[Variant], cams: dict[tuple[str, str, str], np.ndarray], raw: 
     }
 
 
+def _cam_channels(method: str, channels: int, top_k: int) -> int:
+    """Channels a CAM of `method` weighted: Score-CAM's cap (`explain.scorecam_top_k`) where it applies."""
+    return min(channels, top_k) if method == "scorecam" and top_k > 0 else channels
+
+
 def _act_stats(f: np.ndarray) -> dict[str, float]:
     from edgecam.explain.activations import activation_stats
 
@@ -250,14 +305,16 @@ def _act_stats(f: np.ndarray) -> dict[str, float]:
 
 
 def _faithfulness(session: "DeviceSession | None", x: np.ndarray, cams: np.ndarray, targets: np.ndarray, s0: int, n_faith: int, steps: int) -> list[dict[str, float]]:
-    """Deletion / Insertion AUCs (Petsiuk et al. 2018) for the shard's images below `n_faith`, else NaN."""
-    from edgecam.explain.faithfulness import faithfulness_rows
+    """Deletion / Insertion AUCs (Petsiuk et al. 2018) for the shard's images below `n_faith`, else NaN. The
+    device composes the perturbed inputs from each image and its CAM (`DeviceSession.perturb`): only those
+    two travel, not 2 x (steps + 1) images."""
+    from edgecam.explain.faithfulness import faithfulness_from_logits
 
     k = max(0, min(len(x), n_faith - s0))
     nan = {"deletion_auc": float("nan"), "insertion_auc": float("nan")}
     if session is None or k == 0:
         return [nan] * len(x)
-    res = faithfulness_rows(lambda b: session(b)["logits"], x[:k], cams[:k], targets[:k], steps=steps, batch_size=256)
+    res = faithfulness_from_logits(session.perturb(x[:k], cams[:k], steps, kind="both"), targets[:k], steps, x.shape[2] * x.shape[3])
     return [{"deletion_auc": float(r["deletion_auc"]), "insertion_auc": float(r["insertion_auc"])} for r in res] + [nan] * (len(x) - k)
 
 

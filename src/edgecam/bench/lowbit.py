@@ -47,7 +47,7 @@ def _one_scheme(model: Any, layer: str, model_name: str, spec: Any, cfg: "RunCon
     if not cfg.lowbit.onnx:
         row["ort_status"] = "not asked (lowbit.onnx = false)"
         return row
-    info = ModelInfo(model_name, data.n_classes, layer, tuple(data.test_x.shape[1:]), data.mean, data.std, "pact")  # type: ignore[arg-type]
+    info = ModelInfo(model_name, data.n_classes, layer, data.input_shape, data.mean, data.std, "pact")  # type: ignore[arg-type]
     art_dir = out_dir / "artifacts" / f"{model_name}-onnx-{spec.label.replace('/', '_')}"
     try:
         export_onnx_lowbit(result, info, art_dir)

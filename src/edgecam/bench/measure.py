@@ -1,10 +1,14 @@
-"""Stage 3, measure: each variant's timing + outputs pass and its separate memory pass on the device, each a
-fresh agent process (latency is never measured beside other work). A failure is recorded on the variant,
-never raised: a crashed runtime, a timeout or a lost board must not end the sweep."""
+"""Stage 3, measure: each variant's timing pass and its separate memory pass on the device, each a fresh agent
+process (latency is never measured beside other work), on a bounded input set: one batch for the timing
+loop, three for the memory pass, whatever the test split's size (the outputs of every test image come from
+the explain stage's device session, shard by shard). A failure is recorded on the variant, never raised: a
+crashed runtime, a timeout or a lost board must not end the sweep."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from edgecam.bench.store import Job, job_key
 from edgecam.bench.variant import Variant
@@ -29,17 +33,18 @@ def device_job(rspec: "RuntimeSpec", dspec: "DeviceSpec") -> dict[str, Any]:
 
 
 def run_variant(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec") -> None:
-    """Timing + outputs pass, then a separate memory pass, on the run's device; failures land in `v.error`
+    """Timing pass, then a separate memory pass, on the run's device; failures land in `v.error`
     with the device's stderr (transport errors were already retried with backoff by the device)."""
     cfg, dspec = ctx.cfg, ctx.dspec
-    x = ctx.data.test_x
+    bs = cfg.bench.batch_size
+    x = ctx.data.test_batch(np.arange(min(3 * bs, ctx.data.n_test))).x
     job = {**device_job(rspec, dspec), "warmup": cfg.bench.warmup, "iterations": cfg.bench.iterations, "batch_size": cfg.bench.batch_size}
     if dspec.tegrastats:
         job["tegrastats"] = True
     try:
-        v.result, v.outputs = ctx.device.run_job(v.artifact_dir, x, {**job, "mode": "run"}, timeout=cfg.bench.timeout_s)
+        v.result, _ = ctx.device.run_job(v.artifact_dir, x[:bs], {**job, "mode": "run", "outputs": []}, timeout=cfg.bench.timeout_s)
         if cfg.bench.memory:
-            v.memory, _ = ctx.device.run_job(v.artifact_dir, x[: 3 * cfg.bench.batch_size], {**job, "mode": "memory"}, timeout=cfg.bench.timeout_s)
+            v.memory, _ = ctx.device.run_job(v.artifact_dir, x, {**job, "mode": "memory"}, timeout=cfg.bench.timeout_s)
     except (EdgecamError, OSError, TimeoutError) as exc:
         v.error = f"{type(exc).__name__}: {exc}"
 
@@ -48,7 +53,7 @@ def run_key(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec", ckpt_sha: str) 
     """What a variant's device run depends on: model, weights, artifact, runtime and options, device, data."""
     return job_key(kind="run", model=v.model, weights=ckpt_sha, artifact=v.manifest.get("sha256"), format=v.format, precision=v.precision,
                    runtime=v.runtime, job=device_job(rspec, ctx.dspec), device=ctx.dspec.name, bench=ctx.cfg.bench.__dict__,
-                   data=ctx.data.fingerprint, images=len(ctx.data.test_x))
+                   data=ctx.data.fingerprint, images=ctx.data.n_test, timing_inputs="first batch")
 
 
 def measure(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec", ckpt_sha: str) -> bool:
@@ -57,9 +62,9 @@ def measure(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec", ckpt_sha: str) 
 
     def compute() -> Job | None:
         run_variant(ctx, v, rspec)
-        return None if v.error else Job({"result": v.result, "memory": v.memory}, dict(v.outputs))
+        return None if v.error else Job({"result": v.result, "memory": v.memory})
 
     job, reused = ctx.store.get_or_compute("run", run_key(ctx, v, rspec, ckpt_sha), compute)
     if job is not None:
-        v.result, v.memory, v.outputs = job.meta["result"], job.meta["memory"], job.arrays
+        v.result, v.memory = job.meta["result"], job.meta["memory"]
     return reused

@@ -37,7 +37,7 @@ def preflight(cfg: "RunConfig", data: "Datasets") -> None:
 
     from edgecam.models import build_model
 
-    probe_x = torch.from_numpy(np.ascontiguousarray(data.test_x[:1]))
+    probe_x = torch.from_numpy(np.ascontiguousarray(data.test_batch([0]).x))
     for m in cfg.models:
         model, _layer = build_model(m.name, data.n_classes, m.weights, m.target_layer)
         try:
@@ -54,7 +54,7 @@ def prepare_model(mspec: "ModelSpec", cfg: "RunConfig", data: "Datasets", progre
     Returns (model, CAM target layer, checkpoint facts for the manifest, incl. `sha256` and `trained_now`)."""
     from edgecam.cache import cache_dir, sha256_file
     from edgecam.models import TORCHVISION_WEIGHTS_PREFIX, build_model, resolve_entry, torchvision_weights_info
-    from edgecam.models.train import accuracy, cached_checkpoint, train_classifier
+    from edgecam.models.train import cached_checkpoint, train_classifier
 
     if mspec.weights:
         model, layer = build_model(mspec.name, data.n_classes, mspec.weights, mspec.target_layer)
@@ -75,8 +75,16 @@ def prepare_model(mspec: "ModelSpec", cfg: "RunConfig", data: "Datasets", progre
             lambda m: train_classifier(m, data.train_x, data.train_y, tspec, progress, mspec.name),
         )
         meta = {**meta, "trained_now": trained}
-    meta["host_fp32_accuracy"] = accuracy(model, data.test_x, data.test_y)
+    meta["host_fp32_accuracy"] = host_accuracy(model, data)
     return model, layer, meta
+
+
+def host_accuracy(model: Any, data: "Datasets", shard_size: int = 256) -> float:
+    """Top-1 accuracy of the host fp32 model on the whole test split, shard by shard (bounded memory)."""
+    from edgecam.models.train import accuracy
+
+    correct = sum(round(accuracy(model, s.x, s.labels) * len(s)) for s in data.iter_test_shards(shard_size))
+    return float(correct / max(1, data.n_test))
 
 
 def _seeded(seed: int, fn: Callable[[], Any]) -> Any:

@@ -34,7 +34,7 @@ COLUMNS: tuple[str, ...] = (
     "wsol_iou", "pointing_energy",
     "deletion_auc", "insertion_auc",
     "act_entropy", "act_std", "act_hoyer", "act_gini",
-    "cc_host_ref", "cam_constant", "cc_fp32_nan", "cc_gt_nan", "input_finite", "output_finite", "artifact_sha256",
+    "cam_channels", "cc_host_ref", "cam_constant", "cc_fp32_nan", "cc_gt_nan", "input_finite", "output_finite", "artifact_sha256",
 )
 
 # comparison suffix -> (label, metrics measured against it); metric -> (label, higher is better)
@@ -222,19 +222,23 @@ def format_mean_std(mean: float, std: float) -> str:
 
 
 def variant_table(variants: Sequence["Variant"], labels: np.ndarray, device: str) -> "pd.DataFrame":
-    """Per variant: accuracy on the whole test split, agreement with fp32, latency stats, memory, size."""
+    """Per variant: accuracy on the test images it predicted (the whole split unless a shard failed; `images`),
+    agreement with fp32 on the images both predicted, latency stats, memory, size."""
     import pandas as pd
 
-    fp32_pred = {(v.model, v.format, v.runtime): v.outputs["logits"].argmax(1) for v in variants if v.precision == "fp32" and not v.error}
+    fp32_pred = {(v.model, v.format, v.runtime): v.preds for v in variants if v.precision == "fp32" and not v.error and v.preds is not None}
     rows = []
     for v in variants:
         row: dict[str, Any] = {"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "precision_effective": v.manifest.get("precision_effective"), "device": device, "size_bytes": v.manifest.get("size_bytes"), "ok": v.error is None, "error": v.error}
         if not v.error:
-            pred = v.outputs["logits"].argmax(1)
+            pred = v.preds if v.preds is not None else np.zeros(0, dtype=np.int64)
+            known = pred >= 0
             base = fp32_pred.get((v.model, v.format, v.runtime))
+            both = known & (base[: len(pred)] >= 0) if base is not None and len(base) >= len(pred) else None
             row.update({
-                "accuracy": float((pred == labels).mean()),
-                "agrees_fp32": float((pred == base).mean()) if base is not None else float("nan"),
+                "accuracy": float((pred[known] == labels[: len(pred)][known]).mean()) if known.any() else float("nan"),
+                "images": int(known.sum()),
+                "agrees_fp32": float((pred[both] == base[: len(pred)][both]).mean()) if both is not None and both.any() else float("nan"),
                 "init_ms": v.result["init_s"] * 1e3, "first_ms": v.result["first_s"] * 1e3,
                 **latency_stats(v.result["samples_s"]), "batch_size": v.result["batch_size"],
                 "peak_rss_mb": v.memory.get("peak_rss_bytes", float("nan")) / 2**20 if v.memory else float("nan"),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from edgecam.bench import outputs as files
 from edgecam.bench.context import RunContext
 from edgecam.bench.deploy import deploy_model
+from edgecam.bench.estimate import format_estimate, work_estimate
 from edgecam.bench.explain_stage import explain_model
 from edgecam.bench.measure import device_job, measure
 from edgecam.bench.prepare import package_versions, prepare_model, preflight
@@ -45,6 +46,7 @@ class Collected:
     grids: dict[str, dict[str, Any]] = field(default_factory=dict)
     lowbit: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
+    device_io: dict[str, int] = field(default_factory=lambda: {"calls": 0, "bytes_sent": 0, "bytes_received": 0})  # explain-stage sessions
 
 
 def open_run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log: Callable[[str], None], device_spec: "DeviceSpec | None",
@@ -86,6 +88,10 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
         if v.error:
             acc.failed.append({"job": f"run {v.key}", "error": v.error})
             ctx.log(f"[red]FAILED[/red] {v.key}: {v.error.splitlines()[0]}")
+    estimate = work_estimate(variants, ctx.cfg.explain, ctx.n_img, tuple(ctx.data.input_shape))
+    manifest.setdefault("work_estimate", {})[mspec.name] = estimate
+    if estimate:
+        ctx.log(format_estimate(estimate))
     with ctx.step(f"CAMs + metrics {mspec.name}", "other"):
         ex = explain_model(ctx, model, layer, variants, meta["sha256"])
     acc.rows += ex.rows
@@ -96,6 +102,8 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
     acc.dissimilar += ex.dissimilar
     acc.grids[mspec.name] = ex.grid
     ctx.timings[f"device session calls {mspec.name}"] = float(ex.calls)
+    for k in acc.device_io:
+        acc.device_io[k] += int(getattr(ex, k))
     if ctx.cfg.lowbit.schemes:
         from edgecam.bench.lowbit import lowbit_study
 
@@ -173,6 +181,7 @@ def run(cfg: "RunConfig", out_dir: Path, limit: int | None = None, progress: Any
                                     "runtime": v.result.get("runtime"), "error": v.error} for v in acc.variants}
     manifest["failed"] = [f["job"] for f in acc.failed]
     manifest["jobs"] = {"reused": ctx.store.reused, "committed": ctx.store.committed}
+    manifest["device_io"] = {**acc.device_io, "images": ctx.n_img}  # what the explain stage's sessions moved (0 for resumed shards)
     manifest["wall_s"] = time.perf_counter() - t_start
     tags = {t: s - tags_before.get(t, 0.0) for t, s in clock().snapshot().items()}
     manifest["stage_tags_s"] = {t: tags.get(t, 0.0) for t in TAGS} | {"untagged": manifest["wall_s"] - sum(tags.values())}

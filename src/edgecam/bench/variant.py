@@ -21,7 +21,7 @@ class Variant:
     manifest: dict[str, Any]
     result: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    preds: np.ndarray | None = None  # top-1 per test image (-1: not predicted), filled shard by shard
     error: str | None = None
 
     @property

@@ -1,17 +1,19 @@
 """Datasets: one module per kind, each with its `[data]` spec class and loader, registered in `DATASETS`
-(name -> `DatasetKind(spec, load)`); `load_data(spec)` gives the run's normalised `Datasets`.
+(name -> `DatasetKind(spec, load)`); `load_data(spec)` gives the run's `Datasets`: a train and a test
+`Split`, read through bounded accessors (`test_shard`, `iter_test_shards`, `test_batch`, `train_subset`).
 
 Kinds: "digits-clutter" (`digits_clutter.py`, generated from scikit-learn's bundled digits) and
 "image-folder" (`image_folder.py`, the user's images, optional Pascal-VOC boxes)."""
 
 from __future__ import annotations
 
-from edgecam.data.datasets import IMAGENET_MEAN, IMAGENET_STD, MEAN, STD, Datasets, TestShard, load_data, normalise
+from edgecam.data.datasets import IMAGENET_MEAN, IMAGENET_STD, MEAN, STD, ArraySplit, Datasets, Split, TestShard, load_data, normalise
 from edgecam.data.spec import DATASETS, DEFAULT_KIND, DatasetKind, DataSpec, switch_kind
 from edgecam.data.digits_clutter import DigitsClutterDataSpec  # registers "digits-clutter"
 from edgecam.data.image_folder import ImageFolderDataSpec  # registers "image-folder"
 
 __all__ = [
+    "ArraySplit",
     "DATASETS",
     "DEFAULT_KIND",
     "DataSpec",
@@ -23,6 +25,7 @@ __all__ = [
     "ImageFolderDataSpec",
     "MEAN",
     "STD",
+    "Split",
     "TestShard",
     "load_data",
     "normalise",

@@ -37,7 +37,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from edgecam.data.datasets import MEAN, STD, Datasets, normalise
+from edgecam.data.datasets import MEAN, STD, ArraySplit, Datasets, normalise
 from edgecam.data.spec import DATASETS, DatasetKind, DataSpec
 from edgecam.errors import ConfigError
 
@@ -537,18 +537,19 @@ class DigitsClutterDataSpec(DataSpec):
 
 
 def load_digits_clutter_data(spec: DigitsClutterDataSpec) -> Datasets:
-    """Both splits, normalised; the fingerprint covers both splits' generator fingerprints."""
+    """Both splits, generated and normalised in memory (small: 64 x 64); the fingerprint covers both
+    splits' generator fingerprints."""
     from edgecam.cache import stable_hash
 
     gen = spec.generator_spec()
     train, test = build_digits_clutter(gen, "train"), build_digits_clutter(gen, "test")
     mean, std = spec.mean or MEAN, spec.std or STD
     return Datasets(
-        normalise(train.images, mean, std), train.labels, normalise(test.images, mean, std), test.labels, test.masks,
-        [str(i) for i in test.ids], stable_hash([train.fingerprint(), test.fingerprint()]), _N_CLASSES, mean, std,
+        ArraySplit(normalise(train.images, mean, std), train.labels, train.ids, train.masks),
+        ArraySplit(normalise(test.images, mean, std), test.labels, test.ids, test.masks),
+        stable_hash([train.fingerprint(), test.fingerprint()]), _N_CLASSES, mean, std,
         {"dataset": DATASET_NAME, "canvas": spec.canvas, "digit_size": spec.digit_size, "seed": spec.seed, "copies_test": spec.copies_test,
          "normalisation": {"mean": mean, "std": std}},
-        test_has_box=np.ones(len(test), dtype=bool),
     )
 
 

@@ -20,8 +20,13 @@ become float32 in [0, 1], (N, 3, crop, crop). Grayscale, palette, CMYK and RGBA 
 RGB (alpha dropped, as torchvision's ``pil_loader`` does). Normalisation by mean / std is the model's
 business and is left to the caller.
 
-``index_image_folder`` checks everything (folders, CSV, XML, every image's header) before any pixel is
-decoded; ``load_image_folder`` decodes. Both raise ``ConfigError`` naming the file and what was expected.
+Decoding is bounded (``decode.py``: JPEG draft for files much larger than the target, crop before resize
+for extreme aspect ratios, a cap on decoded pixels, ``data.max_decode_pixels``).
+
+``index_image_folder`` checks everything (folders, CSV, XML, every image's header and decoded size, box
+sizes against image sizes) before any pixel is decoded; ``load_image_folder_data`` (the registered loader)
+returns lazy splits (`FolderSplit`) that decode shard by shard; ``load_image_folder`` decodes a whole folder
+at once (small folders, tests). All raise ``ConfigError`` naming the file and what was expected.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
 import numpy as np
 
-from edgecam.data.datasets import IMAGENET_MEAN, IMAGENET_STD, Datasets, normalise
+from edgecam.data.datasets import IMAGENET_MEAN, IMAGENET_STD, Datasets, Index, Split
+from edgecam.data.decode import IMAGE_EXTENSIONS, DecodeLimits, Preprocessing, decode_image, read_header, to_unit
 from edgecam.data.spec import DATASETS, DatasetKind, DataSpec
 from edgecam.errors import ConfigError
 
@@ -52,10 +58,13 @@ __all__ = [
     "ImageFolderIndex",
     "ImageFolderData",
     "ImageFolderDataSpec",
+    "DecodeLimits",
+    "FolderSplit",
     "index_image_folder",
     "load_image_folder",
     "load_image_folder_data",
     "preprocess",
+    "reference_decode",
     "stratified_split",
     "read_voc_boxes",
     "transform_boxes",
@@ -66,61 +75,22 @@ __all__ = [
     "write_skimage_folder",
 ]
 
-# torchvision's IMG_EXTENSIONS (compared lower-case, so ImageNet's ".JPEG" matches)
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 FILE_COLUMNS: tuple[str, ...] = ("file", "filename", "file_name", "image", "image_id", "path")
 LABEL_COLUMNS: tuple[str, ...] = ("label", "class", "class_name", "target")
-_FORMAT_VERSION = 1  # part of the fingerprint: bump when the pixels produced for the same files change
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """torchvision-style ``Resize(resize)`` (shorter side) then ``CenterCrop(crop)``; pixels in [0, 1]."""
-
-    resize: int = 256
-    crop: int = 224
-
-    def __post_init__(self) -> None:
-        for name in ("resize", "crop"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"data.{name}: expected a positive integer (pixels), got {value!r}")
-        if self.crop > self.resize:
-            raise ConfigError(f"data.crop: expected at most data.resize ({self.resize}) so the centre crop needs no padding, got {self.crop}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """What the artifact manifest records about the input pipeline."""
-        import PIL
-
-        return {
-            "resize_shorter_side": self.resize,
-            "center_crop": self.crop,
-            "interpolation": "bilinear (PIL, antialiased)",
-            "library": f"Pillow {PIL.__version__}",
-            "colour": "RGB (grayscale / palette / CMYK converted, alpha dropped)",
-            "value_range": [0.0, 1.0],
-            "layout": "NCHW",
-            "dtype": "float32",
-        }
-
-    def geometry(self, width: int, height: int) -> tuple[int, int, int, int]:
-        """(resized width, resized height, crop left, crop top): torchvision's ``_compute_resized_output_size``
-        (the longer side is ``int(resize * long / short)``) and ``center_crop`` (``int(round((h - crop) / 2))``)."""
-        if width <= height:
-            new_w, new_h = self.resize, int(self.resize * height / width)
-        else:
-            new_w, new_h = int(self.resize * width / height), self.resize
-        return new_w, new_h, int(round((new_w - self.crop) / 2.0)), int(round((new_h - self.crop) / 2.0))
+_FORMAT_VERSION = 2  # part of the fingerprint: bump when the pixels produced for the same files change
 
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image of the index: where it is, its id (relative POSIX path), label, and box file if any."""
+    """One image of the index: where it is, its id (relative POSIX path), label, box file if any, and (when the
+    index checked the images) the file's (width, height) and its boxes as read from the box file."""
 
     path: Path
     id: str
     label: int
     box_file: Path | None
+    size: tuple[int, int] | None = None
+    boxes: tuple[tuple[float, float, float, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -312,17 +282,6 @@ def _limited(entries: list[tuple[Path, int]], limit: int | None) -> list[tuple[P
     return [entries[i] for i in sorted(chosen)]
 
 
-def _check_header(path: Path) -> None:
-    """Open the image and check its structure (PIL reads the header; `verify` walks PNG chunks / CRCs)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ConfigError(f"image {path}: cannot be decoded as an image ({type(exc).__name__}: {exc}); expected a readable {', '.join(IMAGE_EXTENSIONS)} file") from exc
-
-
 def index_image_folder(
     root: str | os.PathLike[str],
     labels_csv: str | os.PathLike[str] | None = None,
@@ -330,11 +289,14 @@ def index_image_folder(
     class_names: Sequence[str] | None = None,
     limit: int | None = None,
     check_images: bool = True,
+    prep: Preprocessing | None = None,
+    limits: DecodeLimits | None = None,
 ) -> ImageFolderIndex:
     """List and check an image folder without decoding pixels: the layout (a class tree, or `labels_csv`),
-    labels, box XMLs (parsed), and with `check_images` every image's header. Raises `ConfigError` naming
-    the folder / file / CSV line and what was expected. `limit` keeps that many images, round-robin over
-    classes. Records are sorted by id (the relative path)."""
+    labels, box XMLs (parsed), and with `check_images` every image's header (`decode.read_header`: it opens,
+    verifies, and decodes to at most `limits.max_pixels`, after JPEG draft for `prep` if given) and every box
+    file's declared size against it. Raises `ConfigError` naming the folder / file / CSV line and what was
+    expected. `limit` keeps that many images, round-robin over classes. Records are sorted by id."""
     root = Path(root)
     if not root.exists():
         raise ConfigError(f"image folder {root}: not found")
@@ -356,12 +318,18 @@ def index_image_folder(
     for path, label in entries:
         image_id = _rel(path, root)
         box = _box_file(bdir, image_id) if bdir is not None else None
-        if box is not None:
-            read_voc_boxes(box)  # parse now: a malformed file fails before any work
-        if check_images:
-            _check_header(path)
-        records.append(ImageRecord(path, image_id, label, box))
+        raw = read_voc_boxes(box) if box is not None else None  # parse now: a malformed file fails before any work
+        size = read_header(path, prep, limits).size if check_images else None
+        if raw is not None and size is not None:
+            _check_declared(box, raw[2], path, size)  # type: ignore[arg-type]
+        boxes = tuple(tuple(float(v) for v in b) for b in raw[0]) if raw is not None and size is not None else None  # else read (and checked) at use
+        records.append(ImageRecord(path, image_id, label, box, size, boxes))  # type: ignore[arg-type]
     return ImageFolderIndex(root, "csv" if csv_path else "tree", tuple(names), tuple(records), csv_path, bdir)
+
+
+def _check_declared(box_file: Path, declared: tuple[int, int] | None, path: Path, size: tuple[int, int]) -> None:
+    if declared is not None and declared != tuple(size):
+        raise ConfigError(f"box file {box_file}: declares <size> {declared[0]}x{declared[1]} but image {path} is {size[0]}x{size[1]}")
 
 
 # -- boxes -----------------------------------------------------------------------------------------------
@@ -435,6 +403,7 @@ def boxes_to_mask(boxes: np.ndarray, size: int) -> np.ndarray:
 
 
 def _decode(path: Path) -> "PILImage.Image":
+    """The whole image as RGB, unbounded (the reference path; `decode.decode_image` is what loaders use)."""
     from PIL import Image
 
     try:
@@ -446,24 +415,104 @@ def _decode(path: Path) -> "PILImage.Image":
 
 
 def preprocess(img: "PILImage.Image", prep: Preprocessing) -> np.ndarray:
-    """(3, crop, crop) float32 in [0, 1]: shorter side to `prep.resize` (bilinear, antialiased), centre crop."""
+    """(3, crop, crop) float32 in [0, 1]: shorter side to `prep.resize` (bilinear, antialiased), centre crop;
+    the whole image is resized, then cropped (torchvision's order)."""
     from PIL import Image
 
     new_w, new_h, left, top = prep.geometry(*img.size)
     resized = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    cropped = resized.crop((left, top, left + prep.crop, top + prep.crop))
-    return (np.asarray(cropped, dtype=np.float32) / 255.0).transpose(2, 0, 1)
+    return to_unit(resized.crop((left, top, left + prep.crop, top + prep.crop)))
 
 
-def _fingerprint(index: ImageFolderIndex, prep: Preprocessing) -> str:
+def reference_decode(path: str | os.PathLike[str], prep: Preprocessing) -> np.ndarray:
+    """Version 1's unbounded decode of one file (full decode, resize the whole image, crop): the numerical
+    reference `decode.decode_image` is tested against."""
+    return preprocess(_decode(Path(path)), prep)
+
+
+def _mapped_boxes(rec: ImageRecord, prep: Preprocessing, size: tuple[int, int] | None = None, limits: DecodeLimits | None = None) -> np.ndarray:
+    """The record's boxes in the preprocessed image's pixels ((K, 4) float32; (0, 4) without a box file). The
+    image size comes from `size`, the record, or (an index built without checking images) the file's header."""
+    if rec.box_file is None:
+        return np.zeros((0, 4), dtype=np.float32)
+    size = size or rec.size or read_header(rec.path, prep, limits).size
+    if rec.boxes is not None:
+        raw = np.asarray(rec.boxes, dtype=np.float32).reshape(-1, 4)
+    else:
+        raw, _names, declared = read_voc_boxes(rec.box_file)
+        _check_declared(rec.box_file, declared, rec.path, size)
+    return transform_boxes(raw, size[0], size[1], prep)
+
+
+class FolderSplit(Split):
+    """Images of an image folder, decoded on demand (`decode.decode_image`, bounded) and normalised with
+    `mean` / `std`; masks drawn from the box files without decoding pixels. `all_images` decodes everything
+    once and keeps it (then `images` slices that)."""
+
+    def __init__(self, records: Sequence[ImageRecord], prep: Preprocessing, mean: tuple[float, ...], std: tuple[float, ...], limits: DecodeLimits | None = None) -> None:
+        self.records, self.prep, self.limits = tuple(records), prep, limits or DecodeLimits()
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+        self.labels = np.array([r.label for r in self.records], dtype=np.int64)
+        self.ids = tuple(r.id for r in self.records)
+        self.has_box = np.array([r.box_file is not None for r in self.records], dtype=bool)
+        self.input_shape = (3, prep.crop, prep.crop)
+        self._all: np.ndarray | None = None
+
+    def _positions(self, index: Index) -> np.ndarray:
+        return np.arange(len(self.records))[index] if isinstance(index, slice) else np.asarray(index, dtype=np.int64).reshape(-1)
+
+    def images(self, index: Index) -> np.ndarray:
+        if self._all is not None:
+            return self._all[index]
+        pos = self._positions(index)
+        out = np.empty((len(pos), *self.input_shape), dtype=np.float32)
+        for k, i in enumerate(pos):
+            out[k] = decode_image(self.records[i].path, self.prep, self.limits)[0]
+        out -= self.mean  # in place: the same float32 operations as `normalise`
+        out /= self.std
+        return out
+
+    def masks(self, index: Index) -> np.ndarray:
+        pos = self._positions(index)
+        out = np.zeros((len(pos), self.prep.crop, self.prep.crop), dtype=np.float32)
+        for k, i in enumerate(pos):
+            if self.records[i].box_file is not None:
+                out[k] = boxes_to_mask(_mapped_boxes(self.records[i], self.prep, limits=self.limits), self.prep.crop)
+        return out
+
+    def all_images(self) -> np.ndarray:
+        if self._all is None:
+            self._all = self.images(slice(None))
+        return self._all
+
+    def all_masks(self) -> np.ndarray:
+        return self.masks(slice(None))
+
+
+def _fingerprint(index: ImageFolderIndex, prep: Preprocessing, limits: DecodeLimits | None = None) -> str:
+    """sha256 over the preprocessing, the class names and, per image, its id, label, and the sha256 of the
+    image's and box file's bytes (streamed; no pixel decoded)."""
     from edgecam.cache import sha256_file
 
+    draft = (limits or DecodeLimits()).jpeg_draft
     h = hashlib.sha256()
-    h.update(f"image-folder v{_FORMAT_VERSION} {prep.resize} {prep.crop} {index.class_names!r}\n".encode())
+    h.update(f"image-folder v{_FORMAT_VERSION} {prep.resize} {prep.crop} draft={draft} {index.class_names!r}\n".encode())
     for r in index.records:
         box = sha256_file(r.box_file) if r.box_file is not None else "-"
         h.update(f"{r.id}\t{r.label}\t{sha256_file(r.path)}\t{box}\n".encode())
     return h.hexdigest()
+
+
+def _folder_source(index: ImageFolderIndex) -> dict[str, Any]:
+    return {
+        "root": str(index.root),
+        "layout": index.layout,
+        "labels_csv": str(index.labels_csv) if index.labels_csv else None,
+        "boxes_dir": str(index.boxes_dir) if index.boxes_dir else None,
+        "images": len(index.records),
+        "with_boxes": sum(r.box_file is not None for r in index.records),
+    }
 
 
 def load_image_folder(
@@ -474,32 +523,27 @@ def load_image_folder(
     crop: int = 224,
     class_names: Sequence[str] | None = None,
     limit: int | None = None,
+    limits: DecodeLimits | None = None,
 ) -> ImageFolderData:
-    """Index (unless given an `ImageFolderIndex`), check, decode and preprocess an image folder.
+    """Index (unless given an `ImageFolderIndex`), check, decode and preprocess a whole image folder at once
+    (bounded per image, but every image is held: for small folders; runs use `load_image_folder_data`).
 
     Returns raw [0, 1] images, labels, ids, masks / boxes in the preprocessed image's coordinates, the class
     names, the preprocessing parameters (for the manifest) and a sha256 fingerprint over the files, labels,
     box files and preprocessing."""
     prep = Preprocessing(resize, crop)
-    index = root if isinstance(root, ImageFolderIndex) else index_image_folder(root, labels_csv, boxes_dir, class_names, limit)
+    index = root if isinstance(root, ImageFolderIndex) else index_image_folder(root, labels_csv, boxes_dir, class_names, limit, prep=prep, limits=limits)
     if not index.records:
         raise ConfigError(f"image folder {index.root}: no images to load")
     n = len(index.records)
     images = np.empty((n, 3, prep.crop, prep.crop), dtype=np.float32)
     masks = np.zeros((n, prep.crop, prep.crop), dtype=np.float32)
-    has_box = np.zeros(n, dtype=bool)
     boxes: list[np.ndarray] = []
     for i, rec in enumerate(index.records):
-        img = _decode(rec.path)
-        images[i] = preprocess(img, prep)
-        mapped = np.zeros((0, 4), dtype=np.float32)
+        images[i], size = decode_image(rec.path, prep, limits)
+        mapped = _mapped_boxes(rec, prep, size, limits)
         if rec.box_file is not None:
-            raw, _names, declared = read_voc_boxes(rec.box_file)
-            if declared is not None and declared != img.size:
-                raise ConfigError(f"box file {rec.box_file}: declares <size> {declared[0]}x{declared[1]} but image {rec.path} is {img.size[0]}x{img.size[1]}")
-            mapped = transform_boxes(raw, img.size[0], img.size[1], prep)
             masks[i] = boxes_to_mask(mapped, prep.crop)
-            has_box[i] = True
         boxes.append(mapped)
     return ImageFolderData(
         images=images,
@@ -507,18 +551,11 @@ def load_image_folder(
         ids=[r.id for r in index.records],
         class_names=list(index.class_names),
         masks=masks,
-        has_box=has_box,
+        has_box=np.array([r.box_file is not None for r in index.records], dtype=bool),
         boxes=boxes,
         preprocessing=prep.to_dict(),
-        fingerprint=_fingerprint(index, prep),
-        source={
-            "root": str(index.root),
-            "layout": index.layout,
-            "labels_csv": str(index.labels_csv) if index.labels_csv else None,
-            "boxes_dir": str(index.boxes_dir) if index.boxes_dir else None,
-            "images": n,
-            "with_boxes": int(has_box.sum()),
-        },
+        fingerprint=_fingerprint(index, prep, limits),
+        source=_folder_source(index),
     )
 
 
@@ -549,7 +586,9 @@ class ImageFolderDataSpec(DataSpec):
     Pascal-VOC boxes in `boxes_dir` (both relative to `path` unless absolute), resized / centre-cropped to
     `resize` / `crop`, split by `test_fraction` (stratified, by `seed`) into evaluated images and calibration /
     QAT images; `num_classes` defaults to the number of classes found (set 1000 for ImageNet weights).
-    Normalised with ImageNet's mean / std unless given."""
+    Normalised with ImageNet's mean / std unless given. Decoding is bounded: a file that decodes to more than
+    `max_decode_pixels` pixels (after JPEG draft) is refused before any work; `jpeg_draft` decodes JPEGs at
+    least 4x larger than the target at 1/2 - 1/8 scale (off: exact torchvision pixels, full decodes)."""
 
     KIND: ClassVar[str] = "image-folder"
     RUN_TIME_STAND_INS: ClassVar[dict[str, Any]] = {"path": "."}  # --data DIR sets it
@@ -562,12 +601,15 @@ class ImageFolderDataSpec(DataSpec):
     crop: int = 224
     test_fraction: float = 0.5
     num_classes: Optional[int] = None
+    max_decode_pixels: int = 50_000_000
+    jpeg_draft: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.path:
             raise ConfigError("data.path: required for data.name = 'image-folder' (a folder of class folders, or images plus data.labels_csv); or pass --data DIR")
         Preprocessing(self.resize, self.crop)  # data.resize / data.crop, checked where they are used
+        self.decode_limits()  # data.max_decode_pixels / data.jpeg_draft
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"data.test_fraction: expected a number in (0, 1), got {self.test_fraction}")
         if self.num_classes is not None and self.num_classes < 2:
@@ -580,24 +622,33 @@ class ImageFolderDataSpec(DataSpec):
         p = Path(rel).expanduser()
         return p if p.is_absolute() or self.path is None else Path(self.path).expanduser() / p
 
+    def decode_limits(self) -> DecodeLimits:
+        """The decoding bounds these settings ask for."""
+        return DecodeLimits(self.max_decode_pixels, self.jpeg_draft)
+
 
 def load_image_folder_data(spec: ImageFolderDataSpec) -> Datasets:
-    """Decode the folder, split it (stratified by `seed`), normalise; `test_has_box` from the box files."""
+    """Index and check the folder (no pixel decoded), split it (stratified by `seed`) into lazy `FolderSplit`s
+    that decode shard by shard, normalised with the spec's mean / std; `test_has_box` from the box files.
+    The fingerprint hashes the files' bytes (streamed, not decoded)."""
     from edgecam.cache import stable_hash
 
-    folder = load_image_folder(Path(str(spec.path)).expanduser(), spec.resolve(spec.labels_csv), spec.resolve(spec.boxes_dir), spec.resize, spec.crop)
-    n_classes = spec.num_classes or folder.n_classes
-    if folder.labels.max() >= n_classes:
-        raise ConfigError(f"data.num_classes: {n_classes} classes, but {spec.path} has labels up to {int(folder.labels.max())} ({folder.n_classes} class names)")
-    train_idx, test_idx = stratified_split(folder.labels, spec.test_fraction, spec.seed)
-    train, test = folder.subset(train_idx), folder.subset(test_idx)
+    prep, limits = Preprocessing(spec.resize, spec.crop), spec.decode_limits()
+    index = index_image_folder(Path(str(spec.path)).expanduser(), spec.resolve(spec.labels_csv), spec.resolve(spec.boxes_dir), prep=prep, limits=limits)
+    if not index.records:
+        raise ConfigError(f"image folder {index.root}: no images to load")
+    labels = np.array([r.label for r in index.records], dtype=np.int64)
+    n_classes = spec.num_classes or len(index.class_names)
+    if labels.max() >= n_classes:
+        raise ConfigError(f"data.num_classes: {n_classes} classes, but {spec.path} has labels up to {int(labels.max())} ({len(index.class_names)} class names)")
+    train_idx, test_idx = stratified_split(labels, spec.test_fraction, spec.seed)
     mean, std = spec.mean or IMAGENET_MEAN, spec.std or IMAGENET_STD
+    train = FolderSplit([index.records[i] for i in train_idx], prep, mean, std, limits)
+    test = FolderSplit([index.records[i] for i in test_idx], prep, mean, std, limits)
     return Datasets(
-        normalise(train.images, mean, std), train.labels, normalise(test.images, mean, std), test.labels, test.masks, list(test.ids),
-        stable_hash([folder.fingerprint, spec.test_fraction, spec.seed, mean, std, n_classes]), n_classes, mean, std,
-        {"dataset": "image-folder", **folder.source, "class_names": folder.class_names, "test_images": len(test), "calibration_images": len(train),
-         "preprocessing": folder.preprocessing, "normalisation": {"mean": mean, "std": std}},
-        test_has_box=test.has_box,
+        train, test, stable_hash([_fingerprint(index, prep, limits), spec.test_fraction, spec.seed, mean, std, n_classes]), n_classes, mean, std,
+        {"dataset": "image-folder", **_folder_source(index), "class_names": list(index.class_names), "test_images": len(test), "calibration_images": len(train),
+         "preprocessing": prep.to_dict(), "normalisation": {"mean": mean, "std": std}},
     )
 
 

@@ -5,7 +5,7 @@ Shipped to devices as one zipapp (`edgecam.devices.archive`) and invoked as `pyt
 (or `python -m edgecam.devices.agent run JOB_DIR` where edgecam is installed); `python AGENT.pyz probe`
 prints the device's facts as JSON. JOB_DIR holds `job.json` (and `inputs.npy`), and receives `result.json`
 (+ `outputs.npz` for modes "run" and "forward"); `agent.pid` marks a job in progress so that a host which
-lost its connection can stop a stale run before retrying. Three job modes, always in separate processes:
+lost its connection can stop a stale run before retrying. Four job modes, always in separate processes:
 
 - "run":    init (session creation), first inference, `warmup` runs, `iterations` timed runs at
             `batch_size` (raw samples kept), then every input in batches -> logits / features.
@@ -15,6 +15,10 @@ lost its connection can stop a stale run before retrying. Three job modes, alway
 - "memory": peak resident set size of a process that imports the runtime, loads the model and runs a few
             inferences (kernel-tracked peak, `resource.getrusage`), apart from the timing pass so that
             memory accounting never perturbs latency samples.
+
+`python AGENT.pyz serve JOB.json` is the persistent mode (`edgecam.devices.serve`): one process loads the
+runtime once and answers framed requests on stdin / stdout (forward, masked, scorecam, rise, perturb) until
+closed; the explain stage's device session runs on it. The timing pass stays a "run" job of its own.
 """
 
 from __future__ import annotations
@@ -133,23 +137,29 @@ def _batches(x: Any, size: int) -> List[Any]:
 
 
 def _save_outputs(rt: Any, inputs: Any, job: Dict[str, Any], job_dir: str) -> None:
-    """The outputs of `rt` over all `inputs` (batches of `output_batch_size`; only those named in the job's
-    `outputs`, when given) to `job_dir/outputs.npz`."""
+    """`_forward_outputs` over all `inputs` (those named in the job's `outputs`) to `job_dir/outputs.npz`."""
     import numpy as np
 
-    keep = job.get("outputs")  # e.g. ["logits"]: masked-input forwards need no features back
+    np.savez(os.path.join(job_dir, "outputs.npz"), **_forward_outputs(rt, inputs, job, job.get("outputs")))
+
+
+def _forward_outputs(rt: Any, inputs: Any, job: Dict[str, Any], keep: Optional[List[str]] = None) -> Dict[str, Any]:
+    """The outputs of `rt` over all `inputs`, in batches of `output_batch_size`; only those named in `keep`
+    (e.g. ["logits"]: masked-input forwards need no features back), all of them for None."""
+    import numpy as np
+
     outs: Dict[str, List[Any]] = {}
     for batch in _batches(inputs, int(job.get("output_batch_size", 32))):
-        for k, v in rt.run({job.get("input_name", "input"): np.ascontiguousarray(batch)}).items():
+        for k, v in rt.run({job.get("input_name", "input"): np.ascontiguousarray(batch, dtype=np.float32)}).items():
             if keep is None or k in keep:
                 outs.setdefault(k, []).append(np.asarray(v))
-    np.savez(os.path.join(job_dir, "outputs.npz"), **{k: np.concatenate(v) for k, v in outs.items()})
+    return {k: np.concatenate(v) for k, v in outs.items()}
 
 
-def _save_masked_outputs(rt: Any, images: Any, masks: Any, job: Dict[str, Any], job_dir: str) -> None:
+def _masked_logits(rt: Any, images: Any, masks: Any, job: Dict[str, Any]) -> Any:
     """Logits of every image times each of its masks, composed here on the device: `images` (N, C, H, W),
-    `masks` (N, K, H, W) -> `outputs.npz` logits (N * K, classes), image-major. Shipping 1-channel masks
-    instead of the masked images cuts what a Score-CAM job moves by the channel count."""
+    `masks` (N, K, H, W) -> (N * K, classes), image-major, in batches of `output_batch_size` per image.
+    Shipping 1-channel masks instead of the masked images cuts what a Score-CAM job moves by the channel count."""
     import numpy as np
 
     bs = int(job.get("output_batch_size", 32))
@@ -158,7 +168,7 @@ def _save_masked_outputs(rt: Any, images: Any, masks: Any, job: Dict[str, Any], 
         for j in range(0, masks.shape[1], bs):
             batch = np.ascontiguousarray(images[i][None] * masks[i, j : j + bs, None], dtype=np.float32)
             out.append(np.asarray(rt.run({job.get("input_name", "input"): batch})["logits"]))
-    np.savez(os.path.join(job_dir, "outputs.npz"), logits=np.concatenate(out))
+    return np.concatenate(out)
 
 
 def run_job(job_dir: str) -> Dict[str, Any]:
@@ -206,7 +216,7 @@ def run_job(job_dir: str) -> Dict[str, Any]:
     elif mode == "masked":
         rt = _load_runtime(job)
         masks = np.load(os.path.join(job_dir, "masks.npy"), allow_pickle=False)
-        _save_masked_outputs(rt, inputs, masks, job, job_dir)
+        np.savez(os.path.join(job_dir, "outputs.npz"), logits=_masked_logits(rt, inputs, masks, job))
     else:
         raise ValueError("unknown job mode %r; expected 'run', 'forward', 'masked' or 'memory'" % mode)
     result["runtime"] = rt.describe()
@@ -344,7 +354,7 @@ def probe() -> Dict[str, Any]:
     return facts
 
 
-USAGE = "usage: agent run JOB_DIR | agent probe\n"
+USAGE = "usage: agent run JOB_DIR | agent probe | agent serve JOB.json [--frames-in REQUESTS --frames-out RESPONSES]\n"
 
 
 def main(argv: List[str]) -> int:
@@ -352,6 +362,10 @@ def main(argv: List[str]) -> int:
         json.dump(probe(), sys.stdout)
         sys.stdout.write("\n")
         return 0
+    if argv[:1] == ["serve"]:
+        from edgecam.devices.serve import main as serve_main
+
+        return serve_main(argv[1:])
     if len(argv) == 2 and argv[0] == "run":
         argv = argv[1:]
     if len(argv) != 1 or argv[0].startswith("-"):

@@ -22,6 +22,9 @@ CORE_MODULES = (
     "registry.py",
     "devices/__init__.py",
     "devices/agent.py",
+    "devices/perturb.py",
+    "devices/protocol.py",
+    "devices/serve.py",
     "devices/tegrastats.py",
     "runtimes/__init__.py",
 )

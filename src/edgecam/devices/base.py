@@ -21,6 +21,7 @@ from edgecam.registry import Registry
 
 if TYPE_CHECKING:
     from edgecam.devices.inventory import DeviceSpec
+    from edgecam.devices.persistent import PersistentSession
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,9 @@ def job_key(artifact_sha256: str, inputs: np.ndarray, job: dict[str, Any], extra
 
 
 class Device:
-    """Where artifacts run. Subclasses implement the file and process primitives; `run_job` is shared."""
+    """Where artifacts run. Subclasses implement the file and process primitives; `run_job` (one agent
+    process per job: the timing pass) and `session` (one agent serving many requests: the explain stage)
+    are shared, `session` overridden by transports that can stream."""
 
     kind: ClassVar[str] = "device"
     name: str = "device"
@@ -136,25 +139,58 @@ class Device:
         """Run the agent on one job directory (SSH overrides this to survive a dropped connection)."""
         return self.run([*self.python(), self.agent(), "run", remote_job], timeout=timeout)
 
+    def stop_job(self, remote_job: str) -> None:
+        """Stop an agent still running on `remote_job` after the host gave up on it (a timeout): devices whose
+        `run` can return while the remote process lives on (SSH) override this. Best effort."""
+
+    def ensure_artifact(self, artifact_dir: Path) -> tuple[str, dict[str, Any]]:
+        """(remote artifact directory, manifest): the artifact is pushed once, atomically, and stays on the
+        device (named by the artifact directory, which the host names by content)."""
+        manifest = json.loads((Path(artifact_dir) / "manifest.json").read_text())
+        remote_art = f"{self.workdir()}/artifacts/{Path(artifact_dir).name}"
+        if not self.exists(f"{remote_art}/manifest.json"):  # pushed atomically: present = complete
+            self.push(Path(artifact_dir), remote_art)
+        return remote_art, manifest
+
+    def session(self, artifact_dir: str | Path, job: dict[str, Any], timeout: float | None = 600) -> "PersistentSession":
+        """A persistent session for one artifact (`edgecam.devices.persistent`): the agent loads the runtime
+        and the model once and serves framed requests until closed. This default runs one agent process per
+        request through push / run / pull; streaming transports (local, SSH) override it."""
+        from edgecam.devices.persistent import PerRequestSession
+
+        return PerRequestSession(self, artifact_dir, job, timeout)
+
     def run_job(self, artifact_dir: Path, inputs: np.ndarray, job: dict[str, Any], timeout: float | None = 600, extra: dict[str, np.ndarray] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Ship an artifact + inputs (+ `extra` arrays, e.g. the masks of a "masked" job, as `<name>.npy`),
         run the agent on them, bring back (result, outputs).
 
         The remote job directory is named by `job_key`; one that already holds a result (the host lost
-        contact after the device finished) is pulled rather than run again.
+        contact after the device finished) is pulled rather than run again. It is removed from the device
+        after success and after failure (a crash, a timeout, no result, a failed result); only a lost
+        connection or an interrupted host leaves it, for the resumed attempt to find.
         """
         inputs = np.ascontiguousarray(inputs, dtype=np.float32)
         extra = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in (extra or {}).items()}
         manifest = json.loads((artifact_dir / "manifest.json").read_text())
         key = job_key(str(manifest.get("sha256", artifact_dir.name)), inputs, job, extra)
-        remote_art = f"{self.workdir()}/artifacts/{artifact_dir.name}"
         remote_job = f"{self.workdir()}/jobs/{key}"
+        try:
+            return self._run_job(artifact_dir, inputs, job, timeout, extra, key, remote_job)
+        except DeviceTimeout:
+            self.stop_job(remote_job)
+            self.cleanup(remote_job)
+            raise
+        except JobFailed:
+            self.cleanup(remote_job)
+            raise
+
+    def _run_job(self, artifact_dir: Path, inputs: np.ndarray, job: dict[str, Any], timeout: float | None, extra: dict[str, np.ndarray], key: str,
+                 remote_job: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         with tempfile.TemporaryDirectory(prefix="edgecam-job-") as tmp_s:
             tmp = Path(tmp_s)
             res: RunResult | None = None
             if not self.exists(f"{remote_job}/result.json"):
-                if not self.exists(f"{remote_art}/manifest.json"):  # pushed atomically: present = complete
-                    self.push(artifact_dir, remote_art)
+                remote_art, manifest = self.ensure_artifact(artifact_dir)
                 send = tmp / "send"
                 send.mkdir()
                 np.save(send / "inputs.npy", inputs, allow_pickle=False)
@@ -163,20 +199,19 @@ class Device:
                 (send / "job.json").write_text(json.dumps({**job, "artifact": f"{remote_art}/{manifest['file']}"}))
                 self.push(send, remote_job)
                 res = self.run_agent(remote_job, timeout)
-            back = tmp / "back"
-            self.pull(remote_job, back)
-            result_path = back / "result.json"
-            if not result_path.is_file():
-                detail = f"agent {_exit_reason(res.returncode)}; stderr:\n{res.stderr[-4000:]}" if res else "no result"
-                raise JobFailed(f"job {key} on {self.name}: {detail}")
-            result = json.loads(result_path.read_text())
+            if res is not None and not self.exists(f"{remote_job}/result.json"):
+                raise JobFailed(f"job {key} on {self.name}: agent {exit_reason(res.returncode)}; stderr:\n{res.stderr[-4000:]}")
+            back = tmp / "back"  # only the results come back, never the inputs the job was sent
+            back.mkdir()
+            self.pull(f"{remote_job}/result.json", back / "result.json")
+            result = json.loads((back / "result.json").read_text())
             if not result.get("ok"):
-                self.cleanup(remote_job)
                 if str(result.get("error", "")).startswith("ArtifactCorrupt"):
-                    self.cleanup(remote_art)  # the next job pushes a fresh copy
+                    self.cleanup(f"{self.workdir()}/artifacts/{artifact_dir.name}")  # the next job pushes a fresh copy
                 raise JobFailed(f"job {key} on {self.name} failed: {result.get('error')}\n{result.get('traceback', '')[-4000:]}")
             outputs: dict[str, np.ndarray] = {}
-            if (back / "outputs.npz").is_file():
+            if self.exists(f"{remote_job}/outputs.npz"):
+                self.pull(f"{remote_job}/outputs.npz", back / "outputs.npz")
                 with np.load(back / "outputs.npz", allow_pickle=False) as z:  # never unpickle device data
                     outputs = {k: z[k] for k in z.files}
             result["job_key"] = key
@@ -198,7 +233,7 @@ def device_class(scheme: str) -> type[Device]:
     return getattr(importlib.import_module(module), attr)
 
 
-def _exit_reason(code: int) -> str:
+def exit_reason(code: int) -> str:
     """'exited 3', or 'killed by SIGSEGV (exit -11)' (a POSIX child's negative code is its signal; ssh
     reports a remote signal as 128 + N)."""
     import signal

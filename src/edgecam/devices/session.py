@@ -1,53 +1,140 @@
-"""The device as a function for the explain stage: forward passes and masked-input logits through the agent.
+"""The device as a function for the explain stage: forward passes, masked-input logits and the perturbation
+ops (Score-CAM, RISE, Deletion / Insertion) through one persistent agent per artifact.
 
 `DeviceSession` satisfies `edgecam.explain.cams.ForwardSession` (structurally: explain/ never imports
-devices/). Its calls are charged to the "device" stage tag.
+devices/). It opens its `PersistentSession` (`Device.session`) on first use, so the runtime and the model
+load once for all the explain stage's calls, and charges every call to the "device" stage tag. Close it (or
+use it as a context manager) to end the agent and clear its folder on the device.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from edgecam.stages import stage
 
+if TYPE_CHECKING:
+    from edgecam.devices.persistent import PersistentSession
+
+#: bytes of inputs (or images + masks) per request: bounds what one frame moves and the agent holds at once
+MAX_REQUEST_BYTES = 256 << 20
+
 
 class DeviceSession:
     """`session(x) -> {"logits"}` (or every output with `outputs=None`) for any number of inputs, sent to the
-    agent in "forward" jobs of at most `max_inputs` (bounds what one job ships and holds). Masked-input CAMs
-    and the faithfulness curves need only the logits back; not shipping the features makes a Score-CAM job
-    ~3x lighter."""
+    agent in "forward" requests of at most `max_inputs` inputs (and MAX_REQUEST_BYTES). Masked-input CAMs and
+    the faithfulness curves need only the logits back; not shipping the features makes a request ~3x lighter.
+
+    `calls` counts the requests sent, `inputs` the model inputs they stand for (masked inputs composed on
+    the device included); `bytes_sent` / `bytes_received` are the frames on the wire."""
 
     def __init__(self, device: Any, artifact_dir: str | Path, job: dict[str, Any], timeout: float | None = 600, max_inputs: int = 16384,
                  outputs: Sequence[str] | None = ("logits",), batch_size: int = 16) -> None:
         self.device, self.artifact_dir, self.timeout, self.max_inputs = device, artifact_dir, timeout, max_inputs
-        self.job = {**job, "mode": "forward", "output_batch_size": batch_size, **({"outputs": list(outputs)} if outputs is not None else {})}
+        self.outputs = None if outputs is None else tuple(outputs)
+        self.job = {**job, "output_batch_size": batch_size}
         self.calls = 0
         self.inputs = 0
+        self._session: "PersistentSession | None" = None
+
+    @property
+    def session(self) -> "PersistentSession":
+        """The persistent session, opened on first use (the artifact is pushed once, the agent started lazily)."""
+        if self._session is None:
+            self._session = self.device.session(self.artifact_dir, self.job, self.timeout)
+        return self._session
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._session.bytes_sent if self._session is not None else 0
+
+    @property
+    def bytes_received(self) -> int:
+        return self._session.bytes_received if self._session is not None else 0
+
+    def _per_request(self, item_bytes: int, limit: int) -> int:
+        return max(1, min(limit, MAX_REQUEST_BYTES // max(1, item_bytes)))
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The session's default outputs (`outputs` of the constructor) for inputs `x`."""
+        return self.forward(x, self.outputs)
+
+    def forward(self, x: np.ndarray, outputs: Sequence[str] | None = ("logits",)) -> dict[str, np.ndarray]:
+        """The outputs named in `outputs` (all of them for None) for any number of inputs `x`."""
         parts: dict[str, list[np.ndarray]] = {}
+        step = self._per_request(int(np.prod(x.shape[1:])) * 4, self.max_inputs)
         with stage("device"):
-            for i in range(0, len(x), self.max_inputs):
-                _, out = self.device.run_job(self.artifact_dir, x[i : i + self.max_inputs], self.job, timeout=self.timeout)
+            for i in range(0, len(x), step):
+                out = self.session.forward(x[i : i + step], outputs)
                 self.calls += 1
-                self.inputs += len(x[i : i + self.max_inputs])
+                self.inputs += len(x[i : i + step])
                 for k, v in out.items():
                     parts.setdefault(k, []).append(v)
         return {k: np.concatenate(v) for k, v in parts.items()}
 
     def masked(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """Logits of images[i] * masks[i, k] for every i, k, (N * K, classes), image-major; the device does
-        the multiplication, so only the (N, K, H, W) masks travel, in jobs of at most `max_inputs` products."""
-        per_job = max(1, self.max_inputs // max(1, masks.shape[1]))
+        the multiplication, so only the (N, K, H, W) masks travel, at most `max_inputs` products a request."""
+        k = max(1, masks.shape[1])
+        per_image = (int(np.prod(images.shape[1:])) + int(np.prod(masks.shape[1:]))) * 4
+        step = self._per_request(per_image, max(1, self.max_inputs // k))
         out = []
         with stage("device"):
-            for i in range(0, len(images), per_job):
-                job = {**self.job, "mode": "masked"}
-                _, res = self.device.run_job(self.artifact_dir, images[i : i + per_job], job, timeout=self.timeout, extra={"masks": masks[i : i + per_job]})
+            for i in range(0, len(images), step):
+                out.append(self.session.masked(images[i : i + step], masks[i : i + step]))
                 self.calls += 1
-                self.inputs += int(np.prod(masks[i : i + per_job].shape[:2]))
-                out.append(res["logits"])
+                self.inputs += int(np.prod(masks[i : i + step].shape[:2]))
         return np.concatenate(out)
+
+    def scorecam(self, images: np.ndarray, maps: np.ndarray, max_inputs: int = 256) -> np.ndarray:
+        """Score-CAM's masked logits (N * K, classes) from the (N, K, h, w) CAM-layer maps; the device
+        upsamples and normalises them (see `PersistentSession.scorecam`)."""
+        per_image = (int(np.prod(images.shape[1:])) + int(np.prod(maps.shape[1:]))) * 4
+        step = self._per_request(per_image, len(images) or 1)
+        out = []
+        with stage("device"):
+            for i in range(0, len(images), step):
+                out.append(self.session.scorecam(images[i : i + step], maps[i : i + step], max_inputs))
+                self.calls += 1
+                self.inputs += len(images[i : i + step]) * maps.shape[1]
+        return np.concatenate(out)
+
+    def rise(self, images: np.ndarray, targets: Sequence[int], n_masks: int, cells: int, p: float = 0.5, seed: int = 0, max_inputs: int = 256) -> np.ndarray:
+        """RISE saliency (N, H, W) float32, masks generated on the device (see `PersistentSession.rise`)."""
+        t = np.asarray(targets, dtype=np.int64).reshape(-1)
+        step = self._per_request(int(np.prod(images.shape[1:])) * 4, len(images) or 1)
+        out = []
+        with stage("device"):
+            for i in range(0, len(images), step):
+                out.append(self.session.rise(images[i : i + step], t[i : i + step], n_masks, cells, p, seed, max_inputs))
+                self.calls += 1
+                self.inputs += len(images[i : i + step]) * n_masks
+        return np.concatenate(out)
+
+    def perturb(self, images: np.ndarray, cams: np.ndarray, steps: int, kind: str = "both", baseline: Any = "zero", blur_sigma: float | None = None) -> np.ndarray:
+        """Deletion / Insertion logits composed on the device (see `PersistentSession.perturb`)."""
+        per_image = int(np.prod(images.shape[1:])) * 4 + int(np.prod(cams.shape[1:])) * 8
+        step = self._per_request(per_image, len(images) or 1)
+        per_series = (steps + 1) * (2 if kind == "both" else 1)
+        out = []
+        with stage("device"):
+            for i in range(0, len(images), step):
+                out.append(self.session.perturb(images[i : i + step], cams[i : i + step], steps, kind, baseline, blur_sigma))
+                self.calls += 1
+                self.inputs += len(images[i : i + step]) * per_series
+        return np.concatenate(out)
+
+    def close(self) -> None:
+        """End the agent and remove its folder on the device (idempotent; a later call opens a new session)."""
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    def __enter__(self) -> "DeviceSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -8,6 +8,11 @@ Security defaults: key authentication only (the user's agent or a key file; no p
 checking against known_hosts (an explicit, logged opt-out), every remote argument quoted with `shlex`.
 Reliability: connect / command timeouts, reconnect with exponential backoff on a lost connection; a job
 whose result already exists on the device is pulled, a job cut off mid-run is stopped and run again.
+
+The persistent session (`SSHSession`) keeps one exec channel open to `agent serve` (binary stdin / stdout,
+stderr drained as it comes). When the connection drops it reconnects with the same backoff, kills the old
+agent's process group if it still runs, starts a new agent and sends the request in flight again; answers
+are matched by request id, so nothing is lost or answered twice.
 """
 
 from __future__ import annotations
@@ -16,17 +21,21 @@ import logging
 import os
 import posixpath
 import shlex
+import socket
 import stat
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 from edgecam.devices.base import Device, DeviceError, DeviceTimeout, RunResult
+from edgecam.devices.persistent import STDERR_TAIL, PersistentSession
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from edgecam.devices.inventory import DeviceSpec
 
 log = logging.getLogger(__name__)
@@ -350,6 +359,33 @@ class SSHDevice(Device):
 
         return self._retry(f"job {posixpath.basename(remote_job)}", attempt)
 
+    def stop_job(self, remote_job: str) -> None:
+        """A job the host timed out on keeps running on the board after its channel closed: stop it."""
+        try:
+            self._stop_stale_agent(remote_job)
+        except (DeviceError, OSError) as exc:
+            log.warning("%s: could not stop the agent of %s: %s", self.name, posixpath.basename(remote_job), exc)
+
+    def session(self, artifact_dir: str | Path, job: dict[str, Any], timeout: float | None = 600) -> "SSHSession":
+        """One `agent serve` process on the board for `artifact_dir`, over one exec channel (see `SSHSession`)."""
+        return SSHSession(self, artifact_dir, job, timeout)
+
+    def kill_agents(self, marker: str, pgid: int | None = None) -> None:
+        """Stop a session agent on the board: `kill -9 -- -PGID` if that group's leader still runs a command
+        line containing `marker` (the session's unique job.json path: a recycled pid is never hit), and any
+        other process whose command line contains `marker` (an agent that died before saying its pgid).
+        Best effort."""
+        script = (
+            'm="$1"; g="$2"\n'
+            'if [ -n "$g" ] && grep -qF -- "$m" "/proc/$g/cmdline" 2>/dev/null; then kill -9 -- "-$g" 2>/dev/null; fi\n'
+            'for p in /proc/[0-9]*; do q="${p#/proc/}"; [ "$q" = "$$" ] && continue; '
+            'grep -qF -- "$m" "$p/cmdline" 2>/dev/null && kill -9 "$q" 2>/dev/null; done; true'
+        )
+        try:
+            self.run(["sh", "-c", script, "sh", marker, "" if pgid is None else str(int(pgid))], timeout=max(30.0, self.connect_timeout * 3))
+        except DeviceError as exc:
+            log.warning("%s: could not stop the session agent of %s: %s", self.name, marker, exc)
+
     def _stop_stale_agent(self, remote_job: str) -> None:
         pid_file = f"{remote_job}/agent.pid"
         if not self.exists(pid_file):
@@ -359,3 +395,184 @@ class SSHDevice(Device):
         if text.isdigit():
             self.run(["kill", "-9", text], timeout=30)  # a number we parsed; argv-quoted anyway
             log.warning("%s: stopped stale agent pid %s of %s", self.name, text, posixpath.basename(remote_job))
+
+
+def _coalesce(chunks: Sequence[Any], limit: int = 1 << 20) -> list[Any]:
+    """Runs of small chunks joined into one buffer (one SSH packet stream, not a packet per array header)."""
+    out: list[Any] = []
+    small: list[bytes] = []
+    size = 0
+    for c in chunks:
+        n = memoryview(c).nbytes
+        if n >= limit:
+            if small:
+                out.append(b"".join(small))
+                small, size = [], 0
+            out.append(c)
+        else:
+            small.append(bytes(c))
+            size += n
+            if size >= limit:
+                out.append(b"".join(small))
+                small, size = [], 0
+    if small:
+        out.append(b"".join(small))
+    return out
+
+
+class SSHSession(PersistentSession):
+    """The agent on the board behind one exec channel. stdout carries the frames, stderr is drained into a
+    bounded tail. A lost connection (`ConnectionLost`) goes through the device's `_retry`: reconnect with
+    backoff, stop the old agent's process group if it still runs, start a new agent, send the request again
+    (counted in `resends`); answers are matched by id. A timeout kills the agent's process group on the board."""
+
+    def __init__(self, device: SSHDevice, artifact_dir: str | Path, job: dict[str, Any], timeout: float | None = 600) -> None:
+        self._chan: Any = None
+        self._conn: Any = None  # the SSHClient the channel belongs to
+        self._stale = False  # a dropped connection may have left an agent running on the board
+        self._stale_pgid: int | None = None
+        self._stderr = bytearray()
+        super().__init__(device, artifact_dir, job, timeout)
+
+    # -- connection state -------------------------------------------------------------------------------
+    def _connected(self) -> bool:
+        dev = self.device
+        if self._chan is None or self._conn is None or dev._client is not self._conn:
+            return False
+        transport = self._conn.get_transport()
+        return transport is not None and transport.is_active()
+
+    def _lost(self, what: str) -> ConnectionLost:
+        return ConnectionLost(f"{self.device.name}: connection lost while the session agent {what}")
+
+    def _drain_stderr(self) -> None:
+        while self._chan.recv_stderr_ready():
+            self._stderr += self._chan.recv_stderr(65536)
+        if len(self._stderr) > 4 * STDERR_TAIL:
+            del self._stderr[: -STDERR_TAIL]
+
+    # -- transport primitives ---------------------------------------------------------------------------
+    def _spawn(self) -> None:
+        dev = self.device
+        if self._stale:  # the agent of a dropped connection may still be computing
+            dev.kill_agents(self.job_path, self._stale_pgid)
+            self._stale, self._stale_pgid = False, None
+        self._close_channel()
+        client = dev._ensure()
+        chan = client.get_transport().open_session(timeout=dev.connect_timeout)
+        try:  # small request frames must not wait for delayed ACKs (Nagle): ~40 ms a round trip otherwise
+            client.get_transport().sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
+        chan.exec_command("exec " + _shell_join([*dev.python(), dev.agent(), "serve", self.job_path]))  # no shell left between
+        self._chan, self._conn, self._stderr = chan, client, bytearray()
+
+    def _send(self, chunks: Sequence[Any], deadline: float | None) -> None:
+        for chunk in _coalesce(chunks):
+            view = memoryview(chunk).cast("B")
+            off = 0
+            while off < len(view):
+                self._check_deadline(deadline)
+                if not self._connected():
+                    raise self._lost("was sent a request")
+                if self._chan.closed or self._chan.exit_status_ready():
+                    raise EOFError("the agent's channel closed")
+                self._chan.settimeout(0.5)
+                try:
+                    off += self._chan.send(view[off : off + (1 << 20)])
+                except socket.timeout:
+                    pass  # the window is full: the agent is busy reading; check the deadline and go on
+                except (OSError, EOFError) as exc:
+                    raise self._lost(f"was sent a request ({type(exc).__name__}: {exc})") from exc
+                self._drain_stderr()
+
+    def _readinto(self, view: memoryview, deadline: float | None) -> None:
+        got = 0
+        while got < len(view):
+            self._check_deadline(deadline)
+            self._drain_stderr()
+            self._chan.settimeout(0.2)
+            try:
+                data = self._chan.recv(min(len(view) - got, 1 << 20))
+            except socket.timeout:
+                if not self._connected():
+                    raise self._lost("was computing") from None
+                continue
+            except (OSError, EOFError) as exc:
+                raise self._lost(f"was answering ({type(exc).__name__}: {exc})") from exc
+            if not data:
+                self._eof()
+            view[got : got + len(data)] = data
+            got += len(data)
+
+    def _eof(self) -> None:
+        """The channel ended: the agent exited (an exit status, or the transport still up) -> EOFError; the
+        connection dropped -> ConnectionLost (retried)."""
+        give_up = time.monotonic() + 1.0
+        while time.monotonic() < give_up:  # paramiko closes the channels a moment before the transport
+            if not self._connected():
+                raise self._lost("was running")
+            if self._chan.exit_status_ready() and self._chan.recv_exit_status() != -1:  # -1: paramiko's "none came"
+                raise EOFError("the agent's output ended")
+            time.sleep(0.05)
+        raise EOFError("the agent's output ended")  # the transport is up: the agent died (a signal sends no status)
+
+    @staticmethod
+    def _check_deadline(deadline: float | None) -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise DeviceTimeout("deadline passed")
+
+    def _alive(self) -> bool:
+        return self._connected() and not self._chan.closed and not self._chan.exit_status_ready()  # exit_status_ready: ended, whatever the status
+
+    def _release(self) -> None:
+        self._close_channel()  # the agent reads EOF and exits
+
+    def _close_channel(self) -> None:
+        chan, self._chan = self._chan, None
+        if chan is not None:
+            try:
+                chan.close()
+            except Exception:  # noqa: BLE001 - closing a dead channel
+                pass
+
+    def _terminate(self, grace: float = 0.0) -> str:
+        chan, hello = self._chan, self.hello
+        if chan is None:
+            return ""
+        code: int | None = None
+        end = time.monotonic() + grace
+        while self._connected() and not chan.exit_status_ready() and time.monotonic() < end:
+            self._drain_stderr()
+            time.sleep(0.05)
+        if chan.exit_status_ready() and chan.recv_exit_status() != -1:
+            code = chan.recv_exit_status()
+        else:
+            self.device.kill_agents(self.job_path, hello.get("pgid") if hello else None)
+        try:
+            self._drain_stderr()
+        except Exception:  # noqa: BLE001 - the transport may be gone
+            pass
+        self._close_channel()
+        how = "still running: killed its process group" if code is None else f"exited {code}"
+        return f" (agent {how}; stderr:\n{self._stderr[-STDERR_TAIL:].decode(errors='replace')})"
+
+    # -- a request that survives a dropped connection -----------------------------------------------------
+    def _exchange(self, rid: int, op: str, chunks: Sequence[Any], size: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        attempts = 0
+        base = super()._exchange
+
+        def attempt() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:  # the previous attempt lost the connection: a new agent, the request again
+                if self._chan is not None:
+                    self._stale, self._stale_pgid = True, self.hello.get("pgid") if self.hello else None
+                if self.in_flight == rid:
+                    self.resends += 1
+                    log.warning("%s: resending %s request %d after a lost connection", self.device.name, op, rid)
+                self.hello, self.in_flight = None, None
+                self._close_channel()
+            return base(rid, op, chunks, size)
+
+        return self.device._retry(f"session {op} request {rid}", attempt)

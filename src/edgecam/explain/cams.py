@@ -53,12 +53,17 @@ class CamMethod:
 
 class ForwardSession(Protocol):
     """What a CAM method needs from a device: its outputs for any number of inputs, and the logits of
-    images[i] * masks[i, k] composed wherever the session runs (`devices.session.DeviceSession` composes
-    them on the device; `HostForward` here, for a plain function)."""
+    images[i] * masks[i, k] composed wherever the session runs, and Score-CAM's from the channel maps at their
+    own resolution (`devices.session.DeviceSession` composes them on the device; `HostForward` here, for a
+    plain function)."""
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
 
     def masked(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray: ...
+
+    def scorecam(self, images: np.ndarray, maps: np.ndarray) -> np.ndarray: ...
+
+    def rise(self, images: np.ndarray, targets: Sequence[int], n_masks: int, cells: int, p: float, seed: int) -> np.ndarray: ...
 
 
 class HostForward:
@@ -75,6 +80,21 @@ class HostForward:
         """(N * K, classes) logits of images[i] * masks[i, k], image-major."""
         return self.fn((images[:, None] * masks[:, :, None]).reshape(-1, *images.shape[1:]))["logits"]
 
+    def scorecam(self, images: np.ndarray, maps: np.ndarray) -> np.ndarray:
+        """(N * K, classes) logits of images[i] x the Score-CAM mask of maps[i, k] (`scorecam_masks`)."""
+        return self.masked(images, scorecam_masks(maps, images.shape[2], images.shape[3]))
+
+    def rise(self, images: np.ndarray, targets: Sequence[int], n_masks: int, cells: int, p: float, seed: int) -> np.ndarray:
+        """(N, H, W) RISE saliency, Eq. 6: E[softmax(f(I * M))_c M] / p over the seeded masks (`rise_masks`)."""
+        masks = rise_masks(n_masks, cells, (images.shape[3], images.shape[2]), p, seed)
+        out = []
+        for img, t in zip(images, targets):
+            logits = np.asarray(self.fn(img[None] * masks[:, None])["logits"], dtype=np.float64)
+            prob = np.exp(logits - logits.max(1, keepdims=True))
+            prob /= prob.sum(1, keepdims=True)
+            out.append(np.tensordot(prob[:, int(t)], masks, axes=1) / (len(masks) * p))
+        return np.asarray(out, dtype=np.float32)
+
 
 @dataclass
 class CamContext:
@@ -89,6 +109,7 @@ class CamContext:
     seed: int = 0
     rise_masks: int = 1000
     rise_cells: int = 8
+    scorecam_top_k: int = 0  # Score-CAM on the k most active channels per image (0: all, as the paper)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -246,29 +267,33 @@ def _target_scores(logits: np.ndarray, target: int) -> np.ndarray:
 class ScoreCam(CamMethod):
     """Score-CAM (Wang et al., CVPRW 2020, Eq. 6-8) on the device: each activation channel, bilinearly
     upsampled (align_corners, as `torch.nn.UpsamplingBilinear2d`) and min-max normalised, masks the input;
-    the masked inputs of a chunk of images go through the device session together; the target logits,
-    softmaxed over channels, weight the channels. Follows the `grad-cam` package's `ScoreCAM` step by step
-    (raw logit scores, softmax weights, ReLU, min-max + resize), so the two agree on fp32."""
+    the target logits, softmaxed over channels, weight the channels. Follows the `grad-cam` package's
+    `ScoreCAM` step by step (raw logit scores, softmax weights, ReLU, min-max + resize), so the two agree on
+    fp32. The session composes the masks (`ForwardSession.scorecam`): only the channel maps at their own
+    resolution travel, never a K x H x W array.
+
+    `CamContext.scorecam_top_k` > 0 caps the work at the k channels of highest mean activation per image
+    (K device forwards per image become k; the softmax and the sum run over those k), an approximation the
+    rows record (`cam_channels`); 0 uses every channel, as the paper does."""
 
     name = "scorecam"
     modes = ("surrogate",)
     needs_forward = True
-    max_inputs_per_call = 16384  # masked inputs per device call: bounds host memory (16384 1-channel 64x64 masks = 268 MB)
+    max_maps_per_call = 16384  # channel maps per session call: bounds what one request holds
 
     def __call__(self, ctx: CamContext, features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
         forward = _need_forward(ctx, "Score-CAM")
         feats = np.asarray(features, dtype=np.float32)
         n, k = feats.shape[:2]
-        h, w = ctx.images.shape[2:]
-        per_call = max(1, self.max_inputs_per_call // max(1, k))
-        wy, wx = _align_corners_matrix(feats.shape[2], h), _align_corners_matrix(feats.shape[3], w)
+        if 0 < ctx.scorecam_top_k < k:  # per image, the top-k channels by mean activation
+            top = np.sort(np.argsort(-feats.mean(axis=(2, 3)), axis=1, kind="stable")[:, : ctx.scorecam_top_k], axis=1)
+            feats = np.take_along_axis(feats, top[:, :, None, None], axis=1)
+            k = feats.shape[1]
+        per_call = max(1, self.max_maps_per_call // max(1, k))
         out: list[np.ndarray] = []
         for i in range(0, n, per_call):
-            a = wy @ feats[i : i + per_call] @ wx.T  # (n, k, h, w): UpsamplingBilinear2d, separably
-            lo, hi = a.min(axis=(2, 3), keepdims=True), a.max(axis=(2, 3), keepdims=True)
-            masks = ((a - lo) / (hi - lo + np.float32(1e-8))).astype(np.float32)
             x = ctx.images[i : i + per_call].astype(np.float32)
-            logits = forward.masked(x, masks).reshape(len(x), k, -1)  # a device session composes image x mask there
+            logits = forward.scorecam(x, feats[i : i + per_call]).reshape(len(x), k, -1)
             scores = np.stack([_target_scores(logits[j], targets[i + j]) for j in range(len(x))])
             weights = np.exp(scores - scores.max(1, keepdims=True))
             weights /= weights.sum(1, keepdims=True)
@@ -277,18 +302,12 @@ class ScoreCam(CamMethod):
         return np.concatenate(out)
 
 
-def _align_corners_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) bilinear interpolation weights with align_corners=True (torch's UpsamplingBilinear2d):
-    output i samples input position i * (n_in - 1) / (n_out - 1). In numpy: a torch op here would leave its
-    OpenMP workers spinning on the cores the device session is about to use (measured: 1.7x slower agent)."""
-    pos = np.arange(n_out) * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(1)
-    lo = np.clip(np.floor(pos).astype(int), 0, n_in - 1)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = (pos - lo).astype(np.float32)
-    m = np.zeros((n_out, n_in), dtype=np.float32)
-    m[np.arange(n_out), lo] += 1 - frac
-    m[np.arange(n_out), hi] += frac
-    return m
+def scorecam_masks(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(N, K, height, width) Score-CAM masks from (N, K, h, w) channel maps: align-corners bilinear
+    upsampling, then per-map min-max normalisation (`devices/perturb.py`: what the device computes)."""
+    from edgecam.devices.perturb import scorecam_masks as masks
+
+    return masks(maps, height, width)
 
 
 def _scale(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -299,19 +318,11 @@ def _scale(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def rise_masks(n: int, cells: int, size: tuple[int, int], p: float = 0.5, seed: int = 0) -> np.ndarray:
     """RISE masks (Petsiuk et al., BMVC 2018, Sec. 3.2): binary `cells` x `cells` grids with keep
-    probability `p`, upsampled bilinearly to (cells+1) x cell size and cropped at a random offset."""
-    import cv2
+    probability `p`, upsampled bilinearly to (cells+1) x cell size and cropped at a random offset; the
+    device's own generator (`devices/perturb.py`, pure numpy), so host and device draw the same masks."""
+    from edgecam.devices.perturb import rise_masks as masks
 
-    w, h = size
-    rng = np.random.default_rng(seed)
-    ch, cw = int(np.ceil(h / cells)), int(np.ceil(w / cells))
-    grid = (rng.random((n, cells, cells)) < p).astype(np.float32)
-    out = np.empty((n, h, w), dtype=np.float32)
-    dy, dx = rng.integers(0, ch, n), rng.integers(0, cw, n)
-    for i in range(n):
-        big = cv2.resize(grid[i], ((cells + 1) * cw, (cells + 1) * ch), interpolation=cv2.INTER_LINEAR)
-        out[i] = big[dy[i] : dy[i] + h, dx[i] : dx[i] + w]
-    return out
+    return masks(n, cells, size, p, seed)
 
 
 @CAM_METHODS.register("rise")
@@ -327,15 +338,8 @@ class Rise(CamMethod):
 
     def __call__(self, ctx: CamContext, features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
         forward = _need_forward(ctx, "RISE")
-        masks = rise_masks(ctx.rise_masks, ctx.rise_cells, ctx.size, self.keep_p, ctx.seed)
-        out: list[np.ndarray] = []
-        for i, img in enumerate(np.asarray(ctx.images, dtype=np.float32)):
-            logits = np.asarray(forward(img[None] * masks[:, None])["logits"], dtype=np.float64)
-            prob = np.exp(logits - logits.max(1, keepdims=True))
-            prob /= prob.sum(1, keepdims=True)
-            sal = np.tensordot(prob[:, int(targets[i])], masks, axes=1) / (len(masks) * self.keep_p)
-            out.append(_scale(sal[None], ctx.size))
-        return np.concatenate(out)
+        sal = forward.rise(np.asarray(ctx.images, dtype=np.float32), [int(t) for t in targets], ctx.rise_masks, ctx.rise_cells, self.keep_p, ctx.seed)
+        return np.concatenate([_scale(s[None], ctx.size) for s in sal]) if len(sal) else np.zeros((0, *ctx.images.shape[2:]), np.float32)
 
 
 def cam_method(name: str, mode: str | None = None) -> CamMethod:

@@ -15,13 +15,12 @@ across images, so N images cost ``ceil(N * 2 * (steps + 1) / batch_size)`` calls
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Baseline", "Forward", "default_blur_sigma", "deletion_insertion", "faithfulness_rows", "perturbation_series"]
+__all__ = ["Baseline", "Forward", "default_blur_sigma", "deletion_insertion", "faithfulness_from_logits", "faithfulness_rows", "perturbation_series", "rows_from_scores"]
 
 #: ``forward(x)``: (B, C, H, W) float32 model inputs -> (B, num_classes) logits.
 Forward = Callable[[np.ndarray], np.ndarray]
@@ -29,96 +28,20 @@ Forward = Callable[[np.ndarray], np.ndarray]
 #: blurred image, as on the insertion canvas), a number, or an array broadcastable to (C, H, W).
 Baseline = str | float | np.ndarray
 
-# RISE's reference implementation blurs the insertion canvas with an 11 x 11 Gaussian, sigma 5, on 224 x 224
-# ImageNet photos (eclique/RISE, evaluation.py: gkern(11, 5)), where objects span ~100 px. Scaled to small
-# inputs that ratio (0.6 px at 28 px) leaves a digit legible and every insertion curve starts near 1, so the
-# canvas here is blurred at sigma = max(H, W) / 8 (28 px at 224 px), which removes object-scale structure.
-_BLUR_FRACTION = 1.0 / 8.0
-
-
-def default_blur_sigma(height: int, width: int) -> float:
-    """Gaussian sigma of the insertion canvas: max(H, W) / 8 (see _BLUR_FRACTION for why not RISE's 5 px)."""
-    return _BLUR_FRACTION * max(height, width)
+# The perturbation maths (pixel ranks, step counts, the blurred insertion canvas at sigma = max(H, W) / 8
+# rather than RISE's 5 px, the baselines) is `edgecam.devices.perturb`: pure numpy, so the device composes
+# exactly the inputs the host would (`DeviceSession.perturb`); this module scores them.
+from edgecam.devices.perturb import PerturbationSeries as _Series  # noqa: E402
+from edgecam.devices.perturb import baseline_image as _baseline_image  # noqa: E402
+from edgecam.devices.perturb import check_blur_sigma as _sigma  # noqa: E402
+from edgecam.devices.perturb import default_blur_sigma  # noqa: E402
+from edgecam.devices.perturb import pixel_counts as _pixel_counts  # noqa: E402
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
-
-
-def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Channel-wise Gaussian blur (cv2.GaussianBlur, reflect-101 border) of a (C, H, W) float32 image."""
-    import cv2
-
-    return np.stack([cv2.GaussianBlur(np.ascontiguousarray(ch), (0, 0), sigmaX=sigma, sigmaY=sigma) for ch in image])
-
-
-def _sigma(blur_sigma: float | None, height: int, width: int) -> float:
-    if blur_sigma is None:
-        return default_blur_sigma(height, width)
-    if isinstance(blur_sigma, (bool, np.bool_)) or not isinstance(blur_sigma, (int, float, np.integer, np.floating)):
-        raise ValueError(f"blur_sigma must be None or a positive number, got {blur_sigma!r}")
-    if not (math.isfinite(float(blur_sigma)) and blur_sigma > 0):
-        raise ValueError(f"blur_sigma must be None or a positive number, got {blur_sigma!r}")
-    return float(blur_sigma)
-
-
-def _baseline_image(baseline: Baseline, image: np.ndarray, blurred: np.ndarray) -> np.ndarray:
-    """The (C, H, W) float32 image deleted pixels are taken from."""
-    if isinstance(baseline, str):
-        if baseline == "zero":
-            return np.zeros_like(image)
-        if baseline == "blur":
-            return blurred
-        raise ValueError(f"baseline must be 'zero', 'blur', a number or an array, got {baseline!r}")
-    try:
-        return np.broadcast_to(np.asarray(baseline, dtype=np.float32), image.shape)
-    except ValueError:
-        raise ValueError(
-            f"baseline array of shape {np.shape(baseline)} does not broadcast to the image shape {image.shape}"
-        ) from None
-
-
-def _pixel_counts(n_pixels: int, steps: int) -> np.ndarray:
-    """Pixels removed / revealed after step k = 0..steps: round(k * n_pixels / steps), exact integers."""
-    k = np.arange(steps + 1, dtype=np.int64)
-    return (2 * k * n_pixels + steps) // (2 * steps)
-
-
-def _ranks(cam: np.ndarray) -> np.ndarray:
-    """(H, W) rank of each pixel in decreasing-CAM order; stable, so ties go row-major; NaN ranks last."""
-    flat = np.asarray(cam, dtype=np.float64).ravel()
-    key = np.where(np.isnan(flat), np.inf, -flat)  # ascending key = descending CAM, NaN after everything
-    order = np.argsort(key, kind="stable")
-    ranks = np.empty(flat.size, dtype=np.int64)
-    ranks[order] = np.arange(flat.size)
-    return ranks.reshape(np.shape(cam))
-
-
-class _Series:
-    """The 2 * (steps + 1) perturbed copies of one image, built one at a time (deletion first)."""
-
-    def __init__(self, image: np.ndarray, cam: np.ndarray, steps: int, baseline: Baseline, blur_sigma: float | None) -> None:
-        h, w = image.shape[1:]
-        self.image = image
-        self.ranks = _ranks(cam)
-        self.counts = _pixel_counts(h * w, steps)
-        self.blurred = _blur(image, _sigma(blur_sigma, h, w))
-        self.baseline = _baseline_image(baseline, image, self.blurred)
-        self.steps = steps
-
-    def __len__(self) -> int:
-        return 2 * (self.steps + 1)
-
-    def item(self, i: int, out: np.ndarray) -> None:
-        """Write perturbed image ``i`` (deletion 0..steps, then insertion 0..steps) into ``out``."""
-        insertion, k = divmod(i, self.steps + 1)
-        chosen = self.ranks < self.counts[k]  # (H, W): pixels removed (deletion) / revealed (insertion)
-        if insertion:
-            np.copyto(out, np.where(chosen, self.image, self.blurred))
-        else:
-            np.copyto(out, np.where(chosen, self.baseline, self.image))
 
 
 def _check_inputs(images: np.ndarray, cams: np.ndarray, targets: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -226,9 +149,15 @@ def faithfulness_rows(
         for j, first, count in spans:
             scores[j, first : first + count] = probs[row : row + count, t[j]]
             row += count
-    fractions = _pixel_counts(h * w, steps) / float(h * w)
+    return rows_from_scores(scores, steps, h * w)
+
+
+def rows_from_scores(scores: np.ndarray, steps: int, n_pixels: int) -> list[dict[str, Any]]:
+    """Per image (row of `scores`: target probabilities of deletion steps 0..steps then insertion steps
+    0..steps) the AUCs and curves `faithfulness_rows` returns."""
+    fractions = _pixel_counts(n_pixels, steps) / float(n_pixels)
     out = []
-    for j in range(n):
+    for j in range(len(scores)):
         deletion, insertion = scores[j, : steps + 1].copy(), scores[j, steps + 1 :].copy()
         out.append({
             "deletion_auc": _trapezoid(deletion, fractions),
@@ -238,6 +167,14 @@ def faithfulness_rows(
             "fractions": fractions.copy(),
         })
     return out
+
+
+def faithfulness_from_logits(logits: np.ndarray, targets: Sequence[int], steps: int, n_pixels: int) -> list[dict[str, Any]]:
+    """`faithfulness_rows`' result from the logits of the perturbed inputs, (N * 2 * (steps + 1), classes)
+    image-major, deletion then insertion: what a device session's "perturb" request returns."""
+    t = np.asarray(targets, dtype=np.int64)
+    probs = _softmax_rows(np.asarray(logits)).reshape(len(t), 2 * (steps + 1), -1)
+    return rows_from_scores(probs[np.arange(len(t)), :, t], steps, n_pixels)
 
 
 def deletion_insertion(

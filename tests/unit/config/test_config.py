@@ -35,7 +35,7 @@ def test_frozen() -> None:
 @pytest.mark.parametrize(
     "text,needle",
     [
-        ('[data]\nlimt = 3\n', "unknown key data.limt; allowed keys in data: boxes_dir, canvas, copies_test, crop, digit_size, labels_csv, limit, mean, name, num_classes, path, resize, seed, std, test_fraction"),
+        ('[data]\nlimt = 3\n', "unknown key data.limt; allowed keys in data: boxes_dir, canvas, copies_test, crop, digit_size, jpeg_draft, labels_csv, limit, max_decode_pixels, mean, name, num_classes, path, resize, seed, std, test_fraction"),
         ('bogus = 1\n', "unknown key bogus"),
         ('[bench]\niterations = "many"\n', "bench.iterations: expected int, got str 'many'"),
         ('[[models]]\nname = "resnet9000"\n', "unknown model 'resnet9000'; known models: densenet121"),

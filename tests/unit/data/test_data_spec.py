@@ -48,7 +48,8 @@ def test_dataspec_picks_the_kind_class_and_keeps_the_attribute_names() -> None:
         ({"resize": 256}, "data.resize: not a setting of data.name = 'digits-clutter' (its settings: canvas, copies_test, digit_size, limit, mean, name, seed, std); "
                           "resize is a setting of data.name = 'image-folder'"),
         ({"test_fraction": 0.3}, "data.test_fraction: not a setting of data.name = 'digits-clutter'"),
-        ({"name": "image-folder", "path": "p", "canvas": 32}, "data.canvas: not a setting of data.name = 'image-folder' (its settings: boxes_dir, crop, labels_csv"),
+        ({"name": "image-folder", "path": "p", "canvas": 32}, "data.canvas: not a setting of data.name = 'image-folder' (its settings: boxes_dir, crop, jpeg_draft, labels_csv, limit, "
+                                                           "max_decode_pixels, mean"),
         ({"name": "image-folder", "path": "p", "wat": 1}, "data.wat: not a setting of data.name = 'image-folder'"),
         ({"canvas": 16, "digit_size": 40}, "data.digit_size: expected an integer from 8 to data.canvas (16): the digit is drawn whole on the canvas; "
                                            "got data.digit_size = 40 with data.canvas = 16"),
@@ -64,6 +65,8 @@ def test_dataspec_picks_the_kind_class_and_keeps_the_attribute_names() -> None:
         ({"name": "image-folder", "path": "p", "resize": 0}, "data.resize: expected a positive integer (pixels), got 0"),
         ({"name": "image-folder", "path": "p", "test_fraction": 1.0}, "data.test_fraction: expected a number in (0, 1), got 1.0"),
         ({"name": "image-folder", "path": "p", "num_classes": 1}, "data.num_classes: expected an integer >= 2, got 1"),
+        ({"name": "image-folder", "path": "p", "max_decode_pixels": 0}, "data.max_decode_pixels: expected a positive integer (pixels), got 0"),
+        ({"name": "image-folder", "path": "p", "jpeg_draft": "yes"}, "data.jpeg_draft: expected true or false, got 'yes'"),
         ({"other_kinds": {"image-folder": {"canvas": 3}}}, "data.other_kinds.image-folder.canvas: not a setting of data.name = 'image-folder'"),
         ({"other_kinds": {"image-folder": {"limit": 3}}}, "data.other_kinds.image-folder.limit: every kind has limit: set data.limit instead"),
         ({"other_kinds": {"digits-clutter": {"canvas": 32}}}, "data.other_kinds.digits-clutter: expected a table of settings of a kind other than data.name = 'digits-clutter'"),

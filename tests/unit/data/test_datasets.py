@@ -48,15 +48,69 @@ def test_digits_clutter_shards_are_the_normalised_test_split_with_every_box() ->
     assert data.source == {"dataset": "digits-clutter", "canvas": 16, "digit_size": 10, "seed": 2, "copies_test": 1, "normalisation": {"mean": MEAN, "std": STD}}
 
 
-def test_shards_are_views_of_the_split_and_bounded(photos) -> None:
-    data = load_data(_folder_spec(photos, str(photos.boxes)))
+def test_digits_clutter_shards_are_views_of_the_in_memory_split_and_bounded() -> None:
+    data = load_data(DataSpec(canvas=16, digit_size=10, seed=2))
     shard = data.test_shard(1, data.n_test)
     assert np.shares_memory(shard.x, data.test_x) and shard.x.shape[0] == data.n_test - 1  # no copy per shard
-    assert shard.ids == tuple(data.test_ids[1:])
-    assert len(data.test_shard(2, 2)) == 0 and data.test_shard(2, 2).x.shape == (0, 3, 32, 32)
+    assert shard.ids == tuple(data.test_ids[1:]) and shard.indices.tolist() == list(range(1, data.n_test))
+    assert len(data.test_shard(2, 2)) == 0 and data.test_shard(2, 2).x.shape == (0, 3, 16, 16)
     for s0, s1 in ((-1, 2), (3, 2), (0, data.n_test + 1)):
         with pytest.raises(IndexError, match=f"test shard {s0}:{s1} outside 0:{data.n_test}"):
             data.test_shard(s0, s1)
+
+
+def test_digits_clutter_has_the_accessors_of_a_lazy_split() -> None:
+    spec = DataSpec(canvas=16, digit_size=10, seed=2)
+    data = load_data(spec)
+    raw = build_digits_clutter(spec.generator_spec(), "test")
+    assert data.input_shape == (3, 16, 16) and data.test_labels is data.test_y and data.test_labels.shape == (data.n_test,)
+    np.testing.assert_array_equal(data.test_labels, raw.labels)
+    batch = data.test_batch([7, 2, 2])
+    assert batch.start == -1 and batch.indices.tolist() == [7, 2, 2] and batch.ids == ("test-00007", "test-00002", "test-00002")
+    np.testing.assert_array_equal(batch.x, data.test_x[[7, 2, 2]])
+    np.testing.assert_array_equal(batch.masks, raw.masks[[7, 2, 2]])
+    assert data.test_batch(range(3, 6)).start == 3  # contiguous indices keep their start
+    with pytest.raises(IndexError, match=r"test indices outside 0:359: \[359, -1\]"):
+        data.test_batch([0, 359, -1])
+    shards = list(data.iter_test_shards(100, stop=250))
+    assert [(s.start, len(s)) for s in shards] == [(0, 100), (100, 100), (200, 50)]
+    assert [len(s) for s in data.iter_test_shards(200)] == [200, 159]
+    with pytest.raises(ValueError, match="shard_size must be >= 1"):
+        next(data.iter_test_shards(0))
+    x, y = data.train_subset(50, seed=3)
+    idx = np.random.default_rng(3).permutation(data.n_train)[:50]  # the exporters' calibration_subset rule
+    np.testing.assert_array_equal(x, data.train_x[idx])
+    np.testing.assert_array_equal(y, data.train_y[idx])
+    assert data.train_subset(10**6)[0].shape == (data.n_train, 3, 16, 16)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        data.train_subset(0)
+
+
+def test_the_fingerprint_of_digits_clutter_is_unchanged() -> None:
+    from edgecam.cache import stable_hash
+
+    spec = DataSpec(canvas=16, digit_size=10, seed=2)
+    gen = spec.generator_spec()
+    expected = stable_hash([build_digits_clutter(gen, "train").fingerprint(), build_digits_clutter(gen, "test").fingerprint()])
+    assert load_data(spec).fingerprint == expected
+
+
+def test_datasets_pickle_without_their_cache_and_take_poisoned_inputs() -> None:
+    import pickle
+
+    data = load_data(DataSpec(canvas=16, digit_size=10, seed=2))
+    data.test_shard(0, 4)
+    back = pickle.loads(pickle.dumps(data))
+    assert back.fingerprint == data.fingerprint and back._shards == {}
+    np.testing.assert_array_equal(back.test_shard(0, 4).x, data.test_shard(0, 4).x)
+    x = data.test_x.copy()
+    x[0, 0, 0, 0] = np.nan
+    poisoned = data.with_test_x(x)
+    assert np.isnan(poisoned.test_shard(0, 2).x[0, 0, 0, 0]) and not np.isnan(data.test_shard(0, 2).x).any()
+    assert poisoned.test_ids == data.test_ids and poisoned.fingerprint == data.fingerprint
+    np.testing.assert_array_equal(poisoned.test_shard(0, 3).masks, data.test_shard(0, 3).masks)
+    with pytest.raises(ValueError, match="expected 359 images, got 2"):
+        data.with_test_x(x[:2])
 
 
 def test_image_folder_with_box_files_has_box_everywhere(photos) -> None:
@@ -94,10 +148,11 @@ def test_image_folder_with_some_box_files_marks_exactly_those(photos, tmp_path: 
         assert bool(m.any()) == bool(b)
 
 
-def test_datasets_checks_its_lengths() -> None:
+def test_datasets_from_arrays_checks_its_lengths() -> None:
     z = np.zeros((2, 3, 4, 4), np.float32)
     with pytest.raises(ValueError, match="test_has_box must have shape \\(2,\\)"):
-        Datasets(z, np.zeros(2), z, np.zeros(2), np.zeros((2, 4, 4)), ["a", "b"], "fp", test_has_box=np.ones(3, bool))
+        Datasets.from_arrays(z, np.zeros(2), z, np.zeros(2), np.zeros((2, 4, 4)), ["a", "b"], "fp", test_has_box=np.ones(3, bool))
     with pytest.raises(ValueError, match="differ in length"):
-        Datasets(z, np.zeros(2), z, np.zeros(2), np.zeros((1, 4, 4)), ["a", "b"], "fp")
-    assert Datasets(z, np.zeros(2), z, np.zeros(2), np.zeros((2, 4, 4)), ["a", "b"], "fp").test_has_box.tolist() == [True, True]
+        Datasets.from_arrays(z, np.zeros(2), z, np.zeros(2), np.zeros((1, 4, 4)), ["a", "b"], "fp")
+    d = Datasets.from_arrays(z, np.zeros(2), z, np.zeros(2), np.zeros((2, 4, 4)), ["a", "b"], "fp")
+    assert d.test_has_box.tolist() == [True, True] and d.n_train == 2 and d.input_shape == (3, 4, 4)

@@ -315,3 +315,34 @@ def test_a_command_past_its_timeout_raises_device_timeout(fake: FakeAdb, tmp_pat
     model.write_bytes(b"TFL3")
     with pytest.raises(DeviceTimeout, match=r"pixel: benchmark_model did not finish within 0\.5 s \(m\.tflite\)"):
         fake.device(name="pixel", benchmark_model=str(hang)).benchmark(model, 1, 5, 1, timeout=0.5)
+
+
+def test_session_runs_one_agent_per_request_over_adb(fake: FakeAdb, trained_tinycnn, tmp_path: Path) -> None:
+    """adb has no binary-clean streaming channel on every Android release, so its session is the per-request
+    fallback: each request frame is pushed, answered by `agent serve --frames-in/--frames-out`, pulled back.
+    The answers are the local streaming session's."""
+    import numpy as np
+
+    from edgecam.devices.local import LocalDevice
+    from edgecam.devices.persistent import PerRequestSession
+
+    art = trained_tinycnn.artifacts["fp32"]
+    x = trained_tinycnn.data.test_x[:4]
+    job = {"runtime": "onnxruntime", "runtime_options": {"threads": 1}, "output_batch_size": 8}
+    with LocalDevice(workdir=str(tmp_path / "local")).session(art, job) as local:
+        ref = local.forward(x, outputs=None)
+        ref_cam = local.scorecam(x, ref["features"][:, :5])
+    dev = fake.device(python=sys.executable)
+    with dev.session(art, job) as s:
+        assert isinstance(s, PerRequestSession) and not s.streaming
+        out = s.forward(x, outputs=None)
+        cam = s.scorecam(x, ref["features"][:, :5])
+        with pytest.raises(JobFailed, match="unknown op 'explode'"):
+            s.request("explode")
+        assert s.starts == 3 and s.calls == 3
+    for k in ref:
+        np.testing.assert_allclose(out[k], ref[k], atol=1e-6)
+    np.testing.assert_allclose(cam, ref_cam, atol=1e-6)
+    assert not any((fake.workdir / "jobs").iterdir())  # request, answer and job.json removed from the device
+    serves = [c for c in fake.calls() if c[3] == "shell" and " serve " in c[4]]
+    assert len(serves) == 3 and all("--frames-in" in c[4] for c in serves)

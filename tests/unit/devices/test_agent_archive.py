@@ -24,6 +24,7 @@ def test_archive_is_reproducible_and_named_by_content(tmp_path: Path) -> None:
     assert "__main__.py" in names and all(f"edgecam/{m}" in names for m in agent_modules())
     # every registered runtime's module and the modules it builds on, found from the registry
     assert {"edgecam/runtimes/base.py", "edgecam/runtimes/onnxruntime.py", "edgecam/runtimes/fault.py", "edgecam/runtimes/litert.py", "edgecam/runtimes/null.py"} <= set(names)
+    assert {"edgecam/devices/serve.py", "edgecam/devices/protocol.py", "edgecam/devices/perturb.py"} <= set(names)  # the persistent session
     assert not any("torch" in n or "explain" in n or "exporters" in n for n in names)
 
 
@@ -32,7 +33,7 @@ def test_archive_imports_without_torch_and_from_itself(tmp_path: Path) -> None:
     pyz = build_agent_archive(tmp_path)
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import edgecam, edgecam.devices.agent, edgecam.devices.tegrastats;"
+        "import edgecam, edgecam.devices.agent, edgecam.devices.tegrastats, edgecam.devices.serve, edgecam.devices.perturb;"
         "from edgecam.runtimes import RUNTIMES, runtime_class;"
         "print(edgecam.__file__); print(sorted(runtime_class(n).__module__ for n in RUNTIMES));"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'pandas', 'onnxruntime', 'ai_edge_litert')))"
@@ -40,6 +41,21 @@ def test_archive_imports_without_torch_and_from_itself(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-I", "-c", code, str(pyz)], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0].startswith(str(pyz)) and out[2] == "[]"  # every runtime class loads; no backend is imported
     assert out[1] == str(sorted(f"edgecam.runtimes.{m}" for m in ("fault", "litert", "null", "onnxruntime")))
+
+
+def test_device_side_modules_parse_as_python_3_8() -> None:
+    """Boards ship their own Python (a Jetson's 3.8): nothing newer than 3.8 syntax in what the archive runs,
+    and no annotation evaluated at import (every module defers them)."""
+    import ast
+
+    import edgecam
+
+    root = Path(edgecam.__file__).parent
+    for rel in agent_modules():
+        source = (root / rel).read_text()
+        tree = ast.parse(source, filename=rel, feature_version=(3, 8))
+        annotated = any(isinstance(n, ast.AnnAssign) or (isinstance(n, ast.arg) and n.annotation) or (isinstance(n, ast.FunctionDef) and n.returns) for n in ast.walk(tree))
+        assert not annotated or "from __future__ import annotations" in source, rel  # `dict[str, X]` would fail at def time on 3.8
 
 
 def test_probe_prints_facts_as_json(tmp_path: Path) -> None:

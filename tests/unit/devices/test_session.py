@@ -1,4 +1,4 @@
-"""The device session the explain stage uses: the agent's untimed "forward" mode, chunked."""
+"""The device session the explain stage uses: "forward" requests to one persistent agent, chunked."""
 
 from __future__ import annotations
 
