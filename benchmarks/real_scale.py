@@ -194,15 +194,12 @@ def scaling_rows(tag: str, lo: Measured, hi: Measured) -> list[Row]:
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs=2, default=[200, 2000])
-    ap.add_argument("--items", nargs="*", default=["rss", "ssh", "scorecam", "paper"])
-    ap.add_argument("--paper-images", type=int, default=10_000)
-    args = ap.parse_args()
+def run_items(sizes: tuple[int, int] = (200, 2000), items: tuple[str, ...] = ("rss", "ssh", "scorecam", "paper"), paper_images: int = 10_000) -> tuple[list[Row], list[str]]:
+    """Item 7: the chosen parts (local scaling `rss`, the same over `ssh`, `scorecam` at 1,280 channels, the
+    `paper`-scale dry run); (rows, notes)."""
     from edgecam.cache import cache_dir
 
-    lo_n, hi_n = args.sizes
+    lo_n, hi_n = sizes
     root = cache_dir() / "bench-real-scale"
     root.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
@@ -213,15 +210,17 @@ def main() -> None:
         folder = make_folder(root / f"photos-{n_total}", n_total)
         weights = save_weights("mobilenet_v2", len(PHOTOS), root / "mobilenet_v2-random.pt")
         cfg = write_config(tmp, folder, "mobilenet_v2", weights, n_total, hi_n, ["gradcampp", "eigencam"], ["fp32", "int8"])
-        if "rss" in args.items:
+        if "rss" in items or "ssh" in items:
             run_once(cfg, 4, tmp / "warm")  # exports into the cache; the measured runs reuse it
+        if "rss" in items:
             lo, hi = run_once(cfg, lo_n, tmp / "lo"), run_once(cfg, hi_n, tmp / "hi")
             rows += scaling_rows("local", lo, hi)
             rows.append(Row("7", f"local: host peak RSS at {lo_n} images", lo.host_peak_mb, "MB", "< 3072", check(lo.host_peak_mb, "<", 3072), ""))
             notes += [f"item 7 local {m.images} images: {m}" for m in (lo, hi)]
-        if "ssh" in args.items:
+        if "ssh" in items:
             from sshd_server import start_sshd
 
+            tmp.chmod(0o755)  # the board user's sshd reads its authorized_keys below here
             server = start_sshd(tmp / "sshd")
             try:
                 inv = tmp / "devices.toml"
@@ -232,21 +231,30 @@ def main() -> None:
                 notes += [f"item 7 ssh {m.images} images: {m}; on the wire {(m.bytes_sent + m.bytes_received) / m.images / 1e3:.1f} kB per image" for m in (lo, hi)]
             finally:
                 server.stop()
-        if "scorecam" in args.items:
+        if "scorecam" in items:
             w_eff = save_weights("efficientnet_b0", len(PHOTOS), root / "efficientnet_b0-random.pt")
             cfg_sc = write_config(tmp, folder, "efficientnet_b0", w_eff, n_total, hi_n, ["scorecam"], ["fp32"], shard_size=2)
             m = run_once(cfg_sc, 2, tmp / "scorecam")
             full_res = 1280 * 224 * 224 * 4
             rows.append(Row("7", "Score-CAM 1,280 x 7 x 7 maps: bytes sent per image", m.bytes_sent / 2, "B", f"<< {full_res:,} (C x 224 x 224 float32)",
                             check(m.bytes_sent / 2, "<", full_res / 10), f"agent peak RSS {m.agent_peak_mb:.0f} MB, host {m.host_peak_mb:.0f} MB, {m.wall:.0f} s for 2 images"))
-        if "paper" in args.items:
-            n_paper = args.paper_images
-            n_total_p = int(n_paper / 0.95) + 8
+        if "paper" in items:
+            n_total_p = int(paper_images / 0.95) + 8
             folder_p = make_folder(root / f"photos-{n_total_p}", n_total_p)
-            cfg_p = write_config(tmp, folder_p, "mobilenet_v2", weights, n_total_p, n_paper, ["eigencam"], ["fp32", "int8"], shard_size=250)
-            m = run_once(cfg_p, n_paper, tmp / "paper")
-            rows.append(Row("7", f"paper scale: {n_paper:,} images x fp32 + int8, Eigen-CAM: host peak RSS", m.host_peak_mb, "MB", "", None,
-                            f"agent {m.agent_peak_mb:.0f} MB, {m.wall:.0f} s wall ({1e3 * m.wall / n_paper:.0f} ms per image)"))
+            cfg_p = write_config(tmp, folder_p, "mobilenet_v2", weights, n_total_p, paper_images, ["eigencam"], ["fp32", "int8"], shard_size=250)
+            m = run_once(cfg_p, paper_images, tmp / "paper")
+            rows.append(Row("7", f"paper scale: {paper_images:,} images x fp32 + int8, Eigen-CAM: host peak RSS", m.host_peak_mb, "MB", "", None,
+                            f"agent {m.agent_peak_mb:.0f} MB, {m.wall:.0f} s wall ({1e3 * m.wall / paper_images:.0f} ms per image)"))
+    return rows, notes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs=2, default=[200, 2000])
+    ap.add_argument("--items", nargs="*", default=["rss", "ssh", "scorecam", "paper"])
+    ap.add_argument("--paper-images", type=int, default=10_000)
+    args = ap.parse_args()
+    rows, notes = run_items(tuple(args.sizes), tuple(args.items), args.paper_images)
     print_rows(rows, "Real scale")
     print("\n".join(notes))
 

@@ -7,6 +7,9 @@ one run, printed as one table of ratios with their targets, and written to bench
 4. pipeline throughput of a whole `sweep.run` and its time split (runtime / CAM / metrics / I/O)
 5. scaling: wall time and peak RSS at 100, 1,000 and 5,000 images
 6. export cost: seconds per artifact per format and precision, fresh cache
+7. real scale: a 224 px model on generated JPEGs at 200 vs 2,000 images (host / agent peak RSS, bytes per image,
+   wall per image), over SSH too, Score-CAM at 1,280 channels, a 10,000-image dry run (`real_scale.py`)
+8. persistent device session vs one agent process per job, local and over SSH (`session_cost.py`)
 
 Models and artifacts come from edgecam's normal cache (trained there on first use, shared with `make run`);
 item 6 exports into a fresh temporary cache. `--quick` runs every item at a tiny size (tinycnn only): the
@@ -32,6 +35,8 @@ import explain_memory  # noqa: E402
 import export_cost  # noqa: E402
 import harness_overhead  # noqa: E402
 import pipeline  # noqa: E402
+import real_scale  # noqa: E402
+import session_cost  # noqa: E402
 from _common import RESULTS_DIR, Row, config_from_toml, load_avg, machine_line, machine_name, print_rows, setup, write_results  # noqa: E402
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +55,14 @@ class Sizes:
     export_formats: tuple[str, ...] = ("onnx", "tflite")
     # mobilenet_v2's int16 export is the int8 recipe (QAT) at another bit width: skipped to save ~1 min
     export_precisions: tuple[tuple[str, tuple[str, ...]], ...] = (("tinycnn", ("fp32", "int16", "int8")), ("mobilenet_v2", ("fp32", "int8")))
+    real_scale: tuple[int, int] = (200, 2000)
+    real_scale_items: tuple[str, ...] = ("rss", "ssh", "scorecam", "paper")
+    session_images: int = 64
 
 
 QUICK = Sizes(models=("tinycnn",), iterations=20, rounds=2, profile_iterations=30, cam_rounds=1, cam_images=(("tinycnn", 4, 2),),
-              pipeline_limit=4, scaling=(2, 4, 6), scaling_warm=False, export_formats=("onnx",), export_precisions=(("tinycnn", ("fp32",)),))
+              pipeline_limit=4, scaling=(2, 4, 6), scaling_warm=False, export_formats=("onnx",), export_precisions=(("tinycnn", ("fp32",)),),
+              real_scale=(4, 8), real_scale_items=("rss",), session_images=16)
 
 
 def run_suite(sizes: Sizes, items: set[str], quick: bool) -> tuple[list[Row], list[str]]:
@@ -90,6 +99,12 @@ def run_suite(sizes: Sizes, items: set[str], quick: bool) -> tuple[list[Row], li
         notes += got_notes
     if "6" in items:
         rows += timed("item 6", lambda: export_cost.run_items(s, sizes.export_formats, dict(sizes.export_precisions)))
+    if "7" in items:
+        got_rows, got_notes = timed("item 7", lambda: real_scale.run_items(sizes.real_scale, sizes.real_scale_items))
+        rows += got_rows
+        notes += got_notes
+    if "8" in items:
+        rows += timed("item 8", lambda: session_cost.run_items(sizes.session_images, 1 if quick else 3, ssh=not quick))
     notes.append("suite time per item (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     return rows, notes
 
@@ -98,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="every item at a tiny size (smoke test; the numbers mean nothing)")
     ap.add_argument("--out", type=Path, default=None, help="results file (default: benchmarks/results/<machine>.md)")
-    ap.add_argument("--items", nargs="+", default=["1", "2", "3", "4", "5", "6"], choices=["1", "2", "3", "4", "5", "6"])
+    ap.add_argument("--items", nargs="+", default=["1", "2", "3", "4", "5", "6", "7", "8"], choices=["1", "2", "3", "4", "5", "6", "7", "8"])
     args = ap.parse_args(argv)
     from edgecam.cache import cache_dir
 

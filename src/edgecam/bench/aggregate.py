@@ -51,6 +51,7 @@ class ExplainOutput:
     calls: int = 0  # device-session calls this run made (0 for shards read back from the store)
     bytes_sent: int = 0  # what those calls put on the wire to the device, and got back
     bytes_received: int = 0
+    predict_bytes_sent: int = 0  # the logits-only predictions of the test images past the explained ones
 
 
 @dataclass

@@ -92,6 +92,18 @@ def explain_model(ctx: "RunContext", model: Any, layer: str, variants: list[Vari
     key = {"kind": "explain", "model": ok[0].model, "weights": ckpt_sha, "device": ctx.dspec.name, "data": ctx.data.fingerprint, "images": n_img,
            "explain": ex.__dict__, "variants": sorted((v.key, v.manifest.get("sha256"), jobs[v.key]) for v in ok)}
     shards = [(s0, min(n_img, s0 + ex.shard_size)) for s0 in range(0, n_img, ex.shard_size)]
+    for v in ok:
+        v.preds = np.full(ctx.data.n_test, -1, dtype=np.int64)
+    try:
+        return _explain_shards(ctx, setup, key, shards)
+    finally:  # the agents end (and their board folders go) however the stage ends
+        for s in setup.sessions.values():
+            s.close()
+
+
+def _explain_shards(ctx: "RunContext", setup: ModelSetup, key: dict[str, Any], shards: list[tuple[int, int]]) -> ExplainOutput:
+    """Each shard as a job of the store, then the aggregates and the predictions of the other images."""
+    ok = setup.ok
     out = ExplainOutput()
     parts: list[ShardOutput] = []
     bar = ctx.bar(f"CAMs {ok[0].model}")
@@ -110,25 +122,19 @@ def explain_model(ctx: "RunContext", model: Any, layer: str, variants: list[Vari
         parts.append(part)
         bar(f"CAMs {ok[0].model}", (i + 1) / len(shards))
     aggregate(parts, setup.ok, setup.hist_edges, setup.top_k, out)
-    predict_rest(ctx, setup, key)
-    out.calls = sum(s.calls for s in setup.sessions.values())
+    out.calls = sum(s.calls for s in setup.sessions.values())  # the explain shards' device traffic; predictions apart
     out.bytes_sent = sum(s.bytes_sent for s in setup.sessions.values())
     out.bytes_received = sum(s.bytes_received for s in setup.sessions.values())
-    for s in setup.sessions.values():
-        s.close()
+    predict_rest(ctx, setup, key)
+    out.predict_bytes_sent = sum(s.bytes_sent for s in setup.sessions.values()) - out.bytes_sent
     return out
 
 
 def _keep_preds(ok: list[Variant], preds: dict[str, np.ndarray], s0: int) -> None:
     """Record a shard's top-1 predictions on each variant (`Variant.preds`, -1 where not predicted)."""
     for v in ok:
-        if v.key in preds:
-            if v.preds is None:
-                v.preds = np.full(0, -1, dtype=np.int64)
-            need = s0 + len(preds[v.key])
-            if len(v.preds) < need:
-                v.preds = np.concatenate([v.preds, np.full(need - len(v.preds), -1, dtype=np.int64)])
-            v.preds[s0:need] = preds[v.key]
+        if v.key in preds and v.preds is not None:
+            v.preds[s0 : s0 + len(preds[v.key])] = preds[v.key]
 
 
 def predict_rest(ctx: "RunContext", setup: "ModelSetup", key: dict[str, Any]) -> None:
@@ -321,5 +327,8 @@ def _faithfulness(session: "DeviceSession | None", x: np.ndarray, cams: np.ndarr
 def _host_pred(model: Any, images: np.ndarray) -> np.ndarray:
     import torch
 
+    from edgecam.explain.cams import host_batch_size
+
+    b = host_batch_size(images.shape[2], images.shape[3], cap=128)
     with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(np.ascontiguousarray(images[i : i + 128]))).argmax(1).numpy() for i in range(0, len(images), 128)])
+        return np.concatenate([model(torch.from_numpy(np.ascontiguousarray(images[i : i + b]))).argmax(1).numpy() for i in range(0, len(images), b)])

@@ -56,7 +56,8 @@ def _one_scheme(model: Any, layer: str, model_name: str, spec: Any, cfg: "RunCon
         return row
     from edgecam.devices.session import DeviceSession
 
-    logits = DeviceSession(device, art_dir, {**device_job, "runtime": "onnxruntime"}, cfg.bench.timeout_s)(data.test_x)["logits"]
+    with DeviceSession(device, art_dir, {**device_job, "runtime": "onnxruntime"}, cfg.bench.timeout_s) as session:
+        logits = session(data.test_x)["logits"]
     import torch
 
     with torch.no_grad():

@@ -80,10 +80,13 @@ def prepare_model(mspec: "ModelSpec", cfg: "RunConfig", data: "Datasets", progre
 
 
 def host_accuracy(model: Any, data: "Datasets", shard_size: int = 256) -> float:
-    """Top-1 accuracy of the host fp32 model on the whole test split, shard by shard (bounded memory)."""
+    """Top-1 accuracy of the host fp32 model on the whole test split, shard by shard, in forwards bounded by
+    input pixels (`host_batch_size`): host memory does not grow with the resolution."""
+    from edgecam.explain.cams import host_batch_size
     from edgecam.models.train import accuracy
 
-    correct = sum(round(accuracy(model, s.x, s.labels) * len(s)) for s in data.iter_test_shards(shard_size))
+    batch = host_batch_size(*data.input_shape[1:])
+    correct = sum(round(accuracy(model, s.x, s.labels, batch) * len(s)) for s in data.iter_test_shards(shard_size))
     return float(correct / max(1, data.n_test))
 
 

@@ -46,7 +46,7 @@ class Collected:
     grids: dict[str, dict[str, Any]] = field(default_factory=dict)
     lowbit: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
-    device_io: dict[str, int] = field(default_factory=lambda: {"calls": 0, "bytes_sent": 0, "bytes_received": 0})  # explain-stage sessions
+    device_io: dict[str, int] = field(default_factory=lambda: {"calls": 0, "bytes_sent": 0, "bytes_received": 0, "predict_bytes_sent": 0})  # explain-stage sessions
 
 
 def open_run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log: Callable[[str], None], device_spec: "DeviceSpec | None",

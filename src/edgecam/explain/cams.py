@@ -103,13 +103,17 @@ class CamContext:
     model: "torch.nn.Module"
     target_layer: str
     images: np.ndarray  # (N, C, H, W) normalised, as fed to the device
-    batch_size: int = 32
+    batch_size: int = 0  # images per host forward / backward; 0: `cam_batch_size` of the input size
     forward: Optional[ForwardSession] = None  # the device session (wrap a plain function in HostForward)
     sim_module: Optional["torch.nn.Module"] = None  # fake-quant graph of the artifact (ONNX QDQ), for "sim"
     seed: int = 0
     rise_masks: int = 1000
     rise_cells: int = 8
     scorecam_top_k: int = 0  # Score-CAM on the k most active channels per image (0: all, as the paper)
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            self.batch_size = cam_batch_size(int(self.images.shape[2]), int(self.images.shape[3]))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -118,6 +122,24 @@ class CamContext:
 
 
 CAM_METHODS: Registry[type[CamMethod]] = Registry("CAM method")
+
+CAM_PIXEL_BUDGET = 8 * 224 * 224  # input pixels per host gradient batch: 8 images at 224 px (a MobileNetV2
+# backward holds ~90 MB of activations per 224 px image), 32 at 64 px and below
+
+
+HOST_FORWARD_PIXEL_BUDGET = 32 * 224 * 224  # input pixels per no-grad host forward: 32 images at 224 px (a
+# MobileNetV2 forward at batch 256 and 224 px peaks at ~1.6 GB in its expanded layers), 256 at 64 px
+
+
+def host_batch_size(height: int, width: int, cap: int = 256) -> int:
+    """Images per no-grad host forward (accuracy, the reference CAM's classes): bounded by input pixels."""
+    return max(1, min(cap, HOST_FORWARD_PIXEL_BUDGET // max(1, height * width)))
+
+
+def cam_batch_size(height: int, width: int) -> int:
+    """Images per host forward / backward of a gradient CAM: bounded by input pixels, so that host memory
+    does not grow with the resolution (1 at 640 px, 8 at 224 px, 32 for the 64 px quickstart)."""
+    return max(1, min(32, CAM_PIXEL_BUDGET // max(1, height * width)))
 
 
 def _package_cam(kind: str) -> Any:
