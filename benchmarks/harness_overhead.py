@@ -30,18 +30,18 @@ WARMUP = 20
 @contextlib.contextmanager
 def agent_runtime(rt: Any) -> Iterator[None]:
     """Make `edgecam.devices.agent.run_job` use the already-loaded runtime `rt` (its loader,
-    `_load_runtime`, is swapped for the duration): edgecam's own timed loop, on a session we also hold.
+    `load_runtime`, is swapped for the duration): edgecam's own timed loop, on a session we also hold.
     The agent closes its runtime after each job, so `rt.close` is a no-op meanwhile (no wrapper object:
     the agent calls the adapter's own `run`, as on a device)."""
     from edgecam.devices import agent
 
-    real = agent._load_runtime
-    agent._load_runtime = lambda job: rt  # type: ignore[assignment]
+    real = agent.load_runtime
+    agent.load_runtime = lambda job: rt  # type: ignore[assignment]
     rt.close = lambda: None  # instance attribute: shadows the class's close until deleted
     try:
         yield
     finally:
-        agent._load_runtime = real  # type: ignore[assignment]
+        agent.load_runtime = real  # type: ignore[assignment]
         del rt.close
 
 

@@ -123,7 +123,7 @@ def verify_artifact(model_path: str) -> None:
         pass
 
 
-def _load_runtime(job: Dict[str, Any]) -> Any:
+def load_runtime(job: Dict[str, Any]) -> Any:
     from edgecam.runtimes import runtime_class
 
     verify_artifact(job["artifact"])
@@ -137,13 +137,13 @@ def _batches(x: Any, size: int) -> List[Any]:
 
 
 def _save_outputs(rt: Any, inputs: Any, job: Dict[str, Any], job_dir: str) -> None:
-    """`_forward_outputs` over all `inputs` (those named in the job's `outputs`) to `job_dir/outputs.npz`."""
+    """`forward_outputs` over all `inputs` (those named in the job's `outputs`) to `job_dir/outputs.npz`."""
     import numpy as np
 
-    np.savez(os.path.join(job_dir, "outputs.npz"), **_forward_outputs(rt, inputs, job, job.get("outputs")))
+    np.savez(os.path.join(job_dir, "outputs.npz"), **forward_outputs(rt, inputs, job, job.get("outputs")))
 
 
-def _forward_outputs(rt: Any, inputs: Any, job: Dict[str, Any], keep: Optional[List[str]] = None) -> Dict[str, Any]:
+def forward_outputs(rt: Any, inputs: Any, job: Dict[str, Any], keep: Optional[List[str]] = None) -> Dict[str, Any]:
     """The outputs of `rt` over all `inputs`, in batches of `output_batch_size`; only those named in `keep`
     (e.g. ["logits"]: masked-input forwards need no features back), all of them for None."""
     import numpy as np
@@ -156,7 +156,7 @@ def _forward_outputs(rt: Any, inputs: Any, job: Dict[str, Any], keep: Optional[L
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
-def _masked_logits(rt: Any, images: Any, masks: Any, job: Dict[str, Any]) -> Any:
+def masked_logits(rt: Any, images: Any, masks: Any, job: Dict[str, Any]) -> Any:
     """Logits of every image times each of its masks, composed here on the device: `images` (N, C, H, W),
     `masks` (N, K, H, W) -> (N * K, classes), image-major, in batches of `output_batch_size` per image.
     Shipping 1-channel masks instead of the masked images cuts what a Score-CAM job moves by the channel count."""
@@ -184,7 +184,7 @@ def run_job(job_dir: str) -> Dict[str, Any]:
     result["cpu_budget"] = {"cores": job.get("cores"), "affinity": apply_cpu_budget(job.get("cores"))}
     if mode == "memory":
         result["rss_before_load_bytes"] = _current_rss_bytes()
-        rt = _load_runtime(job)
+        rt = load_runtime(job)
         for batch in _batches(inputs[: max(1, int(job.get("batch_size", 1))) * 3], int(job.get("batch_size", 1))):
             rt.run({input_name: batch})
         result["rss_after_run_bytes"] = _current_rss_bytes()
@@ -193,7 +193,7 @@ def run_job(job_dir: str) -> Dict[str, Any]:
         bs = int(job.get("batch_size", 1))
         sample = np.ascontiguousarray(inputs[:bs])
         t0 = time.perf_counter()
-        rt = _load_runtime(job)
+        rt = load_runtime(job)
         t1 = time.perf_counter()
         rt.run({input_name: sample})
         t2 = time.perf_counter()
@@ -211,12 +211,12 @@ def run_job(job_dir: str) -> Dict[str, Any]:
         result.update({"init_s": t1 - t0, "first_s": t2 - t1, "samples_s": samples, "batch_size": bs})
         _save_outputs(rt, inputs, job, job_dir)
     elif mode == "forward":
-        rt = _load_runtime(job)
+        rt = load_runtime(job)
         _save_outputs(rt, inputs, job, job_dir)
     elif mode == "masked":
-        rt = _load_runtime(job)
+        rt = load_runtime(job)
         masks = np.load(os.path.join(job_dir, "masks.npy"), allow_pickle=False)
-        np.savez(os.path.join(job_dir, "outputs.npz"), logits=_masked_logits(rt, inputs, masks, job))
+        np.savez(os.path.join(job_dir, "outputs.npz"), logits=masked_logits(rt, inputs, masks, job))
     else:
         raise ValueError("unknown job mode %r; expected 'run', 'forward', 'masked' or 'memory'" % mode)
     result["runtime"] = rt.describe()
@@ -362,10 +362,9 @@ def main(argv: List[str]) -> int:
         json.dump(probe(), sys.stdout)
         sys.stdout.write("\n")
         return 0
-    if argv[:1] == ["serve"]:
-        from edgecam.devices.serve import main as serve_main
-
-        return serve_main(argv[1:])
+    if argv[:1] == ["serve"]:  # the zipapp's __main__ sends "serve" to devices/serve.py before this runs
+        sys.stderr.write("agent: 'serve' is run by the agent archive's entry point (edgecam.devices.serve)\n")
+        return 2
     if len(argv) == 2 and argv[0] == "run":
         argv = argv[1:]
     if len(argv) != 1 or argv[0].startswith("-"):

@@ -48,6 +48,9 @@ def agent_modules() -> tuple[str, ...]:
 
 MAIN = b"""import sys
 
+if sys.argv[1:2] == ["serve"]:  # the persistent session (devices/serve.py); every other mode is devices/agent.py
+    from edgecam.devices.serve import main
+    sys.exit(main(sys.argv[2:]))
 from edgecam.devices.agent import main
 
 sys.exit(main(sys.argv[1:]))

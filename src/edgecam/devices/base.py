@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from edgecam.cache import stable_hash
-from edgecam.errors import EdgecamError
+from edgecam.devices.errors import DeviceError, DeviceTimeout, JobFailed
 from edgecam.registry import Registry
+
+__all__ = ["DEVICES", "Device", "DeviceError", "DeviceTimeout", "JobFailed", "RunResult", "device_class", "job_key"]
 
 if TYPE_CHECKING:
     from edgecam.devices.inventory import DeviceSpec
@@ -32,19 +34,6 @@ class RunResult:
     stdout: str
     stderr: str
     wall_s: float
-
-
-class DeviceError(EdgecamError):
-    """The device cannot be reached or used (connection, authentication, host key, missing tool)."""
-
-
-class JobFailed(EdgecamError):
-    """The agent ran but the job failed on the device (runtime crash, bad artifact, ...)."""
-
-
-class DeviceTimeout(JobFailed, DeviceError):
-    """A command on the device ran past its timeout (a hung runtime, a stuck device). Every device raises this
-    one type for it, a JobFailed and a DeviceError, so a sweep records the job as failed and goes on."""
 
 
 def _digest(a: np.ndarray) -> list[Any]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from edgecam.devices.base import DeviceError, DeviceTimeout, JobFailed
+from edgecam.devices.errors import DeviceError, DeviceTimeout, JobFailed
 from edgecam.devices.protocol import DEFAULT_MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
 
 if TYPE_CHECKING:

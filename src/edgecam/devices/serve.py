@@ -38,7 +38,7 @@ from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from edgecam.devices import perturb
-from edgecam.devices.agent import _forward_outputs, _load_runtime, _masked_logits, apply_cpu_budget
+from edgecam.devices.agent import forward_outputs, load_runtime, masked_logits, apply_cpu_budget
 from edgecam.devices.protocol import DEFAULT_MAX_FRAME_BYTES, SERVE_PROTOCOL, FrameError, encode_frame, read_frame, stream_readinto
 
 Op = Callable[[Any, Dict[str, np.ndarray], Dict[str, Any], Dict[str, Any]], Dict[str, np.ndarray]]
@@ -73,7 +73,7 @@ def op_forward(rt: Any, arrays: Dict[str, np.ndarray], params: Dict[str, Any], j
         raise ValueError("forward needs an array 'inputs' of shape (N, ...)")
     x = arrays["inputs"]
     keep = params.get("outputs")
-    return _forward_outputs(rt, x, job, None if keep is None else list(keep))
+    return forward_outputs(rt, x, job, None if keep is None else list(keep))
 
 
 def op_masked(rt: Any, arrays: Dict[str, np.ndarray], params: Dict[str, Any], job: Dict[str, Any]) -> Dict[str, np.ndarray]:
@@ -81,7 +81,7 @@ def op_masked(rt: Any, arrays: Dict[str, np.ndarray], params: Dict[str, Any], jo
     images, masks = _need(arrays, "images", 4), _need(arrays, "masks", 4)
     if masks.shape[0] != images.shape[0] or masks.shape[2:] != images.shape[2:]:
         raise ValueError("masks %s must be (N, K, H, W) for images %s" % (masks.shape, images.shape))
-    return {"logits": _masked_logits(rt, images.astype(np.float32, copy=False), masks.astype(np.float32, copy=False), job)}
+    return {"logits": masked_logits(rt, images.astype(np.float32, copy=False), masks.astype(np.float32, copy=False), job)}
 
 
 def op_scorecam(rt: Any, arrays: Dict[str, np.ndarray], params: Dict[str, Any], job: Dict[str, Any]) -> Dict[str, np.ndarray]:
@@ -200,7 +200,7 @@ def serve(job_path: str, frames_in: Optional[str] = None, frames_out: Optional[s
         cap = int(job.get("max_frame_bytes") or DEFAULT_MAX_FRAME_BYTES)
         hello["cpu_budget"] = {"cores": job.get("cores"), "affinity": apply_cpu_budget(job.get("cores"))}
         t0 = time.perf_counter()
-        rt = _load_runtime(job)
+        rt = load_runtime(job)
         hello.update({"ok": True, "load_s": time.perf_counter() - t0, "runtime": rt.describe(), "max_frame_bytes": cap})
     except Exception as exc:  # the host reports it as a failed session, with the cause
         hello.update(_failure(exc))

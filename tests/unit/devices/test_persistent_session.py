@@ -81,7 +81,7 @@ def test_scorecam_op_equals_the_host_composed_masks(trained_tinycnn, dev: LocalD
         for max_inputs in (256, 40):  # chunks of 48 (40 rounded up to whole batches) and of all 96 maps
             logits = s.scorecam(x, feats, max_inputs=max_inputs)
             assert logits.shape == (3 * feats.shape[1], 10)
-            np.testing.assert_allclose(logits, ref["logits"], atol=1e-6)
+            np.testing.assert_allclose(logits, ref["logits"], atol=1e-5)  # torch's upsampling vs the device's matrices: float32 round-off
         sent = s.bytes_sent
         s.scorecam(x, feats)
         assert s.bytes_sent - sent == frame_size({"op": "scorecam", "id": s.calls, "params": {"max_inputs": 256}}, {"images": x, "maps": feats})

@@ -80,16 +80,16 @@ def test_named_weights_errors(hub_dir: Path) -> None:
 
 def test_pipeline_records_the_hub_file_of_named_weights(hub_dir: Path) -> None:
     """prepare_model hashes the cached file the named weights came from (what the manifest and job keys use)."""
-    from types import SimpleNamespace
-
     import numpy as np
 
     from edgecam.bench.prepare import prepare_model
     from edgecam.cache import sha256_file
     from edgecam.config import ModelSpec
+    from edgecam.data.datasets import Datasets
 
     _save_as_cached("squeezenet1_0", 1000, hub_dir)
-    data = SimpleNamespace(n_classes=1000, test_x=np.zeros((2, 3, 64, 64), np.float32), test_y=np.zeros(2, np.int64))
+    x, y = np.zeros((2, 3, 64, 64), np.float32), np.zeros(2, np.int64)
+    data = Datasets.from_arrays(x, y, x, y, np.zeros((2, 64, 64), np.float32), ["a", "b"], "fp", 1000)
     _model, layer, meta = prepare_model(ModelSpec("squeezenet1_0", weights="torchvision:DEFAULT"), None, data)  # type: ignore[arg-type]
     cached = hub_dir / "checkpoints" / "squeezenet1_0-b66bff10.pth"
     assert meta["file"] == str(cached) and meta["sha256"] == sha256_file(cached) and meta["source"] == "torchvision:DEFAULT"
