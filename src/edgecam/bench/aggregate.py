@@ -19,7 +19,8 @@ from edgecam.bench.variant import Variant
 from edgecam.explain.localisation import WSOL_THRESHOLDS
 
 HIST_BINS = 64
-HeapItem = tuple[float, int, str, np.ndarray, np.ndarray]  # (RMSE vs fp32, image index, image id, CAM, fp32 CAM)
+HeapItem = tuple[float, int, str, Any, Any]  # (RMSE vs fp32, image index, image id, CAM | None, fp32 CAM | None)
+FIGURE_CAMS = 4  # the maps kept per track: the worst images dissimilar.png shows; the rest keep id and RMSE only
 
 
 @dataclass
@@ -33,8 +34,14 @@ class Track:
 
 
 def push(heap: list[HeapItem], item: HeapItem, top_k: int) -> None:
-    """Keep the `top_k` largest items (Rogers et al. 2023's top-5% subset, bounded memory)."""
+    """Keep the `top_k` largest items (Rogers et al. 2023's top-5% subset) and the CAMs of only the
+    `FIGURE_CAMS` largest: memory stays flat in the image count (5% of 10,000 224 px CAM pairs is 200 MB)."""
     (heapq.heappush if len(heap) < top_k else heapq.heappushpop)(heap, item)
+    if len(heap) > FIGURE_CAMS:
+        keep = {(it[0], it[1]) for it in heapq.nlargest(FIGURE_CAMS, heap, key=lambda it: (it[0], it[1]))}
+        for j, it in enumerate(heap):
+            if it[3] is not None and (it[0], it[1]) not in keep:
+                heap[j] = (it[0], it[1], it[2], None, None)  # same key: the heap order holds
 
 
 @dataclass
@@ -73,7 +80,8 @@ class ShardOutput:
         for t, (key, tr) in enumerate(self.tracks.items()):
             heap = []
             for h, (score, index, image_id, cam, cam_fp32) in enumerate(tr.heap):
-                arrays[f"t{t}_h{h}_cam"], arrays[f"t{t}_h{h}_fp32"] = cam, cam_fp32
+                if cam is not None:
+                    arrays[f"t{t}_h{h}_cam"], arrays[f"t{t}_h{h}_fp32"] = cam, cam_fp32
                 heap.append([score, index, image_id])
             tracks.append({"key": list(key), "hits": tr.hits.tolist(), "n": tr.n, "heap": heap})
         grid: dict[str, Any] = {}
@@ -98,7 +106,7 @@ class ShardOutput:
         a, meta = job.arrays, job.meta
         tracks = {}
         for t, tr in enumerate(meta["tracks"]):
-            heap = [(float(s), int(i), str(image_id), a[f"t{t}_h{h}_cam"], a[f"t{t}_h{h}_fp32"]) for h, (s, i, image_id) in enumerate(tr["heap"])]
+            heap = [(float(s), int(i), str(image_id), a.get(f"t{t}_h{h}_cam"), a.get(f"t{t}_h{h}_fp32")) for h, (s, i, image_id) in enumerate(tr["heap"])]
             tracks[tuple(tr["key"])] = Track(np.asarray(tr["hits"], dtype=np.int64), int(tr["n"]), heap)
         grid: dict[str, Any] = {}
         if meta["grid"]:
@@ -110,24 +118,32 @@ class ShardOutput:
                    {k: a[f"edges_{k}"] for k in meta.get("edges", [])})
 
 
+def fold(acc: ShardOutput, part: ShardOutput, top_k: int) -> None:
+    """Merge `part`'s WSOL counts, dissimilar heaps and histograms into `acc` and empty them in `part`, so
+    that a run holds one bounded heap per track however many shards it has (the union of per-shard top-k
+    holds the run's top-k)."""
+    for tkey, tr in part.tracks.items():
+        a = acc.tracks.setdefault(tkey, Track(np.zeros_like(tr.hits)))
+        a.hits += tr.hits
+        a.n += tr.n
+        for item in tr.heap:
+            push(a.heap, item, top_k)
+    for vkey, counts in part.hist.items():
+        acc.hist[vkey] = acc.hist.get(vkey, 0) + counts
+    part.tracks, part.hist = {}, {}
+
+
 def aggregate(parts: list[ShardOutput], ok: list[Variant], hist_edges: dict[str, np.ndarray], top_k: int, out: ExplainOutput) -> None:
     """Fill `out` from one model's shards: rows, WSOL MaxBoxAcc (only over images with ground truth; no row
     at all for a variant without any), the most dissimilar CAMs, activation histograms and the grid."""
-    out.rows = [p.rows for p in parts if len(p.rows)]
-    out.gaps = [p.gaps for p in parts if len(p.gaps)]
+    out.rows = [p.rows for p in parts if p.rows is not None and len(p.rows)]
+    out.gaps = [p.gaps for p in parts if p.gaps is not None and len(p.gaps)]
     out.grid = next((p.grid for p in parts if p.grid), {})
     by_key = {v.key: v for v in ok}
-    tracks: dict[tuple[str, str, str], Track] = {}
-    hist: dict[str, np.ndarray] = {}
+    folded = ShardOutput(None, None, {}, {}, {})
     for p in parts:
-        for tkey, tr in p.tracks.items():
-            acc = tracks.setdefault(tkey, Track(np.zeros_like(tr.hits)))
-            acc.hits += tr.hits
-            acc.n += tr.n
-            for item in tr.heap:  # the union of per-shard top-k holds the run's top-k
-                push(acc.heap, item, top_k)
-        for vkey, counts in p.hist.items():
-            hist[vkey] = hist.get(vkey, 0) + counts
+        fold(folded, p, top_k)
+    tracks, hist = folded.tracks, folded.hist
     for (vkey, method, mode), tr in tracks.items():
         v = by_key[vkey]
         ident = {"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "cam_method": method, "cam_mode": mode}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from edgecam.bench.aggregate import HIST_BINS, ExplainOutput, ShardOutput, Track, aggregate, push
+from edgecam.bench.aggregate import HIST_BINS, ExplainOutput, ShardOutput, Track, aggregate, fold, push
 from edgecam.bench.measure import device_job
 from edgecam.bench.store import job_key
 from edgecam.bench.variant import Variant
@@ -106,6 +106,7 @@ def _explain_shards(ctx: "RunContext", setup: ModelSetup, key: dict[str, Any], s
     ok = setup.ok
     out = ExplainOutput()
     parts: list[ShardOutput] = []
+    folded = ShardOutput(None, None, {}, {}, {})
     bar = ctx.bar(f"CAMs {ok[0].model}")
     for i, (s0, s1) in enumerate(shards):
         try:
@@ -119,9 +120,10 @@ def _explain_shards(ctx: "RunContext", setup: ModelSetup, key: dict[str, Any], s
         if s0 == 0:
             setup.hist_edges.update(part.edges)
         _keep_preds(ok, part.preds, s0)
+        fold(folded, part, setup.top_k)  # bounded: one heap per track, not one per shard
         parts.append(part)
         bar(f"CAMs {ok[0].model}", (i + 1) / len(shards))
-    aggregate(parts, setup.ok, setup.hist_edges, setup.top_k, out)
+    aggregate([*parts, folded], setup.ok, setup.hist_edges, setup.top_k, out)
     out.calls = sum(s.calls for s in setup.sessions.values())  # the explain shards' device traffic; predictions apart
     out.bytes_sent = sum(s.bytes_sent for s in setup.sessions.values())
     out.bytes_received = sum(s.bytes_received for s in setup.sessions.values())

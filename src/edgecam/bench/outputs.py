@@ -87,7 +87,7 @@ def write_dissimilar(items: list[dict[str, Any]], out_dir: Path, per_variant: in
                 for j, field_name in enumerate(("cam_fp32", "cam")):
                     ax = axes[r, 2 * c + j]
                     ax.axis("off")
-                    if c < len(group):
+                    if c < len(group) and group[c][field_name] is not None:
                         ax.imshow(group[c][field_name], cmap="jet", vmin=0, vmax=1)
                         ax.set_title(f"{group[c]['image_id']} {'fp32' if j == 0 else key[3]}\nRMSE {group[c]['rmse_fp32']:.2f}" if j else f"{group[c]['image_id']} fp32", fontsize=5)
             axes[r, 0].text(-0.1, 0.5, "/".join(str(k) for k in key), transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=5)
