@@ -82,3 +82,26 @@ def test_a_shard_round_trips_through_its_stored_form() -> None:
     assert t.n == 5 and np.array_equal(t.hits, tr.hits) and t.heap[0][:3] == (0.3, 4, "img4") and np.array_equal(t.heap[0][3], cam)
     assert back.grid["has_box"].tolist() == [False] and np.array_equal(back.grid["cams"][(v.key, "gradcampp", "mirror")], cam[None])
     assert np.array_equal(back.hist[v.key], np.arange(4))
+
+
+def test_dissimilar_heaps_stay_bounded_and_keep_maps_of_the_worst_only() -> None:
+    """Rogers et al.'s top-5% keeps ids and RMSE of top_k images, but CAM maps of only FIGURE_CAMS of them,
+    whatever the shard count: memory is flat in the images."""
+    from edgecam.bench.aggregate import FIGURE_CAMS, fold, push
+
+    rng = np.random.default_rng(3)
+    acc = ShardOutput(None, None, {}, {}, {})
+    key = ("m-onnx-int8-ort", "gradcampp", "mirror")
+    scores = rng.random(300)
+    for s0 in range(0, 300, 50):  # six shards of 50 images, each with its own heap of top_k = 15
+        tr = Track(np.zeros(len(WSOL_THRESHOLDS), dtype=np.int64))
+        for i in range(s0, s0 + 50):
+            push(tr.heap, (float(scores[i]), i, f"img{i}", np.full((4, 4), i, np.float32), np.zeros((4, 4), np.float32)), 15)
+        assert len(tr.heap) == 15 and sum(it[3] is not None for it in tr.heap) == FIGURE_CAMS
+        part = ShardOutput(pd.DataFrame(), pd.DataFrame(), {key: tr}, {}, {})
+        fold(acc, part, 15)
+        assert part.tracks == {}  # emptied: nothing per shard outlives the fold
+    heap = acc.tracks[key].heap
+    assert sorted(it[1] for it in heap) == sorted(np.argsort(-scores)[:15].tolist())  # the run's top 15
+    with_maps = sorted((it for it in heap if it[3] is not None), key=lambda it: -it[0])
+    assert [it[1] for it in with_maps] == np.argsort(-scores)[:FIGURE_CAMS].tolist() and with_maps[0][3][0, 0] == with_maps[0][1]
