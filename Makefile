@@ -21,9 +21,11 @@ $(STAMP): pyproject.toml
 	  "opencv-contrib-python-headless==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')"
 	@touch $(STAMP)
 
-## run the embedded default benchmark (configs/quickstart.toml); extra CLI flags via ARGS="--limit 50"
+## the embedded default benchmark (configs/quickstart.toml: pretrained EfficientNet-Lite0 on real photos), then
+## the ground-truth demo (configs/digits-demo.toml: tinycnn on digits-clutter); extra CLI flags via ARGS="--limit 12"
 run: $(STAMP)
 	$(VENV)/bin/edgecam run $(ARGS)
+	$(VENV)/bin/edgecam run configs/digits-demo.toml $(ARGS)
 
 ## the test suite (slow and hardware tests are opt-in); pytest's "no tests collected" (exit 5) is a failure
 test: $(STAMP)

@@ -14,7 +14,7 @@ fork + execve, so a child of this (torch-loaded) process reports at least this p
 
 The cheap config: tinycnn, ONNX fp32 + int8, Grad-CAM++ (Eigen-CAM's per-image SVD would double the
 time), no Deletion / Insertion, no EMD, 10 timed iterations; `copies_test = 14` gives 5,040 test images,
-of which `--limit` are explained. The model is the quickstart's trained tinycnn, handed over as a weights
+of which `--limit` are explained. The model is the digits demo's trained tinycnn, handed over as a weights
 file: the checkpoint cache is keyed by the whole data set, test split included, so `copies_test = 14`
 would otherwise train it again.
 

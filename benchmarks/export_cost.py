@@ -1,5 +1,5 @@
 """Export cost (suite item 6): seconds per artifact, per model, format and precision, the way a sweep builds
-them (`edgecam.bench.sweep.build_artifact`, quickstart recipe: QAT fine-tuning for int16 / int8 ONNX,
+them (`edgecam.bench.sweep.build_artifact`, digits-demo recipe: QAT fine-tuning for int16 / int8 ONNX,
 ai-edge-quantizer calibration for TFLite) into a fresh, empty cache directory ($EDGECAM_CACHE_DIR, read by
 `edgecam.cache.cache_dir` on every call), so that nothing is reused. The trained fp32 models come from the
 normal cache; only the exports are timed.

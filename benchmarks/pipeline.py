@@ -1,5 +1,5 @@
 """Pipeline throughput (suite item 4): a whole `edgecam.bench.sweep.run` (what `edgecam run` calls) on the
-quickstart config, in this process; images/s per variant and the share of the run's wall time in runtime vs
+digits config (`_common.digits_config`, the former quickstart), in this process; images/s per variant and the share of the run's wall time in runtime vs
 CAM vs metrics vs I/O. Target: metrics + I/O < 10% of the total.
 
 The shares come from the run's own stage tags (`edgecam.stages`, recorded in the manifest as
@@ -51,10 +51,11 @@ def profile_run(cfg: Any, limit: int, out_dir: Path) -> tuple[dict[str, Any], fl
 
 
 def pipeline_cfg() -> Any:
-    """The quickstart experiment (configs/quickstart.toml), as `make run` runs it."""
-    from edgecam.config import default_config_path, load_config
+    """The suite's digits experiment (`_common.digits_config`: tinycnn + mobilenet_v2 on digits-clutter, 12
+    variants), the former quickstart, so that the figures stay comparable with the earlier ones."""
+    from _common import digits_config
 
-    return load_config(default_config_path())
+    return digits_config()
 
 
 def per_model_rows(manifest: dict[str, Any], n_img: int) -> list[Row]:
@@ -72,7 +73,7 @@ def per_model_rows(manifest: dict[str, Any], n_img: int) -> list[Row]:
 
 
 def run_items(limit: int = 100, cfg: Any = None) -> tuple[list[Row], list[str]]:
-    """Item 4: one profiled run of `cfg` (the quickstart by default); rows (throughput, time shares), notes."""
+    """Item 4: one profiled run of `cfg` (the digits experiment by default); rows (throughput, time shares), notes."""
     cfg = cfg or pipeline_cfg()
     with tempfile.TemporaryDirectory(prefix="edgecam-bench-") as tmp:
         manifest, wall = profile_run(cfg, limit, Path(tmp) / "run")

@@ -29,10 +29,15 @@ CONFIG_VERSION = 1
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model: registry name or `module.path:factory`, optional state dict and CAM layer override."""
+    """One model: registry name or `module.path:factory`, optional state dict and CAM layer override.
+
+    `pretrained = true` uses weights as they are, never training: a registered model's packaged weights
+    (`efficientnet_lite0`), or a custom factory's model exactly as it returns it (e.g. with hub weights it
+    loaded from a local file); the state dict's hash keys every cache and is in the manifest."""
 
     name: str
     weights: Optional[str] = None
+    pretrained: bool = False
     target_layer: Optional[str] = None
     epochs: Optional[int] = None  # per-model overrides of the [train] recipe
     lr: Optional[float] = None
@@ -48,6 +53,8 @@ class ModelSpec:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"models.{name} ({self.name}): expected a positive integer, got {value}")
+        if self.pretrained and self.weights is not None:
+            raise ConfigError(f"models.pretrained ({self.name}): set either `weights` (a state-dict file) or `pretrained = true`, not both")
         if self.shift_copies is not None and self.shift_copies < 0:
             raise ConfigError(f"models.shift_copies ({self.name}): expected an integer >= 0, got {self.shift_copies}")
         if self.lr is not None and not self.lr > 0:
@@ -347,7 +354,8 @@ def apply_overrides(cfg: RunConfig, data: str | None = None, weights: str | None
 
     --data: an image folder (sets data.name = "image-folder" and data.path, with the image-folder settings a
     [data] table without `name` holds) or a dataset name ("digits-clutter").
-    --weights: a folder holding `<model>.pt` (or .pth) state dicts for every model of the run.
+    --weights: a folder holding `<model>.pt` (or .pth) state dicts for every model of the run (they replace
+    `pretrained = true`).
     --models: a comma-separated subset of the config's [[models]]."""
     if models:
         wanted = [m.strip() for m in models.split(",") if m.strip()]
@@ -374,7 +382,7 @@ def apply_overrides(cfg: RunConfig, data: str | None = None, weights: str | None
             if found is None:
                 raise ConfigError(f"--weights: no state dict for model {m.name!r} in {folder}: expected {' or '.join(stem + suf for suf in WEIGHT_SUFFIXES)} "
                                   f"(found: {', '.join(sorted(p.name for p in folder.iterdir())[:10]) or 'nothing'}); --models picks a subset")
-            specs.append(dataclasses.replace(m, weights=str(found)))
+            specs.append(dataclasses.replace(m, weights=str(found), pretrained=False))  # --weights replaces packaged weights
         cfg = cfg.replace(models=tuple(specs))
     return cfg
 

@@ -30,16 +30,46 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def training_needs(cfg: "RunConfig") -> list[str]:
+    """What in `cfg` trains on the training split's labelled images (not only reads it for calibration)."""
+    needs = [f"models.name = {m.name!r} has no weights and is not pretrained: it is trained" for m in cfg.models if not m.weights and not m.pretrained]
+    if cfg.export.quant == "qat" and any(p != "fp32" for p in cfg.export.precisions):
+        needs.append('export.quant = "qat" fine-tunes the quantized models')
+    if cfg.lowbit.schemes:
+        needs.append("lowbit.schemes fine-tunes the low-bit models")
+    return needs
+
+
+def check_training_data(cfg: "RunConfig", data: "Datasets") -> None:
+    """Refuse, before any work, what the training / calibration split cannot give: calibration images for
+    quantized precisions, labelled images apart from the evaluated ones for training and QAT."""
+    folder = data.source.get("root", data.source.get("dataset", "the data"))
+    if any(p != "fp32" for p in cfg.export.precisions) and data.n_train == 0:
+        raise ConfigError(f"{folder}: no image left for calibration ({', '.join(p for p in cfg.export.precisions if p != 'fp32')} need some); "
+                          "set data.calib_path to a folder of calibration images, or export fp32 only")
+    needs = training_needs(cfg)
+    if not needs:
+        return
+    if data.train_is_test:
+        raise ConfigError(f"{folder}: no class has two images, so the only images to train on are the evaluated ones; {'; '.join(needs)}. "
+                          'Set data.calib_path to a folder of training images (class folders), give `weights` or `pretrained = true`, and export.quant = "ptq"')
+    if not data.train_labelled:
+        raise ConfigError(f"data.calib_path ({data.source.get('calibration', {}).get('from')}): its images have no labels (use class folders named like the "
+                          f"data's classes); {'; '.join(needs)}. Unlabelled images serve PTQ calibration only")
+
+
 def preflight(cfg: "RunConfig", data: "Datasets") -> None:
-    """Reject bad input before any work: every model builds, its weights file loads and fits, and it takes
-    the data's input shape and gives one logit per class. Errors name the model, file and what was expected."""
+    """Reject bad input before any work: the training / calibration split gives what the run needs, every
+    model builds, its weights file loads and fits, and it takes the data's input shape and gives one logit
+    per class. Errors name the model, file and what was expected."""
     import torch
 
     from edgecam.models import build_model
 
+    check_training_data(cfg, data)
     probe_x = torch.from_numpy(np.ascontiguousarray(data.test_batch([0]).x))
     for m in cfg.models:
-        model, _layer = build_model(m.name, data.n_classes, m.weights, m.target_layer)
+        model, _layer = build_model(m.name, data.n_classes, m.weights, m.target_layer, m.pretrained)
         try:
             with torch.no_grad():
                 logits = model(probe_x)
@@ -53,10 +83,17 @@ def prepare_model(mspec: "ModelSpec", cfg: "RunConfig", data: "Datasets", progre
     """fp32 model for `mspec`: the user's weights, or trained on the data (cached by what produced it).
     Returns (model, CAM target layer, checkpoint facts for the manifest, incl. `sha256` and `trained_now`)."""
     from edgecam.cache import cache_dir, sha256_file
-    from edgecam.models import TORCHVISION_WEIGHTS_PREFIX, build_model, resolve_entry, torchvision_weights_info
+    from edgecam.models import TORCHVISION_WEIGHTS_PREFIX, build_model, check_pretrained, resolve_entry, state_dict_sha256, torchvision_weights_info
     from edgecam.models.train import cached_checkpoint, train_classifier
 
-    if mspec.weights:
+    if mspec.pretrained:
+        model, layer = build_model(mspec.name, data.n_classes, None, mspec.target_layer, pretrained=True)
+        packaged = check_pretrained(mspec.name, data.n_classes)
+        meta = {"sha256": state_dict_sha256(model), "trained_now": False,
+                "source": f"pretrained: {packaged.package}" if packaged else f"pretrained: {mspec.name} as the factory returns it"}
+        if packaged is not None:
+            meta["file"], meta["file_sha256"] = str(packaged.file()), sha256_file(packaged.file())
+    elif mspec.weights:
         model, layer = build_model(mspec.name, data.n_classes, mspec.weights, mspec.target_layer)
         weights_file = mspec.weights
         if str(mspec.weights).startswith(TORCHVISION_WEIGHTS_PREFIX):  # the hub-cache file build_model just loaded

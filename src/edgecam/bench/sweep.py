@@ -74,9 +74,10 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
     """Every stage of one model: prepare, deploy, measure each variant, explain, and the low-bit study."""
     with ctx.step(f"train {mspec.name}", "setup") as note:
         model, layer, meta = prepare_model(mspec, ctx.cfg, ctx.data, ctx.bar(f"train {mspec.name}"))
-        note["suffix"] = "" if meta["trained_now"] else " (cached)"
+        note["suffix"] = "" if meta["trained_now"] else " (pretrained)" if mspec.pretrained else " (weights file)" if mspec.weights else " (cached)"
     manifest["models"][mspec.name] = {"target_layer": layer, "checkpoint": meta}
-    ctx.log(f"{mspec.name}: fp32 host accuracy {meta['host_fp32_accuracy']:.4f} ({'trained now' if meta['trained_now'] else 'cached checkpoint'})")
+    origin = "trained now" if meta["trained_now"] else meta["source"] if mspec.pretrained or mspec.weights else "cached checkpoint"
+    ctx.log(f"{mspec.name}: fp32 host accuracy {meta['host_fp32_accuracy']:.4f} ({origin})")
     variants = deploy_model(ctx, mspec, model, layer, meta["sha256"])
     rspecs = {r.name: r for r in ctx.cfg.runtimes}
     for v in variants:

@@ -3,7 +3,8 @@
 `Split`, read through bounded accessors (`test_shard`, `iter_test_shards`, `test_batch`, `train_subset`).
 
 Kinds: "digits-clutter" (`digits_clutter.py`, generated from scikit-learn's bundled digits) and
-"image-folder" (`image_folder.py`, the user's images, optional Pascal-VOC boxes)."""
+"image-folder" (`image_folder.py`, the user's images, optional Pascal-VOC boxes), "sample-photos"
+(`sample_photos.py`, real photos bundled with scikit-image and matplotlib, ImageNet labels and boxes)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from edgecam.data.datasets import IMAGENET_MEAN, IMAGENET_STD, MEAN, STD, ArrayS
 from edgecam.data.spec import DATASETS, DEFAULT_KIND, DatasetKind, DataSpec, switch_kind
 from edgecam.data.digits_clutter import DigitsClutterDataSpec  # registers "digits-clutter"
 from edgecam.data.image_folder import ImageFolderDataSpec  # registers "image-folder"
+from edgecam.data.sample_photos import SamplePhotosDataSpec  # registers "sample-photos"
 
 __all__ = [
     "ArraySplit",
@@ -25,6 +27,7 @@ __all__ = [
     "ImageFolderDataSpec",
     "MEAN",
     "STD",
+    "SamplePhotosDataSpec",
     "Split",
     "TestShard",
     "load_data",

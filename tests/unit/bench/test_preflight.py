@@ -69,3 +69,55 @@ def test_cli_refuses_before_creating_the_run_dir(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "does not accept the data's input of shape (3, 64, 64)" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists() and not (tmp_path / "cache" / "checkpoints").exists()  # nothing trained, nothing written
+
+
+def _folder(tmp_path: Path, per_class: int, calib: str | None = None) -> Any:
+    from PIL import Image
+
+    from edgecam.data import load_data
+    from edgecam.config import DataSpec
+
+    for k, cls in enumerate(["a", "b"]):
+        for j in range(per_class):
+            (tmp_path / "imgs" / cls).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (36, 36), (90 * k + j, 40, 200)).save(tmp_path / "imgs" / cls / f"{j}.png")
+    return load_data(DataSpec(name="image-folder", path=str(tmp_path / "imgs"), resize=32, crop=32, limit=None, calib_path=calib))
+
+
+def test_training_on_the_evaluated_images_is_refused_before_work(tmp_path: Path) -> None:
+    import dataclasses
+
+    one = _folder(tmp_path, 1)
+    assert one.train_is_test
+    cfg = RunConfig(models=(ModelSpec("tinycnn"),))  # no weights: it would be trained
+    with pytest.raises(ConfigError, match=r"imgs: no class has two images, so the only images to train on are the evaluated ones; models.name = 'tinycnn' has no weights"):
+        preflight(cfg, one)
+    qat = RunConfig(models=(ModelSpec("test_preflight:two_classes", target_layer="0", pretrained=True),))
+    with pytest.raises(ConfigError, match=r'export.quant = "qat" fine-tunes the quantized models'):
+        preflight(qat, one)
+    ptq = qat.replace(export=dataclasses.replace(qat.export, quant="ptq"))
+    preflight(ptq, one)  # PTQ calibration on the evaluated images is allowed (and recorded)
+
+
+def test_unlabelled_calibration_folder_serves_ptq_only(tmp_path: Path) -> None:
+    import dataclasses
+
+    from PIL import Image
+
+    (tmp_path / "cal").mkdir()
+    for j in range(3):
+        Image.new("RGB", (36, 36), (j, 9, 9)).save(tmp_path / "cal" / f"{j}.jpg")
+    data = _folder(tmp_path, 2, str(tmp_path / "cal"))
+    cfg = RunConfig(models=(ModelSpec("test_preflight:two_classes", target_layer="0", pretrained=True),))
+    with pytest.raises(ConfigError, match=r"data.calib_path \(.*cal\): its images have no labels .*Unlabelled images serve PTQ calibration only"):
+        preflight(cfg, data)
+    preflight(cfg.replace(export=dataclasses.replace(cfg.export, quant="ptq")), data)
+
+
+def two_classes(num_classes: int) -> Any:
+    """A 'pretrained' custom factory: seeded weights it returns as they are."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))

@@ -20,10 +20,16 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_quickstart_loads() -> None:
     cfg = load_config(default_config_path())
-    assert [m.name for m in cfg.models] == ["tinycnn", "mobilenet_v2"]
-    assert cfg.export.precisions == ("fp32", "int16", "int8")
-    assert cfg.runtimes[0].name == "onnxruntime"
+    assert [(m.name, m.pretrained, m.weights) for m in cfg.models] == [("efficientnet_lite0", True, None)]  # nothing trains
+    assert cfg.data.name == "sample-photos" and cfg.data.mean == pytest.approx((127 / 255,) * 3) and cfg.data.std == pytest.approx((128 / 255,) * 3)
+    assert cfg.export.precisions == ("fp32", "int16", "int8") and cfg.export.formats == ("onnx", "tflite") and cfg.export.quant == "ptq"
+    assert [r.name for r in cfg.runtimes] == ["onnxruntime", "litert"]
     assert isinstance(cfg, RunConfig)
+
+
+def test_pretrained_and_weights_together_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"models.pretrained \(efficientnet_lite0\): set either `weights` \(a state-dict file\) or `pretrained = true`, not both"):
+        load_config(write(tmp_path, '[[models]]\nname = "efficientnet_lite0"\npretrained = true\nweights = "w.pt"\n'))
 
 
 def test_frozen() -> None:
@@ -35,7 +41,7 @@ def test_frozen() -> None:
 @pytest.mark.parametrize(
     "text,needle",
     [
-        ('[data]\nlimt = 3\n', "unknown key data.limt; allowed keys in data: boxes_dir, canvas, copies_test, crop, digit_size, jpeg_draft, labels_csv, limit, max_decode_pixels, mean, name, num_classes, path, resize, seed, std, test_fraction"),
+        ('[data]\nlimt = 3\n', "unknown key data.limt; allowed keys in data: boxes_dir, calib_path, calib_views, canvas, copies_test, crop, digit_size, jpeg_draft, labels_csv, limit, max_decode_pixels, mean, name, num_classes, path, resize, seed, std, test_fraction, views"),
         ('bogus = 1\n', "unknown key bogus"),
         ('[bench]\niterations = "many"\n', "bench.iterations: expected int, got str 'many'"),
         ('[[models]]\nname = "resnet9000"\n', "unknown model 'resnet9000'; known models: densenet121"),
@@ -99,13 +105,15 @@ def test_every_shipped_config_round_trips(path: Path) -> None:
 
 def test_shipped_configs_keep_their_data_settings() -> None:
     by_name = {p.stem: load_config(p).data for p in CONFIGS}
-    assert set(by_name) == {"quickstart", "onnx-vs-litert", "pact-lowbit-2411.05858", "cam-quant-2403.09939", "qxai-rogers2023"}
-    assert all(type(d) is DigitsClutterDataSpec for d in by_name.values())
-    q = by_name["quickstart"]
+    assert set(by_name) == {"quickstart", "digits-demo", "onnx-vs-litert", "pact-lowbit-2411.05858", "cam-quant-2403.09939", "qxai-rogers2023"}
+    assert all(type(d) is DigitsClutterDataSpec for n, d in by_name.items() if n != "quickstart")
+    assert (by_name["quickstart"].views, by_name["quickstart"].calib_views) == (4, 8)
+    q = by_name["digits-demo"]
     assert (q.canvas, q.digit_size, q.limit, q.seed, q.other_kinds) == (64, 24, 200, 0, {})
     # no `name`: digits-clutter, with the image-folder settings held for --data DIR
-    assert by_name["cam-quant-2403.09939"].other_kinds == {"image-folder": {"resize": 256, "crop": 224}}
-    assert by_name["qxai-rogers2023"].other_kinds == {"image-folder": {"resize": 256, "crop": 224, "boxes_dir": "boxes"}}
+    # (resize / crop are settings of sample-photos too, so --data sample-photos gets them as well)
+    assert by_name["cam-quant-2403.09939"].other_kinds == {"image-folder": {"resize": 256, "crop": 224}, "sample-photos": {"resize": 256, "crop": 224}}
+    assert by_name["qxai-rogers2023"].other_kinds == {"image-folder": {"resize": 256, "crop": 224, "boxes_dir": "boxes"}, "sample-photos": {"resize": 256, "crop": 224}}
     assert by_name["qxai-rogers2023"].limit == 1000
 
 

@@ -13,7 +13,7 @@ from edgecam.errors import ArtifactError, ConfigError
 from edgecam.models import MODELS, build_model
 
 
-@pytest.mark.parametrize("name", ["tinycnn", "mobilenet_v2", "squeezenet1_0", "efficientnet_b0", "resnet50", "densenet121", "vgg16"])
+@pytest.mark.parametrize("name", ["tinycnn", "mobilenet_v2", "squeezenet1_0", "efficientnet_b0", "resnet50", "densenet121", "vgg16", "efficientnet_lite0"])
 def test_registry_models_build_with_target_layer(name: str) -> None:
     model, layer = build_model(name, 7)
     feats: list[torch.Tensor] = []
@@ -63,7 +63,7 @@ def test_custom_model_errors() -> None:
 
 
 def test_registry_has_the_papers_architectures() -> None:
-    assert set(MODELS.names()) == {"tinycnn", "vgg16", "resnet50", "densenet121", "mobilenet_v2", "squeezenet1_0", "efficientnet_b0"}
+    assert set(MODELS.names()) == {"tinycnn", "vgg16", "resnet50", "densenet121", "mobilenet_v2", "squeezenet1_0", "efficientnet_b0", "efficientnet_lite0"}
 
 
 def test_shifted_copies_are_seeded_translations() -> None:
