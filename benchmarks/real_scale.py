@@ -135,21 +135,25 @@ def _vmhwm_kb(pid: int) -> int:
     return 0
 
 
-def _watch_descendants(root_pid: int, stop: threading.Event, peak: list[int]) -> None:
-    """Largest VmHWM (kB) of any descendant of `root_pid` (the agents), sampled until `stop`."""
+def _watch_descendants(root_pids: list[int], stop: threading.Event, peak: list[int]) -> None:
+    """Largest VmHWM (kB) of any descendant of `root_pids` (the agents: children of the run locally, of the
+    sshd over SSH), sampled until `stop`."""
     import psutil
 
     while not stop.wait(0.2):
-        try:
-            kids = psutil.Process(root_pid).children(recursive=True)
-        except psutil.Error:
-            continue
-        for k in kids:
-            peak[0] = max(peak[0], _vmhwm_kb(k.pid))
+        for root in root_pids:
+            try:
+                kids = psutil.Process(root).children(recursive=True)
+            except psutil.Error:
+                continue
+            for k in kids:
+                if not k.name().startswith("sshd"):
+                    peak[0] = max(peak[0], _vmhwm_kb(k.pid))
 
 
-def run_once(cfg: Path, n: int, out: Path, extra: list[str] | None = None) -> Measured:
-    """One `edgecam run` of `n` images in a fresh process."""
+def run_once(cfg: Path, n: int, out: Path, extra: list[str] | None = None, agents_under: int | None = None) -> Measured:
+    """One `edgecam run` of `n` images in a fresh process; `agents_under`: another process whose
+    descendants are agents too (the loopback sshd)."""
     peak_file = out.with_suffix(".peak")
     env = {**os.environ, "EDGECAM_BENCH_PEAK": str(peak_file)}
     stop, agent_peak = threading.Event(), [0]
@@ -157,7 +161,8 @@ def run_once(cfg: Path, n: int, out: Path, extra: list[str] | None = None) -> Me
     with open(out.with_suffix(".log"), "w") as log:
         proc = subprocess.Popen([sys.executable, "-c", CHILD, "run", str(cfg), "--limit", str(n), "--out", str(out), *(extra or [])],
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
-        watcher = threading.Thread(target=_watch_descendants, args=(proc.pid, stop, agent_peak), daemon=True)
+        roots = [proc.pid] + ([agents_under] if agents_under is not None else [])
+        watcher = threading.Thread(target=_watch_descendants, args=(roots, stop, agent_peak), daemon=True)
         watcher.start()
         rc = proc.wait()
     stop.set()
@@ -226,7 +231,7 @@ def run_items(sizes: tuple[int, int] = (200, 2000), items: tuple[str, ...] = ("r
                 inv = tmp / "devices.toml"
                 inv.write_text(f'[[devices]]\nname = "board"\nurl = "{server.url}"\nkey_file = "{server.key_file}"\nknown_hosts = "{server.known_hosts}"\npython = "{server.python}"\n')
                 extra = ["--devices", str(inv), "--device", "board"]
-                lo, hi = run_once(cfg, lo_n, tmp / "ssh-lo", extra), run_once(cfg, hi_n, tmp / "ssh-hi", extra)
+                lo, hi = run_once(cfg, lo_n, tmp / "ssh-lo", extra, server.proc.pid), run_once(cfg, hi_n, tmp / "ssh-hi", extra, server.proc.pid)
                 rows += scaling_rows("ssh", lo, hi)
                 notes += [f"item 7 ssh {m.images} images: {m}; on the wire {(m.bytes_sent + m.bytes_received) / m.images / 1e3:.1f} kB per image" for m in (lo, hi)]
             finally:

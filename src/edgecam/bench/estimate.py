@@ -59,6 +59,6 @@ def format_estimate(rows: list[dict[str, Any]]) -> str:
         total_b = sum(r["bytes_pushed"] for r in rs)
         secs = sum(r["seconds_at_p50"] for r in rs)
         worst = max(rs, key=lambda r: r["device_forwards"])
-        eta = f"~{secs / 60:.1f} min" if secs == secs else "unknown"
+        eta = "unknown" if secs != secs else f"~{secs:.0f} s" if secs < 120 else f"~{secs / 60:.1f} min"
         lines.append(f"  {key}: {total_f:,} device forwards ({worst['stage']} {worst['device_forwards']:,}), {total_b / 2**20:,.1f} MiB to push, {eta} of device time at p50")
     return "work estimate for the explain stage:\n" + "\n".join(lines)
