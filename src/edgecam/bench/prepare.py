@@ -58,6 +58,20 @@ def check_training_data(cfg: "RunConfig", data: "Datasets") -> None:
                           f"data's classes); {'; '.join(needs)}. Unlabelled images serve PTQ calibration only")
 
 
+def check_normalisation(mspec: "ModelSpec", data: "Datasets") -> None:
+    """Packaged weights expect the normalisation they were trained with: other mean / std give a model that
+    runs and is wrong, so they are refused before any work, naming the values to set."""
+    from edgecam.models import check_pretrained
+
+    packaged = check_pretrained(mspec.name, data.n_classes) if mspec.pretrained else None
+    if packaged is None:
+        return
+    if not (np.allclose(data.mean, packaged.mean, atol=1e-4) and np.allclose(data.std, packaged.std, atol=1e-4)):
+        want = lambda v: "[" + ", ".join(f"{x:.6f}" for x in v) + "]"  # noqa: E731
+        raise ConfigError(f"models.pretrained ({mspec.name}): its weights ({packaged.package}) expect inputs normalised with mean {want(packaged.mean)}, "
+                          f"std {want(packaged.std)}; the data uses mean {want(data.mean)}, std {want(data.std)}: set data.mean and data.std to those values")
+
+
 def preflight(cfg: "RunConfig", data: "Datasets") -> None:
     """Reject bad input before any work: the training / calibration split gives what the run needs, every
     model builds, its weights file loads and fits, and it takes the data's input shape and gives one logit
@@ -69,6 +83,7 @@ def preflight(cfg: "RunConfig", data: "Datasets") -> None:
     check_training_data(cfg, data)
     probe_x = torch.from_numpy(np.ascontiguousarray(data.test_batch([0]).x))
     for m in cfg.models:
+        check_normalisation(m, data)
         model, _layer = build_model(m.name, data.n_classes, m.weights, m.target_layer, m.pretrained)
         try:
             with torch.no_grad():

@@ -121,3 +121,16 @@ def two_classes(num_classes: int) -> Any:
 
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+
+
+def test_packaged_weights_with_another_normalisation_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgecam.config import DataSpec
+    from edgecam.data import load_data
+
+    monkeypatch.setenv("EDGECAM_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = RunConfig(models=(ModelSpec("efficientnet_lite0", pretrained=True),))
+    imagenet = load_data(DataSpec(name="sample-photos", views=1, calib_views=1))  # torchvision's ImageNet mean / std by default
+    with pytest.raises(ConfigError, match=r"expect inputs normalised with mean \[0.498039, 0.498039, 0.498039\], std \[0.501961, .*the data uses mean \[0.485000"):
+        preflight(cfg, imagenet)
+    lite = load_data(DataSpec(name="sample-photos", views=1, calib_views=1, mean=(127 / 255,) * 3, std=(128 / 255,) * 3))
+    preflight(cfg, lite)
