@@ -184,7 +184,12 @@ def sshd() -> Iterator[SshServer]:
     yield server
     server.stop()
     shutil.rmtree(root, ignore_errors=True)
-    shutil.rmtree(Path(server.home) / ".cache" / f"edgecam-test-{server.port}", ignore_errors=True)  # board_spec's workdir
+    shutil.rmtree(Path(server.home) / board_workdir(server), ignore_errors=True)
+
+
+def board_workdir(server: SshServer) -> str:
+    """The board's work directory for `server` (relative to the board user's home): one per server."""
+    return f".cache/edgecam-test-{server.port}"
 
 
 def board_spec(server: SshServer, **changes: Any) -> Any:
@@ -194,7 +199,7 @@ def board_spec(server: SshServer, **changes: Any) -> Any:
     from edgecam.devices.inventory import DeviceSpec
 
     spec = DeviceSpec("board", url=server.url, key_file=str(server.key_file), known_hosts=str(server.known_hosts), python=server.python, retries=4,
-                      workdir=f".cache/edgecam-test-{server.port}")
+                      workdir=board_workdir(server))
     return replace(spec, **changes)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sshd_server import SshServer, board, board_spec, sshd  # noqa: F401 - board and sshd are fixtures
+from sshd_server import SshServer, board, board_spec, board_workdir, sshd  # noqa: F401 - board and sshd are fixtures
 
 from edgecam.devices.base import JobFailed
 from edgecam.devices.inventory import open_device
@@ -61,7 +61,7 @@ def test_ssh_logits_match_the_local_device(board: SSHDevice, trained_tinycnn, tm
 def _kill_connection_when_a_job_runs(sshd: SshServer, stop: threading.Event, killed: list[int]) -> None:
     """Wait until some agent has written its pid file on the board, then kill the sshd processes serving
     the connection: the session drops mid-job."""
-    jobs = sshd.home / ".cache" / "edgecam" / "jobs"
+    jobs = sshd.home / board_workdir(sshd) / "jobs"
     while not stop.is_set():
         if any(jobs.glob("*/agent.pid")):
             killed.extend(sshd.drop_connections())

@@ -8,15 +8,16 @@ import pickle
 
 import pytest
 
-from edgecam.data import DATASETS, DataSpec, DigitsClutterDataSpec, ImageFolderDataSpec, load_data, switch_kind
+from edgecam.data import DATASETS, DataSpec, DigitsClutterDataSpec, ImageFolderDataSpec, SamplePhotosDataSpec, load_data, switch_kind
 from edgecam.data.digits_clutter import DigitsClutterSpec
 from edgecam.errors import ConfigError, UnknownNameError
 
 
 def test_registry_maps_each_kind_to_its_spec_class_and_loader() -> None:
-    assert DATASETS.names() == ["digits-clutter", "image-folder"]
+    assert DATASETS.names() == ["digits-clutter", "image-folder", "sample-photos"]
     assert DATASETS.get("digits-clutter").spec is DigitsClutterDataSpec
     assert DATASETS.get("image-folder").spec is ImageFolderDataSpec
+    assert DATASETS.get("sample-photos").spec is SamplePhotosDataSpec
     for name in DATASETS:
         entry = DATASETS.get(name)
         assert entry.spec.KIND == name and callable(entry.load)
@@ -48,7 +49,7 @@ def test_dataspec_picks_the_kind_class_and_keeps_the_attribute_names() -> None:
         ({"resize": 256}, "data.resize: not a setting of data.name = 'digits-clutter' (its settings: canvas, copies_test, digit_size, limit, mean, name, seed, std); "
                           "resize is a setting of data.name = 'image-folder'"),
         ({"test_fraction": 0.3}, "data.test_fraction: not a setting of data.name = 'digits-clutter'"),
-        ({"name": "image-folder", "path": "p", "canvas": 32}, "data.canvas: not a setting of data.name = 'image-folder' (its settings: boxes_dir, crop, jpeg_draft, labels_csv, limit, "
+        ({"name": "image-folder", "path": "p", "canvas": 32}, "data.canvas: not a setting of data.name = 'image-folder' (its settings: boxes_dir, calib_path, crop, jpeg_draft, labels_csv, limit, "
                                                            "max_decode_pixels, mean"),
         ({"name": "image-folder", "path": "p", "wat": 1}, "data.wat: not a setting of data.name = 'image-folder'"),
         ({"canvas": 16, "digit_size": 40}, "data.digit_size: expected an integer from 8 to data.canvas (16): the digit is drawn whole on the canvas; "
