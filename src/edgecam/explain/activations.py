@@ -21,8 +21,8 @@ def histogram(x: np.ndarray, bins: int = 64, value_range: tuple[float, float] | 
     if value_range is None:
         value_range = (float(a.min()), float(a.max())) if a.size else (0.0, 1.0)
     lo, hi = value_range
-    if not hi > lo:
-        hi = lo + 1.0
+    if not hi > lo or not np.all(np.diff(np.linspace(lo, hi, bins + 1)) > 0):  # constant, or a range too narrow for
+        hi = lo + 1.0  # `bins` distinct float64 edges (e.g. [0, 2e-308]): one bin holds everything, as for a constant
     return np.histogram(np.clip(a, lo, hi), bins=bins, range=(lo, hi))
 
 

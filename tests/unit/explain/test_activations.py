@@ -46,3 +46,21 @@ def test_bounds_and_no_mutation(x: np.ndarray) -> None:
     assert 0.0 <= s["hoyer"] <= 1.0 and 0.0 <= s["gini"] < 1.0
     assert 0.0 <= s["entropy"] <= math.log2(64) + 1e-9 and s["std"] >= 0
     np.testing.assert_array_equal(x, x0)
+
+
+def test_a_range_too_narrow_for_the_bins_counts_as_constant() -> None:
+    """Found by hypothesis on a fresh clone: with denormals flushed to zero (torch.set_flush_denormal, which
+    the pipeline sets), [0, 2.2e-308] cannot hold 64 distinct float64 bin edges and np.histogram raised."""
+    torch = pytest.importorskip("torch")
+    tiny = np.float64(np.finfo(np.float64).tiny)
+    was_flushing = bool(tiny / 4 == 0.0)  # torch has no getter: probe the CPU's flush-to-zero mode
+    torch.set_flush_denormal(True)
+    try:
+        assert tiny / 4 == 0.0  # the mode the failure needs is on
+        x = np.array([0.0, 1e-310, tiny])
+        counts, edges = histogram(x)
+        assert counts.sum() == 3 and np.all(np.diff(edges) > 0)
+        s = activation_stats(x)
+        assert s["entropy"] == 0.0 and s["std"] >= 0.0
+    finally:
+        torch.set_flush_denormal(was_flushing)
