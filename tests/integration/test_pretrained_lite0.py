@@ -23,15 +23,10 @@ def _photos() -> tuple[np.ndarray, list[str]]:
     """The bundled photos, preprocessed as the checkpoint expects, through edgecam's own decode path."""
     from PIL import Image
 
-    from edgecam.data.decode import Preprocessing
+    from edgecam.data.image_folder import Preprocessing, preprocess
 
     prep = Preprocessing(lite.RESIZE, lite.CROP)
-    out = []
-    for p in PHOTOS:
-        img = Image.fromarray(p.load()).convert("RGB")
-        w, h, left, top = prep.geometry(*img.size)
-        img = img.resize((w, h), Image.BILINEAR).crop((left, top, left + prep.crop, top + prep.crop))
-        out.append(np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+    out = [preprocess(Image.fromarray(p.load()).convert("RGB"), prep) for p in PHOTOS]
     x = np.stack(out)
     mean, std = np.asarray(lite.MEAN, np.float32)[:, None, None], np.asarray(lite.STD, np.float32)[:, None, None]
     return ((x - mean) / std).astype(np.float32), [p.name for p in PHOTOS]

@@ -71,6 +71,7 @@ __all__ = [
     "boxes_to_mask",
     "SKIMAGE_PHOTOS",
     "SkimageFolder",
+    "skimage_photo",
     "voc_xml",
     "write_skimage_folder",
 ]
@@ -727,7 +728,8 @@ class SkimageFolder:
     class_names: tuple[str, ...]
 
 
-def _skimage_photo(func: str) -> np.ndarray:
+def skimage_photo(func: str) -> np.ndarray:
+    """scikit-image's bundled photo `func` (a `skimage.data` function name) as an array."""
     import skimage.data
 
     out = getattr(skimage.data, func)()
@@ -757,7 +759,7 @@ def write_skimage_folder(directory: str | os.PathLike[str], layout: str = "tree"
     box_dir = directory / "boxes" if boxes else None
     rows: list[tuple[str, str]] = []
     for func, cls, fname, obj_boxes in SKIMAGE_PHOTOS:
-        pixels = _skimage_photo(func)
+        pixels = skimage_photo(func)
         target = images / cls / fname if layout == "tree" else images / fname
         target.parent.mkdir(parents=True, exist_ok=True)
         img = Image.fromarray(pixels)

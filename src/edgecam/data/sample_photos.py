@@ -32,13 +32,9 @@ _VERSION = 1  # bump when the written views change for the same settings
 
 
 def _skimage(func: str) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        import skimage.data
+    from edgecam.data.image_folder import skimage_photo
 
-        out = getattr(skimage.data, func)()
-        return out[0] if isinstance(out, tuple) else out  # stereo_motorcycle -> (left, right, disparity)
-
-    return load
+    return lambda: skimage_photo(func)
 
 
 def _matplotlib(name: str) -> Callable[[], np.ndarray]:

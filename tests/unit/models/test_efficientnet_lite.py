@@ -23,16 +23,12 @@ def lite0() -> torch.nn.Module:
 
 
 def _preprocess(pixels: np.ndarray) -> torch.Tensor:
-    """The checkpoint's preprocessing through edgecam's own decode path: resize 256, crop 224, (x*255-127)/128."""
+    """The checkpoint's preprocessing through edgecam's own path: resize 256, crop 224, (x*255-127)/128."""
     from PIL import Image
 
-    from edgecam.data.decode import Preprocessing
+    from edgecam.data.image_folder import Preprocessing, preprocess
 
-    img = Image.fromarray(pixels).convert("RGB")
-    prep = Preprocessing(lite.RESIZE, lite.CROP)
-    w, h, left, top = prep.geometry(*img.size)
-    img = img.resize((w, h), Image.BILINEAR).crop((left, top, left + prep.crop, top + prep.crop))
-    x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    x = preprocess(Image.fromarray(pixels).convert("RGB"), Preprocessing(lite.RESIZE, lite.CROP))
     return torch.from_numpy((x * 255 - 127) / 128)[None]
 
 
