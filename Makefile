@@ -7,8 +7,9 @@ STAMP  := $(VENV)/.edgecam-installed
 ARGS   ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+BOARD  ?= build
 
-.PHONY: run test test-slow bench clean
+.PHONY: run test test-slow bench arm64-board clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +39,11 @@ test-slow: $(STAMP)
 ## the performance suite: prints one table of ratios and writes benchmarks/results/<machine>.md (flags via BENCH_ARGS="--items 1 2")
 bench: $(STAMP)
 	$(PY) benchmarks/suite.py $(BENCH_ARGS)
+
+## the emulated aarch64 board of the `arm64` tests (Debian arm64 under qemu-user, cached; needs root): build it,
+## or with BOARD=shell start it and print the devices.toml entry that reaches it
+arm64-board: $(STAMP)
+	$(PY) tests/arm64_board.py $(BOARD)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -114,8 +114,11 @@ def _ensure_board_python() -> str:
     return str(py)
 
 
-def start_sshd(root: Path) -> SshServer:
-    """Start sshd on a free loopback port; `root` holds keys, config and log (world-readable where needed)."""
+def start_sshd(root: Path, chroot: Path | None = None, python: str | None = None, env: dict[str, str] | None = None) -> SshServer:
+    """Start sshd on a free loopback port; `root` holds keys, config and log (world-readable where needed).
+    With `chroot` (root only), every session of the board user runs inside that root file system
+    (`ChrootDirectory`: the emulated arm64 board of `arm64_board.py`), with `python` the board's Python there;
+    `env` is set in every session (`SetEnv`)."""
     _ensure_sshd()
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
@@ -126,7 +129,14 @@ def start_sshd(root: Path) -> SshServer:
     auth = root / "authorized_keys"
     shutil.copy(user_key.with_suffix(".pub"), auth)
     auth.chmod(0o644)
-    if os.geteuid() == 0:
+    if chroot is not None:
+        if os.geteuid() != 0:
+            raise RuntimeError("a chrooted board needs root (sshd's ChrootDirectory)")
+        _ensure_board_user()
+        user, home = BOARD_USER, chroot / "home" / BOARD_USER
+        python = python or "python3"
+        Path("/run/sshd").mkdir(exist_ok=True)
+    elif os.geteuid() == 0:
         user, home, python = BOARD_USER, _ensure_board_user(), _ensure_board_python()
         Path("/run/sshd").mkdir(exist_ok=True)  # privilege-separation directory
     else:
@@ -151,6 +161,8 @@ def start_sshd(root: Path) -> SshServer:
                 f"PidFile {root / 'sshd.pid'}",
                 "LogLevel VERBOSE",
                 "Subsystem sftp internal-sftp",
+                *([f"ChrootDirectory {chroot}"] if chroot is not None else []),
+                *([f"SetEnv {' '.join(f'{k}={v}' for k, v in env.items())}"] if env else []),
                 "",
             ]
         )
@@ -170,6 +182,7 @@ def start_sshd(root: Path) -> SshServer:
     known = root / "known_hosts"
     host_pub = host_key.with_suffix(".pub").read_text().split()
     known.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    assert python is not None
     return SshServer(proc, port, user, user_key, known, python, home, log)
 
 

@@ -75,8 +75,13 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
                        *(format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in ("sim", "cc", "kld")), ort[:90])
         console.print(lt)
     bench = out["bench"]
-    table = Table(title="Accuracy, latency and memory (test split; latency at batch 1)")
-    for col in ("model", "runtime", "precision", "accuracy", "agrees fp32", "p50 ms", "p99 ms", "init ms", "peak RSS MB", "size KB"):
+    emulated = bool(bench.get("device_emulated", False).any()) if not bench.empty and "device_emulated" in bench else False
+    title = "Accuracy, latency and memory (test split; latency at batch 1)"
+    if emulated:
+        title += "\n[yellow]latency and memory EMULATED: an emulated CPU's times, not the board's; accuracy and CAMs are real[/yellow]"
+    table = Table(title=title)
+    ms = " (emulated)" if emulated else ""
+    for col in ("model", "runtime", "precision", "accuracy", "agrees fp32", f"p50 ms{ms}", f"p99 ms{ms}", "init ms", "peak RSS MB", "size KB"):
         table.add_column(col, justify="left" if col in ("model", "runtime", "precision") else "right")
     for _, r in bench.iterrows():
         if not r["ok"]:
@@ -178,13 +183,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from edgecam.bench.compare import KEYS, compare_runs, to_html
+    from edgecam.bench.compare import GAP_COLUMNS, KEYS, compare_runs, device_gap, device_label, to_html
 
     for run in (args.run_a, args.run_b):
         _require_run_dir(run)
     table = compare_runs(args.run_a, args.run_b)
     if table.empty:
         raise EdgecamError(f"{args.run_a} and {args.run_b} have no variant in common (same model, format, runtime, precision)")
+    console = _console()
+    console.print(f"A: {args.run_a} on {device_label(args.run_a)}; B: {args.run_b} on {device_label(args.run_b)}")
     out = Table(title=f"{args.run_b} - {args.run_a}: deltas with 95% bootstrap intervals (bold: excludes 0)")
     for col in (*KEYS, "metric", "A", "B", "delta", "95% CI"):
         out.add_column(col, justify="right" if col in ("A", "B", "delta", "95% CI") else "left")
@@ -192,9 +199,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
         delta = f"{r['delta']:+.4g}"
         out.add_row(*[str(r[k]) for k in (*KEYS, "metric")], f"{r['a']:.4g}", f"{r['b']:.4g}",
                     f"[bold]{delta}[/]" if r["ci_lo"] > 0 or r["ci_hi"] < 0 else delta, f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}]")
-    _console().print(out)
+    console.print(out)
+    gap = device_gap(args.run_a, args.run_b)
+    if gap.empty:
+        console.print("no device gap: the runs kept no outputs of common images (explain.keep_outputs)")
+    else:
+        gt = Table(title="Device gap: the same artifact on A and B, image by image (kept outputs)")
+        for col in GAP_COLUMNS:
+            gt.add_column(col.replace("_", " "), justify="right" if col in GAP_COLUMNS[7:] else "left")
+        for _, r in gap.iterrows():
+            gt.add_row(*[str(r[c]) for c in GAP_COLUMNS[:8]], *[f"{r[c]:.4g}" for c in GAP_COLUMNS[8:]])
+        console.print(gt)
+    if args.gap_csv:
+        gap.to_csv(args.gap_csv, index=False)
+        print(f"device gap: {args.gap_csv}")
     if args.html:
-        Path(args.html).write_text(to_html(table, args.run_a, args.run_b), encoding="utf-8")
+        Path(args.html).write_text(to_html(table, args.run_a, args.run_b, gap), encoding="utf-8")
         print(f"html: {args.html}")
     return 0
 
@@ -227,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("run_a")
     cp.add_argument("run_b")
     cp.add_argument("--html", default=None, metavar="FILE", help="also write the comparison as an HTML page")
+    cp.add_argument("--gap-csv", default=None, metavar="FILE", help="also write the device gap (same artifact on the two devices, image by image) as CSV")
     cp.set_defaults(func=cmd_compare)
     d = sub.add_parser("devices", help="the device inventory: list it, or probe a device")
     d.add_argument("--devices", default=None, metavar="FILE", help="device inventory file")

@@ -174,6 +174,8 @@ class ExplainSpec:
     rise_masks: int = 1000
     scorecam_top_k: int = 0  # Score-CAM on the k most active channels per image (k device forwards, not C); 0: all
     shard_size: int = 100  # images explained at a time: CAMs are streamed to rows, never held for the run
+    keep_outputs: int = 500  # the first N images keep logits + CAMs in RUN_DIR/outputs (`edgecam compare`'s device gap); 0: none
+    keep_cam_size: int = 56  # kept CAMs area-downsampled to at most this many pixels a side
     bootstrap: int = 2000  # resamples of the 95% confidence intervals in summary.csv
     seed: int = 0
 
@@ -189,6 +191,10 @@ class ExplainSpec:
         for name in ("faithfulness_steps", "faithfulness_images", "rise_masks", "shard_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"explain.{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.keep_outputs < 0:
+            raise ConfigError(f"explain.keep_outputs: expected 0 (keep none) or a number of images, got {self.keep_outputs}")
+        if self.keep_cam_size < 2:
+            raise ConfigError(f"explain.keep_cam_size: expected at least 2 pixels a side, got {self.keep_cam_size}")
         if self.scorecam_top_k < 0:
             raise ConfigError(f"explain.scorecam_top_k: expected 0 (every channel) or a positive channel count, got {self.scorecam_top_k}")
         if self.emd_size < 0 or self.emd_size == 1:

@@ -73,6 +73,7 @@ class ShardOutput:
     grid: dict[str, Any]
     preds: dict[str, np.ndarray] = field(default_factory=dict)  # per variant key: the shard's top-1
     edges: dict[str, np.ndarray] = field(default_factory=dict)  # shard 0 only: histogram edges per family
+    kept: dict[str, np.ndarray] = field(default_factory=dict)  # `explain.keep_outputs`: ids, logits and CAMs kept
 
     def to_job(self) -> Job:
         arrays: dict[str, np.ndarray] = {}
@@ -96,8 +97,10 @@ class ShardOutput:
         arrays.update({f"hist_{k}": np.asarray(v) for k, v in self.hist.items()})
         arrays.update({f"pred_{k}": np.asarray(v) for k, v in self.preds.items()})
         arrays.update({f"edges_{k}": np.asarray(v) for k, v in self.edges.items()})
+        arrays.update({f"keep_{k}": np.asarray(v) for k, v in self.kept.items()})
         tables = {name: df for name, df in (("rows", self.rows), ("gaps", self.gaps)) if len(df.columns)}
-        return Job({"tracks": tracks, "hist": list(self.hist), "grid": grid, "preds": list(self.preds), "edges": list(self.edges)}, arrays, tables)
+        return Job({"tracks": tracks, "hist": list(self.hist), "grid": grid, "preds": list(self.preds), "edges": list(self.edges),
+                    "kept": list(self.kept)}, arrays, tables)
 
     @classmethod
     def from_job(cls, job: Job) -> "ShardOutput":
@@ -115,7 +118,7 @@ class ShardOutput:
                     "cams": {tuple(k): a[f"grid_cam{j}"] for j, k in enumerate(g["cams"])}, "preds": {k: np.asarray(p) for k, p in g["preds"].items()}}
         return cls(job.tables.get("rows", pd.DataFrame()), job.tables.get("gaps", pd.DataFrame()), tracks,  # type: ignore[arg-type]
                    {k: a[f"hist_{k}"] for k in meta["hist"]}, grid, {k: a[f"pred_{k}"] for k in meta.get("preds", [])},
-                   {k: a[f"edges_{k}"] for k in meta.get("edges", [])})
+                   {k: a[f"edges_{k}"] for k in meta.get("edges", [])}, {k: a[f"keep_{k}"] for k in meta.get("kept", [])})
 
 
 def fold(acc: ShardOutput, part: ShardOutput, top_k: int) -> None:

@@ -59,18 +59,76 @@ def compare_runs(run_a: str | Path, run_b: str | Path, n_boot: int = 2000, seed:
     return pd.DataFrame(rows)
 
 
-def to_html(table: Any, run_a: str | Path, run_b: str | Path) -> str:
-    """The comparison as one self-contained HTML page (a delta whose interval excludes 0 is bold)."""
-    cols = [*KEYS, "metric", "a", "b", "delta", "95% CI", "paired"]
+GAP_COLUMNS = ["model", "format", "runtime", "precision", "cam_method", "cam_mode", "same_artifact", "images", "top1_agreement", "max_abs_logit_diff",
+               "median_abs_logit_diff", "sim", "cc", "kld"]
+
+
+def device_gap(run_a: str | Path, run_b: str | Path) -> Any:
+    """The device gap: the same variants on two devices (two runs), image by image over the images both kept
+    (`explain.keep_outputs`): top-1 agreement, max and median over images of max |logit A - logit B|, and
+    mean SIM / CC / KLD between the two devices' CAMs (`explain.metrics.compare`, at the kept resolution).
+    One row per variant x CAM method x mode; `same_artifact`: both runs ran a file of the same SHA-256."""
+    import pandas as pd
+
+    from edgecam.bench import outputs as files
+    from edgecam.explain.metrics import compare
+
+    kept_a, kept_b = files.read_kept(Path(run_a)), files.read_kept(Path(run_b))
+    var_a, var_b = (_load(Path(r))[2].get("variants", {}) for r in (run_a, run_b))
+    common = set(kept_a) & set(kept_b)
+    rows: list[dict[str, Any]] = []
+    for name in sorted(n for n in common if n.startswith("logits|")):
+        model, fmt, precision, runtime = name.split("|")[1:]
+        ids = [i for i in kept_a[name] if i in kept_b[name]]
+        if not ids:
+            continue
+        la, lb = (np.stack([k[name][i] for i in ids]).astype(np.float64) for k in (kept_a, kept_b))
+        if la.shape != lb.shape:
+            raise ValueError(f"{model} {fmt} {precision} {runtime}: logits of shape {la.shape[1:]} in {run_a} but {lb.shape[1:]} in {run_b}: not the same model")
+        diff = np.abs(la - lb).max(axis=1)
+        vkey = f"{model}-{fmt}-{precision}-{runtime}"
+        sha = [v.get(vkey, {}).get("sha256") for v in (var_a, var_b)]
+        base = {"model": model, "format": fmt, "runtime": runtime, "precision": precision, "same_artifact": bool(sha[0]) and sha[0] == sha[1], "images": len(ids),
+                "top1_agreement": float((la.argmax(1) == lb.argmax(1)).mean()), "max_abs_logit_diff": float(diff.max()), "median_abs_logit_diff": float(np.median(diff))}
+        prefix = f"cam|{model}|{fmt}|{precision}|{runtime}|"
+        cam_names = sorted(n for n in common if n.startswith(prefix))
+        for cname in cam_names:
+            method, mode = cname[len(prefix):].split("|")
+            m = [compare(kept_a[cname][i], kept_b[cname][i]) for i in ids if i in kept_a[cname] and i in kept_b[cname]]
+            rows.append({**base, "cam_method": method, "cam_mode": mode, **{k: float(np.nanmean([r[k] for r in m])) if m else float("nan") for k in ("sim", "cc", "kld")}})
+        if not cam_names:
+            rows.append({**base, "cam_method": "", "cam_mode": "", "sim": float("nan"), "cc": float("nan"), "kld": float("nan")})
+    return pd.DataFrame(rows, columns=GAP_COLUMNS)
+
+
+def device_label(run: str | Path) -> str:
+    """"NAME (arch, emulated)" of a run's device, from its manifest."""
+    dev = _load(Path(run))[2].get("device", {})
+    name = dev.get("inventory", {}).get("name", "local")
+    return f"{name} ({dev.get('arch', '?')}{', emulated' if dev.get('emulated') else ''})"
+
+
+def _html_table(cols: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join('<tr>' + ''.join(f'<td>{c}</td>' for c in r) + '</tr>' for r in rows)}</tbody></table>"
+
+
+def to_html(table: Any, run_a: str | Path, run_b: str | Path, gap: Any = None) -> str:
+    """The comparison as one self-contained HTML page (a delta whose interval excludes 0 is bold), with the
+    device gap (`device_gap`) when both runs kept outputs."""
     body = []
     for _, r in table.iterrows():
         sig = r["ci_lo"] > 0 or r["ci_hi"] < 0
-        cells = [html.escape(str(r[k])) for k in (*KEYS, "metric")] + [f"{r['a']:.4g}", f"{r['b']:.4g}", f"<b>{r['delta']:+.4g}</b>" if sig else f"{r['delta']:+.4g}",
-                                                                        f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}]", str(bool(r["paired"]))]
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        body.append([html.escape(str(r[k])) for k in (*KEYS, "metric")] + [f"{r['a']:.4g}", f"{r['b']:.4g}", f"<b>{r['delta']:+.4g}</b>" if sig else f"{r['delta']:+.4g}",
+                                                                            f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}]", str(bool(r["paired"]))])
     title = f"edgecam compare: {html.escape(str(run_b))} - {html.escape(str(run_a))}"
+    devices = f"<p>A: {html.escape(device_label(run_a))}; B: {html.escape(device_label(run_b))}.</p>"
+    gap_html = ""
+    if gap is not None and not gap.empty:
+        gap_rows = [[html.escape(str(r[c])) for c in GAP_COLUMNS[:8]] + [f"{r[c]:.4g}" for c in GAP_COLUMNS[8:]] for _, r in gap.iterrows()]
+        gap_html = ('<h2 id="device-gap">Device gap: the same artifact on the two devices, image by image</h2><p>Top-1 agreement, max and median over '
+                    "images of max |logit A - logit B|, and mean SIM / CC / KLD between the two devices' CAMs.</p>" + _html_table(GAP_COLUMNS, gap_rows))
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>body{{font-family:system-ui,sans-serif}}'
-            f"table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ddd;padding:3px 6px}}</style></head><body><h1>{title}</h1>"
-            f"<p>Deltas B - A with 95% bootstrap intervals; bold: the interval excludes 0.</p><table><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table></body></html>")
+            f"table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ddd;padding:3px 6px}}</style></head><body><h1>{title}</h1>{devices}"
+            f"<p>Deltas B - A with 95% bootstrap intervals; bold: the interval excludes 0.</p>{_html_table([*KEYS, 'metric', 'a', 'b', 'delta', '95% CI', 'paired'], body)}"
+            f"{gap_html}</body></html>")

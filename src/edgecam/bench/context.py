@@ -39,6 +39,7 @@ class RunContext:
     log: Callable[[str], None] = print
     progress: Any = None  # an object with `.stage(name, total) -> Progress` (the CLI's rich bars), or None
     timings: dict[str, float] = field(default_factory=dict)  # manifest "stages_s": what each step took
+    emulated: bool = False  # the device's CPU is emulated (`DeviceSpec.is_emulated`): its latency is labelled so
 
     def bar(self, name: str) -> Progress:
         """A progress callback `(description, fraction done)` for one step."""

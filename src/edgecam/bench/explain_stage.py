@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from edgecam.bench import outputs as files
 from edgecam.bench.aggregate import HIST_BINS, ExplainOutput, ShardOutput, Track, aggregate, fold, push
 from edgecam.bench.measure import device_job
 from edgecam.bench.store import job_key
@@ -120,6 +121,9 @@ def _explain_shards(ctx: "RunContext", setup: ModelSetup, key: dict[str, Any], s
         if s0 == 0:
             setup.hist_edges.update(part.edges)
         _keep_preds(ok, part.preds, s0)
+        if part.kept:  # to disk at once: a run holds no kept outputs in memory
+            files.write_kept(ctx.out_dir, ok[0].model, s0, part.kept)
+            part.kept = {}
         fold(folded, part, setup.top_k)  # bounded: one heap per track, not one per shard
         parts.append(part)
         bar(f"CAMs {ok[0].model}", (i + 1) / len(shards))
@@ -268,7 +272,31 @@ def explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int) -> Sha
                     for i, r in enumerate(rows[-len(c):]):
                         if np.isfinite(r["rmse_fp32"]):
                             push(track.heap, (float(r["rmse_fp32"]), s0 + i, str(shard.ids[i]), c[i].copy(), c_fp32[i].copy()), setup.top_k)
-    return ShardOutput(pd.DataFrame(rows), pd.DataFrame(gaps), tracks, hist, grid, preds, edges_all if s0 == 0 else {})
+    kept = kept_outputs(ok, outputs, cams, shard.ids, s0, ex.keep_outputs, ex.keep_cam_size)
+    return ShardOutput(pd.DataFrame(rows), pd.DataFrame(gaps), tracks, hist, grid, preds, edges_all if s0 == 0 else {}, kept)
+
+
+def kept_outputs(ok: list[Variant], outputs: dict[str, dict[str, np.ndarray]], cams: dict[tuple[str, str, str], np.ndarray], ids: Sequence[str],
+                 s0: int, keep: int, size: int) -> dict[str, np.ndarray]:
+    """What a run keeps of the shard's images among the first `keep` of the run (`explain.keep_outputs`), for
+    comparisons across runs (`edgecam compare`'s device gap: the same artifact on two devices): the image
+    ids, each variant's logits (float32) and each CAM area-downsampled to at most `size` pixels a side."""
+    n = max(0, min(len(ids), keep - s0))
+    if n == 0:
+        return {}
+    import cv2
+
+    kept = {"ids": np.asarray([str(i) for i in ids[:n]])}
+    names = {v.key: f"{v.model}|{v.format}|{v.precision}|{v.runtime}" for v in ok}
+    for v in ok:
+        kept[f"logits|{names[v.key]}"] = np.asarray(outputs[v.key]["logits"][:n], dtype=np.float32)
+    for (vkey, method, mode), c in cams.items():
+        h, w = c.shape[1:]
+        f = min(1.0, size / max(h, w))
+        dsize = (max(1, round(w * f)), max(1, round(h * f)))
+        kept[f"cam|{names[vkey]}|{method}|{mode}"] = np.stack([cv2.resize(np.asarray(m, np.float32), dsize, interpolation=cv2.INTER_AREA) if f < 1 else np.asarray(m, np.float32)
+                                                               for m in c[:n]])
+    return kept
 
 
 GRID_TYPICAL = 3

@@ -29,6 +29,7 @@ FAILED = "failed.csv"
 LOWBIT = "lowbit.csv"
 MANIFEST = "manifest.json"
 REPORT = "report.html"
+OUTPUTS = "outputs"  # per explain shard: the first images' logits and (downsampled) CAMs, for cross-run comparisons
 ARTIFACTS = "artifacts"
 JOBS = "jobs"
 DEVICE_SCRATCH = ".device"  # the local device's working directory inside a run, removed at the end
@@ -42,6 +43,29 @@ def write_parquet(df: Any, path: Path) -> None:
 def write_csv(df: Any, path: Path) -> None:
     with stage("io"), atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+
+
+def write_kept(run_dir: Path, model: str, s0: int, kept: dict[str, np.ndarray]) -> None:
+    """One explain shard's kept outputs (`explain.keep_outputs`) as OUTPUTS/<model>/<first image>.npz."""
+    path = run_dir / OUTPUTS / model / f"{s0:07d}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with stage("io"), atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **kept)
+
+
+def read_kept(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Every kept output of a run: array name ("logits|<variant>", "cam|<variant>|<method>|<mode>") ->
+    image id -> that image's array. Empty when the run kept none (or predates `keep_outputs`)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for path in sorted((Path(run_dir) / OUTPUTS).glob("*/*.npz")):
+        with np.load(path, allow_pickle=False) as z:
+            ids = [str(i) for i in z["ids"]]
+            for name in z.files:
+                if name != "ids":
+                    arr = z[name]
+                    out.setdefault(name, {}).update(zip(ids, arr))
+    return out
 
 
 def read_table(run_dir: Path, name: str) -> Any:

@@ -137,6 +137,17 @@ def fidelity_points(results: Any, bench: Any, method: str | None = None) -> Any:
     return cc.merge(ok[["model", "format", "runtime", "precision", "p50_ms", "size_bytes"]], on=["model", "format", "runtime", "precision"]).assign(cam_method=method)
 
 
+def _emulated_banner(device: dict[str, Any], anchor: str = "") -> str:
+    """A warning paragraph when the run's device is emulated: its latency is the emulator's, not hardware's."""
+    if not device.get("emulated"):
+        return ""
+    why = html.escape(str(device.get("emulation") or "the inventory says so (emulated = true)"))
+    ident = f' id="{anchor}"' if anchor else ""
+    return (f'<p class="warn"{ident}><b>Emulated device</b> ({why}): latency and memory here are an emulator\'s, '
+            "not the board's (an emulated CPU is hundreds of times slower and does not rank variants as hardware does). "
+            "Predictions and CAM fidelity are real: the board's own kernels computed them.</p>")
+
+
 def scatter_plots(points: Any) -> str:
     """Latency-vs-fidelity and size-vs-fidelity per device, the Pareto front drawn."""
     if points.empty:
@@ -203,7 +214,7 @@ def latency_and_memory(latency: Any, bench: Any) -> str:
 
 
 STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.4em}h2{margin-top:1.6em;border-bottom:1px solid #ccc}
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}.warn{background:#fff4d6;border-left:4px solid #e0a000;padding:.4em .7em}h1{font-size:1.4em}h2{margin-top:1.6em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;padding:3px 6px;text-align:right}
 th{background:#f3f3f3;cursor:pointer}td:nth-child(-n+6){text-align:left}.best{font-weight:bold;background:#e3f6e3}
 .grid td{text-align:center;padding:1px}.grid img{image-rendering:pixelated}.scroll{overflow-x:auto}.plot{max-width:100%}
@@ -245,6 +256,7 @@ def build_report(run_dir: str | Path) -> Path:
 <p>Device <b>{html.escape(str(device.get('inventory', {}).get('name', device.get('hostname', 'local'))))}</b>
 ({html.escape(str(device.get('arch', '')))}, {html.escape(str(device.get('cpu', '')))}, {device.get('cores', '?')} cores);
 {manifest.get('images', '?')} images per variant; run took {manifest.get('wall_s', float('nan')):.0f} s.</p>
+{_emulated_banner(device, "emulated")}
 <h2 id="table1">CAM fidelity (Table 1 layout of 2403.09939)</h2>
 <p>Mean ± std over images; best per row highlighted; hover a cell for its 95% bootstrap interval and the paired Wilcoxon p-value vs fp32; click a header to sort.</p>
 {summary_table(table1, models)}
@@ -252,8 +264,8 @@ def build_report(run_dir: str | Path) -> Path:
 {cam_grid(run_dir, models)}
 <h2 id="tradeoff">What each millisecond costs in interpretability</h2>
 {scatter_plots(fidelity_points(results, bench))}
-<h2 id="performance">Latency and memory</h2>
-{latency_and_memory(latency, bench)}
+<h2 id="performance">Latency and memory{" (EMULATED device)" if device.get("emulated") else ""}</h2>
+{_emulated_banner(device)}{latency_and_memory(latency, bench)}
 <h2 id="manifest">Manifest</h2>
 <details><summary>versions, device facts, config</summary><pre>{html.escape(json.dumps(manifest, indent=1, default=str))}</pre></details>"""
     page = f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{body}<script>{SCRIPT}</script></body></html>'

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -113,9 +113,9 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
     acc.variants += variants
 
 
-def latency_rows(variants: list[Variant], device: str) -> list[dict[str, Any]]:
-    """latency.parquet: one row per timed iteration of each variant."""
-    return [{"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "device": device, "iteration": i,
+def latency_rows(variants: list[Variant], device: str, emulated: bool = False) -> list[dict[str, Any]]:
+    """latency.parquet: one row per timed iteration of each variant (`device_emulated`: an emulator's time)."""
+    return [{"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "device": device, "device_emulated": emulated, "iteration": i,
              "batch_size": v.result.get("batch_size"), "latency_ms": s * 1e3} for v in variants for i, s in enumerate(v.result.get("samples_s", []))]
 
 
@@ -130,7 +130,7 @@ def write_outputs(ctx: RunContext, acc: Collected) -> dict[str, Any]:
         results = pd.concat(acc.rows, ignore_index=True) if acc.rows else pd.DataFrame()
         gap = pd.concat(acc.gaps, ignore_index=True) if acc.gaps else pd.DataFrame()
         tables = {
-            "results": results, "bench": variant_table(acc.variants, ctx.data.test_y, ctx.device.name),
+            "results": results, "bench": variant_table(acc.variants, ctx.data.test_y, ctx.device.name).assign(device_emulated=ctx.emulated),
             "summary": summarise(results, names, ctx.cfg.explain.bootstrap, ctx.cfg.explain.seed),
             "runtime_gap": summarise_gap(gap, names, ctx.cfg.explain.bootstrap, ctx.cfg.explain.seed),
             "wsol": pd.DataFrame(acc.wsol, columns=["model", "format", "runtime", "precision", "cam_method", "cam_mode", "max_box_acc", "best_threshold", "images"]),
@@ -144,7 +144,7 @@ def write_outputs(ctx: RunContext, acc: Collected) -> dict[str, Any]:
     files.write_grid(acc.grids, out)
     if not gap.empty:
         files.write_tables(out, [(files.RUNTIME_GAP, gap), (files.RUNTIME_GAP_CSV, tables["runtime_gap"])])
-    files.write_tables(out, [(files.RESULTS, results), (files.LATENCY, pd.DataFrame(latency_rows(acc.variants, ctx.device.name))), (files.BENCH, tables["bench"]),
+    files.write_tables(out, [(files.RESULTS, results), (files.LATENCY, pd.DataFrame(latency_rows(acc.variants, ctx.device.name, ctx.emulated))), (files.BENCH, tables["bench"]),
                              (files.SUMMARY, tables["summary"]), (files.FAILED, pd.DataFrame(acc.failed, columns=["job", "error"]))])
     if acc.lowbit:
         files.write_tables(out, [(files.LOWBIT, tables["lowbit"])])
@@ -170,9 +170,13 @@ def run(cfg: "RunConfig", out_dir: Path, limit: int | None = None, progress: Any
     with ctx.device:  # closed (SSH connection, adb forward) however the run ends
         with stage("device"):
             device_info = ctx.device.info()
+        ctx = replace(ctx, emulated=ctx.dspec.is_emulated(device_info))
+        if ctx.emulated:
+            log(f"[yellow]device {ctx.dspec.name} is emulated ({device_info.get('emulation') or 'inventory: emulated = true'}): its latency is labelled "
+                "emulated (not a hardware figure); predictions and CAM fidelity are real[/yellow]")
         manifest: dict[str, Any] = {
             "config": cfg.to_dict(), "config_hash": stable_hash(cfg.to_dict()), "versions": package_versions(), "host": probe(),
-            "device": {**device_info, "inventory": ctx.dspec.public()}, "images": ctx.n_img, "data_fingerprint": ctx.data.fingerprint, "data": ctx.data.source,
+            "device": {**device_info, "emulated": ctx.emulated, "inventory": ctx.dspec.public()}, "images": ctx.n_img, "data_fingerprint": ctx.data.fingerprint, "data": ctx.data.source,
             "models": {}, "variants": {}, "stages_s": ctx.timings, "resumed": resumed,
         }
         for mspec in cfg.models:

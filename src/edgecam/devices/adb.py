@@ -383,6 +383,7 @@ def android_facts(props: Mapping[str, str], sections: Mapping[str, str]) -> dict
                 pass
     cpu, processors = _cpuinfo_fields(sections.get("cpuinfo", ""))
     soc = " ".join(v for v in (props.get("ro.soc.manufacturer"), props.get("ro.soc.model")) if v)
+    emulator = props.get("ro.kernel.qemu") == "1" or props.get("ro.boot.qemu") == "1"
     return {
         "model": props.get("ro.product.model"),
         "manufacturer": props.get("ro.product.manufacturer"),
@@ -396,7 +397,8 @@ def android_facts(props: Mapping[str, str], sections: Mapping[str, str]) -> dict
         "cores": _possible_cpus(sections.get("possible", "")) or processors or None,
         "ram_bytes": ram,
         "kernel": sections.get("uname", "").strip() or None,
-        "emulator": props.get("ro.kernel.qemu") == "1" or props.get("ro.boot.qemu") == "1",
+        "emulator": emulator,
+        "emulated": emulator,  # its latency is the emulator's, not a phone's (`DeviceSpec.is_emulated`)
     }
 
 

@@ -257,6 +257,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+ARCH_FAMILIES = {"aarch64": "arm", "arm64": "arm", "armv7l": "arm", "armv8l": "arm", "armv6l": "arm", "x86_64": "x86", "amd64": "x86", "i686": "x86",
+                 "i386": "x86", "riscv64": "riscv", "ppc64le": "ppc", "s390x": "s390"}
+
+
+def emulation(arch: str, kernel_arch: str, cpuinfo: str) -> Optional[str]:
+    """Why this device's CPU is emulated (its latency says nothing about real hardware), None when no sign is
+    seen: a userland of another architecture family than the kernel's (qemu-user: uname says aarch64 while
+    /proc/sys/kernel/arch says x86_64; a 32-bit ARM userland on an arm64 kernel is native), an ARM userland
+    whose /proc/cpuinfo lists x86 CPUs, or an ARM CPU with implementer 0x00 ("reserved for software use":
+    QEMU's `max` CPU in a full-system guest)."""
+    fam, kfam = ARCH_FAMILIES.get(arch), ARCH_FAMILIES.get(kernel_arch.strip())
+    if fam and kfam and fam != kfam:
+        return "qemu-user: an %s userland on an %s kernel (/proc/sys/kernel/arch)" % (arch, kernel_arch.strip())
+    fields = [line.partition(":")[0].strip() for line in cpuinfo.splitlines()]
+    if fam == "arm" and ("vendor_id" in fields or "flags" in fields):
+        return "qemu-user: an %s userland on a kernel whose /proc/cpuinfo lists x86 CPUs" % arch
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "CPU implementer" and value.strip().lower() in ("0x00", "0x0", "0"):
+            return "CPU implementer 0x00 (reserved for software use: an emulated CPU such as QEMU's max)"
+    return None
+
+
 def ram_bytes() -> Optional[int]:
     """Total RAM (MemTotal of /proc/meminfo, else the physical page count); None where neither is known."""
     for line in _read("/proc/meminfo").splitlines():
@@ -330,9 +353,12 @@ def probe() -> Dict[str, Any]:
     """What this device is and which runtimes it can run: printed by `agent.pyz probe` as JSON."""
     import platform
 
+    arch = platform.machine()
+    why = emulation(arch, _read("/proc/sys/kernel/arch"), _read("/proc/cpuinfo"))
     facts: Dict[str, Any] = {
         "protocol": AGENT_PROTOCOL,
-        "arch": platform.machine(),
+        "arch": arch,
+        "emulated": why is not None,
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -343,6 +369,8 @@ def probe() -> Dict[str, Any]:
         "numpy": _module_version("numpy"),
         "runtimes": {name: _module_version(name) for name in probed_modules()},
     }
+    if why is not None:
+        facts["emulation"] = why
     board = _read("/proc/device-tree/model").strip("\x00\n ")
     if board:
         facts["board"] = board

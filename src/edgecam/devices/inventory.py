@@ -7,6 +7,7 @@
     threads = 4                             # runtime threads, unless the experiment sets them
     cores = 4                               # CPU budget: pin the agent to 4 cores (Linux affinity)
     python = "python3"
+    emulated = false                        # optional: override the probe's finding (latency labelled emulated)
     notes = "Jetson Orin Nano 8GB, MAXN"
 
 Looked up in: `--devices FILE`, $EDGECAM_DEVICES, ./devices.toml, ~/.config/edgecam/devices.toml. The
@@ -49,6 +50,7 @@ class DeviceSpec:
     retries: int = 3
     benchmark_model: Optional[str] = None
     tegrastats: bool = True
+    emulated: Optional[bool] = None  # latency from an emulator, not hardware; None: as the device's probe says
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -72,6 +74,11 @@ class DeviceSpec:
     @property
     def scheme(self) -> str:
         return self.url.split("://", 1)[0] if "://" in self.url else self.url
+
+    def is_emulated(self, info: dict[str, object]) -> bool:
+        """Whether this device's latency comes from an emulated CPU: `emulated` when the inventory sets it,
+        else the probe's finding (`agent.emulation`; an Android emulator over adb)."""
+        return self.emulated if self.emulated is not None else bool(info.get("emulated"))
 
     def public(self) -> dict[str, object]:
         """What a run manifest records: everything but where the key lives (no secrets in manifests)."""

@@ -43,3 +43,46 @@ def test_bootstrap_diff_ci_unpaired_and_degenerate() -> None:
     d, lo, hi = bootstrap_diff_ci(rng.normal(0, 1, 300), rng.normal(1, 1, 200), paired=False, n_boot=500)
     assert lo < d < hi and 0.7 < d < 1.3 and lo > 0.5
     assert all(np.isnan(v) for v in bootstrap_diff_ci([1.0], [2.0, 3.0], paired=False))
+
+
+def _kept_run(root: Path, logits: np.ndarray, cams: np.ndarray, ids: list[str], device: dict[str, object], sha: str = "abc") -> Path:
+    """A run directory with only what the device gap reads: the manifest and kept outputs in two shards."""
+    from edgecam.bench import outputs as files
+
+    root.mkdir()
+    name = "m|onnx|int8|onnxruntime"
+    (root / "manifest.json").write_text(json.dumps({"device": device, "variants": {"m-onnx-int8-onnxruntime": {"sha256": sha}}}))
+    for s0, s1 in ((0, 2), (2, len(ids))):
+        files.write_kept(root, "m", s0, {"ids": np.asarray(ids[s0:s1]), f"logits|{name}": logits[s0:s1], f"cam|{name}|eigencam|surrogate": cams[s0:s1]})
+    return root
+
+
+def test_device_gap_pairs_the_kept_images_of_two_devices(tmp_path: Path) -> None:
+    from edgecam.bench.compare import device_gap, device_label
+
+    rng = np.random.default_rng(0)
+    logits, cams = rng.normal(size=(5, 10)).astype(np.float32), rng.random((5, 8, 8)).astype(np.float32)
+    ids = [f"img{i}" for i in range(5)]
+    a = _kept_run(tmp_path / "a", logits, cams, ids, {"arch": "x86_64", "emulated": False, "inventory": {"name": "local"}})
+    moved = logits.copy()
+    moved[4] = -moved[4]  # the last image's logits flip sign on device B: its top-1 changes
+    flipped = cams.copy()
+    flipped[4] = flipped[4].T
+    # B kept the images in another order and one more: pairing is by image id, over the images both kept
+    order = [4, 0, 3, 1, 2]
+    b = _kept_run(tmp_path / "b", np.concatenate([moved[order], logits[:1]]), np.concatenate([flipped[order], cams[:1]]), [ids[i] for i in order] + ["extra"],
+                  {"arch": "aarch64", "emulated": True, "inventory": {"name": "pi"}})
+    gap = device_gap(a, b)
+    assert len(gap) == 1
+    r = gap.iloc[0]
+    assert (r["model"], r["format"], r["precision"], r["runtime"], r["cam_method"], r["cam_mode"]) == ("m", "onnx", "int8", "onnxruntime", "eigencam", "surrogate")
+    assert r["images"] == 5 and r["same_artifact"] and r["top1_agreement"] == 0.8
+    assert r["max_abs_logit_diff"] == np.abs(2 * logits[4]).max() and r["median_abs_logit_diff"] == 0.0
+    assert 0.7 < r["cc"] < 1.0 and r["kld"] > 0  # four identical CAMs and one transposed
+    assert device_label(b) == "pi (aarch64, emulated)" and device_label(a) == "local (x86_64)"
+    same = device_gap(a, a).iloc[0]
+    assert same["top1_agreement"] == 1.0 and same["max_abs_logit_diff"] == 0.0 and same["cc"] > 0.9999 and same["kld"] < 1e-6
+    c = _kept_run(tmp_path / "c", logits, cams, ids, {}, sha="other")
+    assert not device_gap(a, c).iloc[0]["same_artifact"]
+    page = to_html(compare_runs(a, a), a, b, gap)
+    assert 'id="device-gap"' in page and "pi (aarch64, emulated)" in page

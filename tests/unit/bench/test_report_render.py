@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from edgecam.bench.outputs import write_grid
-from edgecam.bench.report import cam_grid, summary_table
+from edgecam.bench.report import _emulated_banner, cam_grid, summary_table
 
 
 def _summary() -> pd.DataFrame:
@@ -36,3 +36,10 @@ def test_grid_shows_na_for_images_without_ground_truth(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "grid.json").read_text())["m"]["has_box"] == [True, False]
     page = cam_grid(tmp_path, ["m"])
     assert page.count("no box for this image") == 1 and page.count('title="ground truth"') == 1
+
+
+def test_an_emulated_device_is_flagged_and_its_reason_escaped() -> None:
+    assert _emulated_banner({"emulated": False, "emulation": "x"}) == ""
+    page = _emulated_banner({"emulated": True, "emulation": "qemu-user: <b>aarch64</b>"}, "emulated")
+    assert 'id="emulated"' in page and "Emulated device" in page and "&lt;b&gt;aarch64&lt;/b&gt;" in page and "<b>aarch64" not in page
+    assert "inventory" in _emulated_banner({"emulated": True})

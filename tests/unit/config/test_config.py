@@ -58,6 +58,8 @@ def test_frozen() -> None:
         ('[explain]\nsaliency = "directory"\n', "explain.saliency_dir: required when explain.saliency = 'directory'"),
         ('[explain]\nemd_size = 1\n', "explain.emd_size: expected 0 (off) or an integer >= 2, got 1"),
         ('[explain]\nshard_size = 0\n', "explain.shard_size: expected a positive integer, got 0"),
+        ('[explain]\nkeep_outputs = -1\n', "explain.keep_outputs: expected 0 (keep none) or a number of images, got -1"),
+        ('[explain]\nkeep_cam_size = 1\n', "explain.keep_cam_size: expected at least 2 pixels a side, got 1"),
         ('[explain]\nbootstrap = 10\n', "explain.bootstrap: expected at least 100 resamples, got 10"),
         ('[[models]]\nname = "tinycnn"\nshift_copies = -1\n', "models.shift_copies (tinycnn): expected an integer >= 0, got -1"),
         ('[data]\ncopies_test = 0\n', "data.copies_test: expected a positive integer, got 0"),

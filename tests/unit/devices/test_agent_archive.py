@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecam.devices.agent import parse_nv_tegra_release
+from edgecam.devices.agent import emulation, parse_nv_tegra_release
 from edgecam.devices.archive import agent_archive_bytes, agent_modules, build_agent_archive
 from edgecam.devices.base import JobFailed
 from edgecam.devices.local import LocalDevice
@@ -63,8 +63,30 @@ def test_probe_prints_facts_as_json(tmp_path: Path) -> None:
     facts = json.loads(subprocess.run([sys.executable, str(pyz), "probe"], capture_output=True, text=True, check=True).stdout)
     assert facts["runtimes"]["onnxruntime"] and set(facts["runtimes"]) == {"onnxruntime", "ai_edge_litert", "tflite_runtime", "tensorrt"}
     assert facts["cores"] >= 1 and facts["ram_bytes"] > 0 and facts["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert facts["emulated"] is False and "emulation" not in facts  # this x86 host runs its own code
     bad = subprocess.run([sys.executable, str(pyz), "--help"], capture_output=True, text=True)
     assert bad.returncode == 2 and "usage: agent run JOB_DIR | agent probe" in bad.stderr
+
+
+X86_CPUINFO = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu vme sse2\n"
+A76_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd asimddp\nCPU implementer\t: 0x41\nCPU part\t: 0xd0b\n"
+MAX_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd sve\nCPU implementer\t: 0x00\nCPU part\t: 0x000\n"
+
+
+@pytest.mark.parametrize(
+    ("arch", "kernel", "cpuinfo", "why"),
+    [
+        ("aarch64", "x86_64\n", A76_CPUINFO, "aarch64 userland on an x86_64 kernel"),  # qemu-user with a board's cpuinfo
+        ("aarch64", "", X86_CPUINFO, "lists x86 CPUs"),  # qemu-user on a kernel without /proc/sys/kernel/arch
+        ("aarch64", "aarch64\n", MAX_CPUINFO, "implementer 0x00"),  # a full-system QEMU guest on the max CPU
+        ("aarch64", "aarch64\n", A76_CPUINFO, None),  # a Raspberry Pi 5
+        ("armv7l", "aarch64\n", A76_CPUINFO, None),  # 32-bit Raspberry Pi OS on a 64-bit kernel: native
+        ("x86_64", "x86_64\n", X86_CPUINFO, None),
+    ],
+)
+def test_emulation_is_told_by_the_kernels_architecture_or_the_cpu(arch: str, kernel: str, cpuinfo: str, why: str | None) -> None:
+    found = emulation(arch, kernel, cpuinfo)
+    assert (found is None) if why is None else (found is not None and why in found), found
 
 
 def test_cpu_budget_pins_the_agent(trained_tinycnn, tmp_path: Path) -> None:

@@ -46,6 +46,15 @@ def test_inventory_loads_typed_specs_and_keeps_local(tmp_path: Path) -> None:
     assert "key_file" not in orin.public() and orin.public()["url"] == orin.url
 
 
+def test_emulated_is_the_probes_finding_unless_the_inventory_says() -> None:
+    from edgecam.devices.inventory import DeviceSpec
+
+    assert DeviceSpec("pi", "ssh://u@h").is_emulated({"emulated": True}) is True
+    assert DeviceSpec("pi", "ssh://u@h").is_emulated({}) is False
+    assert DeviceSpec("pi", "ssh://u@h", emulated=False).is_emulated({"emulated": True}) is False  # the user knows better
+    assert DeviceSpec("vm", "ssh://u@h", emulated=True).is_emulated({"emulated": False}) is True
+
+
 def test_ssh_spec_opens_an_unconnected_ssh_device(tmp_path: Path) -> None:
     device = open_device(get_device_spec("orin", write(tmp_path, GOOD)))
     assert isinstance(device, SSHDevice) and device._client is None  # connects on first use
