@@ -53,6 +53,7 @@ def test_probe_reports_an_emulated_aarch64_board(arm_board: SshServer, tmp_path:
     with open_device(board_spec(arm_board)) as device:
         facts = device.info()
     assert facts["arch"] == "aarch64" and facts["emulated"] is True and "x86_64 kernel" in facts["emulation"]
+    assert facts["cpu"] == "Cortex-A76 (0xd0b)"  # qemu-user -cpu cortex-a76, as the board's cpuinfo says
     assert facts["runtimes"]["onnxruntime"] and facts["runtimes"]["ai_edge_litert"], facts["runtimes"]
     inv = tmp_path / "devices.toml"
     inv.write_text(f'[[devices]]\nname = "arm64"\nurl = "{arm_board.url}"\nkey_file = "{arm_board.key_file}"\nknown_hosts = "{arm_board.known_hosts}"\n'

@@ -242,16 +242,30 @@ def _read(path: str) -> str:
         return ""
 
 
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo ("model name" on x86, "Model"/"Hardware" or the part on ARM)."""
+#: (implementer, part) of /proc/cpuinfo -> core name, for the ARM cores of the boards edgecam targets (an
+#: aarch64 kernel prints no model name: a Raspberry Pi 5 says only "CPU part : 0xd0b")
+ARM_CORES = {("0x41", "0xd03"): "Cortex-A53", ("0x41", "0xd04"): "Cortex-A35", ("0x41", "0xd05"): "Cortex-A55", ("0x41", "0xd07"): "Cortex-A57",
+             ("0x41", "0xd08"): "Cortex-A72", ("0x41", "0xd09"): "Cortex-A73", ("0x41", "0xd0a"): "Cortex-A75", ("0x41", "0xd0b"): "Cortex-A76",
+             ("0x41", "0xd0c"): "Neoverse-N1", ("0x41", "0xd0d"): "Cortex-A77", ("0x41", "0xd40"): "Neoverse-V1", ("0x41", "0xd41"): "Cortex-A78",
+             ("0x41", "0xd42"): "Cortex-A78AE", ("0x41", "0xd44"): "Cortex-X1", ("0x41", "0xd46"): "Cortex-A510", ("0x41", "0xd47"): "Cortex-A710",
+             ("0x41", "0xd49"): "Neoverse-N2", ("0x4e", "0x004"): "NVIDIA Carmel"}
+
+
+def cpu_model(cpuinfo: Optional[str] = None) -> str:
+    """CPU model name from /proc/cpuinfo ("model name" on x86, "Model"/"Hardware", else the ARM core named
+    from its implementer and part numbers)."""
     fields: Dict[str, str] = {}
-    for line in _read("/proc/cpuinfo").splitlines():
+    for line in (_read("/proc/cpuinfo") if cpuinfo is None else cpuinfo).splitlines():
         key, sep, value = line.partition(":")
         if sep and key.strip() not in fields:
             fields[key.strip()] = value.strip()
-    for key in ("model name", "Model", "Hardware", "cpu model", "CPU part"):
+    for key in ("model name", "Model", "Hardware", "cpu model"):
         if fields.get(key):
             return fields[key]
+    part = fields.get("CPU part", "").lower()
+    if part:
+        core = ARM_CORES.get((fields.get("CPU implementer", "").lower(), part))
+        return "%s (%s)" % (core, part) if core else "ARM part %s" % part
     import platform
 
     return platform.processor() or platform.machine()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecam.devices.agent import emulation, parse_nv_tegra_release
+from edgecam.devices.agent import cpu_model, emulation, parse_nv_tegra_release
 from edgecam.devices.archive import agent_archive_bytes, agent_modules, build_agent_archive
 from edgecam.devices.base import JobFailed
 from edgecam.devices.local import LocalDevice
@@ -87,6 +87,13 @@ MAX_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd sve\nCPU implementer\t: 0x00
 def test_emulation_is_told_by_the_kernels_architecture_or_the_cpu(arch: str, kernel: str, cpuinfo: str, why: str | None) -> None:
     found = emulation(arch, kernel, cpuinfo)
     assert (found is None) if why is None else (found is not None and why in found), found
+
+
+def test_cpu_model_names_arm_cores_from_their_part_numbers() -> None:
+    assert cpu_model(A76_CPUINFO) == "Cortex-A76 (0xd0b)"
+    assert cpu_model(MAX_CPUINFO) == "ARM part 0x000"
+    assert cpu_model("processor\t: 0\nmodel name\t: AMD EPYC 9B14\n") == "AMD EPYC 9B14"
+    assert cpu_model("Hardware\t: BCM2835\nCPU implementer\t: 0x41\nCPU part\t: 0xd08\n") == "BCM2835"
 
 
 def test_cpu_budget_pins_the_agent(trained_tinycnn, tmp_path: Path) -> None:
