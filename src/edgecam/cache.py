@@ -44,10 +44,35 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp's 0600 would make a shared run directory unreadable
+        with open(tmp_path, "rb+") as f:  # durable before it becomes visible
+            os.fsync(f.fileno())
         os.replace(tmp_path, final)
+        fsync_dir(final.parent)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it: POSIX has no getter)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make a rename inside `directory` durable (POSIX: the directory entry lives in the directory's inode)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems do not fsync directories
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -4,6 +4,7 @@ the library's (and the config file's) defaults win."""
 from __future__ import annotations
 
 import argparse
+import os
 import datetime as _dt
 import sys
 from pathlib import Path
@@ -29,21 +30,70 @@ class RunProgress:
         return update
 
 
+def require_code_consent(cfg: Any, allowed: bool) -> None:
+    """An experiment file naming a 'module:factory' model runs that code: refused unless the user says the
+    file is trusted (`--allow-code` or EDGECAM_ALLOW_CODE=1), before anything is imported."""
+    custom = [m.name for m in cfg.models if ":" in m.name]
+    if custom and not (allowed or os.environ.get("EDGECAM_ALLOW_CODE") == "1"):
+        raise EdgecamError(f"models {', '.join(custom)}: a 'module:factory' model imports and runs Python code named by the experiment file; "
+                           "run only experiment files you trust, and say so with --allow-code (or EDGECAM_ALLOW_CODE=1)")
+
+
+def slug(name: str) -> str:
+    """`name` as one safe path component (the default run directory): no separators, no `..`, no leading dot."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "run"
+
+
+def plain(value: Any, style: str = "") -> Any:
+    """A table cell or title rich prints as it is: values come from configs, devices and file names, and rich
+    would read `[...]` in them as markup (`[/]` in a device name crashed the CLI)."""
+    from rich.text import Text
+
+    return Text(str(value), style=style)
+
+
+#: colour tags edgecam's own log messages open with ("[yellow]...[/yellow]", "[red]FAILED[/red] ...")
+LOG_TAGS = ("yellow", "red")
+
+
+def markup_log(console: Any) -> Callable[[str], None]:
+    """The sweep's `log` for a rich console: the message escaped as a whole, then only the colour tag it opens
+    with (and the closing that ends the message, else its first) turned back into markup, so a value interpolated into a message (a
+    device name, an error, a path) is printed as text and can neither style nor break the output."""
+    from rich.markup import escape
+
+    def log(message: str) -> None:
+        text = escape(str(message))
+        for tag in LOG_TAGS:
+            opening, closing = f"\\[{tag}]", f"\\[/{tag}]"
+            if text.startswith(opening) and closing in text:
+                body = text[len(opening):]
+                if body.endswith(closing):  # a message wrapped in the tag: its last closing is edgecam's
+                    text = f"[{tag}]{body[: -len(closing)]}[/{tag}]"
+                else:  # a tagged prefix ("[red]FAILED[/red] ..."): the first closing
+                    text = f"[{tag}]" + body.replace(closing, f"[/{tag}]", 1)
+                break
+        console.print(text)
+
+    return log
+
+
 def metric_table(title: str, rows: Any, models: Sequence[str]) -> Any:
     """A Table-1 style rich table of summary rows: comparison x metric, model columns, the row's best in bold."""
     from rich.table import Table
 
     from edgecam.bench.results import format_mean_std, is_best
 
-    table = Table(title=title)
+    table = Table(title=plain(title))
     table.add_column("Comparison")
     table.add_column("Metric")
     for m in models:
-        table.add_column(m, justify="right")
+        table.add_column(plain(m), justify="right")
     for _, row in rows.iterrows():
-        cells = [format_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in models]
-        cells = [f"[bold green]{c}[/]" if is_best(row, m) else c for c, m in zip(cells, models)]
-        table.add_row(row["comparison"], row["metric_label"], *cells)
+        cells = [plain(format_mean_std(row[f"{m}_mean"], row[f"{m}_std"]), "bold green" if is_best(row, m) else "") for m in models]
+        table.add_row(plain(row["comparison"]), plain(row["metric_label"]), *cells)
     return table
 
 
@@ -71,8 +121,8 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
             lt.add_column(col, justify="right" if col in ("accuracy", "fp32 accuracy", "SIM", "CC", "KLD") else "left")
         for _, r in lowbit.iterrows():
             ort = f"accuracy {r['ort_accuracy']:.4f}, agrees with sim {r['ort_top1_agreement']:.4f}" if r["ort_accuracy"] == r["ort_accuracy"] else str(r["ort_status"])
-            lt.add_row(r["model"], r["precision"], "host simulation" if "host" in r["execution"] else r["execution"], f"{r['accuracy']:.4f}", f"{r['accuracy_fp32']:.4f}",
-                       *(format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in ("sim", "cc", "kld")), ort[:90])
+            lt.add_row(plain(r["model"]), plain(r["precision"]), plain("host simulation" if "host" in r["execution"] else r["execution"]), f"{r['accuracy']:.4f}",
+                       f"{r['accuracy_fp32']:.4f}", *(format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in ("sim", "cc", "kld")), plain(ort[:90]))
         console.print(lt)
     bench = out["bench"]
     emulated = bool(bench.get("device_emulated", False).any()) if not bench.empty and "device_emulated" in bench else False
@@ -85,10 +135,10 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
         table.add_column(col, justify="left" if col in ("model", "runtime", "precision") else "right")
     for _, r in bench.iterrows():
         if not r["ok"]:
-            table.add_row(r["model"], r["runtime"], r["precision"], "[red]failed[/]", *[""] * 6)
+            table.add_row(plain(r["model"]), plain(r["runtime"]), plain(r["precision"]), plain("failed", "red"), *[""] * 6)
             continue
         table.add_row(
-            r["model"], r["runtime"], r["precision"], f"{r['accuracy']:.4f}", f"{r['agrees_fp32']:.4f}",
+            plain(r["model"]), plain(r["runtime"]), plain(r["precision"]), f"{r['accuracy']:.4f}", f"{r['agrees_fp32']:.4f}",
             f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['init_ms']:.1f}", f"{r['peak_rss_mb']:.1f}", f"{r['size_bytes'] / 1024:.1f}",
         )
     console.print(table)
@@ -117,28 +167,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         if args.limit < 1:
             raise EdgecamError(f"--limit: expected a positive integer, got {args.limit}")
+    require_code_consent(cfg, args.allow_code)
     dspec = get_device_spec(args.device or cfg.device, args.devices)
     if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
         raise EdgecamError(f"--out {args.out} and --resume {args.resume} name different directories; pass one")
-    out_dir = Path(args.resume or args.out or Path("runs") / f"{cfg.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    out_dir = Path(args.resume or args.out or Path("runs") / f"{slug(cfg.name)}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                       console=console, transient=False) as progress:
-            out = run(cfg, out_dir, limit=args.limit, progress=RunProgress(progress), log=console.print, device_spec=dspec, resume=True if args.resume else None)
+            out = run(cfg, out_dir, limit=args.limit, progress=RunProgress(progress), log=markup_log(console), device_spec=dspec, resume=True if args.resume else None)
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted: finished jobs are kept in {out_dir}/{files.JOBS}; resume with: edgecam run {args.config or ''} --resume {out_dir}[/yellow]".replace("  ", " "))
+        markup_log(console)(f"[yellow]interrupted: finished jobs are kept in {out_dir}/{files.JOBS}; resume with: edgecam run {args.config or ''} --resume {out_dir}[/yellow]".replace("  ", " "))
         return 130
     print_summary(console, out, [m.name for m in cfg.models])
-    console.print(f"results: {out_dir}/{files.RESULTS}, {files.LATENCY}, {files.BENCH}, {files.SUMMARY}, {files.MANIFEST}  ({out['manifest']['wall_s']:.0f} s)")
+    console.print(plain(f"results: {out_dir}/{files.RESULTS}, {files.LATENCY}, {files.BENCH}, {files.SUMMARY}, {files.MANIFEST}  ({out['manifest']['wall_s']:.0f} s)"))
     if out.get("report"):
-        console.print(f"report: {out['report']}")
+        console.print(plain(f"report: {out['report']}"))
     failed = out["failed"]
     if failed:
-        table = Table(title=f"{len(failed)} failed job(s) (also in {out_dir}/{files.FAILED}); rerun the same command to retry just these")
+        table = Table(title=plain(f"{len(failed)} failed job(s) (also in {out_dir}/{files.FAILED}); rerun the same command to retry just these"))
         table.add_column("job")
         table.add_column("error")
         for f in failed:
-            table.add_row(f["job"], f["error"][-600:])
+            table.add_row(plain(f["job"]), plain(f["error"][-600:]))
         console.print(table)
         return 1
     return 0
@@ -154,6 +205,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from edgecam.config import apply_overrides, default_config_path, load_config, weights_file_name
 
     cfg = apply_overrides(load_config(args.config or default_config_path()), args.data, None, args.models)
+    require_code_consent(cfg, args.allow_code)
     data = load_data(cfg.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,14 +243,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if table.empty:
         raise EdgecamError(f"{args.run_a} and {args.run_b} have no variant in common (same model, format, runtime, precision)")
     console = _console()
-    console.print(f"A: {args.run_a} on {device_label(args.run_a)}; B: {args.run_b} on {device_label(args.run_b)}")
-    out = Table(title=f"{args.run_b} - {args.run_a}: deltas with 95% bootstrap intervals (bold: excludes 0)")
+    console.print(plain(f"A: {args.run_a} on {device_label(args.run_a)}; B: {args.run_b} on {device_label(args.run_b)}"))
+    out = Table(title=plain(f"{args.run_b} - {args.run_a}: deltas with 95% bootstrap intervals (bold: excludes 0)"))
     for col in (*KEYS, "metric", "A", "B", "delta", "95% CI"):
         out.add_column(col, justify="right" if col in ("A", "B", "delta", "95% CI") else "left")
     for _, r in table.iterrows():
         delta = f"{r['delta']:+.4g}"
-        out.add_row(*[str(r[k]) for k in (*KEYS, "metric")], f"{r['a']:.4g}", f"{r['b']:.4g}",
-                    f"[bold]{delta}[/]" if r["ci_lo"] > 0 or r["ci_hi"] < 0 else delta, f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}]")
+        out.add_row(*[plain(r[k]) for k in (*KEYS, "metric")], f"{r['a']:.4g}", f"{r['b']:.4g}",
+                    plain(delta, "bold" if r["ci_lo"] > 0 or r["ci_hi"] < 0 else ""), plain(f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}]"))
     console.print(out)
     gap = device_gap(args.run_a, args.run_b)
     if gap.empty:
@@ -208,7 +260,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for col in GAP_COLUMNS:
             gt.add_column(col.replace("_", " "), justify="right" if col in GAP_COLUMNS[7:] else "left")
         for _, r in gap.iterrows():
-            gt.add_row(*[str(r[c]) for c in GAP_COLUMNS[:8]], *[f"{r[c]:.4g}" for c in GAP_COLUMNS[8:]])
+            gt.add_row(*[plain(r[c]) for c in GAP_COLUMNS[:8]], *[f"{r[c]:.4g}" for c in GAP_COLUMNS[8:]])
         console.print(gt)
     if args.gap_csv:
         gap.to_csv(args.gap_csv, index=False)
@@ -233,12 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, default=None, help="test images per variant (overrides data.limit)")
     r.add_argument("--device", default=None, help="device name from the inventory (overrides the config's `device`)")
     r.add_argument("--devices", default=None, metavar="FILE", help="device inventory (default: $EDGECAM_DEVICES, ./devices.toml, ~/.config/edgecam/devices.toml)")
+    r.add_argument("--allow-code", action="store_true", help="allow 'module:factory' models: the experiment file then runs Python code (trusted files only)")
     r.set_defaults(func=cmd_run)
     t = sub.add_parser("train", help="train the config's models on its data (cached) and save <model>.pt state dicts for --weights")
     t.add_argument("config", nargs="?", default=None, help="experiment TOML file (default: configs/quickstart.toml)")
     t.add_argument("--out", required=True, metavar="DIR", help="folder for the state dicts")
     t.add_argument("--data", default=None, metavar="DIR", help="as for `run`")
     t.add_argument("--models", default=None, metavar="A,B", help="train only these of the config's models")
+    t.add_argument("--allow-code", action="store_true", help="allow 'module:factory' models (the experiment file runs Python code)")
     t.set_defaults(func=cmd_train)
     rp = sub.add_parser("report", help="write RUN_DIR/report.html (self-contained: tables, CAM grid, trade-off plots)")
     rp.add_argument("run_dir")
@@ -266,11 +320,11 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
     from edgecam.devices.inventory import inventory_path, load_inventory
 
     devices = load_inventory(args.devices)
-    table = Table(title=f"devices ({inventory_path(args.devices) or 'no inventory file: built-in local only'})")
+    table = Table(title=plain(f"devices ({inventory_path(args.devices) or 'no inventory file: built-in local only'})"))
     for col in ("name", "url", "runtimes", "threads", "cores", "notes"):
         table.add_column(col)
     for spec in devices.values():
-        table.add_row(spec.name, spec.url, ", ".join(spec.runtimes) or "all", str(spec.threads or "-"), str(spec.cores or "-"), spec.notes)
+        table.add_row(*(plain(x) for x in (spec.name, spec.url, ", ".join(spec.runtimes) or "all", spec.threads or "-", spec.cores or "-", spec.notes)))
     _console().print(table)
     return 0
 
@@ -288,7 +342,7 @@ def cmd_devices_probe(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(facts, indent=2))
         return 0
-    table = Table(title=f"{spec.name} ({spec.url})", show_header=False)
+    table = Table(title=plain(f"{spec.name} ({spec.url})"), show_header=False)
     for key, value in facts.items():
         if key == "ram_bytes" and isinstance(value, int):
             value = f"{value / 2**30:.1f} GiB"
@@ -296,7 +350,7 @@ def cmd_devices_probe(args: argparse.Namespace) -> int:
             value = ", ".join(f"{k} {v}" if v else f"{k}: not found" for k, v in value.items())
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
-        table.add_row(key, str(value))
+        table.add_row(plain(key), plain(value))
     _console().print(table)
     return 0
 

@@ -7,6 +7,8 @@ work starts. `RunConfig.to_dict()` is what the run manifest records and what the
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import sys
 import types
 import typing
@@ -25,6 +27,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 CONFIG_VERSION = 1
+
+
+CUSTOM_REF = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")  # package.module:factory
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,8 @@ class ModelSpec:
 
         if ":" not in self.name and self.name not in MODELS:
             raise ConfigError(f"models.name: unknown model {self.name!r}; known models: {', '.join(MODELS.names())} (or 'module.path:factory')")
+        if ":" in self.name and not CUSTOM_REF.fullmatch(self.name):  # also what makes a model name safe as a path component
+            raise ConfigError(f"models.name: {self.name!r} is not 'module.path:factory' (dotted Python identifiers, no relative or file paths)")
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -92,6 +99,8 @@ class ExportSettings:
             raise ConfigError("export.precisions: fp32 is required (it is the reference every CAM is compared with)")
         if self.quant not in QUANT_METHODS:
             raise ConfigError(f"export.quant: expected one of {', '.join(QUANT_METHODS)}, got {self.quant!r}")
+        for p in self.precisions:  # every export setting checked now, not when the first artifact is built
+            self.spec(p, 0)
 
     def spec(self, precision: str, seed: int) -> ExportSpec:
         return ExportSpec(precision=precision, quant=self.quant, opset=self.opset, calib_samples=self.calib_samples, qat_epochs=self.qat_epochs, qat_lr=self.qat_lr, qat_samples=self.qat_samples, int8_weight_range=self.int8_weight_range, seed=seed)
@@ -131,6 +140,9 @@ class RuntimeSpec:
         return opts
 
 
+MAX_TIMEOUT_S = 7 * 24 * 3600.0  # beyond ~2.1e6 s subprocess timeouts overflow
+
+
 @dataclass(frozen=True)
 class BenchSpec:
     """Timing protocol: warm-up runs, timed iterations (raw samples kept), batch size, memory pass."""
@@ -144,8 +156,8 @@ class BenchSpec:
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.iterations < 1 or self.batch_size < 1:
             raise ConfigError("bench: warmup >= 0, iterations >= 1 and batch_size >= 1 are required")
-        if not (0 < self.timeout_s < float("inf")):
-            raise ConfigError(f"bench.timeout_s: expected a positive number of seconds, got {self.timeout_s}")
+        if not (0 < self.timeout_s <= MAX_TIMEOUT_S):
+            raise ConfigError(f"bench.timeout_s: expected a positive number of seconds up to {MAX_TIMEOUT_S:.0f} (7 days), got {self.timeout_s}")
 
 
 def _require_gradient_cam(key: str, name: str) -> None:
@@ -260,6 +272,12 @@ class RunConfig:
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ConfigError(f"models: duplicate model names {names}")
+        runtimes = [r.name for r in self.runtimes]
+        if len(set(runtimes)) != len(runtimes):
+            raise ConfigError(f"runtimes: duplicate runtime names {runtimes}: one [[runtimes]] entry per runtime (its variants would collide)")
+        for key, seed in (("train.seed", self.train.seed), ("explain.seed", self.explain.seed)):
+            if seed < 0:
+                raise ConfigError(f"{key}: expected a seed >= 0, got {seed}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -292,6 +310,10 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         return build_spec(tp, value, path)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):  # TOML spells nan and inf
+        raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+    if tp is int and isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+        raise ConfigError(f"{path}: {value} is out of range (at most 2**53 in magnitude)")
     if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
         raise ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
     return value
@@ -320,7 +342,9 @@ def build_spec(cls: Any, table: dict[str, Any], path: str) -> Any:
     try:
         return cls(**kwargs)
     except EdgecamError as exc:  # ConfigError, or an unknown registry name
-        raise ConfigError(f"{path or 'config'}: {exc}") from exc
+        where, text = path or "config", str(exc)
+        named = text.startswith((f"{where}:", f"{where}.", f"{where.split('[')[0]}:", f"{where.split('[')[0]}."))
+        raise ConfigError(text if named else f"{where}: {text}") from exc  # the field's own message already names it: once
     except TypeError as exc:  # missing required fields
         raise ConfigError(f"{path or 'config'}: {exc}") from exc
 

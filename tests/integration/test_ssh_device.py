@@ -262,3 +262,27 @@ def test_no_secret_reaches_the_run_dir_or_the_log(sshd: SshServer, trained_tinyc
         blob = p.read_bytes()
         assert not any(n in blob for n in needles), f"a secret leaked into {p}"
     assert not any(passphrase in line or str(key) in line for line in log)
+
+
+@pytest.mark.parametrize("kind", ["missing", "a-directory", "rsa-not-authorized"])
+def test_key_errors_are_answers_not_retries_and_never_name_the_key(sshd: SshServer, tmp_path: Path, kind: str) -> None:
+    """A missing key file or one that is no file, or a key the board refuses (an RSA key: paramiko reports it as a key-type
+    parse error, not an authentication failure): refused at once (no reconnect, no backoff), the message
+    says what to check, and neither the log nor the error holds the key's path."""
+    from edgecam.devices.ssh import AuthError
+
+    key = tmp_path / "secret-dir" / "id_test"
+    key.parent.mkdir()
+    if kind == "a-directory":
+        key.mkdir()
+    elif kind == "rsa-not-authorized":
+        subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(key)], check=True)
+    device = open_device(board_spec(sshd, key_file=str(key), retries=3))
+    assert isinstance(device, SSHDevice)
+    device.backoff_s = 5.0  # a retry would show in the time taken
+    t0 = time.monotonic()
+    with pytest.raises(AuthError) as info:
+        device.info()
+    assert time.monotonic() - t0 < 5.0 and device.reconnects == 0
+    assert str(key) not in str(info.value) and "secret-dir" not in str(info.value)
+    assert ("missing or not readable" if kind != "rsa-not-authorized" else "authentication failed") in str(info.value)

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from edgecam.bench.report import csp_hash
+
 KEYS = ["model", "format", "runtime", "precision", "cam_method", "cam_mode"]
 METRICS = ("cc_fp32", "sim_fp32", "kld_fp32", "cc_gt", "sim_gt", "insertion_auc", "deletion_auc")
 
@@ -101,6 +103,11 @@ def device_gap(run_a: str | Path, run_b: str | Path) -> Any:
     return pd.DataFrame(rows, columns=GAP_COLUMNS)
 
 
+STYLE = "body{font-family:system-ui,sans-serif}table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;padding:3px 6px}"
+#: the page has no script at all; its one style block is allowed by hash
+CSP = f"default-src 'none'; style-src {csp_hash(STYLE)}; base-uri 'none'; form-action 'none'"
+
+
 def device_label(run: str | Path) -> str:
     """"NAME (arch, emulated)" of a run's device, from its manifest."""
     dev = _load(Path(run))[2].get("device", {})
@@ -128,7 +135,7 @@ def to_html(table: Any, run_a: str | Path, run_b: str | Path, gap: Any = None) -
         gap_rows = [[html.escape(str(r[c])) for c in GAP_COLUMNS[:8]] + [f"{r[c]:.4g}" for c in GAP_COLUMNS[8:]] for _, r in gap.iterrows()]
         gap_html = ('<h2 id="device-gap">Device gap: the same artifact on the two devices, image by image</h2><p>Top-1 agreement, max and median over '
                     "images of max |logit A - logit B|, and mean SIM / CC / KLD between the two devices' CAMs.</p>" + _html_table(GAP_COLUMNS, gap_rows))
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>body{{font-family:system-ui,sans-serif}}'
-            f"table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ddd;padding:3px 6px}}</style></head><body><h1>{title}</h1>{devices}"
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{CSP}"><title>{title}</title><style>{STYLE}</style>'
+            f"</head><body><h1>{title}</h1>{devices}"
             f"<p>Deltas B - A with 95% bootstrap intervals; bold: the interval excludes 0.</p>{_html_table([*KEYS, 'metric', 'a', 'b', 'delta', '95% CI', 'paired'], body)}"
             f"{gap_html}</body></html>")

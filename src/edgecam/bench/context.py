@@ -40,6 +40,7 @@ class RunContext:
     progress: Any = None  # an object with `.stage(name, total) -> Progress` (the CLI's rich bars), or None
     timings: dict[str, float] = field(default_factory=dict)  # manifest "stages_s": what each step took
     emulated: bool = False  # the device's CPU is emulated (`DeviceSpec.is_emulated`): its latency is labelled so
+    device_id: str = ""  # `device_fingerprint`: what every device job's key names the device by
 
     def bar(self, name: str) -> Progress:
         """A progress callback `(description, fraction done)` for one step."""
@@ -54,3 +55,16 @@ class RunContext:
         with stage(tag):
             yield note
         self.timings[label + note["suffix"]] = time.perf_counter() - t0
+
+
+def device_fingerprint(spec: "DeviceSpec", info: dict[str, Any]) -> str:
+    """The device as job keys see it: inventory name, URL and Python, the probed architecture, Python, numpy and
+    runtime versions, and the agent archive's hash. A different board under the same name, an upgraded
+    runtime or a new agent makes new jobs instead of resuming into rows the old one produced."""
+    import hashlib
+
+    from edgecam.cache import stable_hash
+    from edgecam.devices.archive import agent_archive_bytes
+
+    return stable_hash({"name": spec.name, "url": spec.url, "python": spec.python, "arch": info.get("arch"), "python_version": info.get("python"),
+                        "numpy": info.get("numpy"), "runtimes": info.get("runtimes"), "agent": hashlib.sha256(agent_archive_bytes()).hexdigest()})

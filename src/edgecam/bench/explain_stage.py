@@ -90,8 +90,9 @@ def explain_model(ctx: "RunContext", model: Any, layer: str, variants: list[Vari
         {v.key: _sim_module(v) for v in ok if any(mode == "sim" for _, mode in cam_jobs(v, cfg))},
         {}, max(1, int(np.ceil(0.05 * n_img))), min(n_img, ex.faithfulness_images) if ex.faithfulness else 0,
     )
-    key = {"kind": "explain", "model": ok[0].model, "weights": ckpt_sha, "device": ctx.dspec.name, "data": ctx.data.fingerprint, "images": n_img,
-           "explain": ex.__dict__, "variants": sorted((v.key, v.manifest.get("sha256"), jobs[v.key]) for v in ok)}
+    key = {"kind": "explain", "model": ok[0].model, "weights": ckpt_sha, "device": ctx.device_id or ctx.dspec.name, "data": ctx.data.fingerprint, "images": n_img,
+           "explain": ex.__dict__, "saliency": saliency_fingerprint(ex.saliency_dir) if ex.saliency == "directory" else None,
+           "variants": sorted((v.key, v.manifest.get("sha256"), jobs[v.key]) for v in ok)}
     shards = [(s0, min(n_img, s0 + ex.shard_size)) for s0 in range(0, n_img, ex.shard_size)]
     for v in ok:
         v.preds = np.full(ctx.data.n_test, -1, dtype=np.int64)
@@ -111,7 +112,8 @@ def _explain_shards(ctx: "RunContext", setup: ModelSetup, key: dict[str, Any], s
     bar = ctx.bar(f"CAMs {ok[0].model}")
     for i, (s0, s1) in enumerate(shards):
         try:
-            job, _ = ctx.store.get_or_compute("explain", job_key(**key, shard=[s0, s1]), lambda: explain_shard(ctx, setup, s0, s1).to_job())
+            job, _ = ctx.store.get_or_compute("explain", job_key(**key, shard=[s0, s1]), lambda: explain_shard(ctx, setup, s0, s1).to_job(),
+                                              lambda j: _check_shard(ShardOutput.from_job(j), ok, s1 - s0))
         except (EdgecamError, OSError, TimeoutError) as exc:
             out.failed.append({"job": f"explain {ok[0].model} images {s0}-{s1 - 1}", "error": f"{type(exc).__name__}: {exc}"})
             ctx.log(f"[red]FAILED[/red] explain {ok[0].model} images {s0}-{s1 - 1}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
@@ -136,6 +138,33 @@ def _explain_shards(ctx: "RunContext", setup: ModelSetup, key: dict[str, Any], s
     return out
 
 
+def saliency_fingerprint(directory: str | None) -> str:
+    """SHA-256 over the saliency maps' relative paths and bytes: maps changed in place make new explain jobs
+    (the path alone would resume into rows computed from the old maps)."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    root = Path(directory or "")
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(path.relative_to(root).as_posix().encode("utf-8", "surrogateescape") + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _check_len(a: np.ndarray, n: int) -> None:
+    if a.shape != (n,):
+        raise ValueError(f"{a.shape} predictions for {n} images")
+
+
+def _check_shard(part: ShardOutput, ok: list[Variant], n: int) -> None:
+    """A stored explain shard of the expected form: every variant's predictions for its `n` images."""
+    for v in ok:
+        if v.key not in part.preds:
+            raise KeyError(f"no predictions of {v.key}")
+        _check_len(part.preds[v.key], n)
+
+
 def _keep_preds(ok: list[Variant], preds: dict[str, np.ndarray], s0: int) -> None:
     """Record a shard's top-1 predictions on each variant (`Variant.preds`, -1 where not predicted)."""
     for v in ok:
@@ -157,7 +186,8 @@ def predict_rest(ctx: "RunContext", setup: "ModelSetup", key: dict[str, Any]) ->
             return Job({}, {f"pred_{v.key}": setup.sessions[v.key](x)["logits"].argmax(1) for v in setup.ok})
 
         try:
-            job, _ = ctx.store.get_or_compute("predict", job_key(**key, predict=[s0, s1]), compute)
+            job, _ = ctx.store.get_or_compute("predict", job_key(**key, predict=[s0, s1]), compute,
+                                              lambda j, n=s1 - s0: [_check_len(j.arrays[f"pred_{v.key}"], n) for v in setup.ok])
         except (EdgecamError, OSError, TimeoutError) as exc:
             ctx.log(f"[yellow]predictions of images {s0}-{s1 - 1} failed ({type(exc).__name__}: {exc}); accuracy leaves them out[/yellow]")
             continue

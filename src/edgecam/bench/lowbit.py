@@ -28,7 +28,8 @@ def lowbit_study(model: Any, layer: str, model_name: str, ckpt_sha: str, cfg: "R
     for scheme in lb.schemes:
         spec = PactSpec.scheme(scheme, epochs=lb.epochs, lr=lb.lr, samples=lb.samples, seed=cfg.train.seed)
         key = job_key(kind="lowbit", model=model_name, weights=ckpt_sha, spec=spec.to_dict(), data=data.fingerprint, cam=lb.cam, cam_images=lb.cam_images, onnx=lb.onnx, device=device.name)
-        job, _ = store.get_or_compute("lowbit", key, lambda: Job(_one_scheme(model, layer, model_name, spec, cfg, data, out_dir, device, device_job, log)))
+        job, _ = store.get_or_compute("lowbit", key, lambda: Job(_one_scheme(model, layer, model_name, spec, cfg, data, out_dir, device, device_job, log)),
+                                      lambda j: [float(j.meta[k]) for k in ("accuracy", "accuracy_fp32", "cc_mean")] + [str(j.meta[k]) for k in ("precision", "ort_status")])
         assert job is not None  # a scheme either raises or returns its row
         rows.append(job.meta)
         log(f"{model_name} {job.meta['precision']}: accuracy {job.meta['accuracy']:.4f} (fp32 {job.meta['accuracy_fp32']:.4f}), "

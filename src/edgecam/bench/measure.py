@@ -50,9 +50,10 @@ def run_variant(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec") -> None:
 
 
 def run_key(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec", ckpt_sha: str) -> str:
-    """What a variant's device run depends on: model, weights, artifact, runtime and options, device, data."""
+    """What a variant's device run depends on: model, weights, artifact, runtime and options, the device (its
+    fingerprint: board, runtime versions, agent), data."""
     return job_key(kind="run", model=v.model, weights=ckpt_sha, artifact=v.manifest.get("sha256"), format=v.format, precision=v.precision,
-                   runtime=v.runtime, job=device_job(rspec, ctx.dspec), device=ctx.dspec.name, bench=ctx.cfg.bench.__dict__,
+                   runtime=v.runtime, job=device_job(rspec, ctx.dspec), device=ctx.device_id or ctx.dspec.name, bench=ctx.cfg.bench.__dict__,
                    data=ctx.data.fingerprint, images=ctx.data.n_test, timing_inputs="first batch")
 
 
@@ -64,7 +65,11 @@ def measure(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec", ckpt_sha: str) 
         run_variant(ctx, v, rspec)
         return None if v.error else Job({"result": v.result, "memory": v.memory})
 
-    job, reused = ctx.store.get_or_compute("run", run_key(ctx, v, rspec, ckpt_sha), compute)
+    def check(job: Job) -> None:  # a timing job of the expected form: its result and memory dicts, samples a list
+        if not isinstance(job.meta["result"], dict) or not isinstance(job.meta["memory"], dict) or not isinstance(job.meta["result"].get("samples_s", []), list):
+            raise TypeError("result / memory are not objects")
+
+    job, reused = ctx.store.get_or_compute("run", run_key(ctx, v, rspec, ckpt_sha), compute, check)
     if job is not None:
         v.result, v.memory = job.meta["result"], job.meta["memory"]
     return reused

@@ -45,6 +45,18 @@ def write_csv(df: Any, path: Path) -> None:
         df.to_csv(tmp, index=False)
 
 
+def pyplot() -> Any:
+    """pyplot on the Agg backend with mathtext off: image ids, model and device names go into titles and
+    labels, and a `$` in one would be parsed as TeX (and raise inside savefig, after every job of a run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def write_kept(run_dir: Path, model: str, s0: int, kept: dict[str, np.ndarray]) -> None:
     """One explain shard's kept outputs (`explain.keep_outputs`) as OUTPUTS/<model>/<first image>.npz."""
     path = run_dir / OUTPUTS / model / f"{s0:07d}.npz"
@@ -94,11 +106,7 @@ def write_dissimilar(items: list[dict[str, Any]], out_dir: Path, per_variant: in
     write_csv(pd.DataFrame([{k: it[k] for k in (*keys, "image_id", "rmse_fp32")} for it in items], columns=[*keys, "image_id", "rmse_fp32"]), out_dir / DISSIMILAR_CSV)
     if not items:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for it in items:
         groups.setdefault(tuple(it[k] for k in keys), []).append(it)

@@ -32,12 +32,9 @@ def _png(fig: Any) -> str:
 
 
 def _plt() -> Any:
-    import matplotlib
+    from edgecam.bench.outputs import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def summary_table(summary: Any, models: Sequence[str]) -> str:
@@ -103,7 +100,7 @@ def cam_grid(run_dir: Path, models: Sequence[str] = ()) -> str:
             for i, (image_id, kind) in enumerate(zip(entry["ids"], entry["kinds"])):
                 rgb = (np.clip(np.nan_to_num(images[i]).transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
                 gt = f"<td>{_img_tag(_overlay(images[i], masks[i]), 'ground truth')}</td>" if has_box[i] else '<td class="na">n/a<br><small>no box for this image</small></td>'
-                cells = [f"<td>{html.escape(image_id)}<br><small>{kind}</small></td>", f"<td>{_img_tag(rgb, image_id)}</td>", gt,
+                cells = [f"<td>{html.escape(str(image_id))}<br><small>{html.escape(str(kind))}</small></td>", f"<td>{_img_tag(rgb, image_id)}</td>", gt,
                          f"<td>{_img_tag(_overlay(images[i], sal[i]), 'saliency')}</td>"]
                 for c in entry["cams"]:
                     cells.append(f"<td>{_img_tag(_overlay(images[i], z[c['array']][i].astype(np.float32)), c['variant'] + ' pred ' + str(c['pred'][i]))}</td>")
@@ -135,6 +132,11 @@ def fidelity_points(results: Any, bench: Any, method: str | None = None) -> Any:
     cc = sub.groupby(["device", "model", "format", "runtime", "precision"])["cc_fp32"].mean().rename("cc_fp32").reset_index()
     ok = bench[bench["ok"]] if "ok" in bench else bench
     return cc.merge(ok[["model", "format", "runtime", "precision", "p50_ms", "size_bytes"]], on=["model", "format", "runtime", "precision"]).assign(cam_method=method)
+
+
+def _seconds(value: Any) -> str:
+    """A duration from the manifest as "N s", "? s" when it is not a number (a damaged or foreign manifest)."""
+    return f"{value:.0f} s" if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) else "? s"
 
 
 def _emulated_banner(device: dict[str, Any], anchor: str = "") -> str:
@@ -237,6 +239,19 @@ window.addEventListener('load', () => {
 """
 
 
+def csp_hash(source: str) -> str:
+    """The Content-Security-Policy source that allows exactly this inline script or style block."""
+    import base64
+    import hashlib
+
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
+
+
+#: the report runs its own sort script and style and nothing else: no other script, no fetches, images only
+#: as data: URIs (a value that slipped past escaping still could not execute or call out)
+CSP = f"default-src 'none'; script-src {csp_hash(SCRIPT)}; style-src {csp_hash(STYLE)}; img-src data:; base-uri 'none'; form-action 'none'"
+
+
 def build_report(run_dir: str | Path) -> Path:
     """Write `run_dir/report.html` from the run's files; returns its path."""
     from edgecam.bench import outputs as files
@@ -254,8 +269,8 @@ def build_report(run_dir: str | Path) -> Path:
     title = f"edgecam report: {manifest.get('config', {}).get('name', run_dir.name)}"
     body = f"""<h1>{html.escape(title)}</h1>
 <p>Device <b>{html.escape(str(device.get('inventory', {}).get('name', device.get('hostname', 'local'))))}</b>
-({html.escape(str(device.get('arch', '')))}, {html.escape(str(device.get('cpu', '')))}, {device.get('cores', '?')} cores);
-{manifest.get('images', '?')} images per variant; run took {manifest.get('wall_s', float('nan')):.0f} s.</p>
+({html.escape(str(device.get('arch', '')))}, {html.escape(str(device.get('cpu', '')))}, {html.escape(str(device.get('cores', '?')))} cores);
+{html.escape(str(manifest.get('images', '?')))} images per variant; run took {_seconds(manifest.get('wall_s'))}.</p>
 {_emulated_banner(device, "emulated")}
 <h2 id="table1">CAM fidelity (Table 1 layout of 2403.09939)</h2>
 <p>Mean ± std over images; best per row highlighted; hover a cell for its 95% bootstrap interval and the paired Wilcoxon p-value vs fp32; click a header to sort.</p>
@@ -268,7 +283,8 @@ def build_report(run_dir: str | Path) -> Path:
 {_emulated_banner(device)}{latency_and_memory(latency, bench)}
 <h2 id="manifest">Manifest</h2>
 <details><summary>versions, device facts, config</summary><pre>{html.escape(json.dumps(manifest, indent=1, default=str))}</pre></details>"""
-    page = f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{body}<script>{SCRIPT}</script></body></html>'
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            f'<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{body}<script>{SCRIPT}</script></body></html>')
     out = run_dir / files.REPORT
     with atomic_path(out) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")

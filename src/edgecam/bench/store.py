@@ -4,7 +4,9 @@ run (crash, SIGKILL, dropped board, Ctrl-C) resumes where it stopped and loses n
 A job is a directory `RUN_DIR/jobs/<kind>/<key>/` with `meta.json` (JSON), optional `arrays.npz` (numpy,
 never pickled) and optional `<name>.parquet` tables. It is written into a temporary sibling and renamed into
 place, so a job directory either exists complete or not at all; `meta.json` is written last inside it as a
-second guard. Keys are content hashes of everything the job's result depends on (model, weights hash,
+second guard, and holds the SHA-256 of every other file and of the metadata itself: a job whose files do not
+match (truncated by an interrupted copy, a flipped bit, edited by hand) or do not parse is discarded and
+recomputed, never trusted and never left to fail every resume. Keys are content hashes of everything the job's result depends on (model, weights hash,
 artifact sha256, runtime and its options, device, precision, image shard), so a changed input is a new job.
 
 The run itself is pinned by `run.json` (config hash, images, device): a rerun of the same experiment into the
@@ -13,6 +15,8 @@ same directory resumes; a different experiment in that directory is refused rath
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -20,14 +24,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from edgecam.cache import atomic_write_json, stable_hash
+from edgecam.cache import current_umask, atomic_write_json, fsync_dir, stable_hash
 from edgecam.errors import EdgecamError
 
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"  # held (flock) by the run using the directory; holds its pid
 
 
 class RunDirError(EdgecamError):
@@ -63,29 +68,24 @@ class JobStore:
         return (self._dir(kind, key) / "meta.json").is_file()
 
     def get(self, kind: str, key: str, count: bool = True) -> Job | None:
-        """The stored job, or None (`count`: tally it as reused). A job directory that cannot be read (disk trouble, edited by hand) is
-        discarded and reported as not done, so the sweep recomputes it instead of trusting it."""
+        """The stored job, or None (`count`: tally it as reused). A job directory that does not check out
+        (`_read`: checksums, parse) is discarded and reported as not done, so the sweep recomputes it."""
         d = self._dir(kind, key)
         if not (d / "meta.json").is_file():
             return None
         try:
-            meta = json.loads((d / "meta.json").read_text())
-            arrays: dict[str, np.ndarray] = {}
-            if (d / "arrays.npz").is_file():
-                with np.load(d / "arrays.npz", allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in z.files}
-            tables = {}
-            parquets = sorted(d.glob("*.parquet"))
-            if parquets:
-                import pandas as pd
-
-                tables = {p.stem: pd.read_parquet(p) for p in parquets}
-        except (OSError, ValueError) as exc:  # json / npz / parquet decode errors are ValueErrors
+            job = _read(d)
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged file raises (BadZipFile, EOFError, ArrowInvalid, ...)
             shutil.rmtree(d, ignore_errors=True)
-            logging.getLogger(__name__).warning("job %s/%s unreadable (%s): recomputing it", kind, key, exc)
+            logging.getLogger(__name__).warning("job %s/%s unreadable (%s: %s): recomputing it", kind, key, type(exc).__name__, exc)
             return None
         self.reused += int(count)
-        return Job(meta, arrays, tables)
+        return job
+
+    def discard(self, kind: str, key: str, why: str) -> None:
+        """Remove a stored job its reader could not use (it checked out but does not have the expected form)."""
+        shutil.rmtree(self._dir(kind, key), ignore_errors=True)
+        logging.getLogger(__name__).warning("job %s/%s unusable (%s): recomputing it", kind, key, why)
 
     def put(self, kind: str, key: str, job: Job) -> None:
         """Commit a finished job atomically (temporary sibling directory + rename)."""
@@ -98,23 +98,35 @@ class JobStore:
                     np.savez(f, **{k: np.ascontiguousarray(v) for k, v in job.arrays.items()})
             for name, df in job.tables.items():
                 df.to_parquet(tmp / f"{name}.parquet", index=False)
-            (tmp / "meta.json").write_text(json.dumps(job.meta, sort_keys=True, default=str))
+            meta = json.loads(json.dumps(job.meta, sort_keys=True, default=str))  # as it will read back
+            sums = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+            (tmp / "meta.json").write_text(json.dumps({"meta": meta, "files": sums, "meta_sha256": _meta_hash(meta)}, sort_keys=True))
             for p in tmp.iterdir():  # durable before the rename makes the job visible
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())
+            os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the job from the run directory's other readers
             if final.exists():  # an unreadable leftover, or a concurrent writer: the new copy wins
                 shutil.rmtree(final)
             os.replace(tmp, final)
+            fsync_dir(final.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         self.committed += 1
 
-    def get_or_compute(self, kind: str, key: str, compute: Callable[[], Job | None]) -> tuple[Job | None, bool]:
+    def get_or_compute(self, kind: str, key: str, compute: Callable[[], Job | None], check: Callable[[Job], object] | None = None) -> tuple[Job | None, bool]:
         """The job `kind`/`key`: read back when it finished before (reused = True), else `compute()`d and
         committed, then read back, so a fresh and a resumed run go through the same stored form. `compute`
-        returning None (a failed job) commits nothing: the next resume retries it. Returns (job, reused)."""
+        returning None (a failed job) commits nothing: the next resume retries it. `check(job)` raising
+        (KeyError, TypeError, ValueError, ...) on a stored job discards it and computes it again. Returns
+        (job, reused)."""
         job = self.get(kind, key)
+        if job is not None and check is not None:
+            try:
+                check(job)
+            except Exception as exc:  # noqa: BLE001 - a stored job of another form (an older edgecam, a hand edit)
+                self.discard(kind, key, f"{type(exc).__name__}: {exc}")
+                job = None
         if job is not None:
             return job, True
         fresh = compute()
@@ -133,12 +145,55 @@ class JobStore:
         return n
 
 
-def pin_run_dir(out_dir: Path, identity: dict[str, Any], resume: bool | None) -> bool:
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _meta_hash(meta: Any) -> str:
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+
+
+def _read(d: Path) -> Job:
+    """A job directory as a Job, after checking it is exactly what `put` wrote: meta.json parses to the
+    envelope, the metadata hashes to its recorded SHA-256, every file is listed and matches its SHA-256."""
+    envelope = json.loads((d / "meta.json").read_text())
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("files"), dict) or "meta" not in envelope:
+        raise ValueError("meta.json is not a job envelope (meta, files, meta_sha256)")
+    meta, sums = envelope["meta"], envelope["files"]
+    if envelope.get("meta_sha256") != _meta_hash(meta):
+        raise ValueError("meta.json: the metadata does not match its SHA-256")
+    present = sorted(p.name for p in d.iterdir() if p.name != "meta.json")
+    if present != sorted(sums):
+        raise ValueError(f"files {present} but meta.json lists {sorted(sums)}")
+    for name, digest in sums.items():
+        if _sha256(d / name) != digest:
+            raise ValueError(f"{name}: SHA-256 mismatch (truncated or altered)")
+    if not isinstance(meta, dict):
+        raise ValueError(f"metadata is a {type(meta).__name__}, not an object")
+    arrays: dict[str, np.ndarray] = {}
+    if "arrays.npz" in sums:
+        with np.load(d / "arrays.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    tables = {}
+    parquets = [n for n in sums if n.endswith(".parquet")]
+    if parquets:
+        import pandas as pd
+
+        tables = {Path(n).stem: pd.read_parquet(d / n) for n in sorted(parquets)}
+    return Job(meta, arrays, tables)
+
+
+def pin_run_dir(out_dir: Path, identity: dict[str, Any], resume: bool | None, config: dict[str, Any] | None = None) -> bool:
     """Bind `out_dir` to one experiment. Returns True when it resumes an earlier run of the same experiment.
 
     `resume=None` (the default): resume when `run.json` matches, start fresh when the directory is new or
     empty; `resume=True` (`--resume RUN_DIR`): the directory must already hold this experiment. A directory
-    holding another experiment, or files but no `run.json`, is refused with what differs.
+    holding another experiment, or files but no `run.json`, is refused with what differs (with `config`, the
+    experiment's settings are kept in run.json so that a changed setting is named: `bench.iterations`).
     """
     path = out_dir / RUN_FILE
     if path.is_file():
@@ -146,8 +201,15 @@ def pin_run_dir(out_dir: Path, identity: dict[str, Any], resume: bool | None) ->
             old = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise RunDirError(f"{path}: unreadable ({exc}); move the run directory away or pass a new --out") from exc
+        if not isinstance(old, dict):
+            raise RunDirError(f"{path}: not an edgecam run file; move the run directory away or pass a new --out")
         if old.get("identity_hash") != stable_hash(identity):
-            diff = sorted(k for k in set(old.get("identity", {})) | set(identity) if old.get("identity", {}).get(k) != identity.get(k))
+            before = old.get("identity", {}) if isinstance(old.get("identity"), dict) else {}
+            diff = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
+            if "config_hash" in diff and isinstance(old.get("config"), dict) and config is not None:
+                a, b = _flat(old["config"]), _flat(json.loads(json.dumps(config, default=str)))
+                settings = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                diff = [d for d in diff if d != "config_hash"] + settings[:8] + ([f"... {len(settings) - 8} more"] if len(settings) > 8 else [])
             raise RunDirError(
                 f"{out_dir} holds a different experiment (differs in: {', '.join(diff) or 'identity'}); "
                 f"edgecam resumes a run only with the same config, image count and device. Pass a new --out directory."
@@ -155,7 +217,48 @@ def pin_run_dir(out_dir: Path, identity: dict[str, Any], resume: bool | None) ->
         return True
     if resume:
         raise RunDirError(f"--resume {out_dir}: not an edgecam run directory (no {RUN_FILE}); run without --resume to start it")
-    if out_dir.is_dir() and any(p.name != ".device" for p in out_dir.iterdir()):
+    if out_dir.is_dir() and any(p.name not in (".device", LOCK_FILE) for p in out_dir.iterdir()):
         raise RunDirError(f"{out_dir} exists and is not an edgecam run directory (no {RUN_FILE}); pass a new or empty --out directory")
-    atomic_write_json(path, {"identity": identity, "identity_hash": stable_hash(identity)})
+    record: dict[str, Any] = {"identity": identity, "identity_hash": stable_hash(identity)}
+    if config is not None:
+        record["config"] = config
+    atomic_write_json(path, record)
     return False
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested settings dict as dotted keys ("bench.iterations") -> JSON values; lists kept whole."""
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: json.dumps(obj, sort_keys=True, default=str)}
+
+
+@contextlib.contextmanager
+def run_dir_lock(out_dir: Path) -> Iterator[None]:
+    """Hold RUN_DIR/.lock (an exclusive `flock`) for a whole run: a second run into the same directory is
+    refused at once, naming the first one's pid, instead of the two replacing each other's jobs and artifacts.
+    The kernel drops the lock when its process dies, so a killed run never leaves the directory locked."""
+    import fcntl
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        f = open(out_dir / LOCK_FILE, "a+")
+    except OSError as exc:
+        raise RunDirError(f"{out_dir}: cannot be used as a run directory ({exc.strerror or exc}); pass another --out") from None
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            raise RunDirError(f"another edgecam run (pid {pid}) is using {out_dir}; wait for it to finish or pass another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        f.close()  # releases the lock; the file stays (removing it would race a waiting run's open)

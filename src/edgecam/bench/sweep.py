@@ -10,6 +10,7 @@ named and written by `outputs.py`, the rows' schema is `results.py`. The run is 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from edgecam.bench import outputs as files
-from edgecam.bench.context import RunContext
+from edgecam.bench.context import RunContext, device_fingerprint
 from edgecam.bench.deploy import deploy_model
 from edgecam.bench.estimate import format_estimate, work_estimate
 from edgecam.bench.explain_stage import explain_model
@@ -50,10 +51,11 @@ class Collected:
 
 
 def open_run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log: Callable[[str], None], device_spec: "DeviceSpec | None",
-             inventory: str | Path | None, resume: bool | None) -> tuple[RunContext, bool]:
-    """Load and check the data and models (bad input fails here, before any work), pin the run directory
-    to this experiment and connect the device. Returns the context and whether the run resumes."""
-    from edgecam.bench.store import JobStore, pin_run_dir
+             inventory: str | Path | None, resume: bool | None, held: contextlib.ExitStack) -> tuple[RunContext, bool]:
+    """Load and check the data and models (bad input fails here, before any work), lock the run directory
+    (released when `held` closes), pin it to this experiment and connect the device. Returns the context and
+    whether the run resumes."""
+    from edgecam.bench.store import JobStore, pin_run_dir, run_dir_lock
     from edgecam.devices.inventory import get_device_spec, open_device
 
     with stage("setup"):
@@ -61,11 +63,13 @@ def open_run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, 
         n_img = min(limit or cfg.data.limit or data.n_test, data.n_test)
         dspec = device_spec or get_device_spec(cfg.device, inventory)
         preflight(cfg, data)
-    identity = {"config_hash": stable_hash(cfg.to_dict()), "images": n_img, "device": dspec.name, "data": data.fingerprint}
-    resumed = pin_run_dir(out_dir, identity, resume)
+    identity = {"config_hash": stable_hash(cfg.to_dict()), "images": n_img, "device": dspec.name, "device_url": dspec.url, "data": data.fingerprint}
+    held.enter_context(run_dir_lock(out_dir))
+    resumed = pin_run_dir(out_dir, identity, resume, cfg.to_dict())
     store = JobStore(out_dir / files.JOBS)
     if resumed:
-        log(f"resuming {out_dir}: {sum(1 for _ in store.root.glob('*/*/meta.json'))} finished job(s) kept, {store.clean_partials()} partial one(s) discarded")
+        partials = store.clean_partials()  # first: a half-written job's meta.json is not a finished job
+        log(f"resuming {out_dir}: {sum(1 for _ in store.root.glob('*/*/meta.json'))} finished job(s) kept, {partials} partial one(s) discarded")
     device = open_device(dspec, local_workdir=str(out_dir / files.DEVICE_SCRATCH))
     return RunContext(cfg, data, dspec, device, store, out_dir, n_img, log, progress), resumed
 
@@ -139,13 +143,13 @@ def write_outputs(ctx: RunContext, acc: Collected) -> dict[str, Any]:
     if not ctx.data.has_ground_truth:
         ctx.log("[yellow]no ground truth (no box or mask file for any test image): no ground-truth comparisons, WSOL or pointing-game numbers in this run[/yellow]")
     out = ctx.out_dir
-    files.write_tables(out, [(files.WSOL, tables["wsol"]), (files.ACTIVATIONS, pd.DataFrame(acc.histograms))])
-    files.write_dissimilar(acc.dissimilar, out)
-    files.write_grid(acc.grids, out)
-    if not gap.empty:
-        files.write_tables(out, [(files.RUNTIME_GAP, gap), (files.RUNTIME_GAP_CSV, tables["runtime_gap"])])
     files.write_tables(out, [(files.RESULTS, results), (files.LATENCY, pd.DataFrame(latency_rows(acc.variants, ctx.device.name, ctx.emulated))), (files.BENCH, tables["bench"]),
                              (files.SUMMARY, tables["summary"]), (files.FAILED, pd.DataFrame(acc.failed, columns=["job", "error"]))])
+    files.write_tables(out, [(files.WSOL, tables["wsol"]), (files.ACTIVATIONS, pd.DataFrame(acc.histograms))])
+    if not gap.empty:
+        files.write_tables(out, [(files.RUNTIME_GAP, gap), (files.RUNTIME_GAP_CSV, tables["runtime_gap"])])
+    files.write_grid(acc.grids, out)
+    files.write_dissimilar(acc.dissimilar, out)  # the one figure, after every table: a figure that fails loses no data
     if acc.lowbit:
         files.write_tables(out, [(files.LOWBIT, tables["lowbit"])])
     return tables
@@ -156,7 +160,14 @@ def run(cfg: "RunConfig", out_dir: Path, limit: int | None = None, progress: Any
     """Run the whole experiment into `out_dir`; returns the manifest and the tables. `progress` is the CLI's
     `RunProgress` or None. The device is `device_spec`, else the config's `device` looked up in the
     inventory (`inventory` file or the default search path); the host prepares artifacts and CAMs, the
-    device only runs artifacts."""
+    device only runs artifacts. Once the input checks out, the run directory is locked for the rest of the
+    run (`store.run_dir_lock`)."""
+    with contextlib.ExitStack() as held:
+        return _run(cfg, Path(out_dir), limit, progress, log, device_spec, inventory, resume, held)
+
+
+def _run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log: Callable[[str], None], device_spec: "DeviceSpec | None",
+         inventory: str | Path | None, resume: bool | None, held: contextlib.ExitStack) -> dict[str, Any]:
     from edgecam.devices.agent import probe
 
     import torch
@@ -164,13 +175,13 @@ def run(cfg: "RunConfig", out_dir: Path, limit: int | None = None, progress: Any
     t_start = time.perf_counter()
     tags_before = clock().snapshot()
     torch.set_flush_denormal(True)  # int16 activations sit near denormals; x86 slows ~10x on them
-    ctx, resumed = open_run(cfg, out_dir, limit, progress, log, device_spec, inventory, resume)
+    ctx, resumed = open_run(cfg, out_dir, limit, progress, log, device_spec, inventory, resume, held)
     log(f"device {ctx.dspec.name} ({ctx.dspec.url}): probing")
     acc = Collected()
     with ctx.device:  # closed (SSH connection, adb forward) however the run ends
         with stage("device"):
             device_info = ctx.device.info()
-        ctx = replace(ctx, emulated=ctx.dspec.is_emulated(device_info))
+        ctx = replace(ctx, emulated=ctx.dspec.is_emulated(device_info), device_id=device_fingerprint(ctx.dspec, device_info))
         if ctx.emulated:
             log(f"[yellow]device {ctx.dspec.name} is emulated ({device_info.get('emulation') or 'inventory: emulated = true'}): its latency is labelled "
                 "emulated (not a hardware figure); predictions and CAM fidelity are real[/yellow]")

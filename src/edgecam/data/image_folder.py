@@ -153,12 +153,41 @@ def _is_image(path: Path) -> bool:
 
 
 def _walk_images(directory: Path) -> list[Path]:
-    """Image files under `directory`, recursively, hidden files and folders skipped, sorted."""
+    """Image files under `directory`, recursively, hidden files and folders skipped, sorted. Symlinked
+    folders are followed once each, never to a folder that contains `directory` (a link back up the tree,
+    `x -> ..`, would repeat every image below it or pull in other classes' images), and a file reached by two
+    paths (two links to one file) is listed once."""
     out: list[Path] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
+    top = os.path.realpath(directory) + os.sep
     for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+        st = os.stat(dirpath)
+        real = os.path.realpath(dirpath) + os.sep
+        if (st.st_dev, st.st_ino) in seen_dirs or (real != top and top.startswith(real)):
+            dirnames[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [Path(dirpath) / f for f in filenames if _is_image(Path(dirpath) / f)]
+        for f in sorted(filenames):
+            path = Path(dirpath) / f
+            if _is_image(path):
+                _check_name(path)
+                fst = path.stat()
+                if (fst.st_dev, fst.st_ino) not in seen_files:
+                    seen_files.add((fst.st_dev, fst.st_ino))
+                    out.append(path)
     return sorted(out)
+
+
+def _check_name(path: Path) -> None:
+    """File names become image ids (rows, reports, fingerprints): they must be text. A name that is not valid
+    UTF-8 (Python holds its bytes as surrogates) is refused, naming the folder and the byte."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = os.fsencode(path.name)
+        raise ConfigError(f"image folder: {path.parent}: file name {raw!r} is not valid UTF-8 (byte {raw[exc.start:exc.start + 1]!r}); rename it") from None
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -176,10 +205,16 @@ def _tree_entries(root: Path, class_names: Sequence[str] | None) -> tuple[tuple[
     if unknown:
         raise ConfigError(f"image folder {root}: class folder(s) {', '.join(unknown)} not among the class names given ({_preview(names)})")
     entries: list[tuple[Path, int]] = []
+    owner: dict[tuple[int, int], str] = {}
     for folder in folders:
         files = _walk_images(root / folder)
         if not files:
             raise ConfigError(f"image folder {root}: class folder {folder!r} holds no image ({', '.join(IMAGE_EXTENSIONS)}, any case)")
+        for f in files:
+            st = f.stat()
+            other = owner.setdefault((st.st_dev, st.st_ino), folder)
+            if other != folder:
+                raise ConfigError(f"image folder {root}: {_rel(f, root)} is the same file as one in class {other!r} (links to one image under two classes)")
         entries += [(f, names.index(folder)) for f in files]
     return names, entries
 
@@ -210,8 +245,14 @@ def _parse_int(text: str) -> int | None:
 def _csv_entries(root: Path, labels_csv: Path, class_names: Sequence[str] | None) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
     if not labels_csv.is_file():
         raise ConfigError(f"labels CSV {labels_csv}: file not found")
-    with open(labels_csv, newline="", encoding="utf-8-sig") as f:
-        rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    try:
+        with open(labels_csv, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    except UnicodeDecodeError as exc:
+        line = labels_csv.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"labels CSV {labels_csv} line {line}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset {exc.start}); save it as UTF-8") from None
+    except csv.Error as exc:
+        raise ConfigError(f"labels CSV {labels_csv}: malformed CSV: {exc}") from None
     if not rows:
         raise ConfigError(f"labels CSV {labels_csv}: empty; expected a header row (file, label) and one row per image")
     header, body = rows[0], rows[1:]
@@ -342,9 +383,12 @@ def _xml_number(node: ET.Element, tag: str, path: Path, where: str) -> float:
     if child is None or child.text is None:
         raise ConfigError(f"box file {path}: {where} has no <{tag}>; expected <bndbox><xmin>..</xmin><ymin>..<xmax>..<ymax>..</bndbox>")
     try:
-        return float(child.text.strip())
+        value = float(child.text.strip())
     except ValueError as exc:
         raise ConfigError(f"box file {path}: {where} <{tag}> is {child.text.strip()!r}, expected a number") from exc
+    if not (abs(value) < 1e9):  # nan, inf, or no pixel coordinate an image can have
+        raise ConfigError(f"box file {path}: {where} <{tag}> is {child.text.strip()!r}, expected a finite pixel coordinate")
+    return value
 
 
 def read_voc_boxes(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], tuple[int, int] | None]:

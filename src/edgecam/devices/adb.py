@@ -211,7 +211,11 @@ class AdbDevice(Device):
         tmp = f"{remote}.edgecam-part-{uuid.uuid4().hex[:12]}"
         self._check(self.shell(f"mkdir -p {_q(posixpath.dirname(remote) or '/')}", timeout=self.command_timeout), f"creating the parent of {remote!r}")
         self._ensure()
-        proc = self._adb("push", str(local.resolve()), tmp, timeout=self.transfer_timeout)
+        try:
+            proc = self._adb("push", str(local.resolve()), tmp, timeout=self.transfer_timeout)
+        except DeviceTimeout:
+            self.cleanup(tmp)  # a push cut off by its timeout leaves no partial copy on the device
+            raise
         if proc.returncode != 0:
             self.cleanup(tmp)
             raise DeviceError(f"{self.name}: adb push {local} -> {tmp!r} failed (exit {proc.returncode}): {_tail(proc.stderr or proc.stdout, 5)}")
@@ -224,7 +228,14 @@ class AdbDevice(Device):
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
         self._ensure()
-        proc = self._adb("pull", remote, str(tmp), timeout=self.transfer_timeout)
+        try:
+            proc = self._adb("pull", remote, str(tmp), timeout=self.transfer_timeout)
+        except DeviceTimeout:
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            raise
         if proc.returncode != 0 or not tmp.exists():
             if tmp.is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)

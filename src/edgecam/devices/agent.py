@@ -396,6 +396,22 @@ def probe() -> Dict[str, Any]:
     return facts
 
 
+def arm_watchdog(job_dir: str) -> None:
+    """End this agent by itself at the job's `watchdog_s` (the host's timeout plus a grace): a job the host gave
+    up on (a hung runtime, a lost connection, a killed CLI) never keeps running beside later timings, on any
+    transport (a board over SSH or adb, or this machine). SIGALRM's default action kills the process."""
+    import signal
+
+    try:
+        with open(os.path.join(job_dir, "job.json")) as f:
+            seconds = float(json.load(f).get("watchdog_s") or 0)
+    except (OSError, ValueError, AttributeError):
+        return  # run_job reports the unreadable job itself
+    if seconds > 0 and hasattr(signal, "SIGALRM"):
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(max(1, int(seconds + 0.999)))
+
+
 USAGE = "usage: agent run JOB_DIR | agent probe | agent serve JOB.json [--frames-in REQUESTS --frames-out RESPONSES]\n"
 
 
@@ -413,6 +429,7 @@ def main(argv: List[str]) -> int:
         sys.stderr.write(USAGE)
         return 2
     job_dir = argv[0]
+    arm_watchdog(job_dir)
     pid_path = os.path.join(job_dir, "agent.pid")
     with open(pid_path, "w") as f:
         f.write(str(os.getpid()))

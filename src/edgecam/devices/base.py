@@ -121,7 +121,7 @@ class Device:
                 facts = json.loads(res.stdout.strip().splitlines()[-1])
             except (json.JSONDecodeError, IndexError) as exc:
                 raise DeviceError(f"probing {self.name}: the agent printed no JSON ({exc}); stdout: {res.stdout[-500:]!r}") from exc
-            self._info = {"name": self.name, "kind": self.kind, **facts}
+            self._info = {**checked_facts(facts), "name": self.name, "kind": self.kind}  # the inventory names the device, not the device
         return dict(self._info)
 
     def run_agent(self, remote_job: str, timeout: float | None) -> RunResult:
@@ -185,7 +185,8 @@ class Device:
                 np.save(send / "inputs.npy", inputs, allow_pickle=False)
                 for name, arr in extra.items():
                     np.save(send / f"{name}.npy", arr, allow_pickle=False)
-                (send / "job.json").write_text(json.dumps({**job, "artifact": f"{remote_art}/{manifest['file']}"}))
+                watchdog = {"watchdog_s": float(timeout) + WATCHDOG_GRACE_S} if timeout else {}  # the agent ends itself if the host is gone
+                (send / "job.json").write_text(json.dumps({**job, **watchdog, "artifact": f"{remote_art}/{manifest['file']}"}))
                 self.push(send, remote_job)
                 res = self.run_agent(remote_job, timeout)
             if res is not None and not self.exists(f"{remote_job}/result.json"):
@@ -258,3 +259,47 @@ def copy_tree(src: Path, dst: Path) -> None:
     else:
         _link_or_copy(str(src), str(tmp))
     os.replace(tmp, dst)
+
+
+WATCHDOG_GRACE_S = 30.0  # the agent's own deadline: the host's timeout plus this, so the host always times out first
+
+#: what a probe may report, by type: anything else a device answers is dropped (and listed in `probe_rejected`)
+FACT_TYPES: dict[str, tuple[type, ...]] = {
+    "protocol": (int,), "arch": (str,), "emulated": (bool,), "emulation": (str,), "cpu": (str,), "cores": (int,), "cores_available": (int,),
+    "ram_bytes": (int, type(None)), "os": (str,), "kernel": (str,), "python": (str,), "numpy": (str, type(None)), "runtimes": (dict,), "board": (str,),
+    "jetson": (dict,),
+}
+FACT_MAX_CHARS = 300
+
+
+def checked_facts(facts: Any) -> dict[str, Any]:
+    """A device's probe answer reduced to the facts edgecam knows, each of its declared type (bool is not
+    an int here; integers within 0..2**62; strings at most FACT_MAX_CHARS; `runtimes` a name -> version
+    string or null map; `jetson` a map of short strings): a hostile or broken board can put neither markup,
+    nor huge numbers, nor another device's identity into a run. Dropped keys are listed in `probe_rejected`."""
+    if not isinstance(facts, dict):
+        raise DeviceError(f"the probe answered a {type(facts).__name__}, not a JSON object")
+    out: dict[str, Any] = {}
+    rejected: list[str] = []
+
+    def short(v: Any) -> bool:
+        return isinstance(v, str) and len(v) <= FACT_MAX_CHARS
+
+    for key, value in facts.items():
+        types = FACT_TYPES.get(key)
+        ok = types is not None and isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if ok and isinstance(value, int) and not isinstance(value, bool):
+            ok = 0 <= value < 2**62
+        if ok and isinstance(value, str):
+            ok = short(value)
+        if ok and key == "runtimes":
+            ok = all(short(k) and (v is None or short(v)) for k, v in value.items())
+        if ok and key == "jetson":
+            ok = all(short(k) and (isinstance(v, bool) or short(v)) for k, v in value.items())
+        if ok:
+            out[key] = value
+        else:
+            rejected.append(str(key)[:60])
+    if rejected:
+        out["probe_rejected"] = rejected
+    return out

@@ -46,6 +46,10 @@ class HostKeyError(DeviceError):
     """The server's host key is unknown or has changed: refused, with how to trust it."""
 
 
+class AuthError(DeviceError):
+    """The board refused us or our key cannot be used: an answer, never retried, never naming the key's path."""
+
+
 class ConnectionLost(DeviceError):
     """The SSH connection dropped; retried with backoff up to the device's retry budget."""
 
@@ -144,6 +148,8 @@ class SSHDevice(Device):
             log.warning("%s: host key checking is OFF (host_key_check = false); the connection could be intercepted", self.name)
             client.set_missing_host_key_policy(paramiko.WarningPolicy())
         passphrase = os.environ.get(self.passphrase_env) if self.passphrase_env else None
+        if self.key_file and not (os.path.isfile(self.key_file) and os.access(self.key_file, os.R_OK)):
+            raise AuthError(f"{self.name}: key_file of this device (devices.toml) is missing or not readable by this user")
         try:
             client.connect(
                 self.target.host, port=self.target.port, username=self.target.user, key_filename=self.key_file,
@@ -159,9 +165,13 @@ class SSHDevice(Device):
             ) from None
         except paramiko.AuthenticationException as exc:
             client.close()
-            raise DeviceError(f"{self.name}: authentication failed ({exc}); edgecam uses keys only: load one into ssh-agent or set key_file in devices.toml") from None
+            raise AuthError(f"{self.name}: authentication failed ({self._scrub(exc)}); edgecam uses keys only: load one into ssh-agent or set key_file in devices.toml") from None
         except paramiko.SSHException as exc:
+            transport_up = client.get_transport() is not None and client.get_transport().is_active()
             client.close()
+            if transport_up and "not found in known_hosts" not in str(exc):  # the handshake was done: the key was refused or unusable
+                raise AuthError(f"{self.name}: authentication failed: the board refused the key, or it is of a type this client cannot use "
+                                f"({self._scrub(exc)}); check key_file in devices.toml (an ed25519 key works everywhere)") from None
             if "not found in known_hosts" in str(exc):
                 where = self.known_hosts or "~/.ssh/known_hosts"
                 hk = shlex.quote(_known_hosts_name(self.target.host, self.target.port))
@@ -171,14 +181,19 @@ class SSHDevice(Device):
                     f"`ssh-keyscan -p {self.target.port} {shlex.quote(self.target.host)} >> {where}` (or `ssh -p {self.target.port} "
                     f"{hk.strip('[]')}` once and answer yes); `host_key_check = false` in devices.toml turns the check off (insecure, logged)."
                 ) from None
-            raise ConnectionLost(f"{self.name}: SSH error: {exc}") from exc
+            raise ConnectionLost(f"{self.name}: SSH error: {self._scrub(exc)}") from None
         except (OSError, EOFError) as exc:
             client.close()
-            raise ConnectionLost(f"{self.name}: cannot connect to {self.target.host}:{self.target.port}: {exc}") from exc
+            raise ConnectionLost(f"{self.name}: cannot connect to {self.target.host}:{self.target.port}: {self._scrub(exc)}") from None
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(5)
         self._client = client
+
+    def _scrub(self, exc: BaseException) -> str:
+        """An exception's text without the key file's path (errors reach logs, failed.csv and bench.csv)."""
+        text = str(exc)
+        return text.replace(self.key_file, "<key_file>") if self.key_file else text
 
     def _ensure(self) -> Any:
         if self._client is None or not self._client.get_transport() or not self._client.get_transport().is_active():
@@ -209,7 +224,7 @@ class SSHDevice(Device):
         for attempt in range(self.retries + 1):
             try:
                 return fn()
-            except (HostKeyError, FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError, NotADirectoryError):
+            except (HostKeyError, AuthError, FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError, NotADirectoryError):
                 raise  # answers, not transport failures
             except (ConnectionLost, paramiko.SSHException, EOFError, OSError) as exc:
                 self.close()
@@ -301,11 +316,13 @@ class SSHDevice(Device):
     def push(self, local: Path, remote: str) -> None:
         """Upload to a temporary sibling, then rename over `remote`: a dropped upload leaves no partial tree."""
         local = Path(local)
+        tmp = f"{posixpath.dirname(remote)}/.{posixpath.basename(remote)}.{uuid.uuid4().hex[:8]}.part"  # one name for every attempt
 
         def upload() -> None:
             sftp = self._sftp_client()
-            tmp = f"{posixpath.dirname(remote)}/.{posixpath.basename(remote)}.{uuid.uuid4().hex[:8]}.part"
             self._makedirs(sftp, posixpath.dirname(remote))
+            if self.exists(tmp):  # what an attempt cut off by a dropped connection left
+                self._exec(_shell_join(["rm", "-rf", "--", tmp]), self.connect_timeout * 3)
             if local.is_dir():
                 for dirpath, _dirs, files in os.walk(local):
                     rel = Path(dirpath).relative_to(local).as_posix()
@@ -319,7 +336,14 @@ class SSHDevice(Device):
                 self._exec(_shell_join(["rm", "-rf", "--", remote]), self.connect_timeout * 3)
             sftp.posix_rename(tmp, remote)
 
-        self._retry(f"push {local.name}", upload)
+        try:
+            self._retry(f"push {local.name}", upload)
+        except BaseException:
+            try:  # the retry budget is spent (or the run was interrupted): leave nothing half-uploaded behind
+                self._exec(_shell_join(["rm", "-rf", "--", tmp]), self.connect_timeout * 3)
+            except Exception:  # noqa: BLE001 - the board is unreachable; the next push of this file starts clean
+                pass
+            raise
 
     def pull(self, remote: str, local: Path) -> None:
         local = Path(local)

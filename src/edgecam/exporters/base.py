@@ -54,8 +54,8 @@ class ExportSpec:
                 raise ConfigError(f"export.{name}: expected a positive integer, got {getattr(self, name)}")
         if self.int8_weight_range not in ("auto", "full", "reduced"):
             raise ConfigError(f"export.int8_weight_range: expected one of auto, full, reduced, got {self.int8_weight_range!r}")
-        if self.qat_epochs < 0 or self.qat_lr <= 0:
-            raise ConfigError("export.qat_epochs must be >= 0 and export.qat_lr > 0")
+        if self.qat_epochs < 0 or not (0 < self.qat_lr < float("inf")):  # `not (x > 0)`: NaN is refused too
+            raise ConfigError(f"export.qat_epochs must be >= 0 and export.qat_lr a positive finite number, got {self.qat_epochs}, {self.qat_lr}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -114,11 +114,25 @@ def _custom_entry(ref: str, target_layer: str | None) -> ModelEntry:
         raise ConfigError(f"model {ref!r}: expected a registered name ({', '.join(MODELS.names())}) or 'module.path:factory'")
     try:
         factory = getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"model {ref!r}: cannot import factory {attr!r} from module {mod_name!r}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - ImportError, AttributeError, or whatever the module raises on import
+        raise ConfigError(f"model {ref!r}: cannot import factory {attr!r} from module {mod_name!r}: {type(exc).__name__}: {exc}") from exc
+    if not callable(factory):
+        raise ConfigError(f"model {ref!r}: {attr!r} in {mod_name!r} is a {type(factory).__name__}, not a factory function")
     if target_layer is None:
         raise ConfigError(f"model {ref!r}: a custom model needs `target_layer` (dotted submodule path of the CAM layer)")
-    return ModelEntry(lambda n: factory(num_classes=n), target_layer)
+
+    def build(n: int) -> Any:
+        import torch
+
+        try:
+            model = factory(num_classes=n)
+        except Exception as exc:  # noqa: BLE001 - the user's factory failed: name it, do not crash the run with its traceback
+            raise ConfigError(f"model {ref!r}: {attr}(num_classes={n}) failed: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigError(f"model {ref!r}: the factory returned a {type(model).__name__}, not a torch.nn.Module")
+        return model
+
+    return ModelEntry(build, target_layer)
 
 
 def resolve_entry(name: str, target_layer: str | None = None) -> ModelEntry:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -34,8 +36,10 @@ class TrainSpec:
             raise ConfigError(f"train: epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if self.shift_copies < 0 or self.shift_px < 0:
             raise ConfigError(f"train: shift_copies and shift_px must be >= 0, got {self.shift_copies}, {self.shift_px}")
-        if not self.lr > 0:
-            raise ConfigError(f"train.lr: expected a positive number, got {self.lr}")
+        if not (0 < self.lr < float("inf")):
+            raise ConfigError(f"train.lr: expected a positive finite number, got {self.lr}")
+        if not (0 <= self.weight_decay < float("inf")):
+            raise ConfigError(f"train.weight_decay: expected a finite number >= 0, got {self.weight_decay}")
 
 
 def train_classifier(
@@ -153,8 +157,16 @@ def cached_checkpoint(
     if ckpt.is_file() and meta_path.is_file():
         from edgecam.models import load_state_dict_file
 
-        load_state_dict_file(model, ckpt, str(key_obj.get("model", "model")))
-        return model.eval(), ckpt, json.loads(meta_path.read_text()), False
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("sha256") != sha256_file(ckpt):
+                raise ValueError("the checkpoint does not match the SHA-256 its meta.json recorded")
+            load_state_dict_file(model, ckpt, str(key_obj.get("model", "model")))
+            return model.eval(), ckpt, meta, False
+        except Exception as exc:  # noqa: BLE001 - a rotted or half-copied cache entry: retrain it instead of failing every run
+            logging.getLogger(__name__).warning("cached checkpoint %s unusable (%s: %s): training it again", directory, type(exc).__name__, exc)
+            shutil.rmtree(directory, ignore_errors=True)
+            model = build()
     stats = train(model)
     with atomic_path(ckpt) as tmp:
         torch.save(model.state_dict(), tmp)

@@ -67,3 +67,76 @@ def test_the_run_directory_is_pinned_to_one_experiment(tmp_path: Path) -> None:
     (other / "notes.txt").write_text("mine")
     with pytest.raises(RunDirError, match="exists and is not an edgecam run directory"):
         pin_run_dir(other, ident, None)
+
+
+def _damage(path: Path, rng: np.random.Generator) -> str:
+    """One seeded accident to a stored file: truncation (to 0, to a random length) or a flipped bit."""
+    data = bytearray(path.read_bytes())
+    kind = ("truncate0", "truncate", "flip", "append")[int(rng.integers(4))]
+    if kind == "truncate0":
+        data = bytearray()
+    elif kind == "truncate":
+        data = data[: int(rng.integers(0, max(1, len(data))))]
+    elif kind == "flip":
+        i = int(rng.integers(len(data)))
+        data[i] ^= 1 << int(rng.integers(8))
+    else:
+        data += b"\0"
+    path.write_bytes(bytes(data))
+    return kind
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_a_damaged_job_is_discarded_and_recomputed_never_trusted(tmp_path: Path, seed: int) -> None:
+    """Seeded truncations and bit flips of every kind of job file (meta.json, arrays.npz, a table): `get` sees a
+    job that is not exactly what `put` wrote, drops it, and `get_or_compute` recomputes it to the same value."""
+    rng = np.random.default_rng(seed)
+    store = JobStore(tmp_path / "jobs")
+    job = Job({"n": 3, "nested": {"x": [1, 2.5]}}, {"z": rng.normal(size=(4, 5)).astype(np.float32)}, {"rows": pd.DataFrame({"v": rng.normal(size=6)})})
+    store.put("explain", "k", job)
+    files = sorted((tmp_path / "jobs" / "explain" / "k").iterdir())
+    victim = files[int(rng.integers(len(files)))]
+    _damage(victim, rng)
+    assert store.get("explain", "k") is None and not store.has("explain", "k")
+    again, reused = store.get_or_compute("explain", "k", lambda: job)
+    assert again is not None and not reused and again.meta == job.meta
+    np.testing.assert_array_equal(again.arrays["z"], job.arrays["z"])
+    pd.testing.assert_frame_equal(again.tables["rows"], job.tables["rows"])
+
+
+def test_a_stored_job_of_another_form_is_discarded_by_its_readers_check(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs")
+    store.put("run", "k", Job({"old": 1}))  # consistent checksums, but not what the reader expects
+    job, reused = store.get_or_compute("run", "k", lambda: Job({"result": {}}), check=lambda j: j.meta["result"])
+    assert job is not None and job.meta == {"result": {}} and not reused
+    extra = tmp_path / "jobs" / "run" / "k" / "stray.parquet"
+    extra.write_bytes(b"x")  # a file the job never had
+    assert store.get("run", "k") is None
+
+
+def test_a_run_directory_is_held_by_one_run_at_a_time(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from edgecam.bench.store import run_dir_lock
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", f"import sys, time; from pathlib import Path; from edgecam.bench.store import run_dir_lock\n"
+                               f"with run_dir_lock(Path({str(out)!r})):\n    print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirError, match=rf"another edgecam run \(pid {holder.pid}\) is using {out}"):
+            with run_dir_lock(out):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_dir_lock(out):  # the kernel released the killed run's lock: no stale lock to clear by hand
+        assert (out / ".lock").read_text() == str(os.getpid())
+    assert pin_run_dir(out, {"a": 1}, None) is False  # the lock file alone does not make the directory "not a run dir"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RunDirError, match="cannot be used as a run directory"):
+        with run_dir_lock(blocker):
+            pass

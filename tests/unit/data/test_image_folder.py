@@ -3,6 +3,7 @@ boxes mapped with the pixels, and bad input rejected naming the file."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -173,14 +174,31 @@ def _img(path: Path) -> None:
         (lambda p: _img(p / "r" / "c" / "a.png") or (p / "x").mkdir() or (p / "x" / "a.xml").write_text("<annotation><object>"), {"root": "r", "boxes_dir": "x"}, r"box file .*a.xml: malformed XML"),
         (lambda p: _img(p / "r" / "c" / "a.png") or (p / "x").mkdir() or (p / "x" / "a.xml").write_text("<annotation><object><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>q</xmax><ymax>5</ymax></bndbox></object></annotation>"), {"root": "r", "boxes_dir": "x"}, r"a.xml: <object> #1 <xmax> is 'q', expected a number"),
         (lambda p: _img(p / "r" / "c" / "a.png"), {"root": "r", "boxes_dir": "nope"}, r"boxes folder .*nope: not found"),
+        (lambda p: _img(p / "r" / "c" / "a.png") or (p / "x").mkdir() or (p / "x" / "a.xml").write_text("<annotation><size><width>inf</width><height>8</height></size><object><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>4</xmax><ymax>5</ymax></bndbox></object></annotation>"),
+         {"root": "r", "boxes_dir": "x"}, r"a.xml: <size> <width> is 'inf', expected a finite pixel coordinate"),
+        (lambda p: _img(p / "r" / "a.png") or (p / "l.csv").write_bytes(b"file,label\na.png,caf\xe9\n"), {"root": "r", "labels_csv": "l.csv"}, r"l.csv line 2: not UTF-8 text \(byte b'\\xe9'"),
+        (lambda p: _img(p / "r" / "c" / os.fsdecode(b"bad\xff.png")), {"root": "r"}, r"file name b'bad\\xff.png' is not valid UTF-8 \(byte b'\\xff'\)"),
+        (lambda p: _img(p / "r" / "cat" / "a.png") or (p / "r" / "dog").mkdir() or (p / "r" / "dog" / "a.png").symlink_to(p / "r" / "cat" / "a.png"), {"root": "r"}, r"dog/a.png is the same file as one in class 'cat'"),
     ],
-    ids=["missing", "empty", "flat-without-csv", "empty-class", "undecodable", "csv-no-file-col", "csv-no-label-col", "csv-missing-file", "csv-unknown-label", "csv-mixed-labels", "csv-duplicate", "csv-outside", "xml-malformed", "xml-bad-number", "boxes-dir-missing"],
+    ids=["missing", "empty", "flat-without-csv", "empty-class", "undecodable", "csv-no-file-col", "csv-no-label-col", "csv-missing-file", "csv-unknown-label", "csv-mixed-labels", "csv-duplicate", "csv-outside", "xml-malformed", "xml-bad-number", "boxes-dir-missing",
+         "xml-inf-size", "csv-not-utf8", "name-not-utf8", "one-file-two-classes"],
 )
 def test_bad_input_is_rejected_before_decoding_naming_the_file(tmp_path: Path, setup, kwargs: dict, message: str) -> None:
     setup(tmp_path)
     kw = {k: (tmp_path / v if k in ("root", "labels_csv", "boxes_dir") else v) for k, v in kwargs.items()}
     with pytest.raises(ConfigError, match=message):
         index_image_folder(**kw)
+
+
+def test_a_symlink_loop_repeats_no_image(tmp_path: Path) -> None:
+    """`r/c/loop -> ..` (a link back up the tree) and two links to one file: each image is indexed once."""
+    for name in ("a.png", "b.png"):
+        _img(tmp_path / "r" / "c" / name)
+    (tmp_path / "r" / "c" / "loop").symlink_to(tmp_path / "r")
+    (tmp_path / "r" / "c" / "again.png").symlink_to(tmp_path / "r" / "c" / "a.png")
+    _img(tmp_path / "r" / "d" / "z.png")
+    idx = index_image_folder(tmp_path / "r")
+    assert sorted(r.id for r in idx.records) == ["c/a.png", "c/b.png", "d/z.png"]
 
 
 def test_box_size_mismatch_and_bad_preprocessing(tmp_path: Path) -> None:

@@ -67,3 +67,25 @@ def test_litert_job_through_the_agent(trained_tinycnn, tflite_tinycnn, tmp_path:
     assert outputs["features"].shape == (12, 96, 8, 8)
     assert result["runtime"]["runtime"] == "litert" and result["runtime"]["xnnpack"] is True
     assert len(result["samples_s"]) == 7
+
+
+def test_an_agent_the_host_gave_up_on_ends_itself(trained_tinycnn, tmp_path: Path) -> None:
+    """The agent's watchdog (`watchdog_s` in job.json: the host's timeout plus a grace): a hung runtime ends at
+    that deadline with SIGALRM even when no host is left to kill it (a killed CLI, a lost SSH or adb link)."""
+    import subprocess
+    import sys
+    import time
+
+    from edgecam.devices.archive import build_agent_archive
+    from edgecam.exporters.base import Artifact
+
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    np.save(job_dir / "inputs.npy", trained_tinycnn.data.test_x[:1], allow_pickle=False)
+    art = Artifact.load(trained_tinycnn.artifacts["fp32"])
+    (job_dir / "job.json").write_text(json.dumps({"runtime": "fault", "runtime_options": {"fault": "hang"}, "mode": "forward", "artifact": str(art.path), "watchdog_s": 1.5}))
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, str(build_agent_archive(tmp_path)), "run", str(job_dir)], capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - t0
+    assert proc.returncode == -14 and 1.5 <= took < 30, (proc.returncode, took, proc.stderr[-500:])  # -SIGALRM, at the deadline
+    assert not (job_dir / "result.json").exists()

@@ -60,6 +60,15 @@ def test_custom_model_errors() -> None:
         build_model("torch.nn:Identity", 10)
     with pytest.raises(ConfigError, match="not a submodule"):
         build_model("tinycnn", 10, target_layer="features.99")
+    with pytest.raises(ConfigError, match="is a float, not a factory"):
+        build_model("math:pi", 10, target_layer="x")
+    with pytest.raises(ConfigError, match=r"capwords\(num_classes=10\) failed: TypeError"):
+        build_model("string:capwords", 10, target_layer="x")  # a callable that is no model factory
+    with pytest.raises(ConfigError, match="returned a dict, not a torch.nn.Module"):
+        build_model("builtins:dict", 10, target_layer="x")
+    with pytest.raises(ConfigError, match="cannot import factory 'f' from module 'this': ") as info:
+        build_model("this:f", 10, target_layer="x")  # a module with an import side effect (it prints the Zen) and no `f`
+    assert "AttributeError" in str(info.value)
 
 
 def test_registry_has_the_papers_architectures() -> None:
