@@ -6,6 +6,8 @@ crashed runtime, a timeout or a lost board must not end the sweep."""
 
 from __future__ import annotations
 
+import math
+
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,10 +45,40 @@ def run_variant(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec") -> None:
         job["tegrastats"] = True
     try:
         v.result, _ = ctx.device.run_job(v.artifact_dir, x[:bs], {**job, "mode": "run", "outputs": []}, timeout=cfg.bench.timeout_s)
+        check_timing(v.result, cfg.bench.iterations)
         if cfg.bench.memory:
             v.memory, _ = ctx.device.run_job(v.artifact_dir, x, {**job, "mode": "memory"}, timeout=cfg.bench.timeout_s)
+            check_memory(v.memory)
     except (EdgecamError, OSError, TimeoutError) as exc:
         v.error = f"{type(exc).__name__}: {exc}"
+
+
+def _seconds_ok(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value < 1e6
+
+
+def check_timing(result: Any, iterations: int) -> None:
+    """A device's timing result as the tables will use it, or JobFailed: `iterations` finite, non-negative
+    samples in seconds and the init / first-run times (a board answering strings, NaN or 1e300 fails here)."""
+    from edgecam.devices.errors import JobFailed
+
+    samples = result.get("samples_s") if isinstance(result, dict) else None
+    if not isinstance(samples, list) or len(samples) != iterations or not all(_seconds_ok(t) for t in samples):
+        raise JobFailed(f"the device's timing answer is unusable: expected {iterations} latency samples in seconds, got {str(samples)[:200]}")
+    for key in ("init_s", "first_s"):
+        if key in result and not _seconds_ok(result[key]):
+            raise JobFailed(f"the device's timing answer is unusable: {key} = {str(result[key])[:100]}")
+
+
+def check_memory(memory: Any) -> None:
+    """A device's memory result: byte counts as non-negative integers below 2**50 (or absent)."""
+    from edgecam.devices.errors import JobFailed
+
+    if not isinstance(memory, dict):
+        raise JobFailed(f"the device's memory answer is a {type(memory).__name__}, not an object")
+    for key, value in memory.items():
+        if key.endswith("_bytes") and value is not None and not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**50):
+            raise JobFailed(f"the device's memory answer is unusable: {key} = {str(value)[:100]}")
 
 
 def run_key(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec", ckpt_sha: str) -> str:

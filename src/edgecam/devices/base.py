@@ -194,7 +194,12 @@ class Device:
             back = tmp / "back"  # only the results come back, never the inputs the job was sent
             back.mkdir()
             self.pull(f"{remote_job}/result.json", back / "result.json")
-            result = json.loads((back / "result.json").read_text())
+            try:
+                result = json.loads((back / "result.json").read_text())
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise JobFailed(f"job {key} on {self.name}: result.json is not JSON ({exc})") from None
+            if not isinstance(result, dict):
+                raise JobFailed(f"job {key} on {self.name}: result.json holds a {type(result).__name__}, not an object")
             if not result.get("ok"):
                 if str(result.get("error", "")).startswith("ArtifactCorrupt"):
                     self.cleanup(f"{self.workdir()}/artifacts/{artifact_dir.name}")  # the next job pushes a fresh copy
@@ -202,8 +207,11 @@ class Device:
             outputs: dict[str, np.ndarray] = {}
             if self.exists(f"{remote_job}/outputs.npz"):
                 self.pull(f"{remote_job}/outputs.npz", back / "outputs.npz")
-                with np.load(back / "outputs.npz", allow_pickle=False) as z:  # never unpickle device data
-                    outputs = {k: z[k] for k in z.files}
+                try:
+                    with np.load(back / "outputs.npz", allow_pickle=False) as z:  # never unpickle device data
+                        outputs = {k: z[k] for k in z.files}
+                except Exception as exc:  # noqa: BLE001 - a truncated or forged file from the device: its job failed
+                    raise JobFailed(f"job {key} on {self.name}: outputs.npz unreadable ({type(exc).__name__}: {exc})") from None
             result["job_key"] = key
             result["resumed"] = res is None
             self.cleanup(remote_job)

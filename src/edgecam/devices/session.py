@@ -39,6 +39,7 @@ class DeviceSession:
         self.calls = 0
         self.inputs = 0
         self._session: "PersistentSession | None" = None
+        self._shapes: dict[str, tuple[int, ...]] = {}  # each output's per-item shape, from the device's first answer
 
     @property
     def session(self) -> "PersistentSession":
@@ -54,6 +55,21 @@ class DeviceSession:
     @property
     def bytes_received(self) -> int:
         return self._session.bytes_received if self._session is not None else 0
+
+    def _checked(self, name: str, arr: Any, rows: int) -> np.ndarray:
+        """A device's answer as the host will use it, or JobFailed: a numeric array of `rows` items whose shape
+        per item is the one this output had in the device's first answer (a broken or hostile board answering
+        another shape, an object array or a string fails its job here, not somewhere deep in a CAM)."""
+        from edgecam.devices.errors import JobFailed
+
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiub" or arr.ndim < 1:
+            raise JobFailed(f"the device answered {name} as {type(arr).__name__} {getattr(arr, 'dtype', '')}, expected a numeric array")
+        if arr.shape[0] != rows:
+            raise JobFailed(f"the device answered {arr.shape[0]} rows of {name} for {rows} inputs")
+        known = self._shapes.setdefault(name, tuple(arr.shape[1:]))
+        if tuple(arr.shape[1:]) != known:
+            raise JobFailed(f"the device answered {name} of shape {tuple(arr.shape[1:])} per input, earlier {known}")
+        return arr
 
     def _per_request(self, item_bytes: int, limit: int) -> int:
         return max(1, min(limit, MAX_REQUEST_BYTES // max(1, item_bytes)))
@@ -71,8 +87,12 @@ class DeviceSession:
                 out = self.session.forward(x[i : i + step], outputs)
                 self.calls += 1
                 self.inputs += len(x[i : i + step])
+                if outputs is not None and not set(outputs) <= set(out):
+                    from edgecam.devices.errors import JobFailed
+
+                    raise JobFailed(f"the device answered {sorted(out)}, expected {list(outputs)}")
                 for k, v in out.items():
-                    parts.setdefault(k, []).append(v)
+                    parts.setdefault(k, []).append(self._checked(k, v, len(x[i : i + step])))
         return {k: np.concatenate(v) for k, v in parts.items()}
 
     def masked(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -84,7 +104,7 @@ class DeviceSession:
         out = []
         with stage("device"):
             for i in range(0, len(images), step):
-                out.append(self.session.masked(images[i : i + step], masks[i : i + step]))
+                out.append(self._checked("logits", self.session.masked(images[i : i + step], masks[i : i + step]), int(np.prod(masks[i : i + step].shape[:2]))))
                 self.calls += 1
                 self.inputs += int(np.prod(masks[i : i + step].shape[:2]))
         return np.concatenate(out)
@@ -97,7 +117,7 @@ class DeviceSession:
         out = []
         with stage("device"):
             for i in range(0, len(images), step):
-                out.append(self.session.scorecam(images[i : i + step], maps[i : i + step], max_inputs))
+                out.append(self._checked("logits", self.session.scorecam(images[i : i + step], maps[i : i + step], max_inputs), len(images[i : i + step]) * maps.shape[1]))
                 self.calls += 1
                 self.inputs += len(images[i : i + step]) * maps.shape[1]
         return np.concatenate(out)
@@ -109,7 +129,7 @@ class DeviceSession:
         out = []
         with stage("device"):
             for i in range(0, len(images), step):
-                out.append(self.session.rise(images[i : i + step], t[i : i + step], n_masks, cells, p, seed, max_inputs))
+                out.append(self._checked("rise", self.session.rise(images[i : i + step], t[i : i + step], n_masks, cells, p, seed, max_inputs), len(images[i : i + step])))
                 self.calls += 1
                 self.inputs += len(images[i : i + step]) * n_masks
         return np.concatenate(out)
@@ -122,7 +142,8 @@ class DeviceSession:
         out = []
         with stage("device"):
             for i in range(0, len(images), step):
-                out.append(self.session.perturb(images[i : i + step], cams[i : i + step], steps, kind, baseline, blur_sigma))
+                out.append(self._checked("logits", self.session.perturb(images[i : i + step], cams[i : i + step], steps, kind, baseline, blur_sigma),
+                                         len(images[i : i + step]) * per_series))
                 self.calls += 1
                 self.inputs += len(images[i : i + step]) * per_series
         return np.concatenate(out)
