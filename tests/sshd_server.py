@@ -114,11 +114,11 @@ def _ensure_board_python() -> str:
     return str(py)
 
 
-def start_sshd(root: Path, chroot: Path | None = None, python: str | None = None, env: dict[str, str] | None = None) -> SshServer:
+def start_sshd(root: Path, chroot: Path | None = None, python: str | None = None, env: dict[str, str] | None = None, sftp: bool = True) -> SshServer:
     """Start sshd on a free loopback port; `root` holds keys, config and log (world-readable where needed).
     With `chroot` (root only), every session of the board user runs inside that root file system
     (`ChrootDirectory`: the emulated arm64 board of `arm64_board.py`), with `python` the board's Python there;
-    `env` is set in every session (`SetEnv`)."""
+    `env` is set in every session (`SetEnv`); `sftp=False` leaves out the SFTP subsystem (as many boards' sshd)."""
     _ensure_sshd()
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
@@ -160,7 +160,7 @@ def start_sshd(root: Path, chroot: Path | None = None, python: str | None = None
                 "StrictModes no",
                 f"PidFile {root / 'sshd.pid'}",
                 "LogLevel VERBOSE",
-                "Subsystem sftp internal-sftp",
+                *(["Subsystem sftp internal-sftp"] if sftp else []),
                 *([f"ChrootDirectory {chroot}"] if chroot is not None else []),
                 *([f"SetEnv {' '.join(f'{k}={v}' for k, v in env.items())}"] if env else []),
                 "",

@@ -286,3 +286,32 @@ def test_key_errors_are_answers_not_retries_and_never_name_the_key(sshd: SshServ
     assert time.monotonic() - t0 < 5.0 and device.reconnects == 0
     assert str(key) not in str(info.value) and "secret-dir" not in str(info.value)
     assert ("missing or not readable" if kind != "rsa-not-authorized" else "authentication failed") in str(info.value)
+
+
+def test_a_board_without_sftp_gets_its_files_over_the_exec_channel(trained_tinycnn, local_run: pd.DataFrame, tmp_path: Path) -> None:
+    """An sshd with no `Subsystem sftp` (as dropbear and many embedded boards): probe, jobs and a whole run work,
+    files streamed as tar over exec channels, with the local metrics; nothing is left in the board's jobs."""
+    from sshd_server import start_sshd
+
+    from edgecam.bench.sweep import run
+
+    root = Path(tempfile.mkdtemp(prefix="edgecam-sshd-nosftp-"))
+    server = start_sshd(root, sftp=False)
+    try:
+        device = open_device(board_spec(server))
+        assert isinstance(device, SSHDevice)
+        facts = device.info()
+        assert device.has_sftp is False and facts["runtimes"]["onnxruntime"]
+        x = trained_tinycnn.data.test_x[:5]
+        result, outputs = device.run_job(trained_tinycnn.artifacts["int8"], x, JOB)
+        _, local_out = LocalDevice(workdir=str(tmp_path / "local")).run_job(trained_tinycnn.artifacts["int8"], x, JOB)
+        assert len(result["samples_s"]) == JOB["iterations"] and np.abs(outputs["logits"] - local_out["logits"]).max() < 1e-5
+        assert device.run(["ls", "-A", f"{device.workdir()}/jobs"]).stdout.strip() == ""
+        device.close()
+        out = run(_run_config(trained_tinycnn), tmp_path / "run", log=lambda m: None, device_spec=board_spec(server))
+        assert not out["failed"]
+        _same_rows(local_run, out["results"])
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(Path(server.home) / board_workdir(server), ignore_errors=True)

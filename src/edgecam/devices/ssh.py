@@ -13,6 +13,10 @@ The persistent session (`SSHSession`) keeps one exec channel open to `agent serv
 stderr drained as it comes). When the connection drops it reconnects with the same backoff, kills the old
 agent's process group if it still runs, starts a new agent and sends the request in flight again; answers
 are matched by request id, so nothing is lost or answered twice.
+
+Files move by SFTP where the board's sshd offers it; where it does not (dropbear, or an OpenSSH without
+`Subsystem sftp`, common on embedded boards), every transfer streams a tar archive over an exec channel
+(`tar` on the board: busybox has it) with the same temporary-sibling-then-rename discipline.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import logging
 import os
 import posixpath
 import shlex
+import shutil
 import socket
 import stat
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -121,6 +127,7 @@ class SSHDevice(Device):
         self.passphrase_env = passphrase_env
         self._client: Any = None
         self._sftp: Any = None
+        self._sftp_ok: bool | None = None  # has_sftp, asked once
         self.reconnects = 0
 
     @classmethod
@@ -207,6 +214,68 @@ class SSHDevice(Device):
             self._sftp.get_channel().settimeout(max(self.connect_timeout, 30.0))
         return self._sftp
 
+    @property
+    def has_sftp(self) -> bool:
+        """Whether the board's sshd offers the SFTP subsystem (many embedded boards' dropbear or a stripped
+        OpenSSH do not). Asked once; without it every transfer streams a tar archive over an exec channel."""
+        if self._sftp_ok is None:
+            import paramiko
+
+            try:
+                self._sftp_client()
+                self._sftp_ok = True
+            except paramiko.SSHException as exc:  # "Channel closed." when no `Subsystem sftp` is configured
+                if not (self._client and self._client.get_transport() and self._client.get_transport().is_active()):
+                    raise ConnectionLost(f"{self.name}: connection lost while opening SFTP: {self._scrub(exc)}") from None
+                self._sftp = None
+                self._sftp_ok = False
+                log.info("%s: the board's sshd has no SFTP subsystem (%s): files go over the exec channel (tar)", self.name, exc)
+        return bool(self._sftp_ok)
+
+    def _exec_bytes(self, command: str, stdin: bytes = b"", timeout: float | None = None) -> tuple[int, bytes, str]:
+        """Run one command with `stdin` sent and closed, its stdout kept as bytes (the SFTP-less transfers)."""
+        start = time.perf_counter()
+        transport = self._ensure().get_transport()
+        chan = transport.open_session(timeout=self.connect_timeout)
+        chan.exec_command(command)
+        out, err = bytearray(), bytearray()
+        try:
+            view = memoryview(stdin)
+            while view:
+                if chan.send_ready():
+                    view = view[chan.send(view[:1 << 16]):]
+                while chan.recv_ready():
+                    out += chan.recv(1 << 16)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(1 << 16)
+                if not transport.is_active() or chan.closed:
+                    raise ConnectionLost(f"{self.name}: connection closed while sending to {command[:80]!r}")
+            chan.shutdown_write()
+            while True:
+                busy = False
+                while chan.recv_ready():
+                    out += chan.recv(1 << 16)
+                    busy = True
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(1 << 16)
+                    busy = True
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                if not transport.is_active() or (chan.closed and not chan.exit_status_ready()):
+                    raise ConnectionLost(f"{self.name}: connection closed while running {command[:80]!r}")
+                if timeout is not None and time.perf_counter() - start > timeout:
+                    raise DeviceTimeout(f"{self.name}: command timed out after {timeout} s: {command[:200]}")
+                if not busy:
+                    time.sleep(0.005)
+        except BaseException:
+            chan.close()
+            raise
+        code = chan.recv_exit_status()
+        chan.close()
+        if code == -1:
+            raise ConnectionLost(f"{self.name}: no exit status for {command[:80]!r} (connection lost)")
+        return code, bytes(out), err.decode(errors="replace")
+
     def close(self) -> None:
         for obj in (self._sftp, self._client):
             try:
@@ -241,7 +310,7 @@ class SSHDevice(Device):
         if self._abs_workdir is None:
             wd = self._workdir_setting
             if not wd.startswith("/"):
-                home = self._retry("resolve home", lambda: self._sftp_client().normalize("."))
+                home = self._retry("resolve home", lambda: self._sftp_client().normalize(".") if self.has_sftp else self._exec("pwd", self.connect_timeout * 3).stdout.strip())
                 wd = posixpath.join(home, wd)
             self._abs_workdir = wd.rstrip("/")
         return self._abs_workdir
@@ -289,6 +358,9 @@ class SSHDevice(Device):
         return RunResult(code, out.decode(errors="replace"), err.decode(errors="replace"), time.perf_counter() - start)
 
     def exists(self, remote: str) -> bool:
+        if not self.has_sftp:
+            return self._retry("stat", lambda: self._exec(_shell_join(["test", "-e", remote]), self.connect_timeout * 3).returncode == 0)
+
         def check() -> bool:
             try:
                 self._sftp_client().stat(remote)
@@ -319,6 +391,8 @@ class SSHDevice(Device):
         tmp = f"{posixpath.dirname(remote)}/.{posixpath.basename(remote)}.{uuid.uuid4().hex[:8]}.part"  # one name for every attempt
 
         def upload() -> None:
+            if not self.has_sftp:
+                return self._push_tar(local, remote, tmp)
             sftp = self._sftp_client()
             self._makedirs(sftp, posixpath.dirname(remote))
             if self.exists(tmp):  # what an attempt cut off by a dropped connection left
@@ -335,6 +409,7 @@ class SSHDevice(Device):
             if self.exists(remote):
                 self._exec(_shell_join(["rm", "-rf", "--", remote]), self.connect_timeout * 3)
             sftp.posix_rename(tmp, remote)
+            return None
 
         try:
             self._retry(f"push {local.name}", upload)
@@ -344,6 +419,49 @@ class SSHDevice(Device):
             except Exception:  # noqa: BLE001 - the board is unreachable; the next push of this file starts clean
                 pass
             raise
+
+    def _push_tar(self, local: Path, remote: str, tmp: str) -> None:
+        """`push` without SFTP: a tar archive of `local` (its top entry named as the temporary sibling) streamed
+        into `tar -x` on the board, then renamed over `remote` as the SFTP path does."""
+        import io
+        import tarfile
+
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            tar.add(str(local), arcname=posixpath.basename(tmp))
+        parent = posixpath.dirname(remote) or "."
+        script = 'mkdir -p "$1" && rm -rf -- "$2" && tar -x -f - -C "$1" && rm -rf -- "$3" && mv -- "$2" "$3"'
+        code, _, err = self._exec_bytes(_shell_join(["sh", "-c", script, "sh", parent, tmp, remote]), buf.getvalue(), max(60.0, self.connect_timeout * 6))
+        if code != 0:
+            raise DeviceError(f"{self.name}: push of {local.name} over the exec channel failed (exit {code}): {err[-500:]}")
+
+    def _pull_tar(self, remote: str, local: Path) -> None:
+        """`pull` without SFTP: `tar -c` of `remote` on the board, read from the exec channel and unpacked here
+        (members checked: nothing outside `local`, no links, no devices)."""
+        import io
+        import tarfile
+
+        code, out, err = self._exec_bytes(_shell_join(["tar", "-c", "-f", "-", "-C", posixpath.dirname(remote) or "/", posixpath.basename(remote)]),
+                                          timeout=max(60.0, self.connect_timeout * 6))
+        if code != 0:
+            if "No such file" in err or "not found" in err.lower():
+                raise FileNotFoundError(f"{self.name}: {remote}: no such file on the board")
+            raise DeviceError(f"{self.name}: pull of {remote} over the exec channel failed (exit {code}): {err[-500:]}")
+        name = posixpath.basename(remote)
+        with tempfile.TemporaryDirectory(dir=local.parent if local.parent.exists() else None) as tmp_s:
+            with tarfile.open(fileobj=io.BytesIO(out), mode="r:") as tar:
+                for m in tar.getmembers():
+                    parts = Path(m.name).parts
+                    if not parts or parts[0] != name or ".." in parts or m.name.startswith("/") or not (m.isfile() or m.isdir()):
+                        raise DeviceError(f"{self.name}: pull of {remote}: the board sent an unexpected archive member {m.name!r}")
+                tar.extractall(tmp_s, filter="data")
+            got = Path(tmp_s) / name
+            if local.is_dir() and not local.is_symlink():
+                shutil.rmtree(local)
+            elif local.exists():
+                local.unlink()
+            local.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(got, local)
 
     def pull(self, remote: str, local: Path) -> None:
         local = Path(local)
@@ -357,6 +475,9 @@ class SSHDevice(Device):
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 sftp.get(src, str(dst))
 
+        if not self.has_sftp:
+            self._retry(f"pull {posixpath.basename(remote)}", lambda: self._pull_tar(remote, local))
+            return
         self._retry(f"pull {posixpath.basename(remote)}", lambda: download(self._sftp_client(), remote, local))
 
     def cleanup(self, remote: str) -> None:
@@ -414,8 +535,11 @@ class SSHDevice(Device):
         pid_file = f"{remote_job}/agent.pid"
         if not self.exists(pid_file):
             return
-        with self._sftp_client().open(pid_file) as f:
-            text = f.read().decode().strip()
+        if self.has_sftp:
+            with self._sftp_client().open(pid_file) as f:
+                text = f.read().decode().strip()
+        else:
+            text = self._exec(_shell_join(["cat", pid_file]), 30).stdout.strip()
         if text.isdigit():
             self.run(["kill", "-9", text], timeout=30)  # a number we parsed; argv-quoted anyway
             log.warning("%s: stopped stale agent pid %s of %s", self.name, text, posixpath.basename(remote_job))
