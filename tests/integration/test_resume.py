@@ -120,8 +120,61 @@ def test_another_experiment_in_the_same_run_dir_is_refused(reference: tuple[Path
     other.write_text(CONFIG.replace("faithfulness_images = 8", "faithfulness_images = 4"))
     proc = edgecam(["run", str(other), "--out", str(ref), "--limit", str(IMAGES)], session_cache)
     assert proc.returncode == 2
-    assert "holds a different experiment (differs in: config_hash)" in proc.stderr and "new --out" in proc.stderr
+    assert "holds a different experiment (differs in: explain.faithfulness_images)" in proc.stderr and "new --out" in proc.stderr
     proc = edgecam(["run", str(cfg), "--out", str(ref), "--limit", "12"], session_cache)  # same config, fewer images
     assert proc.returncode == 2 and "differs in: images" in proc.stderr
     proc = edgecam(["run", str(cfg), "--resume", str(tmp_path / "never-ran")], session_cache)
     assert proc.returncode == 2 and "not an edgecam run directory" in proc.stderr
+
+
+def _damage_a_job(run_dir: Path, rng: random.Random) -> str:
+    """One seeded accident to one stored job: a file truncated, a bit flipped, bytes appended, or its metadata
+    rewritten consistently (checksums recomputed) but of another form: what an interrupted copy, a bad sector
+    or a hand edit leaves."""
+    import hashlib
+
+    jobs = sorted(p for p in (run_dir / "jobs").glob("*/*") if p.is_dir())
+    job = rng.choice(jobs)
+    files = sorted(job.iterdir())
+    victim = rng.choice(files)
+    data = bytearray(victim.read_bytes())
+    kind = rng.choice(["truncate", "flip", "append", "reshape"])
+    if kind == "truncate":
+        data = data[: rng.randrange(0, max(1, len(data)))]
+    elif kind == "flip":
+        i = rng.randrange(len(data))
+        data[i] ^= 1 << rng.randrange(8)
+    elif kind == "append":
+        data += b"\x00garbage"
+    else:  # a well-formed envelope whose metadata lost what its reader needs
+        victim = job / "meta.json"
+        env = json.loads(victim.read_text())
+        env["meta"] = {"something": "else"} if env["meta"] else {"result": "x"}
+        env["meta_sha256"] = hashlib.sha256(json.dumps(env["meta"], sort_keys=True).encode()).hexdigest()
+        data = bytearray(json.dumps(env, sort_keys=True).encode())
+    victim.write_bytes(bytes(data))
+    return f"{kind} {job.parent.name}/{job.name[:8]}/{victim.name}"
+
+
+FUZZ_DEFAULT = 10  # of the 50 seeded cases, these run in `make test`; `make test-slow` runs all 50
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, marks=pytest.mark.slow) if s >= FUZZ_DEFAULT else s for s in range(50)])
+def test_a_damaged_job_store_resumes_to_the_uninterrupted_results(reference: tuple[Path, Path, float], session_cache: Path, tmp_path: Path, seed: int) -> None:
+    """Fuzz the job store: a finished run's copy with one job damaged (seeded), then `--resume`: the damaged job
+    is discarded and recomputed, every other one reused, and the results equal the uninterrupted run's."""
+    import shutil
+
+    cfg, ref, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref, out)
+    what = _damage_a_job(out, random.Random(seed))
+    proc = edgecam(["run", str(cfg), "--resume", str(out), "--limit", str(IMAGES)], session_cache)
+    assert proc.returncode == 0, what + proc.stdout[-3000:] + proc.stderr[-3000:]
+    _same_outputs(ref, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["jobs"]["reused"] + manifest["jobs"]["committed"] == JOBS, (what, manifest["jobs"])
+    if not what.startswith("reshape"):  # a damaged file never matches its checksum: exactly that job is redone
+        assert manifest["jobs"]["committed"] == 1, (what, manifest["jobs"])
+    else:  # metadata of another form is redone where its reader needs it (a prediction job reads only its arrays)
+        assert manifest["jobs"]["committed"] <= 1, (what, manifest["jobs"])

@@ -120,7 +120,7 @@ class JobStore:
         returning None (a failed job) commits nothing: the next resume retries it. `check(job)` raising
         (KeyError, TypeError, ValueError, ...) on a stored job discards it and computes it again. Returns
         (job, reused)."""
-        job = self.get(kind, key)
+        job = self.get(kind, key, count=False)
         if job is not None and check is not None:
             try:
                 check(job)
@@ -128,6 +128,7 @@ class JobStore:
                 self.discard(kind, key, f"{type(exc).__name__}: {exc}")
                 job = None
         if job is not None:
+            self.reused += 1
             return job, True
         fresh = compute()
         if fresh is None:
