@@ -53,3 +53,9 @@ def test_an_experiment_file_that_runs_code_needs_consent(tmp_path, capsys, monke
 
 def test_run_directory_names_are_one_safe_component() -> None:
     assert slug("quickstart") == "quickstart" and slug("../../etc") == "etc" and slug("a/b c") == "a_b_c" and slug("..") == "run"
+
+
+def test_a_mistyped_resume_directory_is_refused_and_not_created(tmp_path, capsys) -> None:
+    missing = tmp_path / "no-such-run"
+    assert main(["run", "configs/digits-demo.toml", "--resume", str(missing)]) == 2
+    assert "not an edgecam run directory" in capsys.readouterr().err and not missing.exists()

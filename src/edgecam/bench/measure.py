@@ -51,6 +51,7 @@ def run_variant(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec") -> None:
             check_memory(v.memory)
     except (EdgecamError, OSError, TimeoutError) as exc:
         v.error = f"{type(exc).__name__}: {exc}"
+        v.result, v.memory = {}, {}  # a failed variant keeps nothing its device answered
 
 
 def _seconds_ok(value: Any) -> bool:

@@ -64,6 +64,8 @@ def open_run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, 
         dspec = device_spec or get_device_spec(cfg.device, inventory)
         preflight(cfg, data)
     identity = {"config_hash": stable_hash(cfg.to_dict()), "images": n_img, "device": dspec.name, "device_url": dspec.url, "data": data.fingerprint}
+    if resume and not (out_dir / "run.json").is_file():  # before the lock creates the directory of a mistyped --resume
+        pin_run_dir(out_dir, identity, resume, cfg.to_dict())
     held.enter_context(run_dir_lock(out_dir))
     resumed = pin_run_dir(out_dir, identity, resume, cfg.to_dict())
     store = JobStore(out_dir / files.JOBS)
@@ -120,7 +122,7 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
 def latency_rows(variants: list[Variant], device: str, emulated: bool = False) -> list[dict[str, Any]]:
     """latency.parquet: one row per timed iteration of each variant (`device_emulated`: an emulator's time)."""
     return [{"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "device": device, "device_emulated": emulated, "iteration": i,
-             "batch_size": v.result.get("batch_size"), "latency_ms": s * 1e3} for v in variants for i, s in enumerate(v.result.get("samples_s", []))]
+             "batch_size": v.result.get("batch_size"), "latency_ms": s * 1e3} for v in variants if v.ok for i, s in enumerate(v.result.get("samples_s", []))]
 
 
 def write_outputs(ctx: RunContext, acc: Collected) -> dict[str, Any]:
@@ -148,8 +150,11 @@ def write_outputs(ctx: RunContext, acc: Collected) -> dict[str, Any]:
     files.write_tables(out, [(files.WSOL, tables["wsol"]), (files.ACTIVATIONS, pd.DataFrame(acc.histograms))])
     if not gap.empty:
         files.write_tables(out, [(files.RUNTIME_GAP, gap), (files.RUNTIME_GAP_CSV, tables["runtime_gap"])])
-    files.write_grid(acc.grids, out)
-    files.write_dissimilar(acc.dissimilar, out)  # the one figure, after every table: a figure that fails loses no data
+    try:  # the figures last: one that fails to draw loses no table, and the run still finishes
+        files.write_grid(acc.grids, out)
+        files.write_dissimilar(acc.dissimilar, out)
+    except Exception as exc:  # noqa: BLE001 - reported; the tables above are written
+        ctx.log(f"[yellow]the CAM grid / dissimilar figure was not written: {type(exc).__name__}: {exc}[/yellow]")
     if acc.lowbit:
         files.write_tables(out, [(files.LOWBIT, tables["lowbit"])])
     return tables

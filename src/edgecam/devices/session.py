@@ -23,6 +23,21 @@ if TYPE_CHECKING:
 MAX_REQUEST_BYTES = 256 << 20
 
 
+def _manifest_shapes(artifact_dir: str | Path) -> dict[str, tuple[int, ...]]:
+    """Per-item output shapes the artifact declares (`output_shapes` of its manifest, batch dimension dropped)."""
+    import json
+
+    try:
+        shapes = json.loads((Path(artifact_dir) / "manifest.json").read_text()).get("output_shapes", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    out: dict[str, tuple[int, ...]] = {}
+    for name, dims in (shapes.items() if isinstance(shapes, dict) else ()):
+        if isinstance(dims, list) and len(dims) >= 1 and all(isinstance(d, int) for d in dims[1:]):
+            out[str(name)] = tuple(dims[1:])
+    return out
+
+
 class DeviceSession:
     """`session(x) -> {"logits"}` (or every output with `outputs=None`) for any number of inputs, sent to the
     agent in "forward" requests of at most `max_inputs` inputs (and MAX_REQUEST_BYTES). Masked-input CAMs and
@@ -39,7 +54,8 @@ class DeviceSession:
         self.calls = 0
         self.inputs = 0
         self._session: "PersistentSession | None" = None
-        self._shapes: dict[str, tuple[int, ...]] = {}  # each output's per-item shape, from the device's first answer
+        self._shapes: dict[str, tuple[int, ...]] = _manifest_shapes(artifact_dir)  # each output's per-item shape: the
+        # artifact's own (its manifest), else the device's first answer
 
     @property
     def session(self) -> "PersistentSession":
@@ -68,7 +84,7 @@ class DeviceSession:
             raise JobFailed(f"the device answered {arr.shape[0]} rows of {name} for {rows} inputs")
         known = self._shapes.setdefault(name, tuple(arr.shape[1:]))
         if tuple(arr.shape[1:]) != known:
-            raise JobFailed(f"the device answered {name} of shape {tuple(arr.shape[1:])} per input, earlier {known}")
+            raise JobFailed(f"the device answered {name} of shape {tuple(arr.shape[1:])} per input, expected {known}")
         return arr
 
     def _per_request(self, item_bytes: int, limit: int) -> int:

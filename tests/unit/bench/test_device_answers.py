@@ -43,7 +43,7 @@ class _Answers:
 
 
 @pytest.mark.parametrize(("second", "match"), [
-    ({"logits": np.zeros((2, 11), np.float32)}, r"logits of shape \(11,\) per input, earlier \(10,\)"),
+    ({"logits": np.zeros((2, 11), np.float32)}, r"logits of shape \(11,\) per input, expected \(10,\)"),
     ({"logits": np.zeros((3, 10), np.float32)}, r"3 rows of logits for 2 inputs"),
     ({"logits": np.array([["a"] * 10] * 2)}, r"logits as ndarray <U1, expected a numeric array"),
     ({"logits": "<script>"}, r"logits as str"),
