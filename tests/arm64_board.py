@@ -69,10 +69,24 @@ class BoardUnavailable(RuntimeError):
 
 
 def board_dir() -> Path:
-    """Where the board lives: edgecam's cache (`EDGECAM_CACHE_DIR`, else ~/.cache/edgecam) / boards / ..."""
-    from edgecam.cache import cache_dir
+    """Where the board lives: $EDGECAM_BOARD_DIR, else ~/.cache/edgecam/boards/debian-bookworm-arm64 (never under
+    the test session's temporary EDGECAM_CACHE_DIR: sshd chroots only into a path whose every component is
+    root-owned and not writable by others, which /tmp is not, and the board is worth keeping across runs)."""
+    env = os.environ.get("EDGECAM_BOARD_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgecam" / "boards" / f"debian-{SUITE}-arm64"
 
-    return cache_dir() / "boards" / f"debian-{SUITE}-arm64"
+
+def check_chroot_path(rootfs: Path) -> None:
+    """sshd's ChrootDirectory rule, checked up front with a clear message: every component of the path is
+    owned by root and writable by nobody else."""
+    for p in [rootfs.resolve(), *rootfs.resolve().parents]:
+        st = p.stat()
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            raise BoardUnavailable(f"the board's root {rootfs} cannot be chrooted into by sshd: {p} is not root-owned or is group/world-writable "
+                                   "(set EDGECAM_BOARD_DIR to a path under a root-owned, non-shared directory)")
 
 
 def _run(argv: list[str], timeout: float = 1800, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -251,6 +265,7 @@ def start_board(tmp_root: Path, log: Callable[[str], None] = print) -> tuple[Ssh
     """Build (or reuse) the board, mount it and start an sshd chrooted into it: (SshServer, Mounts, image)."""
     _ensure_board_user()
     image = build_board(BOARD_USER, log)
+    check_chroot_path(image.rootfs)
     mounts = mount_board(image)
     try:
         server = start_sshd(tmp_root, chroot=image.rootfs, python=image.python, env={"QEMU_CPU": QEMU_CPU})

@@ -233,7 +233,9 @@ class SSHDevice(Device):
         return bool(self._sftp_ok)
 
     def _exec_bytes(self, command: str, stdin: bytes = b"", timeout: float | None = None) -> tuple[int, bytes, str]:
-        """Run one command with `stdin` sent and closed, its stdout kept as bytes (the SFTP-less transfers)."""
+        """Run one command with `stdin` sent and then closed (when given), stdout kept as bytes; stdout and
+        stderr drained as they come (no window stall on either); a transport that dies or a command past
+        `timeout` raises instead of hanging. `_exec` and the SFTP-less transfers both go through here."""
         start = time.perf_counter()
         transport = self._ensure().get_transport()
         chan = transport.open_session(timeout=self.connect_timeout)
@@ -242,15 +244,20 @@ class SSHDevice(Device):
         try:
             view = memoryview(stdin)
             while view:
-                if chan.send_ready():
-                    view = view[chan.send(view[:1 << 16]):]
+                sent = chan.send(view[: 1 << 16]) if chan.send_ready() else 0
+                view = view[sent:]
                 while chan.recv_ready():
                     out += chan.recv(1 << 16)
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(1 << 16)
                 if not transport.is_active() or chan.closed:
                     raise ConnectionLost(f"{self.name}: connection closed while sending to {command[:80]!r}")
-            chan.shutdown_write()
+                if timeout is not None and time.perf_counter() - start > timeout:
+                    raise DeviceTimeout(f"{self.name}: command timed out after {timeout} s: {command[:200]}")
+                if not sent:
+                    time.sleep(0.005)
+            if stdin:
+                chan.shutdown_write()
             while True:
                 busy = False
                 while chan.recv_ready():
@@ -327,35 +334,8 @@ class SSHDevice(Device):
         """Run one command; stdout and stderr are drained as they come (no window stall on either), and a
         transport that dies or a command past `timeout` raises instead of hanging."""
         start = time.perf_counter()
-        transport = self._ensure().get_transport()
-        chan = transport.open_session(timeout=self.connect_timeout)
-        chan.exec_command(command)
-        out, err = bytearray(), bytearray()
-        try:
-            while True:
-                busy = False
-                while chan.recv_ready():
-                    out += chan.recv(65536)
-                    busy = True
-                while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
-                    busy = True
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
-                if not transport.is_active() or (chan.closed and not chan.exit_status_ready()):
-                    raise ConnectionLost(f"{self.name}: connection closed while running {command[:80]!r}")
-                if timeout is not None and time.perf_counter() - start > timeout:
-                    raise DeviceTimeout(f"{self.name}: command timed out after {timeout} s: {command[:200]}")
-                if not busy:
-                    time.sleep(0.01)
-        except BaseException:
-            chan.close()
-            raise
-        code = chan.recv_exit_status()
-        chan.close()
-        if code == -1:  # no exit status: the connection went away
-            raise ConnectionLost(f"{self.name}: no exit status for {command[:80]!r} (connection lost)")
-        return RunResult(code, out.decode(errors="replace"), err.decode(errors="replace"), time.perf_counter() - start)
+        code, out, err = self._exec_bytes(command, b"", timeout)
+        return RunResult(code, out.decode(errors="replace"), err, time.perf_counter() - start)
 
     def exists(self, remote: str) -> bool:
         if not self.has_sftp:

@@ -65,7 +65,7 @@ def test_cli_refuses_before_creating_the_run_dir(tmp_path: Path) -> None:
     cfg.write_text('[[models]]\nname = "test_preflight:gray_model"\ntarget_layer = "0"\n')
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "EDGECAM_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "edgecam.cli", "run", str(cfg), "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "edgecam.cli", "run", str(cfg), "--out", str(out), "--allow-code"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "does not accept the data's input of shape (3, 64, 64)" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists() and not (tmp_path / "cache" / "checkpoints").exists()  # nothing trained, nothing written
