@@ -114,7 +114,7 @@ def _ensure_tools() -> None:
     if not entry.exists() or not entry.read_text().startswith("enabled"):
         _run(["update-binfmts", "--enable", "qemu-aarch64"])
     text = entry.read_text() if entry.exists() else ""
-    if not text.startswith("enabled") or "F" not in next((ln.split()[1] for ln in text.splitlines() if ln.startswith("flags:")), ""):
+    if not text.startswith("enabled") or "F" not in next(((ln.split() + [""])[1] for ln in text.splitlines() if ln.startswith("flags:")), ""):
         raise BoardUnavailable(f"binfmt_misc has no enabled qemu-aarch64 handler with the F (fix binary) flag: {text!r}")
 
 
@@ -239,13 +239,17 @@ class Mounts:
 
     def release(self) -> None:
         for p in reversed(self.points):
-            subprocess.run(["umount", str(p)], capture_output=True)
+            proc = subprocess.run(["umount", str(p)], capture_output=True, text=True)
+            if proc.returncode != 0:  # busy (a process still inside the chroot): detach it rather than pile mounts up
+                subprocess.run(["umount", "-l", str(p)], capture_output=True)
+                print(f"arm64 board: {p} was busy ({proc.stderr.strip()}); detached lazily", file=sys.stderr)
         self.points.clear()
 
 
 def mount_board(image: BoardImage) -> Mounts:
-    """/proc, a read-only /sys and the cpuinfo stand-in inside the root (stacked: each board started mounts
-    its own layer, so two boards on one root never unmount each other's)."""
+    """/proc, a read-only /sys and the cpuinfo stand-in inside the root. Each board started mounts a layer of
+    its own on top; `release` unmounts the top layers, which are another board's when two boards on one root
+    stop out of order: same mounts either way, so a running board keeps working."""
     rfs = image.rootfs
     done = Mounts([])
     try:

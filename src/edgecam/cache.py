@@ -54,11 +54,27 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def current_umask() -> int:
-    """The process's umask (read by setting and restoring it: POSIX has no getter)."""
+def _read_umask() -> int:
+    """The process's umask: from /proc (Linux), else by setting and restoring it, once at import (setting it,
+    even briefly, would race files other threads create)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
+
+
+def current_umask() -> int:
+    """The umask new files are made with (read once at import)."""
+    return _UMASK
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:

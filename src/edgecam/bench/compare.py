@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgecam.bench.report import csp_hash
+from edgecam.errors import EdgecamError
 
 KEYS = ["model", "format", "runtime", "precision", "cam_method", "cam_mode"]
 METRICS = ("cc_fp32", "sim_fp32", "kld_fp32", "cc_gt", "sim_gt", "insertion_auc", "deletion_auc")
@@ -86,7 +87,7 @@ def device_gap(run_a: str | Path, run_b: str | Path) -> Any:
             continue
         la, lb = (np.stack([k[name][i] for i in ids]).astype(np.float64) for k in (kept_a, kept_b))
         if la.shape != lb.shape:
-            raise ValueError(f"{model} {fmt} {precision} {runtime}: logits of shape {la.shape[1:]} in {run_a} but {lb.shape[1:]} in {run_b}: not the same model")
+            raise EdgecamError(f"{model} {fmt} {precision} {runtime}: logits of shape {la.shape[1:]} in {run_a} but {lb.shape[1:]} in {run_b}: not the same model")
         diff = np.abs(la - lb).max(axis=1)
         vkey = f"{model}-{fmt}-{precision}-{runtime}"
         sha = [v.get(vkey, {}).get("sha256") for v in (var_a, var_b)]
@@ -96,7 +97,8 @@ def device_gap(run_a: str | Path, run_b: str | Path) -> Any:
         cam_names = sorted(n for n in common if n.startswith(prefix))
         for cname in cam_names:
             method, mode = cname[len(prefix):].split("|")
-            m = [compare(kept_a[cname][i], kept_b[cname][i]) for i in ids if i in kept_a[cname] and i in kept_b[cname]]
+            m = [compare(kept_a[cname][i], kept_b[cname][i]) for i in ids if i in kept_a[cname] and i in kept_b[cname]
+                 and kept_a[cname][i].shape == kept_b[cname][i].shape]  # CAMs kept at another keep_cam_size are not compared
             rows.append({**base, "cam_method": method, "cam_mode": mode, **{k: float(np.nanmean([r[k] for r in m])) if m else float("nan") for k in ("sim", "cc", "kld")}})
         if not cam_names:
             rows.append({**base, "cam_method": "", "cam_mode": "", "sim": float("nan"), "cc": float("nan"), "kld": float("nan")})

@@ -75,6 +75,8 @@ class JobStore:
             return None
         try:
             job = _read(d)
+        except MemoryError:
+            raise
         except Exception as exc:  # noqa: BLE001 - whatever a damaged file raises (BadZipFile, EOFError, ArrowInvalid, ...)
             shutil.rmtree(d, ignore_errors=True)
             logging.getLogger(__name__).warning("job %s/%s unreadable (%s: %s): recomputing it", kind, key, type(exc).__name__, exc)
@@ -134,7 +136,10 @@ class JobStore:
         if fresh is None:
             return None, False
         self.put(kind, key, fresh)
-        return self.get(kind, key, count=False), False
+        back = self.get(kind, key, count=False)
+        if back is None:  # the job just written cannot be read back: the disk, not the job, is at fault
+            raise RunDirError(f"job {kind}/{key} could not be read back right after it was written under {self.root}; check the disk")
+        return back, False
 
     def clean_partials(self) -> int:
         """Remove half-written job directories a killed run left behind; returns how many."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -245,12 +246,14 @@ def _parse_int(text: str) -> int | None:
 def _csv_entries(root: Path, labels_csv: Path, class_names: Sequence[str] | None) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
     if not labels_csv.is_file():
         raise ConfigError(f"labels CSV {labels_csv}: file not found")
+    raw = labels_csv.read_bytes()
     try:
-        with open(labels_csv, newline="", encoding="utf-8-sig") as f:
-            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
-    except UnicodeDecodeError as exc:
-        line = labels_csv.read_bytes()[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"labels CSV {labels_csv} line {line}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset {exc.start}); save it as UTF-8") from None
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:  # offsets of the whole file: its line and byte can be named
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"labels CSV {labels_csv} line {line}: not UTF-8 text (byte {raw[exc.start:exc.start + 1]!r} at offset {exc.start}); save it as UTF-8") from None
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
     except csv.Error as exc:
         raise ConfigError(f"labels CSV {labels_csv}: malformed CSV: {exc}") from None
     if not rows:

@@ -33,7 +33,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from edgecam.devices.base import Device, DeviceError, DeviceTimeout, JobFailed, RunResult
+from edgecam.devices.base import FACT_MAX_CHARS, Device, DeviceError, DeviceTimeout, JobFailed, RunResult
 from edgecam.devices.benchmark_model import BenchmarkModelResult, benchmark_argv, parse_benchmark_output
 from edgecam.errors import ArtifactError
 
@@ -267,7 +267,8 @@ class AdbDevice(Device):
             props = parse_getprop(sections.get("", ""))
             if not props:
                 raise DeviceError(f"{self.name}: getprop printed nothing (exit {res.returncode}): {_tail(res.stderr or res.stdout, 5)}")
-            self._info = {"name": self.name, "kind": self.kind, "serial": self.serial, **android_facts(props, sections)}
+            facts = {k: (v[:FACT_MAX_CHARS] if isinstance(v, str) else v) for k, v in android_facts(props, sections).items()}  # the device's text, capped
+            self._info = {**facts, "name": self.name, "kind": self.kind, "serial": self.serial}
             self._info["benchmark_model"] = self.benchmark_model
             self._info["python"] = self._python
         return dict(self._info)

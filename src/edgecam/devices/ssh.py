@@ -225,8 +225,9 @@ class SSHDevice(Device):
                 self._sftp_client()
                 self._sftp_ok = True
             except paramiko.SSHException as exc:  # "Channel closed." when no `Subsystem sftp` is configured
-                if not (self._client and self._client.get_transport() and self._client.get_transport().is_active()):
-                    raise ConnectionLost(f"{self.name}: connection lost while opening SFTP: {self._scrub(exc)}") from None
+                alive = self._client and self._client.get_transport() and self._client.get_transport().is_active()
+                if not alive or isinstance(exc, paramiko.ChannelException) or "Channel closed" not in str(exc) and "EOF" not in str(exc):
+                    raise ConnectionLost(f"{self.name}: opening SFTP failed: {self._scrub(exc)}") from None  # transient: retried
                 self._sftp = None
                 self._sftp_ok = False
                 log.info("%s: the board's sshd has no SFTP subsystem (%s): files go over the exec channel (tar)", self.name, exc)
@@ -244,7 +245,14 @@ class SSHDevice(Device):
         try:
             view = memoryview(stdin)
             while view:
-                sent = chan.send(view[: 1 << 16]) if chan.send_ready() else 0
+                if chan.exit_status_ready() or chan.closed:  # the command ended early (a failing mkdir / tar): read why below
+                    break
+                try:
+                    sent = chan.send(view[: 1 << 16]) if chan.send_ready() else 0
+                except OSError:
+                    if chan.exit_status_ready():
+                        break
+                    raise ConnectionLost(f"{self.name}: connection closed while sending to {command[:80]!r}") from None
                 view = view[sent:]
                 while chan.recv_ready():
                     out += chan.recv(1 << 16)
@@ -256,7 +264,7 @@ class SSHDevice(Device):
                     raise DeviceTimeout(f"{self.name}: command timed out after {timeout} s: {command[:200]}")
                 if not sent:
                     time.sleep(0.005)
-            if stdin:
+            if stdin and not chan.closed:
                 chan.shutdown_write()
             while True:
                 busy = False
@@ -411,7 +419,8 @@ class SSHDevice(Device):
             tar.add(str(local), arcname=posixpath.basename(tmp))
         parent = posixpath.dirname(remote) or "."
         script = 'mkdir -p "$1" && rm -rf -- "$2" && tar -x -f - -C "$1" && rm -rf -- "$3" && mv -- "$2" "$3"'
-        code, _, err = self._exec_bytes(_shell_join(["sh", "-c", script, "sh", parent, tmp, remote]), buf.getvalue(), max(60.0, self.connect_timeout * 6))
+        payload = buf.getvalue()
+        code, _, err = self._exec_bytes(_shell_join(["sh", "-c", script, "sh", parent, tmp, remote]), payload, _transfer_timeout(len(payload), self.connect_timeout))
         if code != 0:
             raise DeviceError(f"{self.name}: push of {local.name} over the exec channel failed (exit {code}): {err[-500:]}")
 
@@ -421,26 +430,28 @@ class SSHDevice(Device):
         import io
         import tarfile
 
+        size = self._exec(_shell_join(["du", "-s", "-k", remote]), self.connect_timeout * 3).stdout.split()
+        nbytes = int(size[0]) * 1024 if size and size[0].isdigit() else 0
         code, out, err = self._exec_bytes(_shell_join(["tar", "-c", "-f", "-", "-C", posixpath.dirname(remote) or "/", posixpath.basename(remote)]),
-                                          timeout=max(60.0, self.connect_timeout * 6))
+                                          timeout=_transfer_timeout(nbytes, self.connect_timeout))
         if code != 0:
             if "No such file" in err or "not found" in err.lower():
                 raise FileNotFoundError(f"{self.name}: {remote}: no such file on the board")
             raise DeviceError(f"{self.name}: pull of {remote} over the exec channel failed (exit {code}): {err[-500:]}")
         name = posixpath.basename(remote)
-        with tempfile.TemporaryDirectory(dir=local.parent if local.parent.exists() else None) as tmp_s:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=local.parent) as tmp_s:
             with tarfile.open(fileobj=io.BytesIO(out), mode="r:") as tar:
                 for m in tar.getmembers():
                     parts = Path(m.name).parts
                     if not parts or parts[0] != name or ".." in parts or m.name.startswith("/") or not (m.isfile() or m.isdir()):
                         raise DeviceError(f"{self.name}: pull of {remote}: the board sent an unexpected archive member {m.name!r}")
-                tar.extractall(tmp_s, filter="data")
+                tar.extractall(tmp_s, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # members checked above either way
             got = Path(tmp_s) / name
             if local.is_dir() and not local.is_symlink():
                 shutil.rmtree(local)
             elif local.exists():
                 local.unlink()
-            local.parent.mkdir(parents=True, exist_ok=True)
             os.replace(got, local)
 
     def pull(self, remote: str, local: Path) -> None:
@@ -523,6 +534,11 @@ class SSHDevice(Device):
         if text.isdigit():
             self.run(["kill", "-9", text], timeout=30)  # a number we parsed; argv-quoted anyway
             log.warning("%s: stopped stale agent pid %s of %s", self.name, text, posixpath.basename(remote_job))
+
+
+def _transfer_timeout(nbytes: int, connect_timeout: float) -> float:
+    """A tar transfer's time limit: a minute, plus a second per MB (a 1 MB/s floor for a slow link)."""
+    return max(60.0, connect_timeout * 6) + nbytes / 1e6
 
 
 def _coalesce(chunks: Sequence[Any], limit: int = 1 << 20) -> list[Any]:
