@@ -144,11 +144,13 @@ def saliency_fingerprint(directory: str | None) -> str:
     import hashlib
     from pathlib import Path
 
+    from edgecam.cache import sha256_file
+
     h = hashlib.sha256()
     root = Path(directory or "")
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         h.update(path.relative_to(root).as_posix().encode("utf-8", "surrogateescape") + b"\0")
-        h.update(hashlib.sha256(path.read_bytes()).digest())
+        h.update(bytes.fromhex(sha256_file(path)))
     return h.hexdigest()
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from edgecam.cache import current_umask, atomic_write_json, fsync_dir, stable_hash
+from edgecam.cache import atomic_write_json, current_umask, fsync_dir, sha256_file, stable_hash
 from edgecam.errors import EdgecamError
 
 RUN_FILE = "run.json"
@@ -101,7 +101,7 @@ class JobStore:
             for name, df in job.tables.items():
                 df.to_parquet(tmp / f"{name}.parquet", index=False)
             meta = json.loads(json.dumps(job.meta, sort_keys=True, default=str))  # as it will read back
-            sums = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+            sums = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
             (tmp / "meta.json").write_text(json.dumps({"meta": meta, "files": sums, "meta_sha256": _meta_hash(meta)}, sort_keys=True))
             for p in tmp.iterdir():  # durable before the rename makes the job visible
                 with open(p, "rb") as f:
@@ -151,14 +151,6 @@ class JobStore:
         return n
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _meta_hash(meta: Any) -> str:
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
@@ -176,7 +168,7 @@ def _read(d: Path) -> Job:
     if present != sorted(sums):
         raise ValueError(f"files {present} but meta.json lists {sorted(sums)}")
     for name, digest in sums.items():
-        if _sha256(d / name) != digest:
+        if sha256_file(d / name) != digest:
             raise ValueError(f"{name}: SHA-256 mismatch (truncated or altered)")
     if not isinstance(meta, dict):
         raise ValueError(f"metadata is a {type(meta).__name__}, not an object")
