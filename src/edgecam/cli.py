@@ -124,6 +124,15 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
             lt.add_row(plain(r["model"]), plain(r["precision"]), plain("host simulation" if "host" in r["execution"] else r["execution"]), f"{r['accuracy']:.4f}",
                        f"{r['accuracy_fp32']:.4f}", *(format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in ("sim", "cc", "kld")), plain(ort[:90]))
         console.print(lt)
+    sq = out.get("saliency_qat")
+    if sq is not None and not sq.empty:
+        st = Table(title="Saliency-assisted QAT (arXiv 2411.05858): accuracy and map clarity, mean [95% bootstrap interval]; "
+                         "IG = input gradient, GC++ = Grad-CAM++, CC vs the fp32 model of the same training")
+        for col in sq.columns:
+            st.add_column(plain(col))
+        for _, r in sq.iterrows():
+            st.add_row(*(plain(v) for v in r))
+        console.print(st)
     bench = out["bench"]
     emulated = bool(bench.get("device_emulated", False).any()) if not bench.empty and "device_emulated" in bench else False
     title = "Accuracy, latency and memory (test split; latency at batch 1)"

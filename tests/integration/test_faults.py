@@ -15,7 +15,9 @@ import pytest
 from edgecam.devices.base import JobFailed
 from edgecam.devices.local import LocalDevice
 from edgecam.errors import ArtifactError
+from edgecam.runtimes.fault import HELPER_MARK
 from conftest import edgecam
+from processes import all_gone, live_pids
 
 RUN = {"runtime": "fault", "mode": "forward", "output_batch_size": 8}
 EXPECTED = {
@@ -42,6 +44,17 @@ def test_each_runtime_fault_fails_the_job_with_its_cause(trained_tinycnn, device
     # the device is still usable: the next job on the same artifact runs
     _, out = device.run_job(trained_tinycnn.artifacts["fp32"], x, {**RUN, "runtime": "onnxruntime"}, timeout=60)
     assert np.isfinite(out["logits"]).all() and out["logits"].shape == (4, 10)
+
+
+def test_a_timed_out_job_is_stopped_with_everything_it_started(trained_tinycnn, device: LocalDevice) -> None:
+    """The agent leads its own process group and the host kills the group on a timeout: a helper process the
+    runtime started (silent, so no broken pipe would end it) does not outlive the job beside later timings."""
+    x = trained_tinycnn.data.test_x[:2]
+    assert live_pids(HELPER_MARK) == []
+    with pytest.raises(JobFailed, match="timed out after 4 s"):
+        device.run_job(trained_tinycnn.artifacts["fp32"], x, {**RUN, "runtime_options": {"fault": "hang-child"}}, timeout=4)
+    assert all_gone(HELPER_MARK)
+    assert not any((Path(device.workdir()) / "jobs").iterdir())  # its folder (with its inputs) is gone too
 
 
 def test_fault_precisions_limit_the_fault_to_those_artifacts(trained_tinycnn, device: LocalDevice) -> None:

@@ -49,7 +49,7 @@ def test_skimage_photos_run_end_to_end_with_boxes(session_cache: Path, tmp_path:
     assert len(out["wsol"]) == 2
 
 
-@pytest.mark.parametrize("name", ["quickstart", "digits-demo", "cam-quant-2403.09939", "pact-lowbit-2411.05858", "qxai-rogers2023"])
+@pytest.mark.parametrize("name", ["quickstart", "digits-demo", "cam-quant-2403.09939", "pact-lowbit-2411.05858", "qxai-rogers2023", "saliency-qat-2411.05858"])
 def test_shipped_configs_load(name: str) -> None:
     path = CONFIGS / f"{name}.toml"
     if not path.is_file():

@@ -156,7 +156,7 @@ def _damage_a_job(run_dir: Path, rng: random.Random) -> str:
     return f"{kind} {job.parent.name}/{job.name[:8]}/{victim.name}"
 
 
-FUZZ_DEFAULT = 10  # of the 50 seeded cases, these run in `make test`; `make test-slow` runs all 50
+FUZZ_DEFAULT = 10  # of the 50 seeded cases, these run in `make test`; `make test-slow` runs the other 40
 
 
 @pytest.mark.parametrize("seed", [pytest.param(s, marks=pytest.mark.slow) if s >= FUZZ_DEFAULT else s for s in range(50)])
@@ -178,3 +178,60 @@ def test_a_damaged_job_store_resumes_to_the_uninterrupted_results(reference: tup
         assert manifest["jobs"]["committed"] == 1, (what, manifest["jobs"])
     else:  # metadata of another form is redone where its reader needs it (a prediction job reads only its arrays)
         assert manifest["jobs"]["committed"] <= 1, (what, manifest["jobs"])
+
+
+def test_resume_keys_name_the_saliency_maps_content_and_the_device(trained_tinycnn, tmp_path: Path) -> None:
+    """Every input a result depends on is in its job key: saliency maps changed in place (same
+    `saliency_dir`) make new explain jobs and new `cc_sal` values; the same inventory name with another Python
+    (a different board, an upgraded runtime) makes new device jobs; an unchanged rerun reuses every job."""
+    import dataclasses
+
+    import numpy as np
+
+    from edgecam.bench.sweep import run
+    from edgecam.config import BenchSpec, RuntimeSpec
+    from edgecam.devices.inventory import DeviceSpec
+
+    n = 8
+    maps = tmp_path / "maps"
+    (maps / "real").mkdir(parents=True)
+    (maps / "linked").symlink_to(maps / "real")  # the hash follows links, as the map reader does
+    rng = np.random.default_rng(0)
+    ids = trained_tinycnn.data.test_ids[:n]
+    for i in ids:
+        (maps / f"{i}.npy").parent.mkdir(parents=True, exist_ok=True)
+        np.save(maps / f"{i}.npy", rng.random((8, 8)).astype(np.float32), allow_pickle=False)
+    cfg = trained_tinycnn.cfg
+    cfg = cfg.replace(
+        data=dataclasses.replace(cfg.data, limit=n), export=dataclasses.replace(cfg.export, precisions=("fp32",)),
+        runtimes=(RuntimeSpec("onnxruntime", threads=1),), bench=BenchSpec(warmup=1, iterations=3, memory=False),
+        explain=dataclasses.replace(cfg.explain, methods=("gradcampp",), faithfulness=False, saliency="directory", saliency_dir=str(maps), shard_size=n),
+    )
+    out = tmp_path / "run"
+    first = run(cfg, out, log=lambda m: None)
+    jobs = first["manifest"]["jobs"]["committed"]
+    assert jobs >= 2 and first["manifest"]["jobs"]["reused"] == 0
+
+    partial = out / "jobs" / "explain" / ".deadbeef.x1.part"  # what a run killed mid-commit leaves
+    partial.mkdir()
+    (partial / "meta.json").write_text("{}")
+    said: list[str] = []
+    again = run(cfg, out, log=said.append, resume=True)
+    assert again["manifest"]["jobs"] == {"reused": jobs, "committed": 0}
+    assert f"{jobs} finished job(s) kept, 1 partial one(s) discarded" in " ".join(said)  # the partial is not counted as finished
+
+    np.save(maps / f"{ids[0]}.npy", np.eye(8, dtype=np.float32), allow_pickle=False)  # one map changed in place
+    changed = run(cfg, out, log=lambda m: None, resume=True)
+    assert changed["manifest"]["jobs"]["committed"] == 1  # the explain shard, nothing else
+    a, b = (r["results"].set_index("image_id")["cc_sal"] for r in (again, changed))
+    assert a[ids[0]] != b[ids[0]] and np.allclose(a.drop(ids[0]), b.drop(ids[0]), equal_nan=True)
+    (maps / "real" / "extra.npy").write_bytes((maps / f"{ids[1]}.npy").read_bytes())  # reached only through the link
+    assert run(cfg, out, log=lambda m: None, resume=True)["manifest"]["jobs"]["committed"] == 1
+
+    python = tmp_path / "bin" / "python3"  # the same interpreter under another path: another board to the keys
+    python.parent.mkdir()
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    other = run(cfg, out, log=lambda m: None, resume=True, device_spec=DeviceSpec("local", python=str(python)))
+    assert other["manifest"]["jobs"]["committed"] == jobs  # every device job again, none resumed into old rows
+    assert len(other["results"]) == len(changed["results"]) and not other["failed"]

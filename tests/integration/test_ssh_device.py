@@ -20,10 +20,11 @@ import pandas as pd
 import pytest
 from sshd_server import SshServer, board, board_spec, board_workdir, sshd  # noqa: F401 - board and sshd are fixtures
 
-from edgecam.devices.base import JobFailed
+from edgecam.devices.base import DeviceError, JobFailed, RunResult
 from edgecam.devices.inventory import open_device
 from edgecam.devices.local import LocalDevice
 from edgecam.devices.ssh import HostKeyError, SSHDevice
+from edgecam.runtimes.fault import HELPER_MARK
 
 JOB = {"runtime": "onnxruntime", "runtime_options": {"threads": 1}, "warmup": 2, "iterations": 20, "batch_size": 1, "mode": "run"}
 KEY_COLUMNS = ["model", "format", "runtime", "precision", "cam_method", "image_id"]
@@ -86,6 +87,7 @@ def test_connection_dropped_mid_job_is_retried_without_loss(board: SSHDevice, ss
     _, local_out = LocalDevice(workdir=str(tmp_path / "local")).run_job(trained_tinycnn.artifacts["int8"], x, {**JOB, "iterations": 5})
     assert np.abs(outputs["logits"] - local_out["logits"]).max() < 1e-5
     assert "agent" not in subprocess.run(["pgrep", "-u", sshd.user, "-af", "edgecam-agent"], capture_output=True, text=True).stdout
+    assert subprocess.run(["pgrep", "-u", sshd.user, "-f", HELPER_MARK], capture_output=True, text=True).stdout == ""  # the whole group went
 
 
 def test_a_job_finished_while_disconnected_is_pulled_not_rerun(board: SSHDevice, trained_tinycnn) -> None:
@@ -156,7 +158,8 @@ def test_bad_job_on_the_board_fails_with_the_cause(board: SSHDevice, trained_tin
     assert board.run(["ls", "-A", f"{board.workdir()}/jobs"]).stdout.strip() == ""
 
 
-@pytest.mark.parametrize(("fault", "timeout", "message"), [("hang", 4, "timed out after 4 s"), ("segfault", 60, "no result|killed by SIGSEGV|exited"), ("exit", 60, "exited 3")])
+@pytest.mark.parametrize(("fault", "timeout", "message"), [("hang", 4, "timed out after 4 s"), ("hang-child", 4, "timed out after 4 s"),
+                                                      ("segfault", 60, "no result|killed by SIGSEGV|exited"), ("exit", 60, "exited 3")])
 def test_failed_jobs_leave_no_folder_or_process_on_the_board(board: SSHDevice, sshd: SshServer, trained_tinycnn, fault: str, timeout: float, message: str) -> None:
     """Clean boards: a crashed, exited or timed-out job's folder (which holds its inputs) is removed, and a
     timed-out agent, which outlives its closed channel, is stopped."""
@@ -166,6 +169,7 @@ def test_failed_jobs_leave_no_folder_or_process_on_the_board(board: SSHDevice, s
     assert board.run(["ls", "-A", f"{board.workdir()}/jobs"]).stdout.strip() == ""
     time.sleep(0.3)
     assert "agent" not in subprocess.run(["pgrep", "-u", sshd.user, "-af", "edgecam-agent"], capture_output=True, text=True).stdout
+    assert subprocess.run(["pgrep", "-u", sshd.user, "-f", HELPER_MARK], capture_output=True, text=True).stdout == ""  # the whole group went
     assert board.exists(f"{board.workdir()}/artifacts/{trained_tinycnn.artifacts['fp32'].name}/manifest.json")  # artifacts stay
 
 
@@ -307,6 +311,18 @@ def test_a_board_without_sftp_gets_its_files_over_the_exec_channel(trained_tinyc
         _, local_out = LocalDevice(workdir=str(tmp_path / "local")).run_job(trained_tinycnn.artifacts["int8"], x, JOB)
         assert len(result["samples_s"]) == JOB["iterations"] and np.abs(outputs["logits"] - local_out["logits"]).max() < 1e-5
         assert device.run(["ls", "-A", f"{device.workdir()}/jobs"]).stdout.strip() == ""
+        big = f"{device.workdir()}/big.bin"  # a pull is capped by the size the board reported: a board cannot flood the host
+        assert device.run(["sh", "-c", 'head -c 20000000 /dev/zero > "$1"', "sh", big]).returncode == 0
+        device.pull(big, tmp_path / "big.bin")
+        assert (tmp_path / "big.bin").stat().st_size == 20_000_000
+        real_exec = device._exec
+        lying = lambda command, timeout: RunResult(0, "1\tbig.bin\n", "", 0.0) if command.startswith("du ") else real_exec(command, timeout)  # noqa: E731
+        device._exec = lying  # type: ignore[method-assign]
+        with pytest.raises(DeviceError, match="more than .* bytes of output; refused"):
+            device.pull(big, tmp_path / "big2.bin")
+        device._exec = real_exec  # type: ignore[method-assign]
+        assert not (tmp_path / "big2.bin").exists()
+        device.cleanup(big)
         device.close()
         out = run(_run_config(trained_tinycnn), tmp_path / "run", log=lambda m: None, device_spec=board_spec(server))
         assert not out["failed"]
@@ -315,3 +331,71 @@ def test_a_board_without_sftp_gets_its_files_over_the_exec_channel(trained_tinyc
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(Path(server.home) / board_workdir(server), ignore_errors=True)
+
+
+def test_an_upload_cut_off_leaves_no_partial_copy_on_the_board(board: SSHDevice, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each push goes to one temporary sibling, reused by its retries and removed when they are spent: a link
+    that drops mid-upload leaves neither `.NAME.*.part` copies nor a half tree under the final name."""
+    import paramiko
+
+    src = tmp_path / "payload"
+    src.mkdir()
+    for i in range(4):
+        (src / f"f{i}.bin").write_bytes(bytes([i]) * 50_000)
+    parent = f"{board.workdir()}/push-test"
+    real_put = paramiko.SFTPClient.put
+    cuts = {"left": 2}
+
+    def flaky_put(self: Any, localpath: str, remotepath: str, *args: Any, **kwargs: Any) -> Any:
+        if localpath.endswith("f2.bin") and cuts["left"] > 0:  # two files are up when the link drops
+            cuts["left"] -= 1
+            raise EOFError("link dropped")
+        return real_put(self, localpath, remotepath, *args, **kwargs)
+
+    monkeypatch.setattr(paramiko.SFTPClient, "put", flaky_put)
+    monkeypatch.setattr(board, "backoff_s", 0.05)
+    board.push(src, f"{parent}/ok")  # two cut-off attempts, then a whole copy
+    listing = board.run(["ls", "-A", parent]).stdout.split()
+    assert listing == ["ok"], listing
+    assert sorted(board.run(["ls", "-A", f"{parent}/ok"]).stdout.split()) == [f"f{i}.bin" for i in range(4)]
+
+    cuts["left"] = 99  # every attempt cut off: the push fails and takes its temporary copy with it
+    with pytest.raises(Exception, match="link dropped"):
+        board.push(src, f"{parent}/never")
+    assert board.run(["ls", "-A", parent]).stdout.split() == ["ok"]
+    board.cleanup(parent)
+
+
+def test_only_the_results_come_back_from_a_job(board: SSHDevice, trained_tinycnn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job's inputs crossed the link once: only result.json and outputs.npz are pulled back."""
+    pulled: list[str] = []
+    real_pull = board.pull
+
+    def spy(remote: str, local: Path) -> None:
+        pulled.append(remote.rsplit("/", 1)[-1])
+        real_pull(remote, local)
+
+    monkeypatch.setattr(board, "pull", spy)
+    board.run_job(trained_tinycnn.artifacts["fp32"], trained_tinycnn.data.test_x[:3], {**JOB, "mode": "run"})
+    assert sorted(pulled) == ["outputs.npz", "result.json"]
+
+
+def test_an_unreadable_default_key_is_an_answer_without_its_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no key_file, paramiko reads ~/.ssh's default keys itself; one it cannot read (as a non-root user
+    with a key of another owner: not reproducible as root, so paramiko's error is injected here) is an
+    AuthError without the path, not a lost connection retried three times."""
+    import paramiko
+
+    from edgecam.devices.ssh import AuthError
+
+    def connect(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(13, "Permission denied", "/home/someone/.ssh/id_ed25519")
+
+    monkeypatch.setattr(paramiko.SSHClient, "connect", connect)
+    device = SSHDevice("ssh://u@127.0.0.1:1", name="orin", retries=3)
+    device.backoff_s = 5.0
+    t0 = time.monotonic()
+    with pytest.raises(AuthError) as info:
+        device.run(["true"])
+    assert time.monotonic() - t0 < 5.0 and device.reconnects == 0
+    assert "id_ed25519" not in str(info.value) and "Permission denied" in str(info.value)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 from rich.console import Console
 
@@ -59,3 +61,60 @@ def test_a_mistyped_resume_directory_is_refused_and_not_created(tmp_path, capsys
     missing = tmp_path / "no-such-run"
     assert main(["run", "configs/digits-demo.toml", "--resume", str(missing)]) == 2
     assert "not an edgecam run directory" in capsys.readouterr().err and not missing.exists()
+
+
+def test_devices_commands_print_hostile_values_as_text(tmp_path, capsys, monkeypatch) -> None:
+    """Inventory notes and a device's probe facts reach the terminal as text: rich markup in them neither
+    crashes the CLI ([/] raised MarkupError) nor styles anything."""
+    from edgecam.devices.local import LocalDevice
+
+    inv = tmp_path / "devices.toml"
+    inv.write_text('[[devices]]\nname = "lab"\nurl = "local"\nnotes = "[/] shelf [bold red]3[/bold red]"\n')
+    monkeypatch.setenv("COLUMNS", "300")
+    assert main(["devices", "--devices", str(inv), "list"]) == 0
+    assert "[/] shelf [bold red]3[/bold red]" in capsys.readouterr().out
+    monkeypatch.setattr(LocalDevice, "info", lambda self: {"name": "lab", "kind": "local", "cpu_model": "[/]", "os": "[link=http://x]y[/link]"})
+    assert main(["devices", "--devices", str(inv), "probe", "lab"]) == 0
+    out = capsys.readouterr().out
+    assert "[/]" in out and "[link=http://x]y[/link]" in out
+
+
+def test_train_also_needs_consent_for_code(tmp_path, capsys) -> None:
+    cfg = tmp_path / "x.toml"
+    cfg.write_text('[[models]]\nname = "os:system"\ntarget_layer = "x"\n')
+    assert main(["train", str(cfg), "--out", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert "os:system" in err and "--allow-code" in err and not (tmp_path / "w").exists()
+
+
+def test_the_default_run_directory_stays_under_runs(tmp_path, monkeypatch) -> None:
+    """A config `name` with `..` or `/` picks the default run directory: it becomes one component under runs/."""
+    import edgecam.bench.sweep as sweep
+
+    cfg = tmp_path / "x.toml"
+    cfg.write_text(Path("configs/digits-demo.toml").read_text().replace('name = "', 'name = "../../evil/', 1))
+    seen = []
+
+    def fake_run(cfg, out_dir, **kwargs):  # records where the run would go, then stops as an interrupt does
+        seen.append(out_dir)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "run", fake_run)
+    cfg.write_text(cfg.read_text().replace('path = "', f'path = "{Path.cwd()}/', 0))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(cfg)]) == 130
+    (out,) = seen
+    assert out.parent == Path("runs") and out.name.startswith("evil_") and ".." not in out.parts
+
+
+def test_the_environment_variable_gives_the_same_consent(tmp_path, capsys, monkeypatch) -> None:
+    """EDGECAM_ALLOW_CODE=1 is --allow-code for scripts: the refusal is gone and the next check (the factory
+    itself) answers."""
+    cfg = tmp_path / "x.toml"
+    cfg.write_text('[[models]]\nname = "edgecam_no_such_module:factory"\ntarget_layer = "x"\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    assert "--allow-code" in capsys.readouterr().err
+    monkeypatch.setenv("EDGECAM_ALLOW_CODE", "1")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-code" not in err and "edgecam_no_such_module" in err

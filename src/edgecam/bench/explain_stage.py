@@ -140,15 +140,26 @@ def _explain_shards(ctx: "RunContext", setup: ModelSetup, key: dict[str, Any], s
 
 def saliency_fingerprint(directory: str | None) -> str:
     """SHA-256 over the saliency maps' relative paths and bytes: maps changed in place make new explain jobs
-    (the path alone would resume into rows computed from the old maps)."""
+    (the path alone would resume into rows computed from the old maps). Linked folders are followed, as the
+    map reader (`<dir>/<image id>.npy`) follows them; each real folder is read once, so a link loop ends."""
     import hashlib
+    import os
     from pathlib import Path
 
     from edgecam.cache import sha256_file
 
-    h = hashlib.sha256()
     root = Path(directory or "")
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    files: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for here, dirs, names in os.walk(root, followlinks=True):
+        st = os.stat(here)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        files += [Path(here) / n for n in names if (Path(here) / n).is_file()]
+    h = hashlib.sha256()
+    for path in sorted(files):
         h.update(path.relative_to(root).as_posix().encode("utf-8", "surrogateescape") + b"\0")
         h.update(bytes.fromhex(sha256_file(path)))
     return h.hexdigest()
@@ -188,7 +199,10 @@ def predict_rest(ctx: "RunContext", setup: "ModelSetup", key: dict[str, Any]) ->
             return Job({}, {f"pred_{v.key}": setup.sessions[v.key](x)["logits"].argmax(1) for v in setup.ok})
 
         try:
-            job, _ = ctx.store.get_or_compute("predict", job_key(**key, predict=[s0, s1]), compute,
+            # predictions depend on the variants, weights, device and data only: a change of explain settings or
+            # saliency maps does not redo them
+            pkey = {k: v for k, v in key.items() if k not in ("explain", "saliency")}
+            job, _ = ctx.store.get_or_compute("predict", job_key(**pkey, predict=[s0, s1]), compute,
                                               lambda j, n=s1 - s0: [_check_len(j.arrays[f"pred_{v.key}"], n) for v in setup.ok])
         except (EdgecamError, OSError, TimeoutError) as exc:
             ctx.log(f"[yellow]predictions of images {s0}-{s1 - 1} failed ({type(exc).__name__}: {exc}); accuracy leaves them out[/yellow]")

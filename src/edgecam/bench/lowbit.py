@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 
 def lowbit_study(model: Any, layer: str, model_name: str, ckpt_sha: str, cfg: "RunConfig", data: "Datasets", out_dir: Path, device: Any,
-                 device_job: dict[str, Any], store: "JobStore", log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """One row per scheme of `cfg.lowbit` for one trained fp32 model (see the module docstring)."""
+                 device_job: dict[str, Any], store: "JobStore", log: Callable[[str], None], device_id: str = "") -> list[dict[str, Any]]:
+    """One row per scheme of `cfg.lowbit` for one trained fp32 model (see the module docstring). `device_id`
+    (`device_fingerprint`) keys the ONNX Runtime accuracy by the board and its runtime versions."""
     from edgecam.bench.store import Job, job_key
     from edgecam.exporters.quantize.pact import PactSpec
 
@@ -27,7 +28,7 @@ def lowbit_study(model: Any, layer: str, model_name: str, ckpt_sha: str, cfg: "R
     rows = []
     for scheme in lb.schemes:
         spec = PactSpec.scheme(scheme, epochs=lb.epochs, lr=lb.lr, samples=lb.samples, seed=cfg.train.seed)
-        key = job_key(kind="lowbit", model=model_name, weights=ckpt_sha, spec=spec.to_dict(), data=data.fingerprint, cam=lb.cam, cam_images=lb.cam_images, onnx=lb.onnx, device=device.name)
+        key = job_key(kind="lowbit", model=model_name, weights=ckpt_sha, spec=spec.to_dict(), data=data.fingerprint, cam=lb.cam, cam_images=lb.cam_images, onnx=lb.onnx, device=device_id)
         job, _ = store.get_or_compute("lowbit", key, lambda: Job(_one_scheme(model, layer, model_name, spec, cfg, data, out_dir, device, device_job, log)),
                                       lambda j: [float(j.meta[k]) for k in ("accuracy", "accuracy_fp32", "cc_mean")] + [str(j.meta[k]) for k in ("precision", "ort_status")])
         assert job is not None  # a scheme either raises or returns its row

@@ -27,6 +27,7 @@ RUNTIME_GAP = "runtime_gap.parquet"
 RUNTIME_GAP_CSV = "runtime_gap.csv"
 FAILED = "failed.csv"
 LOWBIT = "lowbit.csv"
+SALIENCY_QAT = "saliency_qat.csv"  # arXiv 2411.05858 study: data set x training x precision x map x metric
 MANIFEST = "manifest.json"
 REPORT = "report.html"
 OUTPUTS = "outputs"  # per explain shard: the first images' logits and (downsampled) CAMs, for cross-run comparisons

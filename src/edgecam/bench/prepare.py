@@ -118,7 +118,7 @@ def prepare_model(mspec: "ModelSpec", cfg: "RunConfig", data: "Datasets", progre
         import torch
 
         tspec = mspec.train_spec(cfg.train)
-        key = {"model": mspec.name, "classes": data.n_classes, "data": data.fingerprint, "train": tspec.__dict__, "torch": torch.__version__, "norm": [data.mean, data.std]}
+        key = {"model": mspec.name, "classes": data.n_classes, "data": data.fingerprint, "train": tspec.key(), "torch": torch.__version__, "norm": [data.mean, data.std]}
         layer = resolve_entry(mspec.name, mspec.target_layer).target_layer
         model, _ckpt, meta, trained = cached_checkpoint(
             key,

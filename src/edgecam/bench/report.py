@@ -252,6 +252,24 @@ def csp_hash(source: str) -> str:
 CSP = f"default-src 'none'; script-src {csp_hash(SCRIPT)}; style-src {csp_hash(STYLE)}; img-src data:; base-uri 'none'; form-action 'none'"
 
 
+def saliency_qat_section(run_dir: Path) -> str:
+    """The arXiv 2411.05858 study's table (`saliency_qat.csv`), one row per data set x training x precision;
+    empty when the run had no study. Every cell escaped."""
+    from edgecam.bench import outputs as files
+    from edgecam.bench.saliency_qat import wide_table
+
+    long = files.read_table(run_dir, files.SALIENCY_QAT)
+    if long.empty:
+        return ""
+    wide = wide_table(long.to_dict("records"))
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in wide.columns)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in wide.itertuples(index=False))
+    return (f'<h2 id="saliency-qat">Saliency-assisted QAT (arXiv 2411.05858)</h2><p>Accuracy and map clarity, mean [95% bootstrap interval]: '
+            f"IG = input-gradient saliency, GC++ = Grad-CAM++; Gini (higher: sparser) and entropy (lower: more concentrated) of the maps, "
+            f"Deletion / Insertion AUC through the same model, CC vs the fp32 model of the same training. Rows labelled host simulation run in "
+            f"PyTorch fake-quant (no runtime executes those bit widths).</p><div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
+
+
 def build_report(run_dir: str | Path) -> Path:
     """Write `run_dir/report.html` from the run's files; returns its path."""
     from edgecam.bench import outputs as files
@@ -279,6 +297,7 @@ def build_report(run_dir: str | Path) -> Path:
 {cam_grid(run_dir, models)}
 <h2 id="tradeoff">What each millisecond costs in interpretability</h2>
 {scatter_plots(fidelity_points(results, bench))}
+{saliency_qat_section(run_dir)}
 <h2 id="performance">Latency and memory{" (EMULATED device)" if device.get("emulated") else ""}</h2>
 {_emulated_banner(device)}{latency_and_memory(latency, bench)}
 <h2 id="manifest">Manifest</h2>

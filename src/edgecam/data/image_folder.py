@@ -531,12 +531,47 @@ class FolderSplit(Split):
         return out
 
     def all_images(self) -> np.ndarray:
+        """Every image, decoded once: in memory up to `IN_MEMORY_BYTES`, else into a disk-backed array (a
+        memory map of an already-unlinked scratch file under the cache: page cache, not process memory,
+        holds it, and nothing is left on disk however the run ends), filled `FILL_CHUNK` images at a time."""
         if self._all is None:
-            self._all = self.images(slice(None))
+            n = len(self.records)
+            if n * int(np.prod(self.input_shape)) * 4 <= IN_MEMORY_BYTES:
+                self._all = self.images(slice(None))
+            else:
+                out = _scratch_array((n, *self.input_shape))
+                for s0 in range(0, n, FILL_CHUNK):
+                    out[s0 : s0 + FILL_CHUNK] = self.images(slice(s0, s0 + FILL_CHUNK))
+                self._all = out
         return self._all
 
     def all_masks(self) -> np.ndarray:
         return self.masks(slice(None))
+
+
+IN_MEMORY_BYTES = 512 << 20  # a whole split larger than this (~890 images at 224 px) decodes to a disk-backed array
+FILL_CHUNK = 64  # images decoded at a time into it
+
+
+def _scratch_array(shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array of `shape` backed by a file under the cache's scratch folder, unlinked as soon as it is
+    mapped (the mapping keeps the space until the array is dropped; a killed run leaves nothing)."""
+    import mmap
+    import tempfile
+
+    from edgecam.cache import cache_dir
+
+    scratch = cache_dir() / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    nbytes = int(np.prod(shape)) * 4
+    fd, path = tempfile.mkstemp(prefix="split-", suffix=".f32", dir=scratch)
+    try:
+        os.unlink(path)
+        os.ftruncate(fd, nbytes)
+        buf = mmap.mmap(fd, nbytes)  # shared, writable; the array below keeps it alive
+    finally:
+        os.close(fd)
+    return np.frombuffer(buf, dtype=np.float32).reshape(shape)
 
 
 def _fingerprint(index: ImageFolderIndex, prep: Preprocessing, limits: DecodeLimits | None = None) -> str:

@@ -396,20 +396,37 @@ def probe() -> Dict[str, Any]:
     return facts
 
 
+def lead_process_group() -> None:
+    """Make this agent the leader of its own process group (`setsid`), so that the host can stop it and all it
+    started (a runtime's helper processes, the tegrastats sampler) with one `kill -9 -PID`. A process that
+    already leads a group (sshd's exec of a simple command) keeps it."""
+    if hasattr(os, "setsid"):
+        try:
+            os.setsid()
+        except OSError:
+            pass
+
+
 def arm_watchdog(job_dir: str) -> None:
     """End this agent by itself at the job's `watchdog_s` (the host's timeout plus a grace): a job the host gave
     up on (a hung runtime, a lost connection, a killed CLI) never keeps running beside later timings, on any
     transport (a board over SSH or adb, or this machine). SIGALRM's default action kills the process."""
-    import signal
-
     try:
         with open(os.path.join(job_dir, "job.json")) as f:
             seconds = float(json.load(f).get("watchdog_s") or 0)
     except (OSError, ValueError, AttributeError):
         return  # run_job reports the unreadable job itself
-    if seconds > 0 and hasattr(signal, "SIGALRM"):
+    alarm(seconds)
+
+
+def alarm(seconds: float) -> None:
+    """SIGALRM (default action: the process ends, even inside a hung native call) after `seconds`; 0 or less
+    cancels a pending one. A no-op where the platform has no SIGALRM."""
+    import signal
+
+    if hasattr(signal, "SIGALRM"):
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.alarm(max(1, int(seconds + 0.999)))
+        signal.alarm(max(1, int(seconds + 0.999)) if seconds > 0 else 0)
 
 
 USAGE = "usage: agent run JOB_DIR | agent probe | agent serve JOB.json [--frames-in REQUESTS --frames-out RESPONSES]\n"
@@ -429,6 +446,7 @@ def main(argv: List[str]) -> int:
         sys.stderr.write(USAGE)
         return 2
     job_dir = argv[0]
+    lead_process_group()
     arm_watchdog(job_dir)
     pid_path = os.path.join(job_dir, "agent.pid")
     with open(pid_path, "w") as f:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -17,7 +18,23 @@ import numpy as np
 
 from edgecam.cache import stable_hash
 from edgecam.devices.errors import DeviceError, DeviceTimeout, JobFailed
+from edgecam.devices.protocol import WATCHDOG_GRACE_S
 from edgecam.registry import Registry
+
+log = logging.getLogger(__name__)
+
+# Used by Device.kill_agents: $1 marker, $2 pgid ("" for none), $3 pid file ("" for none). Only digits become a
+# pid; a group is killed only when its leader's command line holds the marker (`kill -9 -Q` of a live process Q
+# succeeds only when Q leads a group: pgid = leader's pid), else the process alone; the script skips itself and
+# its parent. `kill -9 -PGID`, not `kill -9 -- -PGID`: dash (Debian's sh) reads `--` as a pid.
+_KILL_AGENTS = (
+    'm="$1"; g="$2"\n'
+    'if [ -z "$g" ] && [ -n "$3" ] && [ -r "$3" ]; then g=$(cat -- "$3" 2>/dev/null); fi\n'
+    'case "$g" in ""|*[!0-9]*) g="" ;; esac\n'
+    'if [ -n "$g" ] && grep -qF -- "$m" "/proc/$g/cmdline" 2>/dev/null; then kill -9 "-$g" 2>/dev/null || kill -9 "$g" 2>/dev/null; fi\n'
+    'for p in /proc/[0-9]*; do q="${p#/proc/}"; case "$q" in "$$"|"$PPID") continue ;; esac; '
+    'grep -qF -- "$m" "$p/cmdline" 2>/dev/null && { kill -9 "-$q" 2>/dev/null || kill -9 "$q" 2>/dev/null; }; done; true'
+)
 
 __all__ = ["DEVICES", "Device", "DeviceError", "DeviceTimeout", "JobFailed", "RunResult", "device_class", "job_key"]
 
@@ -129,8 +146,22 @@ class Device:
         return self.run([*self.python(), self.agent(), "run", remote_job], timeout=timeout)
 
     def stop_job(self, remote_job: str) -> None:
-        """Stop an agent still running on `remote_job` after the host gave up on it (a timeout): devices whose
-        `run` can return while the remote process lives on (SSH) override this. Best effort."""
+        """Stop the agent still running on `remote_job` after the host gave up on it (a timeout, or a host that
+        died mid-job), with everything it started: the agent leads its own process group and writes its pid
+        to `agent.pid`; the group is killed only if that pid still runs a command naming this job directory
+        (a recycled pid is never hit). SSH and adb close the channel without signalling the remote command,
+        and a local subprocess timeout kills the agent alone. Best effort."""
+        self.kill_agents(remote_job, pid_file=f"{remote_job}/agent.pid")
+
+    def kill_agents(self, marker: str, pgid: int | None = None, pid_file: str | None = None) -> None:
+        """`kill -9 -PGID` (PGID given, or read from `pid_file`) if that group's leader still runs a command
+        line containing `marker` (a job directory or a session's job.json path, unique per job), then any other
+        process whose command line contains `marker` (an agent that died before saying its pgid). One shell
+        script through `run`, so every transport with a POSIX shell and /proc does it. Best effort."""
+        try:
+            self.run(["sh", "-c", _KILL_AGENTS, "sh", marker, "" if pgid is None else str(int(pgid)), pid_file or ""], timeout=60)
+        except (DeviceError, OSError) as exc:
+            log.warning("%s: could not stop the agent of %s: %s", self.name, marker, exc)
 
     def ensure_artifact(self, artifact_dir: Path) -> tuple[str, dict[str, Any]]:
         """(remote artifact directory, manifest): the artifact is pushed once, atomically, and stays on the
@@ -179,6 +210,8 @@ class Device:
             tmp = Path(tmp_s)
             res: RunResult | None = None
             if not self.exists(f"{remote_job}/result.json"):
+                if self.exists(f"{remote_job}/agent.pid"):  # a host that died mid-job left its agent: never time beside it
+                    self.stop_job(remote_job)
                 remote_art, manifest = self.ensure_artifact(artifact_dir)
                 send = tmp / "send"
                 send.mkdir()
@@ -268,8 +301,6 @@ def copy_tree(src: Path, dst: Path) -> None:
         _link_or_copy(str(src), str(tmp))
     os.replace(tmp, dst)
 
-
-WATCHDOG_GRACE_S = 30.0  # the agent's own deadline: the host's timeout plus this, so the host always times out first
 
 #: what a probe may report, by type: anything else a device answers is dropped (and listed in `probe_rejected`)
 FACT_TYPES: dict[str, tuple[type, ...]] = {

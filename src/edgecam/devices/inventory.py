@@ -63,8 +63,8 @@ class DeviceSpec:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"devices.{self.name}.{key}: expected a positive integer, got {value}")
-        if self.retries < 0 or not self.connect_timeout_s > 0:
-            raise ConfigError(f"devices.{self.name}: retries must be >= 0 and connect_timeout_s > 0")
+        if self.retries < 0 or not 0 < self.connect_timeout_s <= 3600:
+            raise ConfigError(f"devices.{self.name}: retries must be >= 0 and connect_timeout_s in (0, 3600] seconds, got {self.retries}, {self.connect_timeout_s}")
         from edgecam.runtimes import RUNTIMES
 
         for rt in self.runtimes:

@@ -51,12 +51,18 @@ class LocalDevice(Device):
     def run(self, argv: list[str], timeout: float | None = None) -> RunResult:
         start = time.perf_counter()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-        except subprocess.TimeoutExpired as exc:  # subprocess.run has killed the child
-            stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-            raise DeviceTimeout(f"{self.name}: {argv[-1]} timed out after {timeout} s and was killed; stderr:\n{stderr[-2000:]}") from None
-        return RunResult(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
+        # Its own session: a timeout (or an interrupted host) kills the command with everything it started.
+        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              start_new_session=True) as proc:
+            try:
+                stdout, stderr = proc.communicate(timeout=timeout)
+            except BaseException as exc:
+                _kill_group(proc)
+                stdout, stderr = proc.communicate()
+                if isinstance(exc, subprocess.TimeoutExpired):
+                    raise DeviceTimeout(f"{self.name}: {argv[-1]} timed out after {timeout} s and was killed; stderr:\n{stderr[-2000:]}") from None
+                raise
+        return RunResult(proc.returncode, stdout, stderr, time.perf_counter() - start)
 
     def exists(self, remote: str) -> bool:
         return Path(remote).exists()
@@ -70,6 +76,14 @@ class LocalDevice(Device):
 
 
 _IO_CHUNK = 1 << 20
+
+
+def _kill_group(proc: "subprocess.Popen[Any]") -> None:
+    """SIGKILL the process group of `proc`, started with `start_new_session`: the agent and any child of it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _wait(deadline: float | None) -> float | None:
@@ -135,7 +149,7 @@ class LocalSession(PersistentSession):
 
     def _release(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            os.killpg(self._proc.pid, signal.SIGKILL)
+            _kill_group(self._proc)
             self._proc.wait()
 
     def _terminate(self, grace: float = 0.0) -> str:
@@ -146,10 +160,7 @@ class LocalSession(PersistentSession):
             try:
                 proc.wait(timeout=grace)  # a process that is exiting on its own
             except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # its own group (start_new_session): the agent and any child
-                except ProcessLookupError:
-                    pass
+                _kill_group(proc)
                 proc.wait()
         for pipe in (proc.stdin, proc.stdout):
             try:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from edgecam.devices.errors import DeviceError, DeviceTimeout, JobFailed
-from edgecam.devices.protocol import DEFAULT_MAX_FRAME_BYTES, FrameError, encode_frame, read_frame
+from edgecam.devices.protocol import DEFAULT_MAX_FRAME_BYTES, WATCHDOG_GRACE_S, FrameError, encode_frame, read_frame
 
 if TYPE_CHECKING:
     from edgecam.devices.base import Device
@@ -68,7 +68,8 @@ class PersistentSession:
         self.remote_artifact, manifest = device.ensure_artifact(self.artifact_dir)
         self.remote_dir = f"{device.workdir()}/jobs/session-{uuid.uuid4().hex[:16]}"
         self.job_path = f"{self.remote_dir}/job.json"
-        self.job = {**job, "artifact": f"{self.remote_artifact}/{manifest['file']}"}
+        watchdog = {"watchdog_s": float(timeout) + WATCHDOG_GRACE_S} if timeout else {}  # every request ends by itself if the host is gone
+        self.job = {**job, **watchdog, "artifact": f"{self.remote_artifact}/{manifest['file']}"}
         with tempfile.TemporaryDirectory(prefix="edgecam-session-") as tmp:
             (Path(tmp) / "job.json").write_text(json.dumps(self.job))
             device.push(Path(tmp), self.remote_dir)
@@ -271,7 +272,11 @@ class PerRequestSession(PersistentSession):
                 self.requests += 1
                 self.bytes_sent += size
                 self.starts += 1
-                res = dev.run([*dev.python(), dev.agent(), "serve", self.job_path, "--frames-in", remote_req, "--frames-out", remote_resp], timeout=self.timeout)
+                try:
+                    res = dev.run([*dev.python(), dev.agent(), "serve", self.job_path, "--frames-in", remote_req, "--frames-out", remote_resp], timeout=self.timeout)
+                except DeviceTimeout:
+                    dev.kill_agents(remote_req)  # adb and SSH close the channel without signalling the command
+                    raise
                 if not dev.exists(remote_resp):
                     raise JobFailed(f"{dev.name}: the agent wrote no answer to {op} request {rid} (exit {res.returncode}); stderr:\n{res.stderr[-STDERR_TAIL:]}")
                 dev.pull(remote_resp, local_resp)

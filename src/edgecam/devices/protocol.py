@@ -32,6 +32,7 @@ FIXED = struct.Struct(">4sIQ")
 DTYPES = ("float32", "float64", "int32", "int64", "uint8", "bool")
 MAX_HEADER_BYTES = 1 << 20
 DEFAULT_MAX_FRAME_BYTES = 2 << 30
+WATCHDOG_GRACE_S = 30.0  # job.json's watchdog_s = the host's timeout plus this: the host always times out first
 MAX_DIMS = 16
 _DRAIN_CHUNK = 1 << 20
 

@@ -38,7 +38,7 @@ from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from edgecam.devices import perturb
-from edgecam.devices.agent import forward_outputs, load_runtime, masked_logits, apply_cpu_budget
+from edgecam.devices.agent import alarm, apply_cpu_budget, forward_outputs, lead_process_group, load_runtime, masked_logits
 from edgecam.devices.protocol import DEFAULT_MAX_FRAME_BYTES, SERVE_PROTOCOL, FrameError, encode_frame, read_frame, stream_readinto
 
 Op = Callable[[Any, Dict[str, np.ndarray], Dict[str, Any], Dict[str, Any]], Dict[str, np.ndarray]]
@@ -187,17 +187,15 @@ def serve(job_path: str, frames_in: Optional[str] = None, frames_out: Optional[s
     """Load the job's runtime once, then answer requests until the input ends or a "close" request."""
     inp, out = _protocol_streams(frames_in, frames_out)
     writer = _Writer(out)
-    if hasattr(os, "setsid"):
-        try:
-            os.setsid()  # its own process group: the host can kill it and anything it started at once
-        except OSError:
-            pass  # already a group leader
+    lead_process_group()  # the host can kill it and anything it started at once
     hello: Dict[str, Any] = {"op": "hello", "id": 0, "protocol": SERVE_PROTOCOL, "pid": os.getpid(), "python": sys.version.split()[0]}
     hello["pgid"] = os.getpgid(0) if hasattr(os, "getpgid") else None
     try:
         with open(job_path) as f:
             job = json.load(f)
         cap = int(job.get("max_frame_bytes") or DEFAULT_MAX_FRAME_BYTES)
+        watchdog = float(job.get("watchdog_s") or 0)  # the host's per-request timeout plus a grace
+        alarm(watchdog)  # a runtime that hangs while loading ends by itself, host or no host
         hello["cpu_budget"] = {"cores": job.get("cores"), "affinity": apply_cpu_budget(job.get("cores"))}
         t0 = time.perf_counter()
         rt = load_runtime(job)
@@ -214,6 +212,7 @@ def serve(job_path: str, frames_in: Optional[str] = None, frames_out: Optional[s
     try:
         writer.send(hello)
         while True:
+            alarm(0)  # waiting for the next request is not a hang
             try:
                 header, arrays, _ = read_frame(readinto, cap)
             except EOFError:
@@ -223,6 +222,7 @@ def serve(job_path: str, frames_in: Optional[str] = None, frames_out: Optional[s
                 if exc.fatal:
                     return 3
                 continue
+            alarm(watchdog)  # each request ends by itself at the host's timeout plus a grace
             op, rid = header.get("op"), header.get("id")
             reply: Dict[str, Any] = {"op": "result", "id": rid, "pid": hello["pid"], "served": served}
             if op == "close":

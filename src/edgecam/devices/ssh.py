@@ -45,6 +45,10 @@ if TYPE_CHECKING:
     from edgecam.devices.inventory import DeviceSpec
 
 log = logging.getLogger(__name__)
+
+MAX_COMMAND_OUTPUT = 256 << 20  # stdout a command may send back (the agent prints a line of JSON; pulls have their own cap)
+STDERR_KEEP = 1 << 20  # the tail of stderr kept for error messages
+
 T = TypeVar("T")
 
 
@@ -191,6 +195,9 @@ class SSHDevice(Device):
             raise ConnectionLost(f"{self.name}: SSH error: {self._scrub(exc)}") from None
         except (OSError, EOFError) as exc:
             client.close()
+            if isinstance(exc, OSError) and exc.filename and not isinstance(exc, (socket.timeout, ConnectionError)):  # a key file paramiko tried to read
+                raise AuthError(f"{self.name}: a key file could not be read ({exc.strerror or type(exc).__name__}); set key_file in devices.toml "
+                                "to a key this user can read, or load one into ssh-agent") from None
             raise ConnectionLost(f"{self.name}: cannot connect to {self.target.host}:{self.target.port}: {self._scrub(exc)}") from None
         transport = client.get_transport()
         if transport is not None:
@@ -200,7 +207,9 @@ class SSHDevice(Device):
     def _scrub(self, exc: BaseException) -> str:
         """An exception's text without the key file's path (errors reach logs, failed.csv and bench.csv)."""
         text = str(exc)
-        return text.replace(self.key_file, "<key_file>") if self.key_file else text
+        for path in {self.key_file, getattr(exc, "filename", None), getattr(exc, "filename2", None)} - {None}:
+            text = text.replace(str(path), "<key_file>")
+        return text
 
     def _ensure(self) -> Any:
         if self._client is None or not self._client.get_transport() or not self._client.get_transport().is_active():
@@ -233,11 +242,20 @@ class SSHDevice(Device):
                 log.info("%s: the board's sshd has no SFTP subsystem (%s): files go over the exec channel (tar)", self.name, exc)
         return bool(self._sftp_ok)
 
-    def _exec_bytes(self, command: str, stdin: bytes = b"", timeout: float | None = None) -> tuple[int, bytes, str]:
+    def _exec_bytes(self, command: str, stdin: bytes = b"", timeout: float | None = None, max_out: int = MAX_COMMAND_OUTPUT) -> tuple[int, bytes, str]:
         """Run one command with `stdin` sent and then closed (when given), stdout kept as bytes; stdout and
         stderr drained as they come (no window stall on either); a transport that dies or a command past
-        `timeout` raises instead of hanging. `_exec` and the SFTP-less transfers both go through here."""
+        `timeout` raises instead of hanging. A board that sends more than `max_out` bytes of stdout fails the
+        command (a hostile or broken board cannot fill the host's memory); only stderr's tail is kept. `_exec`
+        and the SFTP-less transfers both go through here."""
         start = time.perf_counter()
+
+        def check_size() -> None:
+            if len(out) > max_out:
+                raise DeviceError(f"{self.name}: {command[:80]!r} sent more than {max_out} bytes of output; refused")
+            if len(err) > 2 * STDERR_KEEP:
+                del err[: len(err) - STDERR_KEEP]
+
         transport = self._ensure().get_transport()
         chan = transport.open_session(timeout=self.connect_timeout)
         chan.exec_command(command)
@@ -258,6 +276,7 @@ class SSHDevice(Device):
                     out += chan.recv(1 << 16)
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(1 << 16)
+                check_size()
                 if not transport.is_active() or chan.closed:
                     raise ConnectionLost(f"{self.name}: connection closed while sending to {command[:80]!r}")
                 if timeout is not None and time.perf_counter() - start > timeout:
@@ -274,6 +293,7 @@ class SSHDevice(Device):
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(1 << 16)
                     busy = True
+                check_size()
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
                 if not transport.is_active() or (chan.closed and not chan.exit_status_ready()):
@@ -433,7 +453,7 @@ class SSHDevice(Device):
         size = self._exec(_shell_join(["du", "-s", "-k", remote]), self.connect_timeout * 3).stdout.split()
         nbytes = int(size[0]) * 1024 if size and size[0].isdigit() else 0
         code, out, err = self._exec_bytes(_shell_join(["tar", "-c", "-f", "-", "-C", posixpath.dirname(remote) or "/", posixpath.basename(remote)]),
-                                          timeout=_transfer_timeout(nbytes, self.connect_timeout))
+                                          timeout=_transfer_timeout(nbytes, self.connect_timeout), max_out=2 * nbytes + (16 << 20))  # tar's headers on top of du's size
         if code != 0:
             if "No such file" in err or "not found" in err.lower():
                 raise FileNotFoundError(f"{self.name}: {remote}: no such file on the board")
@@ -490,50 +510,14 @@ class SSHDevice(Device):
             if attempts > 1:  # the previous attempt lost the connection
                 if self.exists(f"{remote_job}/result.json"):
                     return RunResult(0, "", "", 0.0)
-                self._stop_stale_agent(remote_job)
+                self.stop_job(remote_job)
             return self._exec(command, timeout)
 
         return self._retry(f"job {posixpath.basename(remote_job)}", attempt)
 
-    def stop_job(self, remote_job: str) -> None:
-        """A job the host timed out on keeps running on the board after its channel closed: stop it."""
-        try:
-            self._stop_stale_agent(remote_job)
-        except (DeviceError, OSError) as exc:
-            log.warning("%s: could not stop the agent of %s: %s", self.name, posixpath.basename(remote_job), exc)
-
     def session(self, artifact_dir: str | Path, job: dict[str, Any], timeout: float | None = 600) -> "SSHSession":
         """One `agent serve` process on the board for `artifact_dir`, over one exec channel (see `SSHSession`)."""
         return SSHSession(self, artifact_dir, job, timeout)
-
-    def kill_agents(self, marker: str, pgid: int | None = None) -> None:
-        """Stop a session agent on the board: `kill -9 -- -PGID` if that group's leader still runs a command
-        line containing `marker` (the session's unique job.json path: a recycled pid is never hit), and any
-        other process whose command line contains `marker` (an agent that died before saying its pgid).
-        Best effort."""
-        script = (
-            'm="$1"; g="$2"\n'
-            'if [ -n "$g" ] && grep -qF -- "$m" "/proc/$g/cmdline" 2>/dev/null; then kill -9 -- "-$g" 2>/dev/null; fi\n'
-            'for p in /proc/[0-9]*; do q="${p#/proc/}"; [ "$q" = "$$" ] && continue; '
-            'grep -qF -- "$m" "$p/cmdline" 2>/dev/null && kill -9 "$q" 2>/dev/null; done; true'
-        )
-        try:
-            self.run(["sh", "-c", script, "sh", marker, "" if pgid is None else str(int(pgid))], timeout=max(30.0, self.connect_timeout * 3))
-        except DeviceError as exc:
-            log.warning("%s: could not stop the session agent of %s: %s", self.name, marker, exc)
-
-    def _stop_stale_agent(self, remote_job: str) -> None:
-        pid_file = f"{remote_job}/agent.pid"
-        if not self.exists(pid_file):
-            return
-        if self.has_sftp:
-            with self._sftp_client().open(pid_file) as f:
-                text = f.read().decode().strip()
-        else:
-            text = self._exec(_shell_join(["cat", pid_file]), 30).stdout.strip()
-        if text.isdigit():
-            self.run(["kill", "-9", text], timeout=30)  # a number we parsed; argv-quoted anyway
-            log.warning("%s: stopped stale agent pid %s of %s", self.name, text, posixpath.basename(remote_job))
 
 
 def _transfer_timeout(nbytes: int, connect_timeout: float) -> float:

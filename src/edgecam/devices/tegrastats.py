@@ -209,8 +209,10 @@ class TegrastatsSampler:
 
     ``with TegrastatsSampler(interval_ms=100) as s: run_benchmark()`` starts
     ``[executable, "--interval", "100"]``, reads its stdout in a daemon thread (lines that do not parse are
-    counted in `bad_lines`, never fatal), and on exit terminates the process (SIGTERM to its own process
-    group, SIGKILL after a grace period). `samples`, `bad_lines`, `returncode` and `summary()` are then final.
+    counted in `bad_lines`, never fatal), and on exit terminates the process (SIGTERM, SIGKILL after a grace
+    period). `samples`, `bad_lines`, `returncode` and `summary()` are then final. tegrastats stays in the
+    caller's process group, so the host's group kill of a timed-out agent stops it too; an agent killed
+    outright (its watchdog) takes tegrastats down with it at its next line (SIGPIPE on the closed pipe).
 
     Entering the block raises TegrastatsUnavailable when the executable cannot be found; use
     `TegrastatsSampler.available()` to check first, or `maybe_sampler()` to get None instead.
@@ -262,7 +264,6 @@ class TegrastatsSampler:
                 "tegrastats executable %r not found (not a Jetson, or not on PATH); check "
                 "TegrastatsSampler.available() or use maybe_sampler()" % (self.executable,)
             )
-        posix = os.name == "posix"
         self._proc = subprocess.Popen(
             [path, "--interval", str(self.interval_ms)],
             stdin=subprocess.DEVNULL,
@@ -271,7 +272,6 @@ class TegrastatsSampler:
             universal_newlines=True,
             errors="replace",
             bufsize=1,
-            start_new_session=posix,  # own process group: stop() signals tegrastats and nothing else
         )
         self._reader = threading.Thread(target=self._read, name="tegrastats-reader", daemon=True)
         self._reader.start()
@@ -298,9 +298,7 @@ class TegrastatsSampler:
         if proc is None or proc.poll() is not None:
             return
         try:
-            if os.name == "posix":
-                os.killpg(proc.pid, sig)  # the group this sampler created (start_new_session)
-            elif sig == signal.SIGTERM:
+            if sig == signal.SIGTERM:
                 proc.terminate()
             else:
                 proc.kill()

@@ -40,10 +40,13 @@ class SaliencyProvider:
     name: ClassVar[str]
 
     def maps(self, images: np.ndarray, ids: Sequence[str], masks: np.ndarray | None = None) -> np.ndarray:
-        """(N, H, W) float32 maps in [0, 1] for (N, 3, H, W) images in [0, 1]; inputs are not modified."""
+        """(N, H, W) float32 maps in [0, 1] for (N, 3, H, W) images in [0, 1] (grayscale (N, 1, H, W) is read
+        as RGB with three equal channels); inputs are not modified."""
         x = np.asarray(images)
+        if x.ndim == 4 and x.shape[1] == 1:
+            x = np.repeat(x, 3, axis=1)
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] == 0 or x.shape[3] == 0:
-            raise ValueError(f"{self.name}: images must be (N, 3, H, W) RGB in [0, 1], got shape {x.shape}")
+            raise ValueError(f"{self.name}: images must be (N, 3, H, W) RGB or (N, 1, H, W) grayscale in [0, 1], got shape {x.shape}")
         if isinstance(ids, (str, bytes)) or len(ids) != x.shape[0]:
             raise ValueError(f"{self.name}: need one id per image ({x.shape[0]}), got {ids!r:.200}")
         m = None

@@ -49,14 +49,18 @@ class ModelEntry:
 MODELS: Registry[ModelEntry] = Registry("model")
 
 
-def _tinycnn(num_classes: int) -> "torch.nn.Module":
+def _conv_block(cin: int, cout: int, pool: bool) -> "torch.nn.Sequential":
+    """3x3 convolution (no bias), BatchNorm, ReLU, and a 2x2 max-pool when `pool`: the small CNNs' block."""
     from torch import nn
 
-    def block(cin: int, cout: int, pool: bool) -> nn.Sequential:
-        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
-        if pool:
-            layers.append(nn.MaxPool2d(2))
-        return nn.Sequential(*layers)
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+def _tinycnn(num_classes: int) -> "torch.nn.Module":
+    from torch import nn
 
     class TinyCNN(nn.Module):
         """Four conv blocks (12-24-48-96 channels, three 2x2 max-pools: receptive field 38 px > the digit,
@@ -64,7 +68,7 @@ def _tinycnn(num_classes: int) -> "torch.nn.Module":
 
         def __init__(self) -> None:
             super().__init__()
-            self.features = nn.Sequential(block(3, 12, True), block(12, 24, True), block(24, 48, True), block(48, 96, False))
+            self.features = nn.Sequential(_conv_block(3, 12, True), _conv_block(12, 24, True), _conv_block(24, 48, True), _conv_block(48, 96, False))
             self.pool = nn.AdaptiveAvgPool2d(1)
             self.classifier = nn.Linear(96, num_classes)
 
@@ -84,6 +88,28 @@ def _torchvision(arch: str) -> Callable[[int], "torch.nn.Module"]:
 
 
 MODELS.add("tinycnn", ModelEntry(_tinycnn, "features.3"))
+
+
+def _mnistcnn(num_classes: int) -> "torch.nn.Module":
+    from torch import nn
+
+    class MnistCNN(nn.Module):
+        """For 28 x 28 grayscale (MNIST, Fashion-MNIST: arXiv 2411.05858's data): three conv blocks (16-32-64
+        channels, two 2x2 max-pools: CAMs 7 x 7), global average pooling, linear head; 1 input channel."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(_conv_block(1, 16, True), _conv_block(16, 32, True), _conv_block(32, 64, False))
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Linear(64, num_classes)
+
+        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+            return self.classifier(self.pool(self.features(x)).flatten(1))
+
+    return MnistCNN()
+
+
+MODELS.add("mnistcnn", ModelEntry(_mnistcnn, "features.2"))
 # Target layers: pytorch-grad-cam README, "Chosing the Target Layer" (last conv block of each family).
 _TORCHVISION_TARGETS = {
     "vgg16": "features.29",

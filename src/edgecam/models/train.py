@@ -13,6 +13,7 @@ import numpy as np
 
 from edgecam.cache import atomic_path, atomic_write_json, sha256_file, stable_hash
 from edgecam.errors import ConfigError
+from edgecam.models.saliency_guided import GuidanceLog, SaliencyGuidance, guided_loss
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +30,9 @@ class TrainSpec:
     seed: int = 0
     shift_copies: int = 0  # extra copies of the training set, each image translated by up to +-shift_px
     shift_px: int = 4
-    version: int = 2  # 2: BatchNorm statistics re-estimated after training
+    saliency_guided_k: float = 0.0  # saliency-guided training (models/saliency_guided.py): fraction masked; 0: off
+    saliency_guided_lambda: float = 1.0  # ... and the weight of its KL term
+    version: int = 3  # 2: BatchNorm statistics re-estimated after training; 3: on a seeded random subset
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -40,6 +43,28 @@ class TrainSpec:
             raise ConfigError(f"train.lr: expected a positive finite number, got {self.lr}")
         if not (0 <= self.weight_decay < float("inf")):
             raise ConfigError(f"train.weight_decay: expected a finite number >= 0, got {self.weight_decay}")
+        if not 0 <= self.saliency_guided_lambda < float("inf"):
+            raise ConfigError(f"train.saliency_guided_lambda: expected a finite number >= 0, got {self.saliency_guided_lambda}")
+        if self.saliency_guided_k != 0:
+            self.guidance  # noqa: B018 - validates k
+
+    @property
+    def guidance(self) -> "SaliencyGuidance | None":
+        """The saliency-guided training of this spec, None when off (`saliency_guided_k` = 0)."""
+        if self.saliency_guided_k == 0:
+            return None
+        try:
+            return SaliencyGuidance(self.saliency_guided_k, self.saliency_guided_lambda)
+        except ConfigError as exc:
+            raise ConfigError(f"train.saliency_guided_k / saliency_guided_lambda: {exc}") from None
+
+    def key(self) -> dict[str, Any]:
+        """What a checkpoint depends on: every field, the saliency-guided ones only when on (so that turning
+        the option into existence did not retrain every cached model)."""
+        d = dict(self.__dict__)
+        if self.saliency_guided_k == 0:
+            d.pop("saliency_guided_k"), d.pop("saliency_guided_lambda")
+        return d
 
 
 def train_classifier(
@@ -59,6 +84,8 @@ def train_classifier(
         labels = np.tile(labels, spec.shift_copies + 1)
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     y = torch.from_numpy(np.array(labels, dtype=np.int64))
+    guidance, guide_log = spec.guidance, GuidanceLog([], [])
+    mask_gen = torch.Generator().manual_seed(spec.seed + 1)
     steps_per_epoch = int(np.ceil(len(x) / spec.batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.epochs * steps_per_epoch)
@@ -70,7 +97,10 @@ def train_classifier(
         order = torch.randperm(len(x), generator=gen)
         for start in range(0, len(x), spec.batch_size):
             idx = order[start : start + spec.batch_size]
-            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx], label_smoothing=0.05)
+            if guidance is None:
+                loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx], label_smoothing=0.05)
+            else:
+                loss = guided_loss(model, x[idx], y[idx], guidance, mask_gen, guide_log, label_smoothing=0.05)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -81,7 +111,10 @@ def train_classifier(
                 progress(f"train {name}", step / (spec.epochs * steps_per_epoch))
     recalibrate_batchnorm(model, x, spec.batch_size)
     model.eval()
-    return {"steps": step, "final_loss": float(np.mean(losses[-steps_per_epoch:]))}
+    out: dict[str, Any] = {"steps": step, "final_loss": float(np.mean(losses[-steps_per_epoch:]))}
+    if guidance is not None:
+        out.update(guide_log.summary())
+    return out
 
 
 def shifted_copies(images: np.ndarray, copies: int, max_shift: int, seed: int) -> np.ndarray:
@@ -101,14 +134,20 @@ def shifted_copies(images: np.ndarray, copies: int, max_shift: int, seed: int) -
     return out
 
 
-def recalibrate_batchnorm(model: "torch.nn.Module", x: "torch.Tensor", batch_size: int, max_samples: int = 1024) -> None:
-    """Re-estimate BatchNorm running statistics with the final weights (cumulative average, no grad).
+def recalibrate_batchnorm(model: "torch.nn.Module", x: "torch.Tensor", batch_size: int, max_samples: int = 1024, seed: int = 0) -> None:
+    """Re-estimate BatchNorm running statistics with the final weights (cumulative average, no grad), on a
+    seeded random `max_samples` of `x` (not its first ones: data stored in class order, as MNIST's and image
+    folders' are, would give the statistics of a few classes).
 
     Short, high-learning-rate schedules leave the exponential running averages behind the weights; deep
     nets (MobileNetV2 here) then evaluate at chance although they train well. Standard remedy (e.g. the
     "BN re-estimation" used after weight averaging, Izmailov et al. 2018).
     """
     import torch
+
+    if len(x) > max_samples:
+        pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:max_samples].sort().values
+        x = x[pick]
 
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not bns:
@@ -119,7 +158,7 @@ def recalibrate_batchnorm(model: "torch.nn.Module", x: "torch.Tensor", batch_siz
         bn.momentum = None  # cumulative moving average over the recalibration batches
     model.train()
     with torch.no_grad():
-        for start in range(0, min(len(x), max_samples), batch_size):
+        for start in range(0, len(x), batch_size):
             model(x[start : start + batch_size])
     for bn, m in zip(bns, momenta):
         bn.momentum = m

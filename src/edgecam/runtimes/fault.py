@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from typing import Dict
 
@@ -19,12 +21,17 @@ import numpy as np
 
 from edgecam.runtimes.onnxruntime import OnnxRuntime
 
+#: in the command line of the "hang-child" fault's helper process, for tests to find it
+HELPER_MARK = "edgecam-fault-helper"
+
 #: kind -> what the runtime does
 FAULTS: Dict[str, str] = {
     "segfault": "dereference a null pointer (SIGSEGV), as a buggy delegate does",
     "kill": "SIGKILL itself, as the kernel's OOM killer does",
     "oom": "allocate past a lowered address-space limit (MemoryError)",
     "hang": "sleep forever (the job's timeout must end it)",
+    "hang-child": "start a helper process, then sleep forever (the timeout must end both: a runtime's server or "
+                  "sampler outliving its agent keeps loading the board)",
     "exit": "exit the process with status 3 and no result",
     "raise": "raise RuntimeError",
     "nan": "return NaN logits and features",
@@ -58,7 +65,10 @@ class FaultRuntime(OnnxRuntime):
                 np.ones(1 << 31, dtype=np.float64)  # 16 GiB
             finally:
                 resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-        elif self.fault == "hang":
+        elif self.fault in ("hang", "hang-child"):
+            if self.fault == "hang-child":  # the helper prints nothing: only a process-group kill can end it
+                subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", HELPER_MARK], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             while True:
                 time.sleep(60)
         elif self.fault == "exit":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -41,13 +42,13 @@ def test_frozen() -> None:
 @pytest.mark.parametrize(
     "text,needle",
     [
-        ('[data]\nlimt = 3\n', "unknown key data.limt; allowed keys in data: boxes_dir, calib_path, calib_views, canvas, copies_test, crop, digit_size, jpeg_draft, labels_csv, limit, max_decode_pixels, mean, name, num_classes, path, resize, seed, std, test_fraction, views"),
+        ('[data]\nlimt = 3\n', "unknown key data.limt; allowed keys in data: boxes_dir, calib_path, calib_views, canvas, copies_test, crop, digit_size, jpeg_draft, labels_csv, limit, max_decode_pixels, mean, name, num_classes, path, resize, seed, source, std, test_fraction, train_limit, views"),
         ('bogus = 1\n', "unknown key bogus"),
         ('[bench]\niterations = "many"\n', "bench.iterations: expected int, got str 'many'"),
         ('[[models]]\nname = "resnet9000"\n', "unknown model 'resnet9000'; known models: densenet121"),
         ('[[runtimes]]\nname = "tensorflow"\n', "unknown runtime 'tensorflow'; known runtimes: fault, litert, null, onnxruntime"),
         ('[[runtimes]]\nname = "fault"\n', "runtimes.fault: set it exactly when name = 'fault'"),
-        ('[[runtimes]]\nname = "fault"\nfault = "meteor"\n', "runtimes.fault: expected one of segfault, kill, oom, hang, exit, raise, nan, got 'meteor'"),
+        ('[[runtimes]]\nname = "fault"\nfault = "meteor"\n', "runtimes.fault: expected one of segfault, kill, oom, hang, hang-child, exit, raise, nan, got 'meteor'"),
         ('[export]\nprecisions = ["fp32", "int3"]\n', "export.precisions: expected values from fp32, int16, int8, got 'int3'"),
         ('[explain]\nmethods = ["gradcampp", "magic"]\n', "unknown CAM method 'magic'"),
         ('[export]\nformats = ["coreml"]\n', "unknown export format 'coreml'; known export formats: onnx, tflite"),
@@ -66,6 +67,13 @@ def test_frozen() -> None:
         ('[bench]\ntimeout_s = 3e6\n', "bench.timeout_s: expected a positive number of seconds up to 604800 (7 days), got 3000000.0"),
         ('[bench]\nwarmup = 99999999999999999\n', "bench.warmup: 99999999999999999 is out of range"),
         ('[explain]\nseed = -1\n', "explain.seed: expected a seed >= 0, got -1"),
+        ('[train]\nseed = -1\n', "train.seed: expected a seed >= 0, got -1"),
+        ('[train]\nsaliency_guided_k = 1.5\n', "train.saliency_guided_k / saliency_guided_lambda: saliency-guided training: mask_fraction (k) must be in (0, 1), got 1.5"),
+        ('[saliency_qat]\ndatasets = ["cifar10"]\n', "saliency_qat.datasets: expected values from mnist, fashion-mnist, got 'cifar10'"),
+        ('[saliency_qat]\ndatasets = ["mnist"]\nguided = [true, true]\n', "saliency_qat.guided: expected [false], [true] or [false, true]"),
+        ('[saliency_qat]\ndatasets = ["mnist"]\nk = 0\n', "saliency_qat.k / lam: saliency-guided training: mask_fraction (k) must be in (0, 1)"),
+        ('[saliency_qat]\nclarity_images = 500\ntest_limit = 100\n', "saliency_qat.clarity_images (500) cannot exceed test_limit (100)"),
+        ('[saliency_qat]\nmodel = "lenet"\n', "saliency_qat.model: unknown model 'lenet'"),
         ('[[runtimes]]\nname = "onnxruntime"\n[[runtimes]]\nname = "onnxruntime"\nthreads = 2\n', "runtimes: duplicate runtime names"),
         ('[export]\nprecisions = ["fp32", "int16"]\nopset = 17\n', "export.opset: int16 QDQ needs opset >= 21, got 17"),
         ('[explain]\nkeep_outputs = -1\n', "explain.keep_outputs: expected 0 (keep none) or a number of images, got -1"),
@@ -79,7 +87,7 @@ def test_frozen() -> None:
         ('[data]\nname = "digits-clutter"\ntest_fraction = 0.3\n', "data.test_fraction: not a setting of data.name = 'digits-clutter'"),
         ('[data]\nname = "image-folder"\npath = "x"\ncanvas = 32\n', "data.canvas: not a setting of data.name = 'image-folder'"),
         ('[data]\ncanvas = 16\ndigit_size = 40\n', "data.digit_size: expected an integer from 8 to data.canvas (16): the digit is drawn whole on the canvas; got data.digit_size = 40 with data.canvas = 16"),
-        ('[data]\nname = "coco"\n', "data.name: unknown dataset 'coco'; known datasets: digits-clutter, image-folder"),
+        ('[data]\nname = "coco"\n', "data.name: unknown dataset 'coco'; known datasets: digits-clutter, fashion-mnist, image-folder, mnist, sample-photos"),
         ('[data]\nname = 3\n', "data.name: expected str, got int 3"),
         ('[data]\ncrop = 300\n', "data.crop: expected at most data.resize (256) so the centre crop needs no padding, got 300 (held for data.name = 'image-folder', which --data selects)"),
         ('[data]\nresize = "big"\n', "data.resize: expected int, got str 'big'"),
@@ -94,6 +102,10 @@ def test_bad_config_is_rejected_with_the_field(tmp_path: Path, text: str, needle
         load_config(path)
     assert str(path) in str(exc.value)
     assert needle in str(exc.value)
+    if ":" in needle:  # the field named once ("bench: bench: ..." was a defect)
+        field = needle.split(":")[0]
+        section = field.split(".")[0].split("[")[0]
+        assert str(exc.value).count(f"{field}:") == needle.count(f"{field}:") and f"{section}: {section}" not in str(exc.value), str(exc.value)
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
@@ -117,8 +129,9 @@ def test_every_shipped_config_round_trips(path: Path) -> None:
 
 def test_shipped_configs_keep_their_data_settings() -> None:
     by_name = {p.stem: load_config(p).data for p in CONFIGS}
-    assert set(by_name) == {"quickstart", "digits-demo", "onnx-vs-litert", "pact-lowbit-2411.05858", "cam-quant-2403.09939", "qxai-rogers2023"}
-    assert all(type(d) is DigitsClutterDataSpec for n, d in by_name.items() if n != "quickstart")
+    assert set(by_name) == {"quickstart", "digits-demo", "onnx-vs-litert", "pact-lowbit-2411.05858", "cam-quant-2403.09939", "qxai-rogers2023", "saliency-qat-2411.05858"}
+    assert all(type(d) is DigitsClutterDataSpec for n, d in by_name.items() if n not in ("quickstart", "saliency-qat-2411.05858"))
+    assert by_name["saliency-qat-2411.05858"].name == "mnist"
     assert (by_name["quickstart"].views, by_name["quickstart"].calib_views) == (4, 8)
     q = by_name["digits-demo"]
     assert (q.canvas, q.digit_size, q.limit, q.seed, q.other_kinds) == (64, 24, 200, 0, {})
@@ -138,7 +151,7 @@ def test_data_override_applies_the_held_image_folder_settings(tmp_path: Path) ->
     assert d.resolve(d.boxes_dir) == tmp_path / "boxes"
     assert type(apply_overrides(run, data="digits-clutter").data) is DigitsClutterDataSpec
     assert apply_overrides(cfg, data="digits-clutter") == cfg
-    with pytest.raises(ConfigError, match=r"--data: .*nowhere is not a folder .*or a dataset name: digits-clutter, image-folder"):
+    with pytest.raises(ConfigError, match=r"--data: .*nowhere is not a folder .*or a dataset name: digits-clutter, fashion-mnist, image-folder, mnist"):
         apply_overrides(cfg, data=str(tmp_path / "nowhere"))
 
 
@@ -155,3 +168,17 @@ def test_build_spec_is_public_with_the_same_behaviour() -> None:
     with pytest.raises(ConfigError, match=r"unknown key bench.nope; allowed keys in bench: batch_size, iterations, memory, timeout_s, warmup"):
         build_spec(BenchSpec, {"nope": 1}, "bench")
     assert type(build_spec(DataSpec, {"name": "image-folder", "path": "p"}, "data")) is ImageFolderDataSpec
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan, -1.0, 0.0])
+def test_floats_built_in_python_are_checked_as_in_toml(bad: float) -> None:
+    """The Python API builds specs without TOML's finite-float check: each spec checks its own floats."""
+    from edgecam.config import LowbitSpec, ModelSpec
+    from edgecam.devices.inventory import DeviceSpec
+
+    with pytest.raises(ConfigError, match="models.lr"):
+        ModelSpec("tinycnn", lr=bad)
+    with pytest.raises(ConfigError, match="lowbit"):
+        LowbitSpec(lr=bad)
+    with pytest.raises(ConfigError, match="connect_timeout_s"):
+        DeviceSpec("orin", url="ssh://u@127.0.0.1", connect_timeout_s=bad)

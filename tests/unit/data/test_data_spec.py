@@ -8,14 +8,15 @@ import pickle
 
 import pytest
 
-from edgecam.data import DATASETS, DataSpec, DigitsClutterDataSpec, ImageFolderDataSpec, SamplePhotosDataSpec, load_data, switch_kind
+from edgecam.data import DATASETS, DataSpec, DigitsClutterDataSpec, FashionMnistDataSpec, ImageFolderDataSpec, MnistDataSpec, SamplePhotosDataSpec, load_data, switch_kind
 from edgecam.data.digits_clutter import DigitsClutterSpec
 from edgecam.errors import ConfigError, UnknownNameError
 
 
 def test_registry_maps_each_kind_to_its_spec_class_and_loader() -> None:
-    assert DATASETS.names() == ["digits-clutter", "image-folder", "sample-photos"]
+    assert sorted(DATASETS.names()) == ["digits-clutter", "fashion-mnist", "image-folder", "mnist", "sample-photos"]
     assert DATASETS.get("digits-clutter").spec is DigitsClutterDataSpec
+    assert DATASETS.get("mnist").spec is MnistDataSpec and DATASETS.get("fashion-mnist").spec is FashionMnistDataSpec
     assert DATASETS.get("image-folder").spec is ImageFolderDataSpec
     assert DATASETS.get("sample-photos").spec is SamplePhotosDataSpec
     for name in DATASETS:
@@ -24,9 +25,9 @@ def test_registry_maps_each_kind_to_its_spec_class_and_loader() -> None:
 
 
 def test_unknown_kind_lists_the_known_kinds() -> None:
-    with pytest.raises(UnknownNameError, match=r"unknown dataset 'imagenet'; known datasets: digits-clutter, image-folder"):
+    with pytest.raises(UnknownNameError, match=r"unknown dataset 'imagenet'; known datasets: digits-clutter, fashion-mnist, image-folder, mnist"):
         DATASETS.get("imagenet")
-    with pytest.raises(ConfigError, match=r"data.name: unknown dataset 'imagenet'; known datasets: digits-clutter, image-folder"):
+    with pytest.raises(ConfigError, match=r"data.name: unknown dataset 'imagenet'; known datasets: digits-clutter, fashion-mnist, image-folder, mnist"):
         DataSpec(name="imagenet")
 
 

@@ -208,3 +208,41 @@ def test_an_index_built_without_checking_images_reads_sizes_and_checks_box_sizes
     unchecked = index_image_folder(tmp_path / "img", boxes_dir=tmp_path / "xml", check_images=False)
     with pytest.raises(ConfigError, match=r"a.xml: declares <size> 500x375 but image .*a.png is 40x30"):
         FolderSplit(unchecked.records, prep, IMAGENET_MEAN, IMAGENET_STD).masks([0])
+
+
+def test_a_large_training_split_decodes_to_disk_not_to_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training needs the whole training split; past `IN_MEMORY_BYTES` it goes to a memory map of an
+    unlinked scratch file: the same values, process memory bounded by one fill chunk (traced numpy memory),
+    nothing left on disk, and torch trains on it without a copy."""
+    import torch
+
+    write_photo_views(tmp_path / "photos", 120)
+    monkeypatch.setenv("EDGECAM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(image_folder, "IN_MEMORY_BYTES", 8 << 20)
+    monkeypatch.setattr(image_folder, "FILL_CHUNK", 8)
+    data = load_data(DataSpec(name="image-folder", path=str(tmp_path / "photos"), limit=None))
+    n = data.n_train
+    assert n * 3 * 224 * 224 * 4 > 4 * (8 << 20)  # the split is several times the in-memory limit
+    tracemalloc.start()
+    try:
+        x = data.train_x
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    chunk_bytes = 8 * 3 * 224 * 224 * 4
+    assert x.shape == (n, 3, 224, 224) and x.dtype == np.float32
+    assert peak < 3 * chunk_bytes < x.nbytes, (peak, x.nbytes)  # a few chunks, not the split
+    assert list((tmp_path / "cache" / "scratch").iterdir()) == []  # unlinked at once
+    idx = np.array([0, n // 2, n - 1])
+    np.testing.assert_array_equal(x[idx], _decoded(data, idx))
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    assert t.data_ptr() == x.ctypes.data  # no copy
+
+
+def _decoded(data: Any, idx: np.ndarray) -> np.ndarray:
+    """The same training images decoded afresh (not through the split's kept array)."""
+    from edgecam.data.image_folder import FolderSplit
+
+    split = data.train
+    fresh = FolderSplit(split.records, split.prep, tuple(split.mean.ravel()), tuple(split.std.ravel()), split.limits)
+    return fresh.images(idx)

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from processes import all_gone, live_pids
+
 from edgecam.devices.adb import AdbDevice, AdbNotFound, shell_command
 from edgecam.devices.base import DeviceError, DeviceTimeout, JobFailed, device_class
 from edgecam.devices.benchmark_model import benchmark_argv
@@ -346,3 +348,28 @@ def test_session_runs_one_agent_per_request_over_adb(fake: FakeAdb, trained_tiny
     assert not any((fake.workdir / "jobs").iterdir())  # request, answer and job.json removed from the device
     serves = [c for c in fake.calls() if c[3] == "shell" and " serve " in c[4]]
     assert len(serves) == 3 and all("--frames-in" in c[4] for c in serves)
+
+
+@pytest.mark.timeout(180)
+def test_a_timed_out_job_or_request_is_stopped_on_the_phone(fake: FakeAdb, trained_tinycnn) -> None:
+    """Killing `adb shell` does not stop the command on the phone (the stand-in behaves the same: its `sh`
+    outlives it). On a timeout the host stops the agent's whole process group through the job's pid file
+    (one-shot jobs) or the request file in its command line (per-request sessions), helper process included,
+    and the job folder with its inputs is removed."""
+    from edgecam.runtimes.fault import HELPER_MARK
+
+    dev = fake.device(python=sys.executable)
+    art = trained_tinycnn.artifacts["fp32"]
+    x = trained_tinycnn.data.test_x[:2]
+    job = {"runtime": "fault", "runtime_options": {"fault": "hang-child"}, "mode": "forward", "output_batch_size": 8}
+    assert live_pids(HELPER_MARK) == []
+    with pytest.raises(DeviceTimeout, match="timed out after 5 s"):
+        dev.run_job(art, x, job, timeout=5)
+    assert all_gone(HELPER_MARK) and all_gone(f"{fake.workdir}/jobs/")
+    assert not any((fake.workdir / "jobs").iterdir())
+
+    with dev.session(art, job, timeout=5) as s:
+        with pytest.raises(DeviceTimeout, match="timed out after 5 s"):
+            s.forward(x, outputs=None)
+    assert all_gone(HELPER_MARK) and all_gone(f"{fake.workdir}/jobs/")
+    assert not any((fake.workdir / "jobs").iterdir())

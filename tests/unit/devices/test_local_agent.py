@@ -89,3 +89,94 @@ def test_an_agent_the_host_gave_up_on_ends_itself(trained_tinycnn, tmp_path: Pat
     took = time.monotonic() - t0
     assert proc.returncode == -14 and 1.5 <= took < 30, (proc.returncode, took, proc.stderr[-500:])  # -SIGALRM, at the deadline
     assert not (job_dir / "result.json").exists()
+
+
+def test_an_agent_left_by_a_host_that_died_is_stopped_before_the_job_reruns(trained_tinycnn, tmp_path: Path) -> None:
+    """A host killed mid-job leaves the job folder with `agent.pid` and the agent still running; the rerun of
+    that job stops it (its process group, checked against the job folder in its command line) before timing,
+    and a process that merely reuses a recycled pid is left alone."""
+    import subprocess
+    import sys
+    import time
+
+    from edgecam.devices.base import job_key
+
+    dev = LocalDevice(workdir=str(tmp_path / "dev"))
+    x = trained_tinycnn.data.test_x[:3]
+    job = {**JOB, "mode": "run"}
+    art = trained_tinycnn.artifacts["fp32"]
+    manifest = json.loads((art / "manifest.json").read_text())
+    remote_job = Path(dev.workdir()) / "jobs" / job_key(str(manifest["sha256"]), np.ascontiguousarray(x, dtype=np.float32), job, {})
+    remote_job.mkdir(parents=True)
+    sleeper = [sys.executable, "-c", "import os, sys, time; os.setsid(); time.sleep(600)"]
+    stale = subprocess.Popen([*sleeper, str(remote_job)])  # the dead host's agent: its job folder in its argv
+    bystander = subprocess.Popen(sleeper)  # an unrelated process the pid file will name
+    try:
+        (remote_job / "agent.pid").write_text(str(bystander.pid))
+        dev.stop_job(str(remote_job))
+        time.sleep(0.3)
+        assert bystander.poll() is None  # a pid whose command line does not name the job is never killed
+        (remote_job / "agent.pid").write_text(str(stale.pid))
+        result, outputs = dev.run_job(art, x, job)
+        assert stale.wait(timeout=10) == -9  # stopped before the job ran again
+        assert len(result["samples_s"]) == 7 and outputs["logits"].shape == (3, 10)
+    finally:
+        for p in (stale, bystander):
+            p.kill()
+            p.wait()
+
+
+def test_a_session_request_the_host_gave_up_on_ends_itself(trained_tinycnn, tmp_path: Path) -> None:
+    """The session agent arms the same watchdog for each request (and while loading), and disarms it while it
+    waits for the next one: a request that hangs ends at `watchdog_s`, host or no host; idle waiting does not."""
+    import subprocess
+    import sys
+    import time
+
+    from edgecam.devices.archive import build_agent_archive
+    from edgecam.devices.protocol import encode_frame
+    from edgecam.exporters.base import Artifact
+
+    art = Artifact.load(trained_tinycnn.artifacts["fp32"])
+    agent = str(build_agent_archive(tmp_path))
+    x = np.ascontiguousarray(trained_tinycnn.data.test_x[:1], dtype=np.float32)
+    for fault, expect in (("hang", -14), ("raise", 0)):
+        job = tmp_path / f"job-{fault}.json"
+        job.write_text(json.dumps({"runtime": "fault", "runtime_options": {"fault": fault}, "artifact": str(art.path), "watchdog_s": 1.5}))
+        chunks, _ = encode_frame({"op": "forward", "id": 1, "params": {}}, {"inputs": x})
+        t0 = time.monotonic()
+        proc = subprocess.Popen([sys.executable, agent, "serve", str(job)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdin is not None
+        time.sleep(2.5)  # idle past watchdog_s before the request: not a hang
+        assert proc.poll() is None
+        proc.stdin.write(b"".join(bytes(c) for c in chunks))
+        proc.stdin.flush()
+        if fault == "raise":  # answered (a failed request), then the input ends: a clean exit
+            proc.stdin.close()
+        code = proc.wait(timeout=60)
+        took = time.monotonic() - t0
+        assert code == expect and (fault == "raise" or 4.0 <= took < 30), (fault, code, took, proc.stderr.read()[-500:])
+
+
+def test_the_watchdog_is_the_hosts_timeout_plus_the_grace(trained_tinycnn, tmp_path: Path) -> None:
+    """job.json tells the agent when to end itself: the host's timeout plus WATCHDOG_GRACE_S (30 s), so the
+    host always times out first; no timeout, no watchdog. Sessions carry the same deadline per request."""
+    from edgecam.devices.protocol import WATCHDOG_GRACE_S
+
+    assert WATCHDOG_GRACE_S == 30.0
+    dev = LocalDevice(workdir=str(tmp_path / "dev"))
+    sent: list[dict] = []
+    real_push = dev.push
+
+    def spy(local: Path, remote: str) -> None:
+        if (Path(local) / "job.json").is_file():
+            sent.append(json.loads((Path(local) / "job.json").read_text()))
+        real_push(local, remote)
+
+    dev.push = spy  # type: ignore[method-assign]
+    x = trained_tinycnn.data.test_x[:2]
+    dev.run_job(trained_tinycnn.artifacts["fp32"], x, {**JOB, "mode": "forward"}, timeout=45)
+    dev.run_job(trained_tinycnn.artifacts["fp32"], x, {**JOB, "mode": "forward", "warmup": 1}, timeout=None)
+    with dev.session(trained_tinycnn.artifacts["fp32"], JOB, timeout=12) as s:
+        s.forward(x, outputs=None)
+    assert [j.get("watchdog_s") for j in sent] == [45 + WATCHDOG_GRACE_S, None, 12 + WATCHDOG_GRACE_S]

@@ -407,11 +407,13 @@ def _wait_for_samples(sampler: TegrastatsSampler, count: int, timeout_s: float =
 
 
 def _process_gone(pid: int) -> bool:
+    """No such process, or a zombie (ended; an orphan's reaper may be slow)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[-1][:1] == "Z"
+    except (ProcessLookupError, FileNotFoundError):
         return True
-    return False
 
 
 @pytest.mark.timeout(60)
@@ -520,3 +522,24 @@ def test_module_runs_on_python38() -> None:
     result = _run_isolated(python, ALL_LINES)
     assert result["heavy"] == []
     assert result["summary"] == json.loads(json.dumps(summarise(parse_line(line) for line in ALL_LINES)))
+
+
+@pytest.mark.timeout(60)
+def test_tegrastats_ends_with_its_agent(tmp_path: Path) -> None:
+    """tegrastats runs in the agent's process group (so the host's group kill of a timed-out agent stops it),
+    and an agent killed outright by its watchdog (SIGALRM, no cleanup) takes it down: its next line hits the
+    closed pipe."""
+    script = _stand_in(tmp_path, [NANO_JP461])
+    agent = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom edgecam.devices.tegrastats import TegrastatsSampler\n"
+         "s = TegrastatsSampler(interval_ms=50, executable=sys.argv[1]).start()\nprint(s.pid, flush=True)\n"
+         "__import__('signal').alarm(2)\ntime.sleep(60)\n", str(script)],
+        stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert agent.stdout is not None
+    pid = int(agent.stdout.readline())
+    assert os.getpgid(pid) == agent.pid  # the agent's group, not a session of its own
+    assert agent.wait(timeout=30) == -signal.SIGALRM
+    deadline = time.monotonic() + 10
+    while not _process_gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _process_gone(pid)

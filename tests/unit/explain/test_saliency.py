@@ -118,6 +118,18 @@ def test_shape_validation() -> None:
     assert p.maps(np.zeros((0, 3, 4, 4)), [], np.zeros((0, 4, 4))).shape == (0, 4, 4)
 
 
+def test_grayscale_images_are_read_as_three_equal_channels() -> None:
+    """MNIST-like (N, 1, H, W) inputs: the map is the one of the same image with its channel repeated, and
+    other channel counts are still refused."""
+    rng = np.random.default_rng(0)
+    gray = rng.random((2, 1, 28, 28)).astype(np.float32)
+    p = SALIENCY_PROVIDERS.get("spectral_residual")()
+    np.testing.assert_array_equal(p.maps(gray, ["a", "b"]), p.maps(np.repeat(gray, 3, axis=1), ["a", "b"]))
+    assert gray.shape == (2, 1, 28, 28)  # the input is not modified
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\) RGB or \(N, 1, H, W\) grayscale"):
+        p.maps(np.zeros((1, 2, 4, 4)), ["x"])
+
+
 def test_missing_contrib_build_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.metadata as md
 

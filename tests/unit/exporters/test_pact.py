@@ -161,8 +161,14 @@ def test_int4_qdq_graph_runs_in_onnx_runtime(digits_model, pact_results, data, t
         hook.remove()
     with OnnxRuntime(str(art.path), graph_optimization="disable") as rt:
         exact = rt.run({"input": x})
-    assert np.abs(exact["logits"] - ref).max() <= 1e-4 * max(1.0, float(np.abs(ref).max()))
-    assert np.abs(exact["features"] - feats[0].numpy()).max() <= 1e-4 * max(1.0, float(feats[0].abs().max()))
+    # exact up to rounding ties: an activation that lands on a rounding boundary (x / s = k + 0.5 in float32) can
+    # round the other way in ORT's order of float operations: one UINT4 step (alpha / 15) in that element,
+    # ~1e-3 in that image's logits. At most 0.1% of the CAM-layer elements may differ, by at most one step, and
+    # at most 5% of the images' logits, by at most 1%.
+    diff, scale = np.abs(exact["features"] - feats[0].numpy()), max(1.0, float(feats[0].abs().max()))
+    assert float((diff > 1e-4 * scale).mean()) <= 1e-3 and diff.max() <= scale / 14, (float((diff > 1e-4 * scale).mean()), float(diff.max()), scale)
+    diff, scale = np.abs(exact["logits"] - ref), max(1.0, float(np.abs(ref).max()))
+    assert float((diff.max(1) > 1e-4 * scale).mean()) <= 0.05 and diff.max() <= 1e-2 * scale, (float((diff.max(1) > 1e-4 * scale).mean()), float(diff.max()))
     level = art.manifest["runtime_options"]["graph_optimization"]
     default = ort_outputs(art.directory, x)  # the adapter applies the manifest's optimisation level
     agreement = float((default["logits"].argmax(1) == ref.argmax(1)).mean())

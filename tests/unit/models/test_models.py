@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,13 +14,13 @@ from edgecam.errors import ArtifactError, ConfigError
 from edgecam.models import MODELS, build_model
 
 
-@pytest.mark.parametrize("name", ["tinycnn", "mobilenet_v2", "squeezenet1_0", "efficientnet_b0", "resnet50", "densenet121", "vgg16", "efficientnet_lite0"])
+@pytest.mark.parametrize("name", ["tinycnn", "mnistcnn", "mobilenet_v2", "squeezenet1_0", "efficientnet_b0", "resnet50", "densenet121", "vgg16", "efficientnet_lite0"])
 def test_registry_models_build_with_target_layer(name: str) -> None:
     model, layer = build_model(name, 7)
     feats: list[torch.Tensor] = []
     model.get_submodule(layer).register_forward_hook(lambda m, i, o: feats.append(o))
     with torch.no_grad():
-        y = model(torch.zeros(1, 3, 64, 64))
+        y = model(torch.zeros(1, 1, 28, 28) if name == "mnistcnn" else torch.zeros(1, 3, 64, 64))
     assert y.shape == (1, 7)
     assert feats[0].ndim == 4 and feats[0].shape[-1] >= 2  # a spatial map to explain
 
@@ -72,7 +73,7 @@ def test_custom_model_errors() -> None:
 
 
 def test_registry_has_the_papers_architectures() -> None:
-    assert set(MODELS.names()) == {"tinycnn", "vgg16", "resnet50", "densenet121", "mobilenet_v2", "squeezenet1_0", "efficientnet_b0", "efficientnet_lite0"}
+    assert set(MODELS.names()) == {"tinycnn", "mnistcnn", "vgg16", "resnet50", "densenet121", "mobilenet_v2", "squeezenet1_0", "efficientnet_b0", "efficientnet_lite0"}
 
 
 def test_shifted_copies_are_seeded_translations() -> None:
@@ -90,3 +91,46 @@ def test_shifted_copies_are_seeded_translations() -> None:
         hits = [(dy, dx) for dy in range(7) for dx in range(7) if np.array_equal(padded[:, dy : dy + 16, dx : dx + 16], img)]
         assert hits, f"copy {i} is not a translation of image {i % 5}"
     assert np.array_equal(shifted_copies(x, 1, 0, seed=0), x)  # no shift: identity
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "meta"])
+def test_a_rotted_cached_checkpoint_is_trained_again(tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A cached checkpoint whose bytes no longer match its recorded SHA-256 (a bit flip, a half copy) or whose
+    meta.json is garbage is retrained and replaced, as a rotted artifact is rebuilt; never reported forever."""
+    import json
+
+    import torch
+
+    from edgecam.cache import sha256_file
+    from edgecam.models.train import cached_checkpoint
+
+    trained: list[int] = []
+
+    def train(model: torch.nn.Module) -> dict[str, Any]:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(0.5)
+        trained.append(1)
+        return {"epochs": 1}
+
+    def build() -> torch.nn.Module:
+        return torch.nn.Linear(4, 3)
+
+    key = {"model": "lin", "data": "x"}
+    _, ckpt, meta, now = cached_checkpoint(key, tmp_path, build, train)
+    assert now and trained == [1]
+    _, _, _, now = cached_checkpoint(key, tmp_path, build, train)
+    assert not now and trained == [1]  # an intact cache entry is used
+    raw = bytearray(ckpt.read_bytes())
+    if damage == "flip":
+        raw[len(raw) // 2] ^= 0x10
+        ckpt.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        ckpt.write_bytes(bytes(raw[: len(raw) // 3]))
+    else:
+        (ckpt.parent / "meta.json").write_text("{not json")
+    with caplog.at_level("WARNING"):
+        model, ckpt2, meta2, now = cached_checkpoint(key, tmp_path, build, train)
+    assert now and trained == [1, 1] and "training it again" in caplog.text
+    assert meta2["sha256"] == sha256_file(ckpt2) and json.loads((ckpt2.parent / "meta.json").read_text())["sha256"] == meta2["sha256"]
+    assert torch.all(model.weight == 0.5)

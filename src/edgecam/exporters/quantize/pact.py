@@ -40,6 +40,7 @@ from edgecam.exporters.quantize.graph import round_ste
 
 if TYPE_CHECKING:
     from edgecam.exporters.base import Artifact, ModelInfo
+    from edgecam.models.saliency_guided import SaliencyGuidance
 
 HOST_SIMULATION = "host simulation (PyTorch fake-quant)"
 SCHEMES = ("int2", "int4", "mixed")
@@ -66,7 +67,9 @@ class PactSpec:
     batch_size: int = 64
     samples: int = 2048  # training images per epoch (a seeded subset: fine-tuning, not training)
     seed: int = 0
-    version: int = 1
+    saliency_guided_k: float = 0.0  # saliency-guided QAT (models/saliency_guided.py): fraction masked; 0: off
+    saliency_guided_lambda: float = 1.0
+    version: int = 2  # 2: BatchNorm re-estimated on a seeded random subset
 
     def __post_init__(self) -> None:
         for name in ("bits", "first_last_bits"):
@@ -81,6 +84,14 @@ class PactSpec:
             raise ConfigError(f"pact: lr and alpha_lr must be > 0 and alpha_decay >= 0, got {self.lr}, {self.alpha_lr}, {self.alpha_decay}")
         if not 50.0 <= self.alpha_init_percentile <= 100.0:
             raise ConfigError(f"pact.alpha_init_percentile: expected a number in [50, 100], got {self.alpha_init_percentile}")
+        self.guidance  # noqa: B018 - validates k and lambda
+
+    @property
+    def guidance(self) -> "SaliencyGuidance | None":
+        """Saliency-guided QAT (Ismail et al. 2021, Algorithm 1, with the PACT model as f), None when off."""
+        from edgecam.models.saliency_guided import SaliencyGuidance
+
+        return None if self.saliency_guided_k == 0 else SaliencyGuidance(self.saliency_guided_k, self.saliency_guided_lambda)
 
     @classmethod
     def scheme(cls, name: str, **recipe: Any) -> "PactSpec":
@@ -98,7 +109,10 @@ class PactSpec:
         return f"mixed-int{self.first_last_bits}/int{self.bits}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "label": self.label}
+        d = {**asdict(self), "label": self.label}
+        if self.saliency_guided_k == 0:  # as before the option existed: the same job keys
+            d.pop("saliency_guided_k"), d.pop("saliency_guided_lambda")
+        return d
 
 
 class _PactFn(torch.autograd.Function):
@@ -320,10 +334,21 @@ def pact_finetune(
                 a.clamp_(min=1e-3)
 
     q.train()
-    losses = minibatch_epochs(q, opt, x, y, spec.epochs, spec.batch_size, gen, progress, f"PACT {spec.label}", keep_alphas_positive)
+    loss_of, guide_log = None, None
+    if spec.guidance is not None:
+        from edgecam.models.saliency_guided import GuidanceLog, guided_loss
+
+        guidance, guide_log, mask_gen = spec.guidance, GuidanceLog([], []), torch.Generator().manual_seed(spec.seed + 1)
+
+        def loss_of(f: Callable[[torch.Tensor], torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            return guided_loss(f, xb, yb, guidance, mask_gen, guide_log)
+
+    losses = minibatch_epochs(q, opt, x, y, spec.epochs, spec.batch_size, gen, progress, f"PACT {spec.label}", keep_alphas_positive, loss_of)
     recalibrate_batchnorm(q, x, spec.batch_size)
     q.eval()
     stats = {"qat_steps": len(losses), "qat_final_loss": float(np.mean(losses[-10:])) if losses else None, "qat_seconds": time.perf_counter() - t0}
+    if guide_log is not None:
+        stats.update(guide_log.summary())
     return PactResult(q, spec, layer_bits, act_bits, pact_alphas(q), stats)
 
 

@@ -40,16 +40,21 @@ def minibatch_epochs(
     progress: Callable[[str, float], None] | None = None,
     label: str = "QAT",
     after_step: Callable[[], None] | None = None,
+    loss_of: Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> list[float]:
-    """Cross-entropy fine-tuning: `epochs` passes over `images` in seeded random mini-batches (one
-    `randperm` of `gen` per epoch), `after_step` after each optimiser step; returns the per-step losses."""
+    """Cross-entropy fine-tuning (or `loss_of(logits_of, x, y)`, e.g. the saliency-guided loss): `epochs`
+    passes over `images` in seeded random mini-batches (one `randperm` of `gen` per epoch), `after_step`
+    after each optimiser step; returns the per-step losses."""
     steps = max(1, epochs * int(np.ceil(len(images) / batch_size)))
     losses: list[float] = []
     for _epoch in range(epochs):
         order = torch.randperm(len(images), generator=gen)
         for start in range(0, len(images), batch_size):
             idx = order[start : start + batch_size]
-            loss = torch.nn.functional.cross_entropy(logits_of(images[idx]), labels[idx])
+            if loss_of is None:
+                loss = torch.nn.functional.cross_entropy(logits_of(images[idx]), labels[idx])
+            else:
+                loss = loss_of(logits_of, images[idx], labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
