@@ -133,6 +133,27 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
         for _, r in sq.iterrows():
             st.add_row(*(plain(v) for v in r))
         console.print(st)
+    ranking = out.get("sensitivity_ranking")
+    if ranking is not None and not ranking.empty:
+        entry = out.get("sensitivity") or {}
+        rt = Table(title=plain(f"Explanation sensitivity ({entry.get('model')} {entry.get('precision')}, {entry.get('images')} training images, host simulation): "
+                               f"the {min(10, len(ranking))} of {len(ranking)} quantized groups whose float fallback moves the CAM most"))
+        for col in ("rank", "group", "kind", "CC gain (fallback)", "CC loss (alone)", "top-1 gain", "SQNR dB"):
+            rt.add_column(col, justify="left" if col in ("group", "kind") else "right")
+        for _, r in ranking.sort_values("rank").head(10).iterrows():
+            rt.add_row(str(r["rank"]), plain(r["group"]), plain(r["kind"]), f"{r['delta_cc']:+.4f}", f"{r['only_delta_cc']:+.4f}", f"{r['delta_top1_agreement']:+.3f}", f"{r['sqnr_db']:.1f}")
+        console.print(rt)
+        steps = out.get("sensitivity_plan")
+        if steps is not None and not steps.empty:
+            pt = Table(title=plain(f"Mixed-precision plan: groups returned to float until CC vs fp32 >= {entry.get('cc_target')} (host simulation, ranking images)"))
+            for col in ("step", "group", "CC", "SIM", "KLD", "top-1 agreement"):
+                pt.add_column(col, justify="left" if col == "group" else "right")
+            for _, r in steps.iterrows():
+                pt.add_row(str(r["step"]), plain(r["group"] if isinstance(r["group"], str) else "(none: the whole artifact)"), f"{r['cc']:.4f}", f"{r['sim']:.4f}", f"{r['kld']:.4f}", f"{r['top1_agreement']:.3f}")
+            console.print(pt)
+        agree = entry.get("host_vs_device")
+        if agree:
+            console.print(plain(f"mixed variant, device vs host simulation on the ranking images: CAM CC {agree['device_vs_host_cc']:.4f}, top-1 agreement {agree['device_vs_host_top1_agreement']:.3f}"))
     bench = out["bench"]
     emulated = bool(bench.get("device_emulated", False).any()) if not bench.empty and "device_emulated" in bench else False
     title = "Accuracy, latency and memory (test split; latency at batch 1)"
@@ -163,16 +184,36 @@ def _console() -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edgecam.config import apply_overrides, default_config_path, load_config
+
+    cfg = apply_overrides(load_config(args.config or default_config_path()), args.data, args.weights, args.models)
+    return _run_config(args, cfg)
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    """`edgecam sensitivity`: the config's run with the explanation-sensitivity analysis on (options override
+    its [sensitivity] table; unset ones keep it)."""
+    import dataclasses
+
+    from edgecam.config import SensitivitySpec, apply_overrides, build_spec, load_config
+
+    cfg = apply_overrides(load_config(args.config), args.data, args.weights, None)
+    changes = {k: v for k, v in (("model", args.model), ("precision", args.precision), ("cc_target", args.cc_target), ("budget", args.budget), ("images", args.images))
+               if v is not None}
+    spec = build_spec(SensitivitySpec, {**{f.name: getattr(cfg.sensitivity, f.name) for f in dataclasses.fields(SensitivitySpec)}, **changes, "enabled": True}, "sensitivity")
+    return _run_config(args, cfg.replace(sensitivity=spec))
+
+
+def _run_config(args: argparse.Namespace, cfg: Any) -> int:
+    """Run `cfg` with the run options of `args` (out / resume / limit / device), print the tables."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.table import Table
 
     from edgecam.bench import outputs as files
     from edgecam.bench.sweep import run
-    from edgecam.config import apply_overrides, default_config_path, load_config
     from edgecam.devices.inventory import get_device_spec
 
     console = _console()
-    cfg = apply_overrides(load_config(args.config or default_config_path()), args.data, args.weights, args.models)
     if args.limit is not None:
         if args.limit < 1:
             raise EdgecamError(f"--limit: expected a positive integer, got {args.limit}")
@@ -296,6 +337,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--devices", default=None, metavar="FILE", help="device inventory (default: $EDGECAM_DEVICES, ./devices.toml, ~/.config/edgecam/devices.toml)")
     r.add_argument("--allow-code", action="store_true", help="allow 'module:factory' models: the experiment file then runs Python code (trusted files only)")
     r.set_defaults(func=cmd_run)
+    se = sub.add_parser("sensitivity", help="rank the quantized layer groups of an ONNX artifact by how far they move the CAM, plan a mixed-precision variant and run it")
+    se.add_argument("config", help="experiment TOML file (its ONNX fp32 and int8 / int16 artifacts are analysed)")
+    se.add_argument("--model", default=None, help="the model analysed (default: the config's first)")
+    se.add_argument("--precision", default=None, choices=("int8", "int16"), help="the QDQ artifact analysed (default: int8)")
+    se.add_argument("--cc-target", type=float, default=None, help="the plan stops once the CAM CC vs fp32 reaches this (default 0.99)")
+    se.add_argument("--budget", type=int, default=None, help="most groups the plan returns to float (default 8)")
+    se.add_argument("--images", type=int, default=None, help="training-split images the ranking uses (default 100)")
+    for a, kw in (("--out", {"help": "run directory (default: runs/<name>-<timestamp>)"}), ("--resume", {"metavar": "RUN_DIR", "help": "finish an interrupted run"}),
+                  ("--data", {"metavar": "DIR", "help": "as for `run`"}), ("--weights", {"metavar": "DIR", "help": "as for `run`"}),
+                  ("--device", {"help": "device name from the inventory"}), ("--devices", {"metavar": "FILE", "help": "device inventory"})):
+        se.add_argument(a, default=None, **kw)
+    se.add_argument("--limit", type=int, default=None, help="test images per variant")
+    se.add_argument("--allow-code", action="store_true", help="allow 'module:factory' models (the experiment file runs Python code)")
+    se.set_defaults(func=cmd_sensitivity)
+
     t = sub.add_parser("train", help="train the config's models on its data (cached) and save <model>.pt state dicts for --weights")
     t.add_argument("config", nargs="?", default=None, help="experiment TOML file (default: configs/quickstart.toml)")
     t.add_argument("--out", required=True, metavar="DIR", help="folder for the state dicts")

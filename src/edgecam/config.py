@@ -317,6 +317,39 @@ class SaliencyQatSpec:
         return self.mnist_source if dataset == "mnist" else self.fashion_mnist_source
 
 
+SENSITIVITY_PRECISIONS = ("int8", "int16")
+
+
+@dataclass(frozen=True)
+class SensitivitySpec:
+    """Explanation-sensitivity analysis (`bench/sensitivity.py`): each quantized node group of one model's ONNX
+    QDQ artifact left in float (and, the other way, alone quantized) in host simulation, ranked by how far it
+    moves the CAM from the fp32 model's; then a greedy mixed-precision plan exported as precision `mixed`
+    and run on the device beside the others. `enabled = false`: off."""
+
+    enabled: bool = False
+    model: Optional[str] = None  # the [[models]] entry analysed; None: the first
+    precision: str = "int8"  # the QDQ artifact analysed
+    images: int = 100  # ranking subset: seeded training-split images (never the test images the table evaluates)
+    method: str = "gradcampp"  # the gradient CAM compared (mirror mode: the fp32 head's gradients, as on the device)
+    cc_target: float = 0.99  # the plan stops once the CAM CC vs fp32 (host simulation, ranking images) reaches this
+    budget: int = 8  # most groups the plan returns to float
+    batch_size: int = 8  # images per host-simulation forward (8: the fastest batch for a 224 px EfficientNet-Lite0 here)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision not in SENSITIVITY_PRECISIONS:
+            raise ConfigError(f"sensitivity.precision: expected one of {', '.join(SENSITIVITY_PRECISIONS)}, got {self.precision!r}")
+        for name in ("images", "budget", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"sensitivity.{name}: expected a positive integer, got {getattr(self, name)}")
+        if not (0.0 < self.cc_target <= 1.0):  # `not (...)`: NaN is refused too
+            raise ConfigError(f"sensitivity.cc_target: expected a number in (0, 1], got {self.cc_target}")
+        if self.seed < 0:
+            raise ConfigError(f"sensitivity.seed: expected a seed >= 0, got {self.seed}")
+        _require_gradient_cam("sensitivity.method", self.method)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """A whole experiment. `version` tags the schema so old files can be migrated."""
@@ -333,6 +366,7 @@ class RunConfig:
     explain: ExplainSpec = field(default_factory=ExplainSpec)
     lowbit: LowbitSpec = field(default_factory=LowbitSpec)
     saliency_qat: SaliencyQatSpec = field(default_factory=SaliencyQatSpec)
+    sensitivity: SensitivitySpec = field(default_factory=SensitivitySpec)
 
     def __post_init__(self) -> None:
         if self.version != CONFIG_VERSION:
@@ -350,6 +384,12 @@ class RunConfig:
         for key, seed in (("train.seed", self.train.seed), ("explain.seed", self.explain.seed)):
             if seed < 0:
                 raise ConfigError(f"{key}: expected a seed >= 0, got {seed}")
+        if self.sensitivity.enabled:
+            if self.sensitivity.model is not None and self.sensitivity.model not in names:
+                raise ConfigError(f"sensitivity.model: {self.sensitivity.model!r} is not one of the run's models ({', '.join(names)})")
+            if "onnx" not in self.export.formats or self.sensitivity.precision not in self.export.precisions or "fp32" not in self.export.precisions:
+                raise ConfigError(f"sensitivity: needs the onnx format with fp32 and {self.sensitivity.precision} among export.precisions "
+                                  f"(the analysis works on ONNX QDQ artifacts; got formats {list(self.export.formats)}, precisions {list(self.export.precisions)})")
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting, except options added since a run directory may have been pinned that are still at
@@ -358,6 +398,8 @@ class RunConfig:
         d = dataclasses.asdict(self)
         if not self.saliency_qat.datasets:
             d.pop("saliency_qat")
+        if not self.sensitivity.enabled:
+            d.pop("sensitivity")
         if self.train.saliency_guided_k == 0 and self.train.saliency_guided_lambda == 1.0:
             d["train"].pop("saliency_guided_k"), d["train"].pop("saliency_guided_lambda")
         return d

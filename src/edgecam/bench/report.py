@@ -156,7 +156,7 @@ def scatter_plots(points: Any) -> str:
         return "<p>No variants with both latency and CAM fidelity.</p>"
     plt = _plt()
     out = []
-    markers = {"fp32": "o", "int16": "s", "int8": "^"}
+    markers = {"fp32": "o", "int16": "s", "int8": "^", "mixed": "D"}
     for device, grp in points.groupby("device"):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         for ax, xcol, xlabel in ((axes[0], "p50_ms", "p50 latency (ms, batch 1)"), (axes[1], "size_bytes", "model size (bytes)")):
@@ -270,6 +270,47 @@ def saliency_qat_section(run_dir: Path) -> str:
             f"PyTorch fake-quant (no runtime executes those bit widths).</p><div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
 
 
+SENSITIVITY_BARS = 20  # groups the report's bar chart shows (the CSV has all)
+
+
+def sensitivity_section(run_dir: Path, manifest: dict[str, Any]) -> str:
+    """The explanation-sensitivity ranking (`sensitivity.csv`) as a bar chart of the most CAM-sensitive
+    groups, and the greedy plan's steps; empty when the run had no analysis. Every value escaped."""
+    from edgecam.bench import outputs as files
+
+    ranking, steps = files.read_table(run_dir, files.SENSITIVITY), files.read_table(run_dir, files.SENSITIVITY_PLAN)
+    if ranking.empty:
+        return ""
+    top = ranking.sort_values("rank").head(SENSITIVITY_BARS)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(top) + 1.2))
+    labels = [f"{g} ({k})" for g, k in zip(top["group"], top["kind"])]
+    ax.barh(range(len(top)), top["delta_cc"], color=["#2b7" if v > 0 else "#c55" for v in top["delta_cc"]], label="float fallback: CC gain")
+    ax.barh(range(len(top)), top["only_delta_cc"], color="#88a", alpha=0.6, label="alone quantized: CC loss")
+    ax.set_yticks(range(len(top)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0, color="k", lw=0.5)
+    ax.set_xlabel("change of the CAM's CC vs the fp32 CAM (host simulation)")
+    ax.legend(fontsize=7, loc="lower right")
+    chart = _png(fig)
+    entry = manifest.get("sensitivity") or {}
+    cols = ["step", "group", "cc", "sim", "kld", "top1_agreement"]
+    plan_rows = "".join("<tr>" + "".join(f"<td>{html.escape(f'{r[c]:.4f}' if isinstance(r[c], float) else str(r[c]))}</td>" for c in cols) + "</tr>"
+                        for _, r in steps.iterrows()) if not steps.empty else ""
+    agree = entry.get("host_vs_device") or {}
+    device_line = ""
+    if agree:
+        cc, top1 = (float(agree.get(k, float("nan"))) for k in ("device_vs_host_cc", "device_vs_host_top1_agreement"))
+        device_line = (f"<p>The planned variant on the device vs its host simulation, on the {html.escape(str(agree.get('images')))} ranking images: "
+                       f"CAM CC {cc:.4f}, top-1 agreement {top1:.4f}.</p>")
+    return (f'<h2 id="sensitivity">Explanation sensitivity: which quantized group moves the CAM</h2><p>Model {html.escape(str(entry.get("model", "")))} at '
+            f'{html.escape(str(entry.get("precision", "")))}, {html.escape(str(entry.get("images", "")))} training-split images, host simulation. Each group left in '
+            f'float alone (green: CC gained over the whole artifact) and quantized alone (grey: CC lost vs fp32); the {len(top)} most CAM-sensitive of '
+            f'{len(ranking)} groups ({files.SENSITIVITY} has all, with SIM, KLD, top-1 agreement and ONNX Runtime\'s SQNR).</p>'
+            f'<img alt="sensitivity ranking" src="{chart}"><h3>Mixed-precision plan (target CC {html.escape(str(entry.get("cc_target", "")))})</h3>'
+            f'<div class="scroll"><table><thead><tr>{"".join(f"<th>{c}</th>" for c in cols)}</tr></thead><tbody>{plan_rows}</tbody></table></div>{device_line}')
+
+
 def build_report(run_dir: str | Path) -> Path:
     """Write `run_dir/report.html` from the run's files; returns its path."""
     from edgecam.bench import outputs as files
@@ -298,6 +339,7 @@ def build_report(run_dir: str | Path) -> Path:
 <h2 id="tradeoff">What each millisecond costs in interpretability</h2>
 {scatter_plots(fidelity_points(results, bench))}
 {saliency_qat_section(run_dir)}
+{sensitivity_section(run_dir, manifest)}
 <h2 id="performance">Latency and memory{" (EMULATED device)" if device.get("emulated") else ""}</h2>
 {_emulated_banner(device)}{latency_and_memory(latency, bench)}
 <h2 id="manifest">Manifest</h2>

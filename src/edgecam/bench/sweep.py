@@ -27,6 +27,7 @@ from edgecam.bench.prepare import package_versions, prepare_model, preflight
 from edgecam.bench.variant import Variant
 from edgecam.cache import atomic_write_json, stable_hash
 from edgecam.data.datasets import load_data
+from edgecam.errors import EdgecamError
 from edgecam.stages import TAGS, clock, stage
 
 if TYPE_CHECKING:
@@ -90,6 +91,13 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
     origin = "trained now" if meta["trained_now"] else meta["source"] if mspec.pretrained or mspec.weights else "cached checkpoint"
     ctx.log(f"{mspec.name}: fp32 host accuracy {meta['host_fp32_accuracy']:.4f} ({origin})")
     variants = deploy_model(ctx, mspec, model, layer, meta["sha256"])
+    mixed: list[Variant] = []
+    if ctx.cfg.sensitivity.enabled and mspec.name == (ctx.cfg.sensitivity.model or ctx.cfg.models[0].name):
+        from edgecam.bench.sensitivity import sensitivity_stage
+
+        with ctx.step(f"sensitivity {mspec.name}", "other"):
+            mixed, manifest["sensitivity"] = sensitivity_stage(ctx, mspec, variants, meta["sha256"])
+        variants += mixed
     rspecs = {r.name: r for r in ctx.cfg.runtimes}
     for v in variants:
         bar = ctx.bar(f"run {v.key}")
@@ -100,6 +108,16 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
         if v.error:
             acc.failed.append({"job": f"run {v.key}", "error": v.error})
             ctx.log(f"[red]FAILED[/red] {v.key}: {v.error.splitlines()[0]}")
+    if mixed and mixed[0].ok:
+        from edgecam.bench.sensitivity import host_device_agreement
+
+        try:
+            with ctx.step(f"sensitivity {mspec.name}: host simulation vs device", "device"):
+                manifest["sensitivity"]["host_vs_device"] = agree = host_device_agreement(ctx, mixed[0], meta["sha256"])
+            ctx.log(f"sensitivity {mspec.name}: {mixed[0].key} CAMs on the device vs host simulation: CC {agree['device_vs_host_cc']:.4f} "
+                    f"(min {agree['device_vs_host_cc_min']:.4f}), top-1 agreement {agree['device_vs_host_top1_agreement']:.4f} on {agree['images']} ranking images")
+        except (EdgecamError, OSError, TimeoutError) as exc:
+            acc.failed.append({"job": f"sensitivity {mspec.name} host vs device", "error": f"{type(exc).__name__}: {exc}"})
     estimate = work_estimate(variants, ctx.cfg.explain, ctx.n_img, tuple(ctx.data.input_shape))
     manifest.setdefault("work_estimate", {})[mspec.name] = estimate
     if estimate:
@@ -233,4 +251,5 @@ def _run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log:
         log(f"[yellow]report.html not written: {type(exc).__name__}: {exc}[/yellow]")
     return {"report": report, "manifest": manifest, "results": tables["results"], "bench": tables["bench"], "summary": tables["summary"],
             "runtime_gap": tables["runtime_gap"], "wsol": tables["wsol"], "failed": acc.failed, "lowbit": tables["lowbit"],
-            "saliency_qat": tables.get("saliency_qat")}
+            "saliency_qat": tables.get("saliency_qat"), "sensitivity": manifest.get("sensitivity"),
+            "sensitivity_ranking": files.read_table(out_dir, files.SENSITIVITY), "sensitivity_plan": files.read_table(out_dir, files.SENSITIVITY_PLAN)}

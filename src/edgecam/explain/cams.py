@@ -245,7 +245,7 @@ class _NoHooks:
         """Nothing was hooked."""
 
 
-def _package_weighted_cam(kind: str, activations: np.ndarray, grads: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def package_weighted_cam(kind: str, activations: np.ndarray, grads: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The `grad-cam` package's own weighting of (activations, gradients) for method `kind`, then ReLU and
     its min-max + bilinear resize (`BaseCAM.compute_cam_per_layer`). The classes' `get_cam_image` /
     `get_cam_weights` are pure numpy for these methods, so they run on an instance that hooks nothing."""
@@ -254,7 +254,9 @@ def _package_weighted_cam(kind: str, activations: np.ndarray, grads: np.ndarray,
     cam_obj = object.__new__(_package_cam(kind))
     cam_obj.activations_and_grads = _NoHooks()  # what BaseCAM.__del__ releases
     cam = cam_obj.get_cam_image(None, None, None, activations, grads, False)
-    return scale_cam_image(np.maximum(cam, 0), size).astype(np.float32)
+    # BaseCAM normalises twice: per layer before the resize, and again after it (`aggregate_multi_layers`); the
+    # second matters (the resized map's range is not [0, 1]), and mirror CAMs go through it
+    return scale_cam_image(scale_cam_image(np.maximum(cam, 0), size)).astype(np.float32)
 
 
 def sim_gradient_cams(ctx: CamContext, kind: str, targets: Sequence[int]) -> np.ndarray:
@@ -271,7 +273,7 @@ def sim_gradient_cams(ctx: CamContext, kind: str, targets: Sequence[int]) -> np.
         feats, logits = res["features"], res["logits"]
         idx = torch.as_tensor(np.asarray(targets[i : i + ctx.batch_size], dtype=np.int64))
         (grads,) = torch.autograd.grad(logits.gather(1, idx[:, None]).sum(), feats)
-        out.append(_package_weighted_cam(kind, feats.detach().numpy(), grads.numpy(), ctx.size))
+        out.append(package_weighted_cam(kind, feats.detach().numpy(), grads.numpy(), ctx.size))
     return np.concatenate(out)
 
 

@@ -129,8 +129,10 @@ def test_every_shipped_config_round_trips(path: Path) -> None:
 
 def test_shipped_configs_keep_their_data_settings() -> None:
     by_name = {p.stem: load_config(p).data for p in CONFIGS}
-    assert set(by_name) == {"quickstart", "digits-demo", "onnx-vs-litert", "pact-lowbit-2411.05858", "cam-quant-2403.09939", "qxai-rogers2023", "saliency-qat-2411.05858"}
-    assert all(type(d) is DigitsClutterDataSpec for n, d in by_name.items() if n not in ("quickstart", "saliency-qat-2411.05858"))
+    assert set(by_name) == {"quickstart", "digits-demo", "onnx-vs-litert", "pact-lowbit-2411.05858", "cam-quant-2403.09939", "qxai-rogers2023", "saliency-qat-2411.05858",
+                            "sensitivity-lite0"}
+    assert all(type(d) is DigitsClutterDataSpec for n, d in by_name.items() if n not in ("quickstart", "saliency-qat-2411.05858", "sensitivity-lite0"))
+    assert (by_name["sensitivity-lite0"].views, by_name["sensitivity-lite0"].calib_views) == (8, 20)
     assert by_name["saliency-qat-2411.05858"].name == "mnist"
     assert (by_name["quickstart"].views, by_name["quickstart"].calib_views) == (4, 8)
     q = by_name["digits-demo"]

@@ -180,3 +180,36 @@ def test_the_watchdog_is_the_hosts_timeout_plus_the_grace(trained_tinycnn, tmp_p
     with dev.session(trained_tinycnn.artifacts["fp32"], JOB, timeout=12) as s:
         s.forward(x, outputs=None)
     assert [j.get("watchdog_s") for j in sent] == [45 + WATCHDOG_GRACE_S, None, 12 + WATCHDOG_GRACE_S]
+
+
+@pytest.mark.parametrize("damage", ["result-truncated", "result-a-list", "outputs-truncated", "outputs-pickled"])
+def test_a_board_that_sends_back_damaged_files_fails_that_job_only(trained_tinycnn, tmp_path: Path, damage: str) -> None:
+    """What comes back from a board is data, checked: a truncated or non-object result.json, a truncated or
+    pickle-carrying outputs.npz fail the job with the file named (the sweep records it and goes on), and the
+    job folder goes; the next honest job on the same device works."""
+    import pickle
+
+
+    class Damaging(LocalDevice):
+        def pull(self, remote: str, local: str | Path) -> None:
+            super().pull(remote, local)
+            local = Path(local)
+            name = local.name
+            if damage == "result-truncated" and name == "result.json":
+                local.write_bytes(local.read_bytes()[: 7])
+            elif damage == "result-a-list" and name == "result.json":
+                local.write_text("[1, 2]")
+            elif damage == "outputs-truncated" and name == "outputs.npz":
+                local.write_bytes(local.read_bytes()[:100])
+            elif damage == "outputs-pickled" and name == "outputs.npz":
+                np.savez(local, logits=np.array([pickle.dumps(object)], dtype=object))
+
+    dev = Damaging(workdir=str(tmp_path / "dev"))
+    x = trained_tinycnn.data.test_x[:2]
+    file = "result.json" if damage.startswith("result") else "outputs.npz"
+    with pytest.raises(JobFailed, match=file):
+        dev.run_job(trained_tinycnn.artifacts["int8"], x, {**JOB, "mode": "run"})
+    assert not list((Path(dev.workdir()) / "jobs").glob("*"))
+    damage = "none"
+    result, outputs = dev.run_job(trained_tinycnn.artifacts["int8"], x, {**JOB, "mode": "run"})
+    assert result["ok"] and outputs["logits"].shape == (2, 10)

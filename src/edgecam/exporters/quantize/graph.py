@@ -128,7 +128,7 @@ class OnnxGraphModule(nn.Module):
                 if b_dq is None or b_dq.op_type != "DequantizeLinear" or b_dq.input[0] not in inits or inits[b_dq.input[0]].dtype != np.int32:
                     continue
                 if x_dq is None or x_dq.op_type != "DequantizeLinear" or w_dq is None or w_dq.input[0] not in self.weight_dq:
-                    raise ArtifactError(f"{self.name}: int32 bias {b_dq.input[0]!r} of {node.name!r} without quantized input and weight")
+                    continue  # a layer whose input or weight a mixed-precision plan left in float: the stored int32 values stand
                 self.bias_dq[b_dq.input[0]] = (param_key(b_dq.input[0]), x_dq.input[1], w_dq.input[0])
                 self.params[param_key(b_dq.input[0])] = nn.Parameter(torch.from_numpy(_float_original(b_dq.input[0], b_dq, inits, fp32_weights)))
         for name in trainable_float:
