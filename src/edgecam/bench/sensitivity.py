@@ -73,6 +73,14 @@ class Simulator:
         head = onnx.utils.Extractor(inferred).extract_model(["features"], ["logits"])  # the layers after the CAM layer
         self.head = OnnxGraphModule(head, name="fp32 head").eval()
         self.head.quant = False
+        self.fp32 = fp32
+        self._reference: Evaluation | None = None
+
+    def reference(self) -> Evaluation:
+        """The fp32 model's evaluation, computed once (the ranking and the plan compare against it)."""
+        if self._reference is None:
+            self._reference = self.run(self.fp32)
+        return self._reference
 
     def run(self, model: "onnx.ModelProto") -> Evaluation:
         """Features and logits of `model` in host simulation, then the CAMs of its targets."""
@@ -174,7 +182,7 @@ def rank(qdq: "onnx.ModelProto", fp32: "onnx.ModelProto", simulator: Simulator, 
 
     groups = qdq_groups(qdq)
     names = [g.name for g in groups]
-    ref = simulator.run(fp32)
+    ref = simulator.reference()
     base, exact = fidelity(simulator.run(qdq), ref), fidelity(ref, ref)  # exact: CC 1, SIM 1, KLD ~0 (constant maps aside)
     rows: list[dict[str, Any]] = []
     for i, g in enumerate(groups):
@@ -212,7 +220,7 @@ def plan(qdq: "onnx.ModelProto", fp32: "onnx.ModelProto", simulator: Simulator, 
     vs fp32 reaches `spec.cc_target` or `spec.budget` groups are in float. One row per step (step 0: none)."""
     from edgecam.exporters.quantize.groups import with_float
 
-    ref = simulator.run(fp32)
+    ref = simulator.reference()
     steps = [{"step": 0, "group": "", **base}]
     chosen: list[str] = []
     for r in rows:
@@ -232,7 +240,7 @@ def ranking_images(data: Any, spec: "SensitivitySpec") -> tuple[np.ndarray, np.n
     return np.ascontiguousarray(x[idx], dtype=np.float32), np.asarray(y[idx])
 
 
-def analyse(ctx: "RunContext", mspec: "ModelSpec", variants: list[Variant], ckpt_sha: str, key: dict[str, Any]) -> Job:
+def analyse(ctx: "RunContext", mspec: "ModelSpec", variants: list[Variant], key: dict[str, Any]) -> Job:
     """The ranking and the plan of one model's artifact at `sensitivity.precision`, as a job (resumable)."""
     import onnx
     import pandas as pd
@@ -307,7 +315,7 @@ def sensitivity_stage(ctx: "RunContext", mspec: "ModelSpec", variants: list[Vari
     qdq_v, fp32_v = _pair(variants, spec.precision)
     parts = {"kind": "sensitivity", "spec": spec.__dict__, "target": ctx.cfg.explain.target, "weights": ckpt_sha, "data": ctx.data.fingerprint,
              "artifact": qdq_v.manifest["sha256"], "fp32": fp32_v.manifest["sha256"]}
-    job, _ = ctx.store.get_or_compute("sensitivity", job_key(**parts), lambda: analyse(ctx, mspec, variants, ckpt_sha, parts),
+    job, _ = ctx.store.get_or_compute("sensitivity", job_key(**parts), lambda: analyse(ctx, mspec, variants, parts),
                                       lambda j: [j.tables["ranking"]["group"], j.tables["plan"]["cc"], j.meta["float_groups"]])
     assert job is not None
     ranking, steps = job.tables["ranking"], job.tables["plan"]
