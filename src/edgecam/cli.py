@@ -138,18 +138,20 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
         entry = out.get("sensitivity") or {}
         rt = Table(title=plain(f"Explanation sensitivity ({entry.get('model')} {entry.get('precision')}, {entry.get('images')} training images, host simulation): "
                                f"the {min(10, len(ranking))} of {len(ranking)} quantized groups whose float fallback moves the CAM most"))
-        for col in ("rank", "group", "kind", "CC gain (fallback)", "CC loss (alone)", "top-1 gain", "SQNR dB"):
+        for col in ("rank", "group", "kind", "CC gain (fallback)", "95% interval", "CC loss (alone)", "top-1 gain", "SQNR dB"):
             rt.add_column(col, justify="left" if col in ("group", "kind") else "right")
         for _, r in ranking.sort_values("rank").head(10).iterrows():
-            rt.add_row(str(r["rank"]), plain(r["group"]), plain(r["kind"]), f"{r['delta_cc']:+.4f}", f"{r['only_delta_cc']:+.4f}", f"{r['delta_top1_agreement']:+.3f}", f"{r['sqnr_db']:.1f}")
+            rt.add_row(str(r["rank"]), plain(r["group"]), plain(r["kind"]), f"{r['delta_cc']:+.4f}", f"[{r['delta_cc_ci_lo']:+.4f}, {r['delta_cc_ci_hi']:+.4f}]", f"{r['only_delta_cc']:+.4f}", f"{r['delta_top1_agreement']:+.3f}", f"{r['sqnr_db']:.1f}")
         console.print(rt)
         steps = out.get("sensitivity_plan")
         if steps is not None and not steps.empty:
-            pt = Table(title=plain(f"Mixed-precision plan: groups returned to float until CC vs fp32 >= {entry.get('cc_target')} (host simulation, ranking images)"))
-            for col in ("step", "group", "CC", "SIM", "KLD", "top-1 agreement"):
+            pt = Table(title=plain(f"Mixed-precision plan: groups tried in float, kept when they raise the CC, until CC vs fp32 >= {entry.get('cc_target')} "
+                                   "(host simulation, ranking images; each row: the kept groups plus this one)"))
+            for col in ("step", "group", "kept", "CC", "SIM", "KLD", "top-1 agreement"):
                 pt.add_column(col, justify="left" if col == "group" else "right")
             for _, r in steps.iterrows():
-                pt.add_row(str(r["step"]), plain(r["group"] if isinstance(r["group"], str) else "(none: the whole artifact)"), f"{r['cc']:.4f}", f"{r['sim']:.4f}", f"{r['kld']:.4f}", f"{r['top1_agreement']:.3f}")
+                pt.add_row(str(r["step"]), plain(r["group"] if isinstance(r["group"], str) and r["group"] else "(none: the whole artifact)"), "yes" if r["kept"] else "no",
+                           f"{r['cc']:.4f}", f"{r['sim']:.4f}", f"{r['kld']:.4f}", f"{r['top1_agreement']:.3f}")
             console.print(pt)
         agree = entry.get("host_vs_device")
         if agree:

@@ -38,10 +38,12 @@ def test_sensitivity_ranks_plans_and_runs_the_mixed_variant(trained_tinycnn, ses
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranking = pd.read_csv(out / "sensitivity.csv")
     assert len(ranking) == 12 and list(ranking["rank"]) == list(range(1, 13))  # tinycnn int8: 7 activation + 5 weight groups
-    assert {"delta_cc", "delta_sim", "delta_kld", "delta_top1_agreement", "only_delta_cc", "sqnr_db"} <= set(ranking.columns)
+    assert {"delta_cc", "delta_cc_ci_lo", "delta_cc_ci_hi", "delta_sim", "delta_kld", "delta_top1_agreement", "only_delta_cc", "sqnr_db"} <= set(ranking.columns)
     steps = pd.read_csv(out / "sensitivity_plan.csv")
-    chosen = list(steps["group"].dropna())
-    assert chosen == list(ranking[ranking["delta_cc"] > 0]["group"][:2]) and len(chosen) == 2
+    tried = list(steps["group"].dropna())
+    assert tried == list(ranking[ranking["delta_cc"] > 0]["group"][: len(tried)])  # tried in ranking order
+    chosen = list(steps[steps["kept"]]["group"].dropna())
+    assert len(chosen) == 2 and set(chosen) <= set(tried)
     bench = pd.read_csv(out / "bench.csv")
     assert set(bench["precision"]) == {"fp32", "int16", "int8", "mixed"} and bench["ok"].all()
     results = pd.read_parquet(out / "results.parquet")
@@ -54,7 +56,13 @@ def test_sensitivity_ranks_plans_and_runs_the_mixed_variant(trained_tinycnn, ses
     assert art["precision_requested"] == art["precision_effective"] == "mixed"
     assert [g["name"] for g in art["quantization"]["float_groups"]] == chosen and art["quantization"]["base_precision"] == "int8"
     q = lambda name: sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in onnx.load(str(out / "artifacts" / name / "model.onnx")).graph.node)  # noqa: E731
-    assert q("tinycnn-onnx-mixed") < q("tinycnn-onnx-int8")
+    mixed_model = onnx.load(str(out / "artifacts" / "tinycnn-onnx-mixed" / "model.onnx"))
+    int16 = {i.name for i in mixed_model.graph.initializer if i.data_type == onnx.TensorProto.INT16}
+    for g in art["quantization"]["float_groups"]:  # each group is where the manifest says: weights in int16 or float, activations float
+        assert g["fallback"] in ("float", "int16") and (g["fallback"] == "float" or g["kind"] == "weight")
+        assert (g["fallback"] == "int16") == any(n.startswith(g["name"]) for n in int16)
+    floats = sum(g["fallback"] == "float" for g in art["quantization"]["float_groups"])
+    assert (q("tinycnn-onnx-mixed") < q("tinycnn-onnx-int8")) == (floats > 0)
     assert any(i.data_type == onnx.TensorProto.INT8 for i in onnx.load(str(out / "artifacts" / "tinycnn-onnx-mixed" / "model.onnx")).graph.initializer)
     assert "Explanation sensitivity" in proc.stdout and "Mixed-precision plan" in proc.stdout
     assert 'id="sensitivity"' in (out / "report.html").read_text()

@@ -285,7 +285,8 @@ def sensitivity_section(run_dir: Path, manifest: dict[str, Any]) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(top) + 1.2))
     labels = [f"{g} ({k})" for g, k in zip(top["group"], top["kind"])]
-    ax.barh(range(len(top)), top["delta_cc"], color=["#2b7" if v > 0 else "#c55" for v in top["delta_cc"]], label="float fallback: CC gain")
+    err = np.abs(np.vstack([top["delta_cc"] - top["delta_cc_ci_lo"], top["delta_cc_ci_hi"] - top["delta_cc"]])) if "delta_cc_ci_lo" in top else None
+    ax.barh(range(len(top)), top["delta_cc"], xerr=err, color=["#2b7" if v > 0 else "#c55" for v in top["delta_cc"]], label="float fallback: CC gain (95% interval)")
     ax.barh(range(len(top)), top["only_delta_cc"], color="#88a", alpha=0.6, label="alone quantized: CC loss")
     ax.set_yticks(range(len(top)), labels, fontsize=7)
     ax.invert_yaxis()
@@ -294,7 +295,7 @@ def sensitivity_section(run_dir: Path, manifest: dict[str, Any]) -> str:
     ax.legend(fontsize=7, loc="lower right")
     chart = _png(fig)
     entry = manifest.get("sensitivity") or {}
-    cols = ["step", "group", "cc", "sim", "kld", "top1_agreement"]
+    cols = ["step", "group", "kept", "cc", "sim", "kld", "top1_agreement"]
     plan_rows = "".join("<tr>" + "".join(f"<td>{html.escape(f'{r[c]:.4f}' if isinstance(r[c], float) else str(r[c]))}</td>" for c in cols) + "</tr>"
                         for _, r in steps.iterrows()) if not steps.empty else ""
     agree = entry.get("host_vs_device") or {}
@@ -308,6 +309,7 @@ def sensitivity_section(run_dir: Path, manifest: dict[str, Any]) -> str:
             f'float alone (green: CC gained over the whole artifact) and quantized alone (grey: CC lost vs fp32); the {len(top)} most CAM-sensitive of '
             f'{len(ranking)} groups ({files.SENSITIVITY} has all, with SIM, KLD, top-1 agreement and ONNX Runtime\'s SQNR).</p>'
             f'<img alt="sensitivity ranking" src="{chart}"><h3>Mixed-precision plan (target CC {html.escape(str(entry.get("cc_target", "")))})</h3>'
+            f'<p>Each row: the groups kept so far plus this one in float; a group is kept only if the combination raises the CC.</p>'
             f'<div class="scroll"><table><thead><tr>{"".join(f"<th>{c}</th>" for c in cols)}</tr></thead><tbody>{plan_rows}</tbody></table></div>{device_line}')
 
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from edgecam.config import ModelSpec, SensitivitySpec
 
 MIXED = "mixed"
+JOB_VERSION = 2  # in the job keys: 2 added the gain's interval per group and the verified plan
 
 
 @dataclass
@@ -117,15 +118,24 @@ class Simulator:
         return np.concatenate(out)
 
 
+def image_cc(ev: Evaluation, ref: Evaluation) -> np.ndarray:
+    """Per-image CC of `ev`'s CAMs vs `ref`'s (NaN for a constant map)."""
+    from edgecam.explain.metrics import cc
+
+    return np.array([cc(a, b) for a, b in zip(ev.cams, ref.cams)], dtype=np.float64)
+
+
 def fidelity(ev: Evaluation, ref: Evaluation) -> dict[str, float]:
     """Mean CC / SIM / KLD of `ev`'s CAMs vs `ref`'s, and top-1 agreement (constant maps: NaN, left out)."""
-    from edgecam.explain.metrics import cc, kld, sim
+    from edgecam.explain.metrics import kld, sim
 
-    def mean(fn: Callable[[np.ndarray, np.ndarray], float]) -> float:
-        vals = np.array([fn(a, b) for a, b in zip(ev.cams, ref.cams)], dtype=np.float64)
+    def mean(vals: np.ndarray) -> float:
         return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
 
-    return {"cc": mean(cc), "sim": mean(sim), "kld": mean(kld), "top1_agreement": float(np.mean(ev.preds == ref.preds))}
+    def per_image(fn: Callable[[np.ndarray, np.ndarray], float]) -> np.ndarray:
+        return np.array([fn(a, b) for a, b in zip(ev.cams, ref.cams)], dtype=np.float64)
+
+    return {"cc": mean(image_cc(ev, ref)), "sim": mean(per_image(sim)), "kld": mean(per_image(kld)), "top1_agreement": float(np.mean(ev.preds == ref.preds))}
 
 
 def sqnr_db(qdq_path: Path, fp32_path: Path, images: np.ndarray, chunk: int = 8) -> dict[str, float]:
@@ -183,10 +193,12 @@ def rank(qdq: "onnx.ModelProto", fp32: "onnx.ModelProto", simulator: Simulator, 
     groups = qdq_groups(qdq)
     names = [g.name for g in groups]
     ref = simulator.reference()
-    base, exact = fidelity(simulator.run(qdq), ref), fidelity(ref, ref)  # exact: CC 1, SIM 1, KLD ~0 (constant maps aside)
+    whole = simulator.run(qdq)
+    base, exact = fidelity(whole, ref), fidelity(ref, ref)  # exact: CC 1, SIM 1, KLD ~0 (constant maps aside)
+    base_cc = image_cc(whole, ref)
     rows: list[dict[str, Any]] = []
     for i, g in enumerate(groups):
-        rows.append(memo(g.name, lambda g=g: _group_row(qdq, fp32, simulator, g, names, ref, base, exact, sqnr)))
+        rows.append(memo(g.name, lambda g=g: _group_row(qdq, fp32, simulator, g, names, ref, base, base_cc, exact, sqnr)))
         if progress is not None:
             progress(f"sensitivity: group {i + 1}/{len(groups)} {g.name}", (i + 1) / (len(groups) + 1))
     rows.sort(key=lambda r: (-_finite(r["delta_cc"]), _finite(r["only_delta_cc"]), r["position"]))
@@ -196,15 +208,20 @@ def rank(qdq: "onnx.ModelProto", fp32: "onnx.ModelProto", simulator: Simulator, 
 
 
 def _group_row(qdq: "onnx.ModelProto", fp32: "onnx.ModelProto", simulator: Simulator, g: Any, names: list[str], ref: Evaluation,
-               base: dict[str, float], exact: dict[str, float], sqnr: dict[str, float]) -> dict[str, Any]:
-    """One group's row of the ranking: its fallback and its only-quantized variant, simulated."""
-    from edgecam.exporters.quantize.groups import with_float
+               base: dict[str, float], base_cc: np.ndarray, exact: dict[str, float], sqnr: dict[str, float]) -> dict[str, Any]:
+    """One group's row of the ranking: its fallback and its only-quantized variant, simulated. The fallback's CC
+    gain has a paired 95% bootstrap interval over the ranking images (is the gain more than image noise?)."""
+    from edgecam.bench.stats import bootstrap_diff_ci
+    from edgecam.exporters.quantize.groups import with_fallback
 
-    fall = fidelity(simulator.run(with_float(qdq, fp32, [g.name])), ref)
-    only = fidelity(simulator.run(with_float(qdq, fp32, [n for n in names if n != g.name])), ref)
+    fall_ev = simulator.run(with_fallback(qdq, fp32, [g.name]))
+    fall = fidelity(fall_ev, ref)
+    only = fidelity(simulator.run(with_fallback(qdq, fp32, [n for n in names if n != g.name])), ref)
+    _gain, lo, hi = bootstrap_diff_ci(base_cc, image_cc(fall_ev, ref), paired=True)
     return {
         "group": g.name, "kind": g.kind, "consumer": g.consumer, "position": g.position, "dtype": g.dtype, "nodes": len(g.nodes),
         **{f"fallback_{k}": v for k, v in fall.items()}, **{f"delta_{k}": fall[k] - base[k] for k in fall},
+        "delta_cc_ci_lo": lo, "delta_cc_ci_hi": hi,
         **{f"only_{k}": v for k, v in only.items()}, **{f"only_delta_{k}": only[k] - exact[k] for k in only},
         "sqnr_db": sqnr.get(g.name, float("nan")),
     }
@@ -214,23 +231,40 @@ def _finite(v: float) -> float:
     return float(v) if math.isfinite(v) else 0.0
 
 
+PLAN_TRIES_PER_GROUP = 4  # the plan tries at most budget x this many candidates (each one host simulation)
+
+
 def plan(qdq: "onnx.ModelProto", fp32: "onnx.ModelProto", simulator: Simulator, rows: list[dict[str, Any]], spec: "SensitivitySpec",
          base: dict[str, float]) -> list[dict[str, Any]]:
-    """The greedy plan: groups in ranking order whose fallback raised CC, added one at a time until the host CC
-    vs fp32 reaches `spec.cc_target` or `spec.budget` groups are in float. One row per step (step 0: none)."""
-    from edgecam.exporters.quantize.groups import with_float
+    """The verified greedy plan: groups in ranking order whose fallback alone raised CC are tried one at a time
+    on top of those already in float, and kept only if the combination raises the host CC vs fp32 (gains of
+    single groups need not add up); until the CC reaches `spec.cc_target`, `spec.budget` groups are kept, or
+    budget x PLAN_TRIES_PER_GROUP candidates were tried. One row per step (step 0: none in float), `kept` says
+    which are in the plan; the plan's figures are those of its last kept step (`plan_result`)."""
+    from edgecam.exporters.quantize.groups import with_fallback
 
     ref = simulator.reference()
-    steps = [{"step": 0, "group": "", **base}]
+    steps = [{"step": 0, "group": "", "kept": True, **base}]
     chosen: list[str] = []
+    current = base
     for r in rows:
-        if steps[-1]["cc"] >= spec.cc_target or len(chosen) >= spec.budget:
+        if current["cc"] >= spec.cc_target or len(chosen) >= spec.budget or len(steps) > spec.budget * PLAN_TRIES_PER_GROUP:
             break
         if not r["delta_cc"] > 0:
             break  # sorted: no later group raises CC either
-        chosen.append(r["group"])
-        steps.append({"step": len(chosen), "group": r["group"], **fidelity(simulator.run(with_float(qdq, fp32, chosen)), ref)})
+        tried = fidelity(simulator.run(with_fallback(qdq, fp32, [*chosen, r["group"]])), ref)
+        kept = bool(tried["cc"] > current["cc"])
+        steps.append({"step": len(steps), "group": r["group"], "kept": kept, **tried})
+        if kept:
+            chosen.append(r["group"])
+            current = tried
     return steps
+
+
+def plan_result(steps: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """The plan's float groups and its host figures (its last kept step)."""
+    kept = [s for s in steps if s["kept"]]
+    return [s["group"] for s in kept[1:]], kept[-1]
 
 
 def ranking_images(data: Any, spec: "SensitivitySpec") -> tuple[np.ndarray, np.ndarray]:
@@ -261,9 +295,11 @@ def analyse(ctx: "RunContext", mspec: "ModelSpec", variants: list[Variant], key:
 
     rows, base = rank(qdq, fp32, simulator, sqnr_db(qdq_path, fp32_path, images), bar, memo)
     steps = plan(qdq, fp32, simulator, rows, spec, base)
+    float_groups, result = plan_result(steps)
     bar(f"sensitivity {mspec.name}", 1.0)
-    meta = {"model": mspec.name, "precision": spec.precision, "images": int(len(images)), "base": base, "float_groups": [s["group"] for s in steps[1:]],
-            "reached": bool(steps[-1]["cc"] >= spec.cc_target), "artifact_sha256": qdq_v.manifest["sha256"], "fp32_sha256": fp32_v.manifest["sha256"]}
+    meta = {"model": mspec.name, "precision": spec.precision, "images": int(len(images)), "base": base, "float_groups": float_groups,
+            "planned": {k: result[k] for k in ("cc", "sim", "kld", "top1_agreement")}, "reached": bool(result["cc"] >= spec.cc_target),
+            "artifact_sha256": qdq_v.manifest["sha256"], "fp32_sha256": fp32_v.manifest["sha256"]}
     return Job(meta, tables={"ranking": pd.DataFrame(rows), "plan": pd.DataFrame(steps)})
 
 
@@ -283,7 +319,7 @@ def mixed_artifact(qdq_v: Variant, fp32_v: Variant, float_groups: list[str], met
 
     from edgecam.cache import cache_dir, stable_hash
     from edgecam.exporters.base import MANIFEST_VERSION, Artifact, ArtifactError, staging_dir, write_manifest
-    from edgecam.exporters.quantize.groups import float_groups_record, with_float
+    from edgecam.exporters.quantize.groups import float_groups_record, with_fallback
 
     key = stable_hash({"base": qdq_v.manifest["sha256"], "fp32": fp32_v.manifest["sha256"], "float_groups": float_groups, "manifest_version": MANIFEST_VERSION})
     out = cache_dir() / "artifacts" / f"{qdq_v.model}-onnx-{MIXED}-{key}"
@@ -293,12 +329,12 @@ def mixed_artifact(qdq_v: Variant, fp32_v: Variant, float_groups: list[str], met
     except ArtifactError:
         pass
     qdq = onnx.load(str(qdq_v.artifact_dir / qdq_v.manifest["file"]))
-    model = with_float(qdq, onnx.load(str(fp32_v.artifact_dir / fp32_v.manifest["file"])), float_groups)
+    model = with_fallback(qdq, onnx.load(str(fp32_v.artifact_dir / fp32_v.manifest["file"])), float_groups)
     skip = {"manifest_version", "file", "sha256", "size_bytes", "outputs"}
     fields = {k: v for k, v in qdq_v.manifest.items() if k not in skip}
     fields.update(precision_requested=MIXED, precision_effective=MIXED)
     fields["quantization"] = {**qdq_v.manifest.get("quantization", {}), "base_precision": qdq_v.precision, "base_sha256": qdq_v.manifest["sha256"],
-                              "float_groups": float_groups_record(qdq, float_groups), "plan": {k: meta[k] for k in ("base", "reached", "images")},
+                              "float_groups": float_groups_record(qdq, float_groups, model), "plan": {k: meta[k] for k in ("base", "planned", "reached", "images")},
                               "scales_from": f"{qdq_v.manifest.get('quantization', {}).get('scales_from', 'the base artifact')}; the float groups restored from fp32"}
     with staging_dir(out) as tmp:
         onnx.save(model, str(tmp / "model.onnx"))
@@ -313,7 +349,7 @@ def sensitivity_stage(ctx: "RunContext", mspec: "ModelSpec", variants: list[Vari
 
     spec = ctx.cfg.sensitivity
     qdq_v, fp32_v = _pair(variants, spec.precision)
-    parts = {"kind": "sensitivity", "spec": spec.__dict__, "target": ctx.cfg.explain.target, "weights": ckpt_sha, "data": ctx.data.fingerprint,
+    parts = {"kind": "sensitivity", "version": JOB_VERSION, "spec": spec.__dict__, "target": ctx.cfg.explain.target, "weights": ckpt_sha, "data": ctx.data.fingerprint,
              "artifact": qdq_v.manifest["sha256"], "fp32": fp32_v.manifest["sha256"]}
     job, _ = ctx.store.get_or_compute("sensitivity", job_key(**parts), lambda: analyse(ctx, mspec, variants, parts),
                                       lambda j: [j.tables["ranking"]["group"], j.tables["plan"]["cc"], j.meta["float_groups"]])
@@ -335,7 +371,7 @@ def sensitivity_stage(ctx: "RunContext", mspec: "ModelSpec", variants: list[Vari
     from edgecam.exporters.base import Artifact
 
     art = Artifact.load(art_dir)
-    host = steps.iloc[-1]
+    host = job.meta["planned"]
     ctx.log(f"sensitivity {mspec.name}: {len(ranking)} groups ranked on {job.meta['images']} training images; host CAM CC vs fp32 "
             f"{job.meta['base']['cc']:.4f} at {spec.precision} -> {host['cc']:.4f} with {len(job.meta['float_groups'])} group(s) in float "
             f"({'reaches' if job.meta['reached'] else 'short of'} the target {spec.cc_target})")

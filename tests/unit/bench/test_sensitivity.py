@@ -11,7 +11,7 @@ import onnx
 import pandas as pd
 import pytest
 
-from edgecam.bench.sensitivity import Simulator, fidelity, plan, rank, ranking_images, sqnr_db
+from edgecam.bench.sensitivity import Simulator, fidelity, plan, plan_result, rank, ranking_images, sqnr_db
 from edgecam.config import SensitivitySpec
 from edgecam.exporters.quantize.groups import qdq_groups
 
@@ -70,15 +70,38 @@ def test_ranking_is_deterministic_and_sorted(setup: dict[str, Any]) -> None:
     assert top["delta_cc"] > 0 and math.isclose(top["fallback_cc"], base_a["cc"] + top["delta_cc"], rel_tol=1e-9)
 
 
-def test_plan_adds_top_groups_until_target_or_budget(setup: dict[str, Any]) -> None:
+def test_plan_keeps_only_groups_that_raise_the_cc_until_target_or_budget(setup: dict[str, Any]) -> None:
     sim = Simulator(setup["fp32"], setup["x"], setup["y"], "gradcampp", "pred", 16)
     rows, base = rank(setup["qdq"], setup["fp32"], sim, {})
     steps = plan(setup["qdq"], setup["fp32"], sim, rows, SensitivitySpec(enabled=True, cc_target=1.0, budget=2), base)
     positive = [r["group"] for r in rows if r["delta_cc"] > 0]
-    assert [s["group"] for s in steps[1:]] == positive[:2]
-    assert steps[0]["cc"] == base["cc"] and steps[1]["cc"] > base["cc"]
+    assert [s["group"] for s in steps[1:]] == positive[: len(steps) - 1]  # tried in ranking order
+    groups, result = plan_result(steps)
+    assert len(groups) == 2 and steps[0]["cc"] == base["cc"]
+    # every kept step raised the CC over the previous kept one; every rejected one did not
+    current = base["cc"]
+    for s in steps[1:]:
+        assert s["kept"] == (s["cc"] > current)
+        current = s["cc"] if s["kept"] else current
+    assert result["cc"] == current > base["cc"]
+    # each row is the groups kept before it plus its own: the last one, simulated again, gives its figures
+    from edgecam.exporters.quantize.groups import with_fallback
+
+    last = steps[-1]
+    before = [s["group"] for s in steps[1:-1] if s["kept"]]
+    again = fidelity(sim.run(with_fallback(setup["qdq"], setup["fp32"], [*before, last["group"]])), sim.reference())
+    assert again["cc"] == pytest.approx(last["cc"], abs=1e-12)
     reached = plan(setup["qdq"], setup["fp32"], sim, rows, SensitivitySpec(enabled=True, cc_target=base["cc"] - 1e-6, budget=5), base)
-    assert len(reached) == 1  # the artifact already meets a target below its CC: nothing goes to float
+    assert len(reached) == 1 and plan_result(reached) == ([], reached[0])  # the artifact already meets the target: nothing goes to float
+
+
+def test_each_gain_has_a_paired_bootstrap_interval_around_it(setup: dict[str, Any]) -> None:
+    rows, _base = _rank(setup, "pred")
+    for r in rows:
+        if r["delta_cc"] == 0:
+            assert r["delta_cc_ci_lo"] == r["delta_cc_ci_hi"] == 0  # no image moved: a degenerate interval at 0
+        else:
+            assert r["delta_cc_ci_lo"] <= r["delta_cc"] <= r["delta_cc_ci_hi"] and r["delta_cc_ci_lo"] < r["delta_cc_ci_hi"]
 
 
 def test_fidelity_of_a_model_with_itself_is_exact(setup: dict[str, Any]) -> None:

@@ -6,11 +6,18 @@ A group is what one quantization decision of ONNX Runtime's QDQ quantizer put in
 - a weight group: the DequantizeLinear of a layer's integer weight, with the int32 bias DequantizeLinear of
   the same layer (the bias scale is input scale x weight scale: the two go back to float together).
 
-`with_float` removes the chosen groups and restores what the fp32 graph computed there: the float weights
+`with_fallback` removes the chosen groups and restores what the fp32 graph computed there: the float weights
 (from the fp32 model, the quantizer's input) and any activation the quantizer folded into the
 QuantizeLinear (ONNX Runtime drops a Relu / Clip whose output is quantized: the Q's range clips it), so that
 a model with every group in float computes what the fp32 model computes. The result is a normal ONNX model
 (some layers in QDQ, some in float) that ONNX Runtime runs and `graph.OnnxGraphModule` simulates.
+
+A float weight cannot stay float in ONNX Runtime while its layer still reads a DequantizeLinear or feeds a
+QuantizeLinear: ONNX Runtime's `WeightBiasQuantization` graph transformer (basic level, on by default since
+1.20) re-quantizes it at load time to 8 bits per tensor (measured here: a depthwise weight returned to float
+that way flipped 3 of 40 EfficientNet-Lite0 top-1s that the int8 artifact kept). Such a weight goes back as
+int16 per-channel symmetric instead (`WEIGHT_FALLBACK_BITS`), with its int32 bias re-scaled to input scale x
+the int16 weight scale, which ONNX Runtime leaves alone; `fallback_precisions` says which groups are where.
 """
 
 from __future__ import annotations
@@ -122,9 +129,15 @@ def _fresh(name: str, taken: set[str]) -> str:
     return out
 
 
-def with_float(model: onnx.ModelProto, fp32: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
-    """A copy of the QDQ `model` with the groups named in `names` left in float, restored from `fp32` (the
-    float model the quantizer started from). Unknown names raise, listing the groups."""
+WEIGHT_FALLBACK_BITS = 16
+_QMAX16 = 2 ** (WEIGHT_FALLBACK_BITS - 1) - 1
+
+
+def with_fallback(model: onnx.ModelProto, fp32: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    """A copy of the QDQ `model` with the groups named in `names` in higher precision, restored from `fp32`
+    (the float model the quantizer started from): activations in float, weights in float or, where their layer
+    stays between DequantizeLinear / QuantizeLinear nodes, int16 (module docstring). Unknown names raise,
+    listing the groups."""
     groups = {q.name: q for q in qdq_groups(model)}
     wanted = list(dict.fromkeys(names))
     unknown = [n for n in wanted if n not in groups]
@@ -168,7 +181,71 @@ def with_float(model: onnx.ModelProto, fp32: onnx.ModelProto, names: Iterable[st
     del g.initializer[:]
     g.initializer.extend(keep_inits + new_inits)
     del g.value_info[:]  # shapes / types of removed tensors would go stale; ONNX Runtime re-infers them
+    _int16_where_requantized(g, {i.name for i in new_inits}, fp_inits, taken)
     return out
+
+
+def _int16_where_requantized(g: onnx.GraphProto, restored: set[str], fp_inits: dict[str, onnx.TensorProto], taken: set[str]) -> None:
+    """Restored float weights of Conv / ConvTranspose / Gemm layers that read a per-tensor DequantizeLinear (what
+    ONNX Runtime's WeightBiasQuantization re-quantizes: onnxruntime/core/optimizer/qdq_transformer/
+    weight_bias_quantization.cc) become int16 per-channel symmetric DequantizeLinear on the output channels, their
+    restored float bias int32 at input scale x weight scale."""
+    producers = _producers(g)
+    inits = {i.name: i for i in g.initializer}
+    for layer in list(g.node):
+        if layer.op_type not in ("Conv", "ConvTranspose", "Gemm") or len(layer.input) < 2 or layer.input[1] not in restored:
+            continue
+        src = producers.get(layer.input[0])
+        if src is None or src.op_type != "DequantizeLinear" or src.input[1] not in inits or numpy_helper.to_array(inits[src.input[1]]).size != 1:
+            continue  # ONNX Runtime leaves this float weight float
+        trans_b = next((a.i for a in layer.attribute if a.name == "transB"), 0)
+        if layer.op_type == "ConvTranspose" or (layer.op_type == "Gemm" and not trans_b):
+            raise ArtifactError(f"layer {layer.name!r} ({layer.op_type}): ONNX Runtime would re-quantize its float weight to 8 bits, and the int16 "
+                                "fallback is built for Conv and Gemm(transB=1) weights only (output channels on axis 0)")
+        w = numpy_helper.to_array(inits[layer.input[1]]).astype(np.float64)
+        amax = np.abs(w).reshape(w.shape[0], -1).max(1)
+        scale = np.where(amax > 0, amax, 1.0) / _QMAX16
+        has_bias = len(layer.input) > 2 and layer.input[2] in restored
+        if has_bias:  # a channel with tiny weights and a large bias: widen its weight scale until the bias fits
+            # int32 at half range (ONNX Runtime's quantizer does the same for its int32 biases)
+            in_scale = float(numpy_helper.to_array(inits[src.input[1]]))  # per-tensor activation scale
+            bias = numpy_helper.to_array(inits[layer.input[2]]).astype(np.float64)
+            scale = np.maximum(scale, np.abs(bias) / (in_scale * (2**30)))
+        scale = scale.astype(np.float32)
+        shape = (-1,) + (1,) * (w.ndim - 1)
+        q = np.clip(np.round(w / scale.reshape(shape)), -_QMAX16, _QMAX16).astype(np.int16)
+        wname = layer.input[1]
+        parts = [_fresh(f"{wname}_int16{suffix}", taken) for suffix in ("", "_scale", "_zero_point")]
+        new = [numpy_helper.from_array(q, parts[0]), numpy_helper.from_array(scale, parts[1]), numpy_helper.from_array(np.zeros(len(scale), np.int16), parts[2])]
+        dq_out = _fresh(f"{wname}_int16_DequantizeLinear_Output", taken)
+        nodes = [helper.make_node("DequantizeLinear", parts, [dq_out], name=_fresh(f"{wname}_int16_DequantizeLinear", taken), axis=0)]
+        if has_bias:
+            bscale = (scale.astype(np.float64) * in_scale).astype(np.float32)
+            qb = np.clip(np.round(bias / bscale.astype(np.float64)), -(2**31 - 1), 2**31 - 1)
+            bname = layer.input[2]
+            bparts = [_fresh(f"{bname}_int32{suffix}", taken) for suffix in ("", "_scale", "_zero_point")]
+            new += [numpy_helper.from_array(qb.astype(np.int32), bparts[0]), numpy_helper.from_array(bscale, bparts[1]),
+                    numpy_helper.from_array(np.zeros(len(bscale), np.int32), bparts[2])]
+            b_out = _fresh(f"{bname}_int32_DequantizeLinear_Output", taken)
+            nodes.append(helper.make_node("DequantizeLinear", bparts, [b_out], name=_fresh(f"{bname}_int32_DequantizeLinear", taken), axis=0))
+            layer.input[2] = b_out
+        layer.input[1] = dq_out
+        at = list(g.node).index(layer)
+        for i, n in enumerate(nodes):
+            g.node.insert(at + i, n)
+        g.initializer.extend(new)
+    used = {t for n in g.node for t in n.input}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+
+
+def fallback_precisions(planned: onnx.ModelProto, names: Iterable[str], base: onnx.ModelProto) -> dict[str, str]:
+    """Per group of `base` named in `names`: where `with_fallback` put it in `planned` ("float" or "int16")."""
+    groups = {q.name: q for q in qdq_groups(base)}
+    outputs = {n.name: n.output[0] for n in base.graph.node}
+    int16 = {i.name for i in planned.graph.initializer if i.data_type == onnx.TensorProto.INT16}
+    return {n: "int16" if groups[n].kind == "weight" and f"{outputs[groups[n].nodes[0]]}_int16" in int16 else "float" for n in names}
 
 
 def _restore_activation(gname: str, qnode: onnx.NodeProto, dqs: list[onnx.NodeProto], g: onnx.GraphProto, fp_prod: dict[str, onnx.NodeProto],
@@ -254,7 +331,11 @@ def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.
     return out
 
 
-def float_groups_record(model: onnx.ModelProto, names: Iterable[str]) -> list[dict[str, object]]:
-    """What a manifest records of the groups left in float: name, kind, consumer op, position, dtype."""
+def float_groups_record(model: onnx.ModelProto, names: Iterable[str], planned: onnx.ModelProto) -> list[dict[str, object]]:
+    """What a manifest records of the groups in higher precision: name, kind, consumer op, position, the base
+    artifact's dtype and where the plan put it (`fallback`: "float" or "int16")."""
     groups = {q.name: q for q in qdq_groups(model)}
-    return [{"name": n, "kind": groups[n].kind, "consumer": groups[n].consumer, "position": groups[n].position, "dtype": groups[n].dtype} for n in names]
+    names = list(names)
+    where = fallback_precisions(planned, names, model)
+    return [{"name": n, "kind": groups[n].kind, "consumer": groups[n].consumer, "position": groups[n].position, "dtype": groups[n].dtype,
+             "fallback": where[n]} for n in names]
