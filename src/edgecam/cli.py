@@ -145,7 +145,7 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
         console.print(rt)
         steps = out.get("sensitivity_plan")
         if steps is not None and not steps.empty:
-            pt = Table(title=plain(f"Mixed-precision plan: groups tried in float, kept when they raise the CC, until CC vs fp32 >= {entry.get('cc_target')} "
+            pt = Table(title=plain(f"Mixed-precision plan: groups tried in float (int16 for weights ONNX Runtime would re-quantize), kept when they raise the CC, until CC vs fp32 >= {entry.get('cc_target')} "
                                    "(host simulation, ranking images; each row: the kept groups plus this one)"))
             for col in ("step", "group", "kept", "CC", "SIM", "KLD", "top-1 agreement"):
                 pt.add_column(col, justify="left" if col == "group" else "right")

@@ -323,7 +323,7 @@ SENSITIVITY_PRECISIONS = ("int8", "int16")
 @dataclass(frozen=True)
 class SensitivitySpec:
     """Explanation-sensitivity analysis (`bench/sensitivity.py`): each quantized node group of one model's ONNX
-    QDQ artifact left in float (and, the other way, alone quantized) in host simulation, ranked by how far it
+    QDQ artifact in higher precision, float or int16 (and, the other way, alone quantized) in host simulation, ranked by how far it
     moves the CAM from the fp32 model's; then a greedy mixed-precision plan exported as precision `mixed`
     and run on the device beside the others. `enabled = false`: off."""
 

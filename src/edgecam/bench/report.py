@@ -306,10 +306,10 @@ def sensitivity_section(run_dir: Path, manifest: dict[str, Any]) -> str:
                        f"CAM CC {cc:.4f}, top-1 agreement {top1:.4f}.</p>")
     return (f'<h2 id="sensitivity">Explanation sensitivity: which quantized group moves the CAM</h2><p>Model {html.escape(str(entry.get("model", "")))} at '
             f'{html.escape(str(entry.get("precision", "")))}, {html.escape(str(entry.get("images", "")))} training-split images, host simulation. Each group left in '
-            f'float alone (green: CC gained over the whole artifact) and quantized alone (grey: CC lost vs fp32); the {len(top)} most CAM-sensitive of '
+            f'higher precision alone (float, or int16 for a weight; green: CC gained over the whole artifact) and quantized alone (grey: CC lost vs fp32); the {len(top)} most CAM-sensitive of '
             f'{len(ranking)} groups ({files.SENSITIVITY} has all, with SIM, KLD, top-1 agreement and ONNX Runtime\'s SQNR).</p>'
             f'<img alt="sensitivity ranking" src="{chart}"><h3>Mixed-precision plan (target CC {html.escape(str(entry.get("cc_target", "")))})</h3>'
-            f'<p>Each row: the groups kept so far plus this one in float; a group is kept only if the combination raises the CC.</p>'
+            f'<p>Each row: the groups kept so far plus this one in higher precision (float; int16 for a weight ONNX Runtime would re-quantize); a group is kept only if the combination raises the CC.</p>'
             f'<div class="scroll"><table><thead><tr>{"".join(f"<th>{c}</th>" for c in cols)}</tr></thead><tbody>{plan_rows}</tbody></table></div>{device_line}')
 
 

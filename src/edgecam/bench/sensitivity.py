@@ -3,8 +3,9 @@ mixed-precision plan that keeps it.
 
 For each group of the artifact (`exporters/quantize/groups.py`: an activation's Q/DQ, a layer's weight DQ)
 two variants are simulated on the host (`exporters/quantize/graph.py`, the same fake-quant graph as the
-"sim" CAM mode): the artifact with that group alone left in float ("fallback"), and the fp32 model with that
-group alone quantized ("only"). Each variant's `features` get the CAM of `sensitivity.method` through the
+"sim" CAM mode): the artifact with that group alone in higher precision ("fallback": float, or int16 for a
+weight ONNX Runtime would otherwise re-quantize, see `groups.with_fallback`), and the fp32 model with that group
+alone quantized ("only"). Each variant's `features` get the CAM of `sensitivity.method` through the
 fp32 graph's head (what the device's "mirror" CAMs do: device features, fp32 head gradients), compared per
 image with the fp32 model's CAM by CC / SIM / KLD (`explain/metrics.py`, Bylinskii et al. 2018), and its
 top-1 with the fp32 top-1. ONNX Runtime's `qdq_loss_debug` gives each group's SQNR (its activation pairing
@@ -12,9 +13,9 @@ and weight matching; the SQNR formula of `compute_signal_to_quantization_noice_r
 the chunks of images so that memory stays bounded).
 
 The ranking images are a seeded subset of the training split, never the test images: the plan is then
-measured on the device on images it was not chosen on. The plan is greedy: groups in ranking order (only
-those whose fallback raised CC) go back to float until the host CC vs fp32 reaches `cc_target` or `budget`
-groups are spent; the planned model is exported as precision `mixed` and runs on the device like any
+measured on the device on images it was not chosen on. The plan is a verified greedy search (`plan`): groups
+in ranking order are kept in fallback when they raise the host CC vs fp32, until it reaches `cc_target` or
+`budget` groups are kept; the planned model is exported as precision `mixed` and runs on the device like any
 other variant, and its device CAMs on the ranking images are compared with the host simulation's.
 """
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from edgecam.config import ModelSpec, SensitivitySpec
 
 MIXED = "mixed"
-JOB_VERSION = 2  # in the job keys: 2 added the gain's interval per group and the verified plan
+JOB_VERSION = 3  # in the job keys and the mixed artifact's: 2 added the gain intervals and the verified plan, 3 int16 weight fallbacks
 
 
 @dataclass
@@ -321,7 +322,7 @@ def mixed_artifact(qdq_v: Variant, fp32_v: Variant, float_groups: list[str], met
     from edgecam.exporters.base import MANIFEST_VERSION, Artifact, ArtifactError, staging_dir, write_manifest
     from edgecam.exporters.quantize.groups import float_groups_record, with_fallback
 
-    key = stable_hash({"base": qdq_v.manifest["sha256"], "fp32": fp32_v.manifest["sha256"], "float_groups": float_groups, "manifest_version": MANIFEST_VERSION})
+    key = stable_hash({"base": qdq_v.manifest["sha256"], "fp32": fp32_v.manifest["sha256"], "float_groups": float_groups, "manifest_version": MANIFEST_VERSION, "surgery": JOB_VERSION})
     out = cache_dir() / "artifacts" / f"{qdq_v.model}-onnx-{MIXED}-{key}"
     try:
         Artifact.load(out)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 EXPORTERS: Registry[str] = Registry("export format")
 EXPORTERS.add("onnx", "edgecam.exporters.onnx:OnnxExporter")
 EXPORTERS.add("tflite", "edgecam.exporters.tflite:TfliteExporter")
+EXPORTERS.add("tensorrt", "edgecam.exporters.tensorrt:TensorRTExporter")
 
 
 def exporter_class(name: str) -> "type[Exporter]":
