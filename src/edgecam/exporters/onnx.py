@@ -91,7 +91,7 @@ def export_fp32(model: "torch.nn.Module", info: ModelInfo, path: Path, opset: in
             extra.unlink(missing_ok=True)
 
 
-def _calibration_reader(images: np.ndarray, batch: int = 32) -> Any:
+def calibration_reader(images: np.ndarray, batch: int = 32) -> Any:
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
@@ -141,7 +141,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, precision: str, calib_images: 
         quantize_static(
             str(fp32_path),
             str(out_path),
-            _calibration_reader(calib_images.astype(np.float32)),
+            calibration_reader(calib_images.astype(np.float32)),
             quant_format=QuantFormat.QDQ,
             activation_type=qtype,
             weight_type=qtype,

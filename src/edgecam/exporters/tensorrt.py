@@ -25,7 +25,7 @@ import numpy as np
 
 from edgecam.errors import ArtifactError
 from edgecam.exporters.base import CalibData, ExportSpec, ModelInfo
-from edgecam.exporters.onnx import OnnxExporter, _calibration_reader, quiet
+from edgecam.exporters.onnx import OnnxExporter, calibration_reader, quiet
 
 if TYPE_CHECKING:
     import onnx
@@ -184,7 +184,7 @@ class TensorRTExporter(OnnxExporter):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         with quiet():
-            quantize_static(str(fp32_path), str(out_path), _calibration_reader(calib_images.astype(np.float32)), quant_format=QuantFormat.QDQ,
+            quantize_static(str(fp32_path), str(out_path), calibration_reader(calib_images.astype(np.float32)), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": True, "QuantizeBias": False})
         return {"method": "ptq", "activation_dtype": "int8", "weight_dtype": "int8", "weights": "per-channel symmetric", "activations": "per-tensor symmetric",
