@@ -51,7 +51,7 @@ def test_frozen() -> None:
         ('[[runtimes]]\nname = "fault"\nfault = "meteor"\n', "runtimes.fault: expected one of segfault, kill, oom, hang, hang-child, exit, raise, nan, got 'meteor'"),
         ('[export]\nprecisions = ["fp32", "int3"]\n', "export.precisions: expected values from fp32, int16, int8, got 'int3'"),
         ('[explain]\nmethods = ["gradcampp", "magic"]\n', "unknown CAM method 'magic'"),
-        ('[export]\nformats = ["coreml"]\n', "unknown export format 'coreml'; known export formats: onnx, tflite, tensorrt"),
+        ('[export]\nformats = ["coreml"]\n', "unknown export format 'coreml'; known export formats: onnx, tensorrt, tflite"),
         ('[data]\nlimit = 0\n', "data.limit: expected a positive integer"),
         ('[[models]]\nweights = "x.pt"\n', "models"),
         ('name = "x"\n[data\n', "malformed TOML"),
