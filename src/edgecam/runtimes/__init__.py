@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 RUNTIMES: Registry[str] = Registry("runtime")
 RUNTIMES.add("onnxruntime", "edgecam.runtimes.onnxruntime:OnnxRuntime")
 RUNTIMES.add("litert", "edgecam.runtimes.litert:LiteRtRuntime")
+RUNTIMES.add("tensorrt", "edgecam.runtimes.tensorrt:TensorRtRuntime")  # on the board: builds the engine there
 RUNTIMES.add("null", "edgecam.runtimes.null:NullRuntime")
 RUNTIMES.add("fault", "edgecam.runtimes.fault:FaultRuntime")  # onnxruntime with injected faults (harness tests)
 

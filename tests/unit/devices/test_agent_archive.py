@@ -23,7 +23,7 @@ def test_archive_is_reproducible_and_named_by_content(tmp_path: Path) -> None:
     names = zipfile.ZipFile(a).namelist()
     assert "__main__.py" in names and all(f"edgecam/{m}" in names for m in agent_modules())
     # every registered runtime's module and the modules it builds on, found from the registry
-    assert {"edgecam/runtimes/base.py", "edgecam/runtimes/onnxruntime.py", "edgecam/runtimes/fault.py", "edgecam/runtimes/litert.py", "edgecam/runtimes/null.py"} <= set(names)
+    assert {"edgecam/runtimes/base.py", "edgecam/runtimes/onnxruntime.py", "edgecam/runtimes/fault.py", "edgecam/runtimes/litert.py", "edgecam/runtimes/null.py", "edgecam/runtimes/tensorrt.py"} <= set(names)
     assert {"edgecam/devices/serve.py", "edgecam/devices/protocol.py", "edgecam/devices/perturb.py"} <= set(names)  # the persistent session
     assert not any("torch" in n or "explain" in n or "exporters" in n for n in names)
 
@@ -40,7 +40,7 @@ def test_archive_imports_without_torch_and_from_itself(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-I", "-c", code, str(pyz)], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0].startswith(str(pyz)) and out[2] == "[]"  # every runtime class loads; no backend is imported
-    assert out[1] == str(sorted(f"edgecam.runtimes.{m}" for m in ("fault", "litert", "null", "onnxruntime")))
+    assert out[1] == str(sorted(f"edgecam.runtimes.{m}" for m in ("fault", "litert", "null", "onnxruntime", "tensorrt")))
 
 
 def test_device_side_modules_parse_as_python_3_8() -> None:

@@ -16,6 +16,7 @@ from edgecam.runtimes.litert import LiteRtRuntime
 DECLARED = {  # name -> (format, modules)
     "onnxruntime": ("onnx", ("onnxruntime",)),
     "litert": ("tflite", ("ai_edge_litert", "tflite_runtime")),
+    "tensorrt": ("tensorrt", ("tensorrt",)),
     "null": (ANY_FORMAT, ()),
     "fault": ("onnx", ("onnxruntime",)),
 }
@@ -31,12 +32,12 @@ def test_every_runtime_declares_its_format_and_modules() -> None:
 
 
 def test_runtime_modules_lists_each_backend_once_in_registry_order() -> None:
-    assert runtime_modules() == ("onnxruntime", "ai_edge_litert", "tflite_runtime")  # fault's, litert's; null has none
+    assert runtime_modules() == ("onnxruntime", "ai_edge_litert", "tflite_runtime", "tensorrt")  # fault's, litert's; null has none
 
 
 def test_unknown_runtime_lists_the_known_ones() -> None:
     for lookup in (runtime_class, runtime_format):
-        with pytest.raises(UnknownNameError, match=r"unknown runtime 'tensorflow'; known runtimes: fault, litert, null, onnxruntime$"):
+        with pytest.raises(UnknownNameError, match=r"unknown runtime 'tensorflow'; known runtimes: fault, litert, null, onnxruntime, tensorrt$"):
             lookup("tensorflow")
 
 
@@ -46,14 +47,14 @@ def test_the_hand_written_format_and_module_lists_are_gone() -> None:
 
     for gone in ("RUNTIME_FORMATS", "RUNTIME_MODULES"):
         assert not hasattr(edgecam.runtimes, gone)
-    assert {rt: runtime_format(rt) for rt in edgecam.runtimes.RUNTIMES} == {"fault": "onnx", "litert": "tflite", "null": "*", "onnxruntime": "onnx"}
+    assert {rt: runtime_format(rt) for rt in edgecam.runtimes.RUNTIMES} == {"fault": "onnx", "litert": "tflite", "null": "*", "onnxruntime": "onnx", "tensorrt": "tensorrt"}
 
 
 def test_reading_capabilities_imports_no_backend() -> None:
     code = (
         "import sys; from edgecam.runtimes import RUNTIMES, runtime_format, runtime_modules, runtime_class;"
         "[runtime_format(n) for n in RUNTIMES]; runtime_modules(); [runtime_class(n) for n in RUNTIMES];"
-        "print(sorted(m for m in ('onnxruntime', 'ai_edge_litert', 'tflite_runtime', 'torch') if m in sys.modules))"
+        "print(sorted(m for m in ('onnxruntime', 'ai_edge_litert', 'tflite_runtime', 'tensorrt', 'torch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
