@@ -62,7 +62,8 @@ class Simulator:
     `graph.OnnxGraphModule` computes (within a few quantization steps of the logits), ~4x faster on a 224 px
     EfficientNet-Lite0 here; the head's gradients come from the fp32 graph in `OnnxGraphModule`."""
 
-    def __init__(self, fp32: "onnx.ModelProto", images: np.ndarray, labels: np.ndarray, method: str, target: str, batch_size: int, threads: int = 2) -> None:
+    def __init__(self, fp32: "onnx.ModelProto", images: np.ndarray, labels: np.ndarray, method: str, target: str, batch_size: int, threads: int = 2,
+                 disabled_optimizers: Sequence[str] = ()) -> None:
         import onnx
 
         from edgecam.exporters.quantize.graph import OnnxGraphModule
@@ -76,6 +77,9 @@ class Simulator:
         self.head = OnnxGraphModule(head, name="fp32 head").eval()
         self.head.quant = False
         self.fp32 = fp32
+        # ONNX Runtime passes to leave out, e.g. "WeightBiasQuantization" to emulate a network whose float
+        # biases stay float (TensorRT's): at "basic" it would quantize them to int32 as the device's ORT does
+        self.disabled_optimizers = list(disabled_optimizers)
         self._reference: Evaluation | None = None
 
     def reference(self) -> Evaluation:
@@ -91,7 +95,7 @@ class Simulator:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # Q / DQ stay ops: no integer kernels
         options.intra_op_num_threads = self.threads
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"], disabled_optimizers=self.disabled_optimizers)
         feats, logits = [], []
         for i in range(0, len(self.images), self.batch):
             lg, f = session.run(["logits", "features"], {"input": np.ascontiguousarray(self.images[i : i + self.batch])})

@@ -11,8 +11,9 @@ follows (TensorRT developer guide, "Explicit quantization"; what TensorRT-RTX's 
 - biases float (TensorRT fuses them into the layer), and Q/DQ on both inputs of every weighted layer.
 
 TensorRT's 16-bit tier is fp16 (`precision_effective = "fp16"`): the fp32 graph with float16 weights and
-compute, float32 inputs and outputs. A successful TensorRT-RTX build proves the ONNX follows TensorRT's
-explicit-quantization rules; it does not prove int8 kernels exist on a given GPU, and no engine runs here.
+compute, float32 inputs and outputs. The lint enforces the rules above; a successful TensorRT-RTX build
+proves TensorRT's parser and builder take the network (RTX 1.7 also builds per-tensor weights, per-channel
+activation scales and layers read in float), not that int8 kernels exist on a given GPU; no engine runs here.
 """
 
 from __future__ import annotations
@@ -58,41 +59,58 @@ def lint(model: "onnx.ModelProto") -> list[str]:
     inits = {i.name: i for i in g.initializer}
     producers = {o: n for n in g.node for o in n.output}
     problems: list[str] = []
-    weight_dq: dict[str, onnx.NodeProto] = {}
+
+    def stored(dq: onnx.NodeProto) -> onnx.TensorProto | None:
+        """The constant a DequantizeLinear reads: an integer initializer, or the float one behind a Q."""
+        if dq.input[0] in inits:
+            return inits[dq.input[0]]
+        q = producers.get(dq.input[0])
+        return inits.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+
+    weight_dq: dict[str, tuple[onnx.NodeProto, onnx.TensorProto]] = {}  # Q / DQ node name -> (its layer, the weight)
     for layer in g.node:
         if layer.op_type in WEIGHTED_OPS and len(layer.input) > 1:
             dq = producers.get(layer.input[1])
-            if dq is not None and dq.op_type == "DequantizeLinear":
-                weight_dq[dq.name] = layer
+            w = stored(dq) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if dq is not None and w is not None:  # a weight, not an activation multiplied by an activation
+                weight_dq[dq.name] = (layer, w)
+                q = producers.get(dq.input[0])
+                if q is not None and q.op_type == "QuantizeLinear":
+                    weight_dq[q.name] = (layer, w)
     quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
     for n in g.node:
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
         zp = n.input[2] if len(n.input) > 2 and n.input[2] else ""
+        output_dtype = next((a.i for a in n.attribute if a.name == "output_dtype"), 0)
         if n.op_type == "DequantizeLinear" and n.input[0] in inits:
             dtype = inits[n.input[0]].data_type
         elif zp in inits:
             dtype = inits[zp].data_type
+        elif n.op_type == "QuantizeLinear":
+            dtype = output_dtype or onnx.TensorProto.UINT8  # no zero point: `output_dtype`, else uint8 (ONNX spec)
         else:
-            dtype = onnx.TensorProto.UINT8 if n.op_type == "QuantizeLinear" else -1  # Q without a zero point: uint8 (ONNX spec)
+            dtype = -1  # a DQ of a computed tensor without a zero point: its Q is checked
         if dtype != onnx.TensorProto.INT8 and dtype != -1:
             problems.append(f"{n.op_type} {n.name!r}: quantized type {onnx.TensorProto.DataType.Name(dtype)}, TensorRT takes int8 only")
         if zp in inits and np.any(numpy_helper.to_array(inits[zp]) != 0):
             problems.append(f"{n.op_type} {n.name!r}: non-zero zero point (TensorRT: symmetric only; non-zero is DLA-only)")
         scale = numpy_helper.to_array(inits[n.input[1]]) if n.input[1] in inits else None
         if n.name in weight_dq:
-            layer = weight_dq[n.name]
+            layer, init = weight_dq[n.name]
             axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
-            w = numpy_helper.to_array(inits[n.input[0]]) if n.input[0] in inits else None
+            w = numpy_helper.to_array(init)
             want = _output_channel_axis(layer)
-            if scale is None or scale.size == 1 or axis % max(1, w.ndim if w is not None else 1) != want:
-                problems.append(f"weight DequantizeLinear {n.name!r} of {layer.op_type} {layer.name!r}: expected per-channel scales on axis {want} "
+            if scale is None or scale.size == 1 or axis % w.ndim != want:
+                problems.append(f"weight {n.op_type} {n.name!r} of {layer.op_type} {layer.name!r}: expected per-channel scales on axis {want} "
                                 f"(the output channels), got {'per-tensor' if scale is None or scale.size == 1 else f'axis {axis}'} (TensorRT also takes "
                                 "per-tensor weights; the tensorrt format quantizes them per channel)")
-            elif w is not None and scale.size != w.shape[want]:
-                problems.append(f"weight DequantizeLinear {n.name!r}: {scale.size} scales for {w.shape[want]} output channels")
-        elif not (n.op_type == "DequantizeLinear" and n.input[0] in inits) and scale is not None and scale.size != 1:
-            problems.append(f"{n.op_type} {n.name!r}: activation scales must be per-tensor, got {scale.size} values")
+            elif scale.size != w.shape[want]:
+                problems.append(f"weight {n.op_type} {n.name!r}: {scale.size} scales for {w.shape[want]} output channels")
+        else:
+            constant = stored(n) is not None if n.op_type == "DequantizeLinear" else n.input[0] in inits
+            if not constant and scale is not None and scale.size != 1:
+                problems.append(f"{n.op_type} {n.name!r}: activation scales must be per-tensor, got {scale.size} values")
     for layer in g.node:
         if layer.op_type not in WEIGHTED_OPS:
             continue

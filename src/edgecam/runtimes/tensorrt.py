@@ -36,6 +36,15 @@ def timing_cache_name(trt_version: str, gpu: str) -> str:
     return "timing-%s.cache" % safe
 
 
+PRECISION_WORDS = ("FP32", "FP16", "BF16", "FP8", "FP4", "INT8", "INT4", "INT32", "INT64", "BOOL", "UINT8")
+
+
+def layer_precision(fmt: str) -> str:
+    """The precision named in one of the inspector's "Format/Datatype" strings ("unknown" if none is)."""
+    words = fmt.upper().replace(".", " ").replace(",", " ").split()
+    return next((w.lower() for w in words if w in PRECISION_WORDS), "float" if "FLOAT" in words else "half" if "HALF" in words else "unknown")
+
+
 def _cudart() -> Any:
     """cuda-python's runtime module under either of its import paths (cuda-python >= 12.6 and older)."""
     try:
@@ -65,6 +74,9 @@ class TensorRtRuntime(Runtime):
     modules = ("tensorrt",)
 
     def _load(self) -> None:
+        reason = available_reason()
+        if reason is not None:
+            raise RuntimeError("the tensorrt runtime cannot run here: %s" % reason)
         import tensorrt as trt  # type: ignore[import-not-found]
 
         self.trt, self.cudart = trt, _cudart()
@@ -115,6 +127,7 @@ class TensorRtRuntime(Runtime):
         profile = builder.create_optimization_profile()
         inp = network.get_input(0)
         shape = tuple(inp.shape)[1:]
+        # tactics tuned for batch 1, the shape latency is timed at; larger batches (output forwards) run, less tuned
         profile.set_shape(inp.name, (1,) + shape, (1,) + shape, (self.max_batch,) + shape)
         config.add_optimization_profile(profile)
         timing = config.create_timing_cache(open(timing_path, "rb").read() if os.path.isfile(timing_path) else b"")
@@ -141,7 +154,8 @@ class TensorRtRuntime(Runtime):
         if len(x) > self.max_batch:
             raise ValueError("batch %d exceeds the engine's max_batch %d (runtime option max_batch)" % (len(x), self.max_batch))
         cudart = self.cudart
-        self.context.set_input_shape(self.input_name, x.shape)
+        if not self.context.set_input_shape(self.input_name, x.shape):
+            raise ValueError("the engine refuses input shape %s for %r" % (list(x.shape), self.input_name))
         ptr = self._buffer(self.input_name, x.nbytes)
         _check(cudart.cudaMemcpyAsync(ptr, x.ctypes.data, x.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
         self.context.set_tensor_address(self.input_name, int(ptr))
@@ -158,16 +172,15 @@ class TensorRtRuntime(Runtime):
         return {k: v.astype(np.float32, copy=False) for k, v in outs.items()}
 
     def layer_precisions(self) -> Dict[str, int]:
-        """How many engine layers run at each precision (from the engine inspector; DETAILED verbosity)."""
+        """How many engine layers write their first output at each precision (the engine inspector's
+        "Format/Datatype", e.g. "Thirty-two wide channel vectorized row major Int8 format"; DETAILED verbosity)."""
         inspector = self.engine.create_engine_inspector()
         info = json.loads(inspector.get_engine_information(self.trt.LayerInformationFormat.JSON))
         counts: Dict[str, int] = {}
         for layer in info.get("Layers", []):
-            if isinstance(layer, dict):
-                for out in layer.get("Outputs", []) or [{}]:
-                    fmt = str(out.get("Format/Datatype", "unknown")).split()[0] if isinstance(out, dict) else "unknown"
-                    counts[fmt] = counts.get(fmt, 0) + 1
-                    break
+            outs = layer.get("Outputs") if isinstance(layer, dict) else None
+            fmt = str(outs[0].get("Format/Datatype", "")) if outs and isinstance(outs[0], dict) else ""
+            counts[layer_precision(fmt)] = counts.get(layer_precision(fmt), 0) + 1
         return counts
 
     def describe(self) -> Dict[str, Any]:

@@ -183,3 +183,33 @@ def test_an_artifact_that_breaks_the_rules_fails_the_export(trained_tinycnn: Any
     with pytest.raises(ArtifactError, match=r"breaks TensorRT's rules: .*quantized type INT32, TensorRT takes int8 only.*\(and \d+ more\)"):
         TensorRTExporter().export(t.model, info, ExportSpec("int8", quant="ptq", calib_samples=16), tmp_path / "bad", CalibData(x, y))
     assert not (tmp_path / "bad").exists()  # nothing left behind
+
+
+def _graph(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto]) -> onnx.ModelProto:
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4, 4])
+    return onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[onnx.helper.make_opsetid("", 21)])
+
+
+def test_the_lint_reads_every_valid_qdq_form() -> None:
+    """Forms ONNX allows and TensorRT takes: a Q without a zero point but `output_dtype = INT8` (opset 21), a
+    MatMul of two activations (its second input is no weight), and a float weight behind a per-channel Q."""
+    f = numpy_helper.from_array
+    scale = f(np.array(0.1, np.float32), "s")
+    act = [onnx.helper.make_node("QuantizeLinear", ["x", "s"], ["xq"], name="q", output_dtype=onnx.TensorProto.INT8),
+           onnx.helper.make_node("DequantizeLinear", ["xq", "s"], ["xd"], name="dq")]
+    square = _graph([*act, onnx.helper.make_node("MatMul", ["xd", "xd"], ["y"], name="mm")], [scale])
+    assert lint(square) == []
+    w = np.arange(16, dtype=np.float32).reshape(4, 4)
+    wq = [f(w, "w"), f(np.full(4, 0.2, np.float32), "ws"), f(np.zeros(4, np.int8), "wz")]
+    weight = [onnx.helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], name="wq", axis=1),
+              onnx.helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="wd", axis=1)]
+    behind_q = _graph([*act, *weight, onnx.helper.make_node("MatMul", ["xd", "wd"], ["y"], name="mm")], [scale, *wq])
+    assert lint(behind_q) == []  # per-channel on axis 1: MatMul's [K, N] output channels
+    per_channel_act = _graph([onnx.helper.make_node("QuantizeLinear", ["x", "ws", "wz"], ["xq"], name="q", axis=1),
+                              onnx.helper.make_node("DequantizeLinear", ["xq", "ws", "wz"], ["xd"], name="dq", axis=1),
+                              onnx.helper.make_node("MatMul", ["xd", "xd"], ["y"], name="mm")], wq[1:])
+    assert [p for p in lint(per_channel_act) if "activation scales must be per-tensor" in p] and not [p for p in lint(per_channel_act) if "weight" in p]
+    uint8 = _graph([onnx.helper.make_node("QuantizeLinear", ["x", "s"], ["xq"], name="q"), onnx.helper.make_node("DequantizeLinear", ["xq", "s"], ["xd"], name="dq"),
+                    onnx.helper.make_node("MatMul", ["xd", "xd"], ["y"], name="mm")], [scale])
+    assert any("quantized type UINT8" in p for p in lint(uint8))  # no zero point and no output_dtype: uint8

@@ -12,8 +12,8 @@ QuantizeLinear (ONNX Runtime drops a Relu / Clip whose output is quantized: the 
 a model with every group in float computes what the fp32 model computes. The result is a normal ONNX model
 (some layers in QDQ, some in float) that ONNX Runtime runs and `graph.OnnxGraphModule` simulates.
 
-A float weight cannot stay float in ONNX Runtime while its layer still reads a DequantizeLinear or feeds a
-QuantizeLinear: ONNX Runtime's `WeightBiasQuantization` graph transformer (basic level, on by default since
+A float weight cannot stay float in ONNX Runtime while its Conv / Gemm still reads a per-tensor
+DequantizeLinear: ONNX Runtime's `WeightBiasQuantization` graph transformer (basic level, on by default since
 1.20) re-quantizes it at load time to 8 bits per tensor (measured here: a depthwise weight returned to float
 that way flipped 3 of 40 EfficientNet-Lite0 top-1s that the int8 artifact kept). Such a weight goes back as
 int16 per-channel symmetric instead (`WEIGHT_FALLBACK_BITS`), with its int32 bias re-scaled to input scale x
@@ -136,8 +136,8 @@ _QMAX16 = 2 ** (WEIGHT_FALLBACK_BITS - 1) - 1
 def with_fallback(model: onnx.ModelProto, fp32: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
     """A copy of the QDQ `model` with the groups named in `names` in higher precision, restored from `fp32`
     (the float model the quantizer started from): activations in float, weights in float or, where their layer
-    stays between DequantizeLinear / QuantizeLinear nodes, int16 (module docstring). Unknown names raise,
-    listing the groups."""
+    still reads a per-tensor DequantizeLinear, int16 (module docstring). Unknown names raise, listing the
+    groups."""
     groups = {q.name: q for q in qdq_groups(model)}
     wanted = list(dict.fromkeys(names))
     unknown = [n for n in wanted if n not in groups]
@@ -189,7 +189,8 @@ def _int16_where_requantized(g: onnx.GraphProto, restored: set[str], fp_inits: d
     """Restored float weights of Conv / ConvTranspose / Gemm layers that read a per-tensor DequantizeLinear (what
     ONNX Runtime's WeightBiasQuantization re-quantizes: onnxruntime/core/optimizer/qdq_transformer/
     weight_bias_quantization.cc) become int16 per-channel symmetric DequantizeLinear on the output channels, their
-    restored float bias int32 at input scale x weight scale."""
+    restored float bias int32 at input scale x weight scale. Gemm(transB=0) weights are [K, N]: their output
+    channels are axis 1."""
     producers = _producers(g)
     inits = {i.name: i for i in g.initializer}
     for layer in list(g.node):
@@ -198,27 +199,27 @@ def _int16_where_requantized(g: onnx.GraphProto, restored: set[str], fp_inits: d
         src = producers.get(layer.input[0])
         if src is None or src.op_type != "DequantizeLinear" or src.input[1] not in inits or numpy_helper.to_array(inits[src.input[1]]).size != 1:
             continue  # ONNX Runtime leaves this float weight float
-        trans_b = next((a.i for a in layer.attribute if a.name == "transB"), 0)
-        if layer.op_type == "ConvTranspose" or (layer.op_type == "Gemm" and not trans_b):
-            raise ArtifactError(f"layer {layer.name!r} ({layer.op_type}): ONNX Runtime would re-quantize its float weight to 8 bits, and the int16 "
-                                "fallback is built for Conv and Gemm(transB=1) weights only (output channels on axis 0)")
+        if layer.op_type == "ConvTranspose":
+            raise ArtifactError(f"layer {layer.name!r} (ConvTranspose): ONNX Runtime would re-quantize its float weight to 8 bits, and the int16 "
+                                "fallback is built for Conv and Gemm weights only")
+        axis = 1 if layer.op_type == "Gemm" and not next((a.i for a in layer.attribute if a.name == "transB"), 0) else 0
         w = numpy_helper.to_array(inits[layer.input[1]]).astype(np.float64)
-        amax = np.abs(w).reshape(w.shape[0], -1).max(1)
+        amax = np.abs(np.moveaxis(w, axis, 0)).reshape(w.shape[axis], -1).max(1)
         scale = np.where(amax > 0, amax, 1.0) / _QMAX16
         has_bias = len(layer.input) > 2 and layer.input[2] in restored
         if has_bias:  # a channel with tiny weights and a large bias: widen its weight scale until the bias fits
-            # int32 at half range (ONNX Runtime's quantizer does the same for its int32 biases)
+            # in half the int32 range (a margin of our choosing; ONNX Runtime's quantizer widens to the full range)
             in_scale = float(numpy_helper.to_array(inits[src.input[1]]))  # per-tensor activation scale
             bias = numpy_helper.to_array(inits[layer.input[2]]).astype(np.float64)
             scale = np.maximum(scale, np.abs(bias) / (in_scale * (2**30)))
         scale = scale.astype(np.float32)
-        shape = (-1,) + (1,) * (w.ndim - 1)
+        shape = tuple(-1 if i == axis else 1 for i in range(w.ndim))
         q = np.clip(np.round(w / scale.reshape(shape)), -_QMAX16, _QMAX16).astype(np.int16)
         wname = layer.input[1]
         parts = [_fresh(f"{wname}_int16{suffix}", taken) for suffix in ("", "_scale", "_zero_point")]
         new = [numpy_helper.from_array(q, parts[0]), numpy_helper.from_array(scale, parts[1]), numpy_helper.from_array(np.zeros(len(scale), np.int16), parts[2])]
         dq_out = _fresh(f"{wname}_int16_DequantizeLinear_Output", taken)
-        nodes = [helper.make_node("DequantizeLinear", parts, [dq_out], name=_fresh(f"{wname}_int16_DequantizeLinear", taken), axis=0)]
+        nodes = [helper.make_node("DequantizeLinear", parts, [dq_out], name=_fresh(f"{wname}_int16_DequantizeLinear", taken), axis=axis)]
         if has_bias:
             bscale = (scale.astype(np.float64) * in_scale).astype(np.float32)
             qb = np.clip(np.round(bias / bscale.astype(np.float64)), -(2**31 - 1), 2**31 - 1)
