@@ -7,7 +7,7 @@ An engine is specific to its GPU and TensorRT version, so both are in the cache 
 results (NVIDIA/TensorRT#2232, #3258): `features` is exported at the CAM layer's output, a fusion boundary of
 the network, and the engine's outputs and per-layer precisions are recorded in `describe()`.
 
-Verified only where `tensorrt` imports (a Jetson or a GPU machine with TensorRT): tests/hardware/test_tensorrt.py.
+Verified only where `tensorrt` imports (a Jetson or a GPU machine with TensorRT): tests/hardware/test_tensorrt_live.py.
 """
 
 from __future__ import annotations

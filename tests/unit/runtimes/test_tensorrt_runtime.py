@@ -1,5 +1,5 @@
 """The board-side TensorRT runtime's host-checkable parts (`runtimes/tensorrt.py`): registry entry, cache
-keys, and a clear refusal where TensorRT is absent. Running engines: tests/hardware/test_tensorrt.py."""
+keys, and a clear refusal where TensorRT is absent. Running engines: tests/hardware/test_tensorrt_live.py."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_timing_cache_names_are_one_safe_file_per_gpu_and_version() -> None:
     assert timing_cache_name("8.6.2", "Orin") != timing_cache_name("10.3.0", "Orin")
 
 
-@pytest.mark.skipif(available_reason() is None, reason="TensorRT runs here: tests/hardware/test_tensorrt.py covers it")
+@pytest.mark.skipif(available_reason() is None, reason="TensorRT runs here: tests/hardware/test_tensorrt_live.py covers it")
 def test_without_tensorrt_loading_says_why(tmp_path) -> None:  # type: ignore[no-untyped-def]
     model = tmp_path / "model.onnx"
     model.write_bytes(b"")

@@ -2,7 +2,7 @@
 and cuda-python): skipped with the reason elsewhere. Not run on the machine this project is built on, which has
 no TensorRT (see the README's TensorRT section).
 
-    .venv/bin/python -m pytest tests/hardware/test_tensorrt.py -q -m hardware
+    .venv/bin/python -m pytest tests/hardware/test_tensorrt_live.py -q -m hardware
 """
 
 from __future__ import annotations
