@@ -124,6 +124,7 @@ def test_fp32_on_aarch64_matches_x86_and_the_int8_gap_is_measured(quickstart_run
     assert 'id="device-gap"' in (x86.parent / "compare.html").read_text()
 
 
+@pytest.mark.slow  # 97 s under qemu; `make test` covers a dropped connection on the x86 loopback board (test_ssh_device.py)
 def test_a_connection_dropped_mid_run_is_survived_on_arm64(arm_board: SshServer, trained_tinycnn: Any, tmp_path: Path) -> None:
     """As on the x86 sshd: the connection is cut while an agent runs a job on the board; the run completes
     with every row, fp32 rows equal to the x86 run's."""

@@ -156,7 +156,7 @@ def _damage_a_job(run_dir: Path, rng: random.Random) -> str:
     return f"{kind} {job.parent.name}/{job.name[:8]}/{victim.name}"
 
 
-FUZZ_DEFAULT = 10  # of the 50 seeded cases, these run in `make test`; `make test-slow` runs the other 40
+FUZZ_DEFAULT = 5  # of the 50 seeded cases, these run in `make test`; `make test-slow` runs the other 45
 
 
 @pytest.mark.parametrize("seed", [pytest.param(s, marks=pytest.mark.slow) if s >= FUZZ_DEFAULT else s for s in range(50)])
