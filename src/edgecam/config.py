@@ -115,6 +115,8 @@ class RuntimeSpec:
     providers: Optional[tuple[str, ...]] = None
     fault: Optional[str] = None  # runtime "fault" only: which fault to inject (runtimes/fault.py)
     fault_precisions: tuple[str, ...] = ()  # ... into these precisions' artifacts (empty: all)
+    max_batch: Optional[int] = None  # runtime "tensorrt" only: the engines' largest batch (default 32)
+    trtexec: Optional[str] = None  # runtime "tensorrt" only: also time the engine with this trtexec ("trtexec": on PATH)
 
     def __post_init__(self) -> None:
         from edgecam.runtimes import RUNTIMES
@@ -130,6 +132,13 @@ class RuntimeSpec:
         for p in self.fault_precisions:
             if p not in PRECISIONS:
                 raise ConfigError(f"runtimes.fault_precisions: expected values from {', '.join(PRECISIONS)}, got {p!r}")
+        for key in ("max_batch", "trtexec"):
+            if getattr(self, key) is not None and self.name != "tensorrt":
+                raise ConfigError(f"runtimes.{key}: a tensorrt runtime option; runtime {self.name!r} takes none")
+        if self.max_batch is not None and not 1 <= self.max_batch <= 4096:
+            raise ConfigError(f"runtimes.max_batch: expected an integer from 1 to 4096, got {self.max_batch}")
+        if self.trtexec is not None and not self.trtexec.strip():
+            raise ConfigError("runtimes.trtexec: expected trtexec's path (or \"trtexec\" for the one on the board's PATH), got an empty string")
 
     def options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"threads": self.threads}
@@ -137,6 +146,7 @@ class RuntimeSpec:
             opts["providers"] = list(self.providers)
         if self.fault is not None:
             opts.update(fault=self.fault, fault_precisions=list(self.fault_precisions))
+        opts.update({k: getattr(self, k) for k in ("max_batch", "trtexec") if getattr(self, k) is not None})
         return opts
 
 
@@ -402,6 +412,10 @@ class RunConfig:
             d.pop("sensitivity")
         if self.train.saliency_guided_k == 0 and self.train.saliency_guided_lambda == 1.0:
             d["train"].pop("saliency_guided_k"), d["train"].pop("saliency_guided_lambda")
+        for runtime in d["runtimes"]:  # the tensorrt runtime's options
+            for key in ("max_batch", "trtexec"):
+                if runtime[key] is None:
+                    runtime.pop(key)
         return d
 
     def replace(self, **changes: Any) -> "RunConfig":

@@ -35,7 +35,13 @@ def _run(art_dir: Path, x: np.ndarray, cache: Path) -> tuple[dict[str, np.ndarra
 
     with TensorRtRuntime(str(art_dir / "model.onnx"), cache_dir=str(cache)) as rt:
         out = {k: np.concatenate([rt.run({"input": x[i : i + 8]})[k] for i in range(0, len(x), 8)]) for k in ("logits", "features")}
-        return out, rt.describe()
+        timed = np.concatenate([rt.run_timed({"input": x[i : i + 8]})["logits"] for i in range(0, len(x), 8)])
+        info = rt.describe()
+        assert info["timed_engine_outputs"] == ["logits"] and sorted(info["engine_outputs"]) == ["features", "logits"]
+        assert info["gpu_mem_mb"] > 0
+        # the logits-only engine may fuse across the CAM layer: same predictions, logits within fp tolerance
+        assert float(np.mean(timed.argmax(1) == out["logits"].argmax(1))) >= 0.95
+        return out, info
 
 
 def test_engines_match_onnxruntime_and_are_cached(trained_tinycnn: Any, trt_artifacts: dict[str, Path], tmp_path: Path) -> None:
@@ -50,6 +56,7 @@ def test_engines_match_onnxruntime_and_are_cached(trained_tinycnn: Any, trt_arti
     again, info2 = _run(trt_artifacts["fp32"], x, tmp_path)
     assert info2["engine_cached"]  # the second load deserializes the cached engine
     np.testing.assert_array_equal(again["logits"], got["logits"])
+    assert len(list(tmp_path.glob("*.engine"))) == 2  # logits + features, and logits only
     for p in ("int16", "int8"):
         out, info = _run(trt_artifacts[p], x, tmp_path)
         agree = float(np.mean(out["logits"].argmax(1) == ref["logits"].argmax(1)))

@@ -66,6 +66,9 @@ def check_timing(result: Any, iterations: int) -> None:
     samples = result.get("samples_s") if isinstance(result, dict) else None
     if not isinstance(samples, list) or len(samples) != iterations or not all(_seconds_ok(t) for t in samples):
         raise JobFailed(f"the device's timing answer is unusable: expected {iterations} latency samples in seconds, got {str(samples)[:200]}")
+    apart = result.get("samples_with_features_s")
+    if apart is not None and (not isinstance(apart, list) or len(apart) != iterations or not all(_seconds_ok(t) for t in apart)):
+        raise JobFailed(f"the device's timing answer is unusable: expected {iterations} logits + features samples in seconds, got {str(apart)[:200]}")
     for key in ("init_s", "first_s"):
         if key in result and not _seconds_ok(result[key]):
             raise JobFailed(f"the device's timing answer is unusable: {key} = {str(result[key])[:100]}")

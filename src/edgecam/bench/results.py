@@ -9,6 +9,8 @@ against an empty mask.
 
 from __future__ import annotations
 
+import math
+
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -221,6 +223,25 @@ def format_mean_std(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
 
 
+def backend_columns(result: dict[str, Any]) -> dict[str, Any]:
+    """The latency row's backend-specific columns, present only where the device measured them: the logits +
+    features engine's p50 beside the timed logits-only one (TensorRT), trtexec's phase p50s (`trt_*_p50_ms`), the
+    engines' GPU memory and the tegrastats summary of the timed loop (Jetson)."""
+    from edgecam.runtimes.trtexec import latency_columns
+
+    cols: dict[str, Any] = {}
+    if result.get("samples_with_features_s"):
+        cols["p50_with_features_ms"] = latency_stats(result["samples_with_features_s"])["p50_ms"]
+    cols.update(latency_columns((result.get("profile") or {}).get("trtexec")))
+    runtime = result.get("runtime") if isinstance(result.get("runtime"), dict) else {}
+    teg = result.get("tegrastats") if isinstance(result.get("tegrastats"), dict) else {}
+    for column, value in (("gpu_mem_mb", runtime.get("gpu_mem_mb")), ("tegra_ram_used_max_mb", (teg.get("ram_used_mb") or {}).get("max")),
+                          ("tegra_gpu_load_mean_pct", (teg.get("gpu_load_pct") or {}).get("mean"))):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):  # a device's answer, checked
+            cols[column] = float(value)
+    return cols
+
+
 def variant_table(variants: Sequence["Variant"], labels: np.ndarray, device: str) -> "pd.DataFrame":
     """Per variant: accuracy on the test images it predicted (the whole split unless a shard failed; `images`),
     agreement with fp32 on the images both predicted, latency stats, memory, size."""
@@ -240,7 +261,7 @@ def variant_table(variants: Sequence["Variant"], labels: np.ndarray, device: str
                 "images": int(known.sum()),
                 "agrees_fp32": float((pred[both] == base[: len(pred)][both]).mean()) if both is not None and both.any() else float("nan"),
                 "init_ms": v.result["init_s"] * 1e3, "first_ms": v.result["first_s"] * 1e3,
-                **latency_stats(v.result["samples_s"]), "batch_size": v.result["batch_size"],
+                **latency_stats(v.result["samples_s"]), "batch_size": v.result["batch_size"], **backend_columns(v.result),
                 "peak_rss_mb": v.memory.get("peak_rss_bytes", float("nan")) / 2**20 if v.memory else float("nan"),
                 "rss_model_mb": (v.memory["rss_after_run_bytes"] - v.memory["rss_before_load_bytes"]) / 2**20 if v.memory else float("nan"),
             })

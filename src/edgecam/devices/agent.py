@@ -200,15 +200,20 @@ def run_job(job_dir: str) -> Dict[str, Any]:
         for _ in range(int(job.get("warmup", 5))):
             rt.run({input_name: sample})
         sampler = _tegrastats_sampler(job)
-        samples = []
+        apart = bool(getattr(rt, "times_logits_apart", False))  # a logits-only engine (runtimes/tensorrt.py)
+        timed = rt.run_timed if apart else rt.run
+        for _ in range(int(job.get("warmup", 5)) if apart else 0):
+            timed({input_name: sample})
         with sampler if sampler is not None else contextlib.nullcontext():
-            for _ in range(int(job.get("iterations", 50))):
-                s = time.perf_counter()
-                rt.run({input_name: sample})
-                samples.append(time.perf_counter() - s)
+            samples = _time(timed, {input_name: sample}, int(job.get("iterations", 50)))
         if sampler is not None:
             result["tegrastats"] = sampler.summary()
         result.update({"init_s": t1 - t0, "first_s": t2 - t1, "samples_s": samples, "batch_size": bs})
+        if apart:  # the logits + features engine, timed apart
+            result["samples_with_features_s"] = _time(rt.run, {input_name: sample}, int(job.get("iterations", 50)))
+        profile = rt.profile() if hasattr(rt, "profile") else {}
+        if profile:
+            result["profile"] = profile
         _save_outputs(rt, inputs, job, job_dir)
     elif mode == "forward":
         rt = load_runtime(job)
@@ -223,6 +228,16 @@ def run_job(job_dir: str) -> Dict[str, Any]:
     rt.close()
     result["ok"] = True
     return result
+
+
+def _time(forward: Any, feeds: Dict[str, Any], iterations: int) -> List[float]:
+    """`iterations` wall-clock times of `forward(feeds)`, in seconds."""
+    samples = []
+    for _ in range(iterations):
+        s = time.perf_counter()
+        forward(feeds)
+        samples.append(time.perf_counter() - s)
+    return samples
 
 
 def _tegrastats_sampler(job: Dict[str, Any]) -> Any:

@@ -27,6 +27,7 @@ CORE_MODULES = (
     "devices/serve.py",
     "devices/tegrastats.py",
     "runtimes/__init__.py",
+    "runtimes/trtexec.py",
 )
 
 

@@ -201,13 +201,26 @@ class TensorRTExporter(OnnxExporter):
                     "note": "TensorRT has no int16 (NVIDIA/TensorRT#1907): its 16-bit tier is fp16, float32 inputs and outputs"}
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+        qdq = out_path.with_name("qdq" + self.suffix)
         with quiet():
-            quantize_static(str(fp32_path), str(out_path), calibration_reader(calib_images.astype(np.float32)), quant_format=QuantFormat.QDQ,
+            quantize_static(str(fp32_path), str(qdq), calibration_reader(calib_images.astype(np.float32)), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": True, "QuantizeBias": False})
-        return {"method": "ptq", "activation_dtype": "int8", "weight_dtype": "int8", "weights": "per-channel symmetric", "activations": "per-tensor symmetric",
-                "biases": "float", "calibration": f"MinMax on {len(calib_images)} training images (seed {spec.seed})",
-                "scales_from": "ptq calibration" + ("" if spec.quant == "ptq" else " (QAT-learned scales are not carried over to the TensorRT format)")}
+        info_out: dict[str, Any] = {"method": spec.quant, "activation_dtype": "int8", "weight_dtype": "int8", "weights": "per-channel symmetric",
+                                    "activations": "per-tensor symmetric", "biases": "float",
+                                    "calibration": f"MinMax on {len(calib_images)} training images (seed {spec.seed})"}
+        if spec.quant == "qat":
+            from edgecam.exporters.quantize.qat import qat_finetune
+
+            assert calib is not None  # calibration_subset checked it
+            # the same fine-tuning as the onnx format, on this graph: zero points stay 0 and biases float (the lint checks)
+            info_out.update(qat_finetune(fp32_path, qdq, out_path, calib, spec, name=f"{info.name}-tensorrt-{spec.precision}", progress=progress))
+            info_out["scales_from"] = "qat (learned on TensorRT's QDQ graph, written into it)"
+        else:
+            qdq.rename(out_path)
+            info_out["scales_from"] = "ptq calibration"
+        qdq.unlink(missing_ok=True)
+        return info_out
 
     def manifest_fields(self, model: "torch.nn.Module", info: ModelInfo, spec: ExportSpec, final_path: Path, quant_info: dict[str, Any]) -> dict[str, Any]:
         """The ONNX fields with `precision_effective` (fp16 for the 16-bit tier), the lint's verdict and the

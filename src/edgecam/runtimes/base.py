@@ -49,6 +49,18 @@ class Runtime:
         """Run one batch; `feeds` maps input name -> array; returns {"logits", "features"} as numpy."""
         raise NotImplementedError
 
+    #: whether `run_timed` runs another engine than `run` (the agent then times both)
+    times_logits_apart: ClassVar[bool] = False
+
+    def run_timed(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The forward the latency columns time: `run`, unless the backend has a logits-only engine (TensorRT,
+        where marking the CAM layer as an output can stop fusion)."""
+        return self.run(feeds)
+
+    def profile(self) -> Dict[str, Any]:
+        """The backend's own profiler output for the timed forward (TensorRT's trtexec), {} where there is none."""
+        return {}
+
     def close(self) -> None:
         """Release the session (idempotent)."""
 

@@ -5,7 +5,10 @@ runs it with cuda-python's runtime API for the device buffers.
 An engine is specific to its GPU and TensorRT version, so both are in the cache keys (`engine_key`,
 `timing_cache_name`). Marking the CAM layer as an engine output can stop TensorRT fusing across it and change
 results (NVIDIA/TensorRT#2232, #3258): `features` is exported at the CAM layer's output, a fusion boundary of
-the network, and the engine's outputs and per-layer precisions are recorded in `describe()`.
+the network, and two engines are built: logits + features (the outputs the CAMs need, `run`) and logits only
+(what a deployment runs, `run_timed`, the latency columns); the agent times both. The engines' outputs,
+per-layer compute precisions, GPU memory and, with the `trtexec` option, trtexec's phase timings
+(`runtimes/trtexec.py`) are recorded in `describe()`.
 
 Verified only where `tensorrt` imports (a Jetson or a GPU machine with TensorRT): tests/hardware/test_tensorrt_live.py.
 """
@@ -20,6 +23,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from edgecam.runtimes.base import Runtime
+from edgecam.runtimes.trtexec import layer_summary, profile_engine
 
 DEFAULT_MAX_BATCH = 32  # the agent forwards in batches of output_batch_size (32 by default)
 
@@ -34,15 +38,6 @@ def timing_cache_name(trt_version: str, gpu: str) -> str:
     """One timing cache per (TensorRT version, GPU): tactic timings carry over between models, not devices."""
     safe = "".join(c if c.isalnum() or c in "-." else "_" for c in "%s-%s" % (gpu, trt_version))
     return "timing-%s.cache" % safe
-
-
-PRECISION_WORDS = ("FP32", "FP16", "BF16", "FP8", "FP4", "INT8", "INT4", "INT32", "INT64", "BOOL", "UINT8")
-
-
-def layer_precision(fmt: str) -> str:
-    """The precision named in one of the inspector's "Format/Datatype" strings ("unknown" if none is)."""
-    words = fmt.upper().replace(".", " ").replace(",", " ").split()
-    return next((w.lower() for w in words if w in PRECISION_WORDS), "float" if "FLOAT" in words else "half" if "HALF" in words else "unknown")
 
 
 def _cudart() -> Any:
@@ -66,12 +61,14 @@ def _check(result: Any) -> Any:
 
 
 class TensorRtRuntime(Runtime):
-    """A TensorRT engine built on the device from the artifact's ONNX. Options: `max_batch` (the optimisation
-    profile's largest batch, default 32), `cache_dir` (default ~/.cache/edgecam/tensorrt)."""
+    """TensorRT engines built on the device from the artifact's ONNX. Options: `max_batch` (the optimisation
+    profile's largest batch, default 32), `cache_dir` (default ~/.cache/edgecam/tensorrt), `trtexec` (trtexec's
+    path, or "trtexec" for the one on PATH: also time the logits-only engine with it, `profile`)."""
 
     name = "tensorrt"
     format = "tensorrt"
     modules = ("tensorrt",)
+    times_logits_apart = True
 
     def _load(self) -> None:
         reason = available_reason()
@@ -82,34 +79,48 @@ class TensorRtRuntime(Runtime):
         self.trt, self.cudart = trt, _cudart()
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.max_batch = int(self.options.get("max_batch") or DEFAULT_MAX_BATCH)
-        cache_dir = str(self.options.get("cache_dir") or os.path.join(os.path.expanduser("~"), ".cache", "edgecam", "tensorrt"))
-        os.makedirs(cache_dir, exist_ok=True)
+        self.cache_dir = str(self.options.get("cache_dir") or os.path.join(os.path.expanduser("~"), ".cache", "edgecam", "tensorrt"))
+        os.makedirs(self.cache_dir, exist_ok=True)
         props = _check(self.cudart.cudaGetDeviceProperties(0))
         self.gpu = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+        free_before = self._free_bytes()
+        self.stream = _check(self.cudart.cudaStreamCreate())
+        self.buffers: Dict[str, Any] = {}
+        self.capacity: Dict[str, int] = {}
         outputs = list(self.manifest.get("outputs") or ["logits", "features"])
+        self.full = self._engine(outputs)
+        self.logits_only = self._engine(["logits"]) if "logits" in outputs and len(outputs) > 1 else self.full
+        self.input_name = self.full["input"]
+        self.output_names = self.full["outputs"]
+        self.gpu_mem_bytes = max(0, free_before - self._free_bytes())  # engines, contexts, stream (buffers come later)
+
+    def _free_bytes(self) -> int:
+        free, _total = _check(self.cudart.cudaMemGetInfo())
+        return int(free)
+
+    def _engine(self, outputs: List[str]) -> Dict[str, Any]:
+        """Load (or build and cache) the engine whose outputs are `outputs`, with its execution context."""
+        trt = self.trt
         sha = str(self.manifest.get("sha256") or hashlib.sha256(open(self.model_path, "rb").read()).hexdigest())
-        path = os.path.join(cache_dir, engine_key(sha, trt.__version__, self.gpu, self.max_batch, outputs) + ".engine")
-        self.engine_cached = os.path.isfile(path)
-        if not self.engine_cached:
-            plan = self._build(os.path.join(cache_dir, timing_cache_name(trt.__version__, self.gpu)))
+        path = os.path.join(self.cache_dir, engine_key(sha, trt.__version__, self.gpu, self.max_batch, outputs) + ".engine")
+        cached = os.path.isfile(path)
+        if not cached:
+            plan = self._build(os.path.join(self.cache_dir, timing_cache_name(trt.__version__, self.gpu)), outputs)
             with open(path + ".tmp", "wb") as f:
                 f.write(plan)
             os.replace(path + ".tmp", path)
         with open(path, "rb") as f:
-            self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(f.read())
-        if self.engine is None:
+            engine = trt.Runtime(self.logger).deserialize_cuda_engine(f.read())
+        if engine is None:
             raise RuntimeError("TensorRT could not deserialize the engine %s" % path)
-        self.context = self.engine.create_execution_context()
-        self.stream = _check(self.cudart.cudaStreamCreate())
-        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.input_name = next(n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.output_names = [n for n in self.names if n != self.input_name]
-        self.buffers: Dict[str, Any] = {}
-        self.capacity: Dict[str, int] = {}
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inp = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        return {"engine": engine, "context": engine.create_execution_context(), "path": path, "cached": cached, "input": inp,
+                "outputs": [n for n in names if n != inp]}
 
-    def _build(self, timing_path: str) -> bytes:
-        """Parse the ONNX, set the precision flags the artifact needs and build the serialized engine, reusing
-        and updating the timing cache."""
+    def _build(self, timing_path: str, outputs: List[str]) -> bytes:
+        """Parse the ONNX, keep only `outputs` as engine outputs, set the precision flags the artifact needs and
+        build the serialized engine, reusing and updating the timing cache."""
         trt = self.trt
         builder = trt.Builder(self.logger)
         network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") else 0)
@@ -117,13 +128,16 @@ class TensorRtRuntime(Runtime):
         with open(self.model_path, "rb") as f:
             if not parser.parse(f.read()):
                 raise RuntimeError("TensorRT's ONNX parser rejects %s: %s" % (self.model_path, "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))))
+        for tensor in [network.get_output(i) for i in range(network.num_outputs)]:
+            if tensor.name not in outputs:
+                network.unmark_output(tensor)  # the logits-only engine: TensorRT may fuse across the CAM layer
         config = builder.create_builder_config()
         precision = str(self.manifest.get("precision_effective", "fp32"))
         if precision == "fp16":
             config.set_flag(trt.BuilderFlag.FP16)
         elif precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: the Q/DQ nodes decide (TensorRT 8.x needs the flag)
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # per-layer precisions in describe()
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # per-layer precisions in describe(), trtexec's layer info
         profile = builder.create_optimization_profile()
         inp = network.get_input(0)
         shape = tuple(inp.shape)[1:]
@@ -148,57 +162,73 @@ class TensorRtRuntime(Runtime):
             self.capacity[name] = nbytes
         return self.buffers[name]
 
-    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        x = feeds.get(self.input_name)
+    def _execute(self, eng: Dict[str, Any], feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        x = feeds.get(eng["input"])
         x = np.ascontiguousarray(next(iter(feeds.values())) if x is None else x, dtype=np.float32)
         if len(x) > self.max_batch:
             raise ValueError("batch %d exceeds the engine's max_batch %d (runtime option max_batch)" % (len(x), self.max_batch))
-        cudart = self.cudart
-        if not self.context.set_input_shape(self.input_name, x.shape):
-            raise ValueError("the engine refuses input shape %s for %r" % (list(x.shape), self.input_name))
-        ptr = self._buffer(self.input_name, x.nbytes)
+        cudart, context, engine = self.cudart, eng["context"], eng["engine"]
+        if not context.set_input_shape(eng["input"], x.shape):
+            raise ValueError("the engine refuses input shape %s for %r" % (list(x.shape), eng["input"]))
+        ptr = self._buffer(eng["input"], x.nbytes)
         _check(cudart.cudaMemcpyAsync(ptr, x.ctypes.data, x.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
-        self.context.set_tensor_address(self.input_name, int(ptr))
+        context.set_tensor_address(eng["input"], int(ptr))
         outs: Dict[str, np.ndarray] = {}
-        for name in self.output_names:
-            out = np.empty(tuple(self.context.get_tensor_shape(name)), dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
+        for name in eng["outputs"]:
+            out = np.empty(tuple(context.get_tensor_shape(name)), dtype=self.trt.nptype(engine.get_tensor_dtype(name)))
             outs[name] = out
-            self.context.set_tensor_address(name, int(self._buffer(name, out.nbytes)))
-        if not self.context.execute_async_v3(self.stream):
+            context.set_tensor_address(name, int(self._buffer(name, out.nbytes)))
+        if not context.execute_async_v3(self.stream):
             raise RuntimeError("TensorRT execution failed")
         for name, out in outs.items():
             _check(cudart.cudaMemcpyAsync(out.ctypes.data, self.buffers[name], out.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
         _check(cudart.cudaStreamSynchronize(self.stream))
         return {k: v.astype(np.float32, copy=False) for k, v in outs.items()}
 
-    def layer_precisions(self) -> Dict[str, int]:
-        """How many engine layers write their first output at each precision (the engine inspector's
-        "Format/Datatype", e.g. "Thirty-two wide channel vectorized row major Int8 format"; DETAILED verbosity)."""
-        inspector = self.engine.create_engine_inspector()
-        info = json.loads(inspector.get_engine_information(self.trt.LayerInformationFormat.JSON))
-        counts: Dict[str, int] = {}
-        for layer in info.get("Layers", []):
-            outs = layer.get("Outputs") if isinstance(layer, dict) else None
-            fmt = str(outs[0].get("Format/Datatype", "")) if outs and isinstance(outs[0], dict) else ""
-            counts[layer_precision(fmt)] = counts.get(layer_precision(fmt), 0) + 1
-        return counts
+    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The logits + features engine (what the CAMs need)."""
+        return self._execute(self.full, feeds)
+
+    def run_timed(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The logits-only engine (what a deployment runs; the latency columns)."""
+        return self._execute(self.logits_only, feeds)
+
+    def layer_precisions(self, eng: Optional[Dict[str, Any]] = None) -> Dict[str, int]:
+        """How many of an engine's layers compute at each precision (`trtexec.layer_summary` of the engine
+        inspector's JSON, which is trtexec's --exportLayerInfo format; DETAILED verbosity)."""
+        inspector = (eng or self.logits_only)["engine"].create_engine_inspector()
+        return layer_summary(json.loads(inspector.get_engine_information(self.trt.LayerInformationFormat.JSON)))["compute_precisions"]
 
     def describe(self) -> Dict[str, Any]:
         d = super().describe()
-        d.update({"gpu": self.gpu, "engine_cached": self.engine_cached, "max_batch": self.max_batch, "engine_outputs": self.output_names})
+        d.update({"gpu": self.gpu, "engine_cached": self.full["cached"], "max_batch": self.max_batch, "engine_outputs": self.output_names,
+                  "timed_engine_outputs": self.logits_only["outputs"], "gpu_mem_mb": self.gpu_mem_bytes / 2**20})
         try:
             d["layer_precisions"] = self.layer_precisions()
+            d["layer_precisions_with_features"] = self.layer_precisions(self.full)
         except Exception as e:  # the inspector's JSON varies between TensorRT versions: record why, do not fail the job
             d["layer_precisions_error"] = str(e)[:200]
         return d
+
+    def profile(self) -> Dict[str, Any]:
+        """With the `trtexec` option: trtexec's phase timings, layer profile and layer precisions of the
+        logits-only engine ({"trtexec": ...}, or {"trtexec_error": why}); {} without it."""
+        executable = self.options.get("trtexec")
+        if not executable:
+            return {}
+        try:
+            shape = [1] + [int(v) for v in tuple(self.logits_only["engine"].get_tensor_shape(self.input_name))[1:]]
+            return {"trtexec": profile_engine(self.logits_only["path"], self.input_name, shape, executable=str(executable))}
+        except Exception as e:  # trtexec missing or failing leaves the run's own timings intact
+            return {"trtexec_error": str(e)[:300]}
 
     def close(self) -> None:
         for ptr in self.__dict__.pop("buffers", {}).values():
             self.cudart.cudaFree(ptr)
         if "stream" in self.__dict__:
             self.cudart.cudaStreamDestroy(self.__dict__.pop("stream"))
-        self.__dict__.pop("context", None)
-        self.__dict__.pop("engine", None)
+        self.__dict__.pop("logits_only", None)
+        self.__dict__.pop("full", None)
 
     @classmethod
     def version(cls) -> str:

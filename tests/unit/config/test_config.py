@@ -48,6 +48,9 @@ def test_frozen() -> None:
         ('[[models]]\nname = "resnet9000"\n', "unknown model 'resnet9000'; known models: densenet121"),
         ('[[runtimes]]\nname = "tensorflow"\n', "unknown runtime 'tensorflow'; known runtimes: fault, litert, null, onnxruntime"),
         ('[[runtimes]]\nname = "fault"\n', "runtimes.fault: set it exactly when name = 'fault'"),
+        ('[[runtimes]]\nname = "onnxruntime"\ntrtexec = "trtexec"\n', "runtimes.trtexec: a tensorrt runtime option; runtime 'onnxruntime' takes none"),
+        ('[[runtimes]]\nname = "tensorrt"\nmax_batch = 0\n', "runtimes.max_batch: expected an integer from 1 to 4096, got 0"),
+        ('[[runtimes]]\nname = "tensorrt"\ntrtexec = " "\n', "runtimes.trtexec: expected trtexec's path"),
         ('[[runtimes]]\nname = "fault"\nfault = "meteor"\n', "runtimes.fault: expected one of segfault, kill, oom, hang, hang-child, exit, raise, nan, got 'meteor'"),
         ('[export]\nprecisions = ["fp32", "int3"]\n', "export.precisions: expected values from fp32, int16, int8, got 'int3'"),
         ('[explain]\nmethods = ["gradcampp", "magic"]\n', "unknown CAM method 'magic'"),
@@ -184,3 +187,13 @@ def test_floats_built_in_python_are_checked_as_in_toml(bad: float) -> None:
         LowbitSpec(lr=bad)
     with pytest.raises(ConfigError, match="connect_timeout_s"):
         DeviceSpec("orin", url="ssh://u@127.0.0.1", connect_timeout_s=bad)
+
+
+def test_tensorrt_options_reach_the_runtime_and_leave_other_hashes_alone() -> None:
+    from edgecam.config import RuntimeSpec
+
+    spec = RuntimeSpec("tensorrt", max_batch=8, trtexec="/usr/src/tensorrt/bin/trtexec")
+    assert spec.options() == {"threads": None, "max_batch": 8, "trtexec": "/usr/src/tensorrt/bin/trtexec"}
+    assert RuntimeSpec("tensorrt").options() == {"threads": None}
+    plain = RunConfig().to_dict()["runtimes"][0]
+    assert "max_batch" not in plain and "trtexec" not in plain  # a run pinned before these options resumes

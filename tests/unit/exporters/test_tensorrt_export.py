@@ -213,3 +213,27 @@ def test_the_lint_reads_every_valid_qdq_form() -> None:
     uint8 = _graph([onnx.helper.make_node("QuantizeLinear", ["x", "s"], ["xq"], name="q"), onnx.helper.make_node("DequantizeLinear", ["xq", "s"], ["xd"], name="dq"),
                     onnx.helper.make_node("MatMul", ["xd", "xd"], ["y"], name="mm")], [scale])
     assert any("quantized type UINT8" in p for p in lint(uint8))  # no zero point and no output_dtype: uint8
+
+
+def test_qat_learned_scales_are_written_into_the_tensorrt_graph(trained_tinycnn: Any, trt_tinycnn: dict[str, Artifact]) -> None:
+    """`quant = "qat"` (tinycnn's configuration) fine-tunes TensorRT's own QDQ graph, as it does the onnx
+    format's: the scales move away from the calibrated ones (`quant = "ptq"`), and the result still follows
+    TensorRT's rules (zero points 0, float biases)."""
+    import dataclasses
+
+    from edgecam.bench.deploy import build_artifact
+
+    t = trained_tinycnn
+    qat_art = trt_tinycnn["int8"]
+    assert t.cfg.export.quant == "qat" and qat_art.manifest["quantization"]["scales_from"].startswith("qat")
+    assert qat_art.manifest["quantization"]["qat_steps"] > 0
+    cfg = t.cfg.replace(export=dataclasses.replace(t.cfg.export, quant="ptq"))
+    ptq_art = Artifact.load(build_artifact(t.model, cfg.models[0], t.layer, t.meta["sha256"], "tensorrt", "int8", cfg, t.data, TensorRTExporter())[0])
+    assert ptq_art.manifest["quantization"]["scales_from"] == "ptq calibration"
+    qat, ptq = onnx.load(str(qat_art.path)), onnx.load(str(ptq_art.path))
+    assert lint(qat) == [] and lint(ptq) == []
+    scales = lambda m: {i.name: numpy_helper.to_array(i) for i in m.graph.initializer if i.name.endswith("_scale")}  # noqa: E731
+    learned, calibrated = scales(qat), scales(ptq)
+    assert learned.keys() == calibrated.keys()
+    moved = [k for k in learned if not np.allclose(learned[k], calibrated[k], rtol=1e-4)]
+    assert len(moved) >= len(learned) // 4, (len(moved), len(learned))

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from edgecam.runtimes import runtime_class, runtime_format, runtime_modules
-from edgecam.runtimes.tensorrt import available_reason, engine_key, layer_precision, timing_cache_name
+from edgecam.runtimes.tensorrt import available_reason, engine_key, timing_cache_name
 
 
 def test_the_runtime_loads_tensorrt_artifacts_and_is_probed_for() -> None:
@@ -38,13 +38,3 @@ def test_without_tensorrt_loading_says_why(tmp_path) -> None:  # type: ignore[no
     model.write_bytes(b"")
     with pytest.raises(RuntimeError, match="the tensorrt runtime cannot run here: " + re.escape(str(available_reason()))):
         runtime_class("tensorrt")(str(model))
-
-
-def test_layer_precisions_are_read_from_the_inspectors_words() -> None:
-    """Strings shaped like TensorRT's tensor-format descriptions; no real engine's inspector output is available
-    here, so this checks the word matching only (tests/hardware checks it on a real engine)."""
-    assert layer_precision("Thirty-two wide channel vectorized row major Int8 format.") == "int8"
-    assert layer_precision("Row major linear FP16 format") == "fp16"
-    assert layer_precision("Row major linear FP32") == "fp32"
-    assert layer_precision("Channel major FP16 format where channel % 8 == 0") == "fp16"
-    assert layer_precision("") == "unknown"
