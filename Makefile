@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,tensorrt-rtx]'
+	$(PY) -m pip install -q -e '.[dev,tensorrt-rtx,ray]'
 	@# grad-cam pulls opencv-python-headless, which shares the cv2 package with the contrib build: make sure
 	@# the contrib one (cv2.saliency, for the visual-saliency providers) is the one on disk
 	@$(PY) -c "import cv2; cv2.saliency" 2>/dev/null || $(PY) -m pip install -q --force-reinstall --no-deps \

@@ -220,10 +220,17 @@ def _run_config(args: argparse.Namespace, cfg: Any) -> int:
         if args.limit < 1:
             raise EdgecamError(f"--limit: expected a positive integer, got {args.limit}")
     require_code_consent(cfg, args.allow_code)
-    dspec = get_device_spec(args.device or cfg.device, args.devices)
+    if getattr(args, "address", None) and args.executor != "ray":
+        raise EdgecamError(f"--address is a Ray cluster's address: it needs --executor ray (got --executor {args.executor})")
+    if getattr(args, "fleet", None) and args.device:
+        raise EdgecamError("--fleet and --device both name the devices; pass one")
+    dspec = None if getattr(args, "fleet", None) else get_device_spec(args.device or cfg.device, args.devices)
     if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
         raise EdgecamError(f"--out {args.out} and --resume {args.resume} name different directories; pass one")
     out_dir = Path(args.resume or args.out or Path("runs") / f"{slug(cfg.name)}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    executor = getattr(args, "executor", "inprocess")
+    if getattr(args, "fleet", None) or executor != "inprocess":
+        return _run_on_executor(args, cfg, out_dir, dspec, console)
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                       console=console, transient=False) as progress:
@@ -245,6 +252,41 @@ def _run_config(args: argparse.Namespace, cfg: Any) -> int:
         console.print(table)
         return 1
     return 0
+
+
+def _run_on_executor(args: argparse.Namespace, cfg: Any, out_dir: Path, dspec: Any, console: Any) -> int:
+    """`edgecam run --fleet A,B` (a fleet directory) or `--executor ray` for one device (its run directory as
+    usual, run by one Ray actor): print each device's outcome and where its results are."""
+    from rich.table import Table
+
+    from edgecam.bench import outputs as files
+    from edgecam.bench.executors import DeviceRun, make_executor
+    from edgecam.bench.fleet import device_dir, fleet_run
+
+    log = markup_log(console)
+    runner = make_executor(args.executor, args.address)
+    resume = True if args.resume else None
+    try:
+        if args.fleet:
+            fleet = fleet_run(cfg, out_dir, args.fleet, args.devices, limit=args.limit, resume=resume, log=log, runner=runner, address=args.address)
+            outcomes, where = fleet["outcomes"], {o["device"]: device_dir(out_dir, o["device"]) for o in fleet["outcomes"]}
+        else:
+            outcomes = [o.__dict__ for o in runner.run(cfg, [DeviceRun(dspec, out_dir)], args.limit, resume, log)]
+            where, fleet = {dspec.name: out_dir}, None
+    except KeyboardInterrupt:
+        log(f"[yellow]interrupted: every device's finished jobs are kept under {out_dir}; rerun the same command to resume[/yellow]")
+        return 130
+    table = Table(title=plain(f"{len(outcomes)} device run(s) on the {runner.name} executor"))
+    for col in ("device", "run", "failed jobs", "wall s", "attempts", "results"):
+        table.add_column(col)
+    for o in outcomes:
+        table.add_row(plain(o["device"]), plain("finished" if o["ok"] else f"FAILED: {(o['error'] or '')[-300:]}"), str(len(o["failed_jobs"])),
+                      f"{o['wall_s']:.0f}", str(o["attempts"]), plain(str(where[o["device"]])))
+    console.print(table)
+    if fleet is not None:
+        console.print(plain(f"fleet: {out_dir}/{files.FLEET}, {files.FLEET_GAP_CSV} ({len(fleet['gap'])} device-gap rows), {files.FLEET_REPORT}; "
+                            f"wall {fleet['wall_s']:.0f} s vs {fleet['sum_device_wall_s']:.0f} s device after device"))
+    return 0 if all(o["ok"] and not o["failed_jobs"] for o in outcomes) else 1
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -338,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default=None, help="device name from the inventory (overrides the config's `device`)")
     r.add_argument("--devices", default=None, metavar="FILE", help="device inventory (default: $EDGECAM_DEVICES, ./devices.toml, ~/.config/edgecam/devices.toml)")
     r.add_argument("--allow-code", action="store_true", help="allow 'module:factory' models: the experiment file then runs Python code (trusted files only)")
+    r.add_argument("--fleet", default=None, metavar="A,B,...", help="run on each of these inventory devices ('all': every one) into OUT/<device>/, "
+                   "with the device gap of every pair (fleet.html)")
+    r.add_argument("--executor", default="inprocess", choices=("inprocess", "ray"), help="inprocess: one device after another (default); ray: every "
+                   "device at once, one Ray actor per board (pip install 'edgecam[ray]')")
+    r.add_argument("--address", default=None, metavar="ADDR", help="the Ray cluster to join (default: start one on this machine for the run)")
     r.set_defaults(func=cmd_run)
     se = sub.add_parser("sensitivity", help="rank the quantized layer groups of an ONNX artifact by how far they move the CAM, plan a mixed-precision variant and run it")
     se.add_argument("config", help="experiment TOML file (its ONNX fp32 and int8 / int16 artifacts are analysed)")

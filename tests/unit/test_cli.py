@@ -118,3 +118,14 @@ def test_the_environment_variable_gives_the_same_consent(tmp_path, capsys, monke
     assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "--allow-code" not in err and "edgecam_no_such_module" in err
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--fleet", "local,local", "--out", "{tmp}/f"], "--fleet: device(s) named twice: local"),
+    (["--fleet", "local,x", "--device", "local"], "--fleet and --device both name the devices; pass one"),
+    (["--address", "127.0.0.1:6379", "--out", "{tmp}/f"], "--address is a Ray cluster's address: it needs --executor ray"),
+])
+def test_fleet_and_executor_options_are_checked_before_any_work(tmp_path, capsys, extra, message) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    assert main(["run", "configs/digits-demo.toml", *args]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "f").exists()

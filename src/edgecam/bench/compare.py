@@ -117,9 +117,18 @@ def device_label(run: str | Path) -> str:
     return f"{name} ({dev.get('arch', '?')}{', emulated' if dev.get('emulated') else ''})"
 
 
-def _html_table(cols: list[str], rows: list[list[str]]) -> str:
+def html_table(cols: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join('<tr>' + ''.join(f'<td>{c}</td>' for c in r) + '</tr>' for r in rows)}</tbody></table>"
+
+
+def gap_section(gap: Any, lead: tuple[str, ...] = ()) -> str:
+    """The device gap as an HTML section (`lead`: columns shown first, e.g. the fleet's device pair)."""
+    cols = [*lead, *GAP_COLUMNS]
+    text = len(lead) + 8  # identity columns and counts print as text, the metrics with 4 significant digits
+    rows = [[html.escape(str(r[c])) for c in cols[:text]] + [f"{r[c]:.4g}" for c in cols[text:]] for _, r in gap.iterrows()]
+    return ('<h2 id="device-gap">Device gap: the same artifact on the two devices, image by image</h2><p>Top-1 agreement, max and median over '
+            "images of max |logit A - logit B|, and mean SIM / CC / KLD between the two devices' CAMs.</p>" + html_table(cols, rows))
 
 
 def to_html(table: Any, run_a: str | Path, run_b: str | Path, gap: Any = None) -> str:
@@ -132,12 +141,8 @@ def to_html(table: Any, run_a: str | Path, run_b: str | Path, gap: Any = None) -
                                                                             f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}]", str(bool(r["paired"]))])
     title = f"edgecam compare: {html.escape(str(run_b))} - {html.escape(str(run_a))}"
     devices = f"<p>A: {html.escape(device_label(run_a))}; B: {html.escape(device_label(run_b))}.</p>"
-    gap_html = ""
-    if gap is not None and not gap.empty:
-        gap_rows = [[html.escape(str(r[c])) for c in GAP_COLUMNS[:8]] + [f"{r[c]:.4g}" for c in GAP_COLUMNS[8:]] for _, r in gap.iterrows()]
-        gap_html = ('<h2 id="device-gap">Device gap: the same artifact on the two devices, image by image</h2><p>Top-1 agreement, max and median over '
-                    "images of max |logit A - logit B|, and mean SIM / CC / KLD between the two devices' CAMs.</p>" + _html_table(GAP_COLUMNS, gap_rows))
+    gap_html = gap_section(gap) if gap is not None and not gap.empty else ""
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{CSP}"><title>{title}</title><style>{STYLE}</style>'
             f"</head><body><h1>{title}</h1>{devices}"
-            f"<p>Deltas B - A with 95% bootstrap intervals; bold: the interval excludes 0.</p>{_html_table([*KEYS, 'metric', 'a', 'b', 'delta', '95% CI', 'paired'], body)}"
+            f"<p>Deltas B - A with 95% bootstrap intervals; bold: the interval excludes 0.</p>{html_table([*KEYS, 'metric', 'a', 'b', 'delta', '95% CI', 'paired'], body)}"
             f"{gap_html}</body></html>")

@@ -36,6 +36,10 @@ REPORT = "report.html"
 OUTPUTS = "outputs"  # per explain shard: the first images' logits and (downsampled) CAMs, for cross-run comparisons
 ARTIFACTS = "artifacts"
 JOBS = "jobs"
+FLEET = "fleet.json"  # a fleet run's directory (`bench/fleet.py`): the devices, how each run ended, wall times
+FLEET_GAP = "fleet_gap.parquet"  # the device gap of every pair of the fleet's devices
+FLEET_GAP_CSV = "fleet_gap.csv"
+FLEET_REPORT = "fleet.html"
 DEVICE_SCRATCH = ".device"  # the local device's working directory inside a run, removed at the end
 
 
