@@ -115,7 +115,7 @@ class RuntimeSpec:
     providers: Optional[tuple[str, ...]] = None
     fault: Optional[str] = None  # runtime "fault" only: which fault to inject (runtimes/fault.py)
     fault_precisions: tuple[str, ...] = ()  # ... into these precisions' artifacts (empty: all)
-    max_batch: Optional[int] = None  # runtime "tensorrt" only: the engines' largest batch (default 32)
+    max_batch: Optional[int] = None  # runtime "tensorrt" only: the engines' largest batch (default 32; larger batches run in pieces)
     trtexec: Optional[str] = None  # runtime "tensorrt" only: also time the engine with this trtexec ("trtexec": on PATH)
 
     def __post_init__(self) -> None:

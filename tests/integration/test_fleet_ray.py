@@ -127,12 +127,11 @@ def _actor_pid(run_dir: Path) -> int | None:
         return None
 
 
-def test_an_actor_killed_mid_run_on_another_node_is_retried_on_the_same_board_and_resumes(inventory: Path, reference: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+def test_an_actor_killed_mid_run_on_another_node_is_retried_on_the_same_board_and_resumes(inventory: Path, reference: tuple[Path, dict[str, Any]],
+                                                                                          tmp_path: Path) -> None:
     from edgecam.bench import outputs as files
-    from edgecam.bench.executors import RayExecutor
+    from edgecam.bench.executors import RayExecutor, device_resource
     from edgecam.bench.fleet import fleet_run
-
-    from edgecam.bench.executors import device_resource
     from edgecam.cache import cache_dir
 
     out, killed = tmp_path / "ray", []

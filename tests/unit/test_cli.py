@@ -51,6 +51,11 @@ def test_an_experiment_file_that_runs_code_needs_consent(tmp_path, capsys, monke
     bad.write_text('[[models]]\nname = "../../x:y"\n')
     assert main(["run", str(bad), "--allow-code"]) == 2
     assert "not 'module.path:factory'" in capsys.readouterr().err
+    trt = tmp_path / "trt.toml"
+    trt.write_text('[[runtimes]]\nname = "tensorrt"\ntrtexec = "/tmp/anything"\n')
+    assert main(["run", str(trt), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "runtimes.trtexec /tmp/anything: the board runs the program" in err and "--allow-code" in err and not (tmp_path / "out").exists()
 
 
 def test_run_directory_names_are_one_safe_component() -> None:

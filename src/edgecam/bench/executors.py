@@ -141,39 +141,57 @@ def pack_dir(path: Path) -> bytes:
 
 
 def unpack_dir(data: bytes, path: Path) -> None:
-    """Replace the contents of `path` (its lock file kept) by a `pack_dir` archive; refuses members that would
-    land outside `path`."""
+    """Replace the contents of `path` (its lock file kept) by a `pack_dir` archive: extracted beside it first,
+    so a bad archive leaves `path` as it was; members that would land outside it (absolute paths, `..`, links)
+    are refused."""
     from edgecam.bench.store import LOCK_FILE
 
     path.mkdir(parents=True, exist_ok=True)
-    for child in path.iterdir():
-        if child.name != LOCK_FILE:
-            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-        tar.extractall(path, filter="data")  # the "data" filter refuses absolute paths, .. and links out
+    staging = path.with_name(f".{path.name}.incoming")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+            for member in tar.getmembers():
+                if member.name.startswith("/") or ".." in Path(member.name).parts or not (member.isfile() or member.isdir()):
+                    raise ValueError(f"archive member {member.name!r} is not a plain file or folder inside {path}: refused")
+            tar.extractall(staging)  # members checked above (Python 3.10's tarfile may lack the "data" filter)
+        for child in path.iterdir():
+            if child.name != LOCK_FILE:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        for child in staging.iterdir():
+            child.rename(path / child.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class DeviceWorker:
     """The Ray actor of one device: runs that device's run on the node that offers its resource."""
 
-    def run(self, cfg: "RunConfig", run: DeviceRun, limit: int | None, resume: bool | None, driver_key: str, packed: bytes | None) -> dict[str, Any]:
+    def run(self, cfg: "RunConfig", run: DeviceRun, limit: int | None, resume: bool | None, key: str, packed: bytes | None,
+            threads: int) -> dict[str, Any]:
         """The device's run into `run.out_dir` (`packed` None: the driver's node), else into this node's scratch
-        directory for (`driver_key`, device), seeded from `packed` (the driver's copy) and sent back packed."""
+        directory for `key`, seeded from `packed` (the driver's copy) and sent back packed. `threads`: the host
+        stages' threads (torch's, and OMP_NUM_THREADS for what the actor starts). Errors come back as text, with
+        `lost` telling whether a retry on the same board may help."""
         import ray
+        import torch
 
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
         node = {"node": ray.get_runtime_context().get_node_id(), "address": ray.util.get_node_ip_address()}
         log = _prefixed(print, run.device.name)  # Ray forwards an actor's prints to the driver
-        if packed is None:  # the driver's node: its run directory is right here
-            return {**run_device(cfg, run, limit, resume, log), **node, "packed": None}
-        scratch = scratch_dir(driver_key, run.device.name)
-        if not (scratch / "run.json").is_file():  # else an attempt that died here left newer jobs than the driver's copy
-            unpack_dir(packed, scratch)
+        target = run if packed is None else DeviceRun(run.device, scratch_dir(key, run.device.name))
+        if packed is not None and not (target.out_dir / "run.json").is_file():  # else a retry: the dead attempt's jobs are newer
+            unpack_dir(packed, target.out_dir)
         try:
-            got: dict[str, Any] = run_device(cfg, DeviceRun(run.device, scratch), limit, resume, log)
+            got: dict[str, Any] = run_device(cfg, target, limit, resume, log)
         except Exception as exc:  # noqa: BLE001 - the finished jobs go back to the driver either way
-            got = {"error": exc}
-        result = {**got, **node, "packed": pack_dir(scratch)}
-        shutil.rmtree(scratch, ignore_errors=True)  # the driver's copy has it all now (only a killed actor leaves it)
+            got = {"error": _error_text(exc), "lost": _lost(exc)}
+        if packed is None:
+            return {**got, **node, "packed": None}
+        result = {**got, **node, "packed": pack_dir(target.out_dir)}
+        shutil.rmtree(target.out_dir, ignore_errors=True)  # the driver's copy has it all now (only a killed actor leaves it)
         return result
 
 
@@ -208,6 +226,8 @@ class RayExecutor:
     def __init__(self, address: str | None = None, retries: int = DEFAULT_RETRIES, num_cpus: int | None = None, sync: str = "auto") -> None:
         if sync not in ("auto", "always"):
             raise ValueError(f"sync: expected 'auto' or 'always', got {sync!r}")
+        if address is not None and address.startswith("ray://"):  # Ray Client: the driver's files would be the head's
+            raise ConfigError(f"--address {address}: Ray Client (ray://) is not supported; run edgecam on a node of the cluster, --address HEAD:6379")
         self.address, self.retries, self.num_cpus, self.sync = address, retries, num_cpus, sync
 
     def _connect(self, ray: Any, names: list[str]) -> bool:
@@ -232,6 +252,9 @@ class RayExecutor:
         return started
 
     def run(self, cfg: "RunConfig", runs: list[DeviceRun], limit: int | None, resume: bool | None, log: Callable[[str], None]) -> list[Outcome]:
+        import contextlib
+        import uuid
+
         from edgecam.bench.store import run_dir_lock
 
         ray = import_ray(local=self.address is None)
@@ -239,46 +262,64 @@ class RayExecutor:
         worker = ray.remote(DeviceWorker)
         driver_node = ray.get_runtime_context().get_node_id()
         nodes = {n["NodeID"]: n for n in ray.nodes()}
-        pending: dict[Any, tuple[DeviceRun, int, float, Any]] = {}
+        invocation = uuid.uuid4().hex[:12]  # a scratch directory is reused only by a retry of this invocation
+        # host threads per actor: the user's OMP_NUM_THREADS, else the cluster's CPUs shared by the devices (Ray would
+        # set 1 in a 0-CPU actor; all of them each would oversubscribe a host that runs several devices)
+        threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, int(ray.cluster_resources().get("CPU", 1)) // len(runs)))
+        pending: dict[Any, tuple[DeviceRun, int, float, contextlib.ExitStack]] = {}
         outcomes: dict[str, Outcome] = {}
         try:
             def submit(r: DeviceRun, attempt: int, again: bool | None) -> None:
                 actor = worker.options(resources={device_resource(r.device.name): 1}, num_cpus=0, max_restarts=0).remote()
                 # where the actor lands is known only once it runs: move the directory unless this node is the only one offering the board
                 here = all(nid == driver_node for nid, n in nodes.items() if n.get("Alive") and n.get("Resources", {}).get(device_resource(r.device.name)))
-                packed = None if here and self.sync == "auto" else pack_dir(r.out_dir)
-                key = stable_hash({"driver": driver_node, "out": str(r.out_dir.resolve())})
-                pending[actor.run.remote(cfg, r, limit, again, key, packed)] = (r, attempt, time.perf_counter(), actor)
+                held = contextlib.ExitStack()
+                packed = None
+                if not (here and self.sync == "auto"):
+                    held.enter_context(run_dir_lock(r.out_dir))  # the driver's copy is the actor's until it comes back
+                    packed = pack_dir(r.out_dir)
+                key = stable_hash({"invocation": invocation, "out": str(r.out_dir.resolve())})
+                pending[actor.run.remote(cfg, r, limit, again, key, packed, threads)] = (r, attempt, time.perf_counter(), held)
 
             for r in runs:
                 submit(r, 1, resume)
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
-                r, attempt, t0, _actor = pending.pop(done[0])
-                try:
-                    got = ray.get(done[0])
-                    error = got.get("error")
-                except ray.exceptions.RayActorError as exc:  # the actor's process died (OOM, node lost)
-                    got, error = {}, exc
-                except ray.exceptions.RayTaskError as exc:
-                    got, error = {}, exc.cause if getattr(exc, "cause", None) is not None else exc
-                if got.get("packed") is not None:
-                    with run_dir_lock(r.out_dir):
-                        unpack_dir(got["packed"], r.out_dir)
+                r, attempt, t0, held = pending.pop(done[0])
+                with held:
+                    got, error, lost = self._collect(ray, done[0], r)
+                name = r.device.name
                 if error is None:
-                    outcomes[r.device.name] = Outcome(r.device.name, True, got["wall_s"], attempt, failed_jobs=got["failed_jobs"], node=str(got["node"]),
-                                                      address=str(got["address"]))
-                    log(f"{r.device.name}: finished on node {str(got['node'])[:12]} in {got['wall_s']:.0f} s")
-                elif (_lost(error) or isinstance(error, ray.exceptions.RayActorError)) and attempt <= self.retries:
-                    log(f"[yellow]{r.device.name}: lost ({_error_text(error)}); retrying on the same board, resuming its jobs[/yellow]")
+                    outcomes[name] = Outcome(name, True, got["wall_s"], attempt, failed_jobs=got["failed_jobs"], node=str(got["node"]), address=str(got["address"]))
+                    log(f"{name}: finished on node {str(got['node'])[:12]} in {got['wall_s']:.0f} s")
+                elif lost and attempt <= self.retries:
+                    log(f"[yellow]{name}: lost ({error}); retrying on the same board, resuming its jobs[/yellow]")
                     submit(r, attempt + 1, True)
                 else:
-                    outcomes[r.device.name] = Outcome(r.device.name, False, time.perf_counter() - t0, attempt, _error_text(error)[:2000], node=str(got.get("node", "")),
-                                                      address=str(got.get("address", "")))
+                    outcomes[name] = Outcome(name, False, time.perf_counter() - t0, attempt, error[:2000], node=str(got.get("node", "")), address=str(got.get("address", "")))
         finally:
+            for _, _, _, held in pending.values():
+                held.close()
             if started:
                 ray.shutdown()
         return [outcomes[r.device.name] for r in runs]
+
+    @staticmethod
+    def _collect(ray: Any, ref: Any, r: DeviceRun) -> tuple[dict[str, Any], str | None, bool]:
+        """An actor's answer as (result, error text or None, whether the device was lost: worth a retry); a
+        moved run directory is written back into the driver's copy first."""
+        try:
+            got = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:  # the actor's process died (OOM, node lost)
+            return {}, _error_text(exc), True
+        except ray.exceptions.RayError as exc:  # an object lost, a task that failed in Ray itself
+            return {}, _error_text(exc), False
+        if got.get("packed") is not None:
+            try:
+                unpack_dir(got["packed"], r.out_dir)
+            except (OSError, ValueError, tarfile.TarError) as exc:
+                return got, f"its run directory could not be written back: {_error_text(exc)}", False
+        return got, got.get("error"), bool(got.get("lost"))
 
 
 EXECUTORS: Registry[Any] = Registry("executor")

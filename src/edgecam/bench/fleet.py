@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from edgecam.bench import outputs as files
 from edgecam.bench.executors import DEFAULT_RETRIES, DeviceRun, make_executor
 from edgecam.cache import atomic_write_bytes, atomic_write_json, stable_hash
-from edgecam.errors import ConfigError
+from edgecam.errors import ConfigError, EdgecamError
 
 if TYPE_CHECKING:
     from edgecam.config import RunConfig
@@ -44,11 +44,23 @@ def fleet_specs(names: str | Sequence[str], inventory: str | Path | None = None)
         raise ConfigError(f"--fleet: device(s) named twice: {', '.join(repeated)}")
     if len(listed) < 2:
         raise ConfigError(f"--fleet: a fleet has two devices or more (got {listed[0]!r}); for one device use --device")
+    from edgecam.bench.executors import device_resource
+
+    reserved = {files.FLEET, files.FLEET_GAP, files.FLEET_GAP_CSV, files.FLEET_REPORT}
+    for key, what in ((device_dir, "directory"), (lambda _out, n: device_resource(n), "Ray resource")):
+        mapped: dict[Any, str] = {}
+        for n in listed:
+            k = key(Path(), n)
+            if str(k) in reserved:
+                raise ConfigError(f"--fleet: device {n!r} would have the {what} {k}, a name the fleet's own files use; rename it in the inventory")
+            if k in mapped:
+                raise ConfigError(f"--fleet: devices {mapped[k]!r} and {n!r} map to one {what} ({k}); rename one in the inventory")
+            mapped[k] = n
     return [get_device_spec(n, inventory) for n in listed]
 
 
 def device_dir(out_dir: Path, name: str) -> Path:
-    """A device's run directory inside the fleet's (inventory names are checked identifiers: one safe component)."""
+    """A device's run directory inside the fleet's: its name as one safe path component."""
     import re
 
     return out_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "device")
@@ -65,8 +77,6 @@ def fleet_run(cfg: "RunConfig", out_dir: str | Path, names: str | Sequence[str],
     out = Path(out_dir)
     runner = runner or make_executor(executor, address, retries)
     runs = [DeviceRun(spec, device_dir(out, spec.name)) for spec in specs]
-    if len({r.out_dir for r in runs}) < len(runs):
-        raise ConfigError("--fleet: two device names map to one directory name: " + ", ".join(spec.name for spec in specs))
     if resume and not out.is_dir():
         raise ConfigError(f"--resume {out}: no such fleet directory")
     out.mkdir(parents=True, exist_ok=True)
@@ -78,25 +88,35 @@ def fleet_run(cfg: "RunConfig", out_dir: str | Path, names: str | Sequence[str],
         outcomes = runner.run(cfg, runs, limit, True if resume else None, log)
         wall = time.perf_counter() - t0
         finished = [(o.device, r.out_dir) for o, r in zip(outcomes, runs) if o.ok]
-        gap = fleet_gap(finished)
+        gap, gap_errors = fleet_gap(finished)
+        for e in gap_errors:
+            log(f"[yellow]no device gap for {e['device_a']} / {e['device_b']}: {e['error']}[/yellow]")
         summary = {"devices": [s.name for s in specs], "executor": runner.name, "address": address, "config_hash": stable_hash(cfg.to_dict()),
-                   "wall_s": wall, "sum_device_wall_s": sum(o.wall_s for o in outcomes), "outcomes": [asdict(o) for o in outcomes]}
+                   "wall_s": wall, "sum_device_wall_s": sum(o.wall_s for o in outcomes), "outcomes": [asdict(o) for o in outcomes], "gap_errors": gap_errors}
         atomic_write_json(out / files.FLEET, summary)
         files.write_tables(out, [(files.FLEET_GAP, gap), (files.FLEET_GAP_CSV, gap)])
         atomic_write_bytes(out / files.FLEET_REPORT, fleet_html(out, summary, gap).encode())
     return {**summary, "gap": gap}
 
 
-def fleet_gap(finished: list[tuple[str, Path]]) -> Any:
-    """The device gap of every pair of finished devices (in fleet order), with `device_a` / `device_b` first."""
+def fleet_gap(finished: list[tuple[str, Path]]) -> tuple[Any, list[dict[str, str]]]:
+    """The device gap of every pair of finished devices (in fleet order), with `device_a` / `device_b` first, and
+    the pairs whose gap could not be computed (e.g. logits of another shape: not the same model) with why."""
     import pandas as pd
 
     from edgecam.bench.compare import GAP_COLUMNS, device_gap
 
-    parts = [device_gap(da, db).assign(device_a=a, device_b=b) for (a, da), (b, db) in itertools.combinations(finished, 2)]
-    parts = [p for p in parts if not p.empty]
+    parts, errors = [], []
+    for (a, da), (b, db) in itertools.combinations(finished, 2):
+        try:
+            part = device_gap(da, db)
+        except (EdgecamError, OSError, ValueError, KeyError) as exc:
+            errors.append({"device_a": a, "device_b": b, "error": f"{type(exc).__name__}: {exc}"[:500]})
+            continue
+        if not part.empty:
+            parts.append(part.assign(device_a=a, device_b=b))
     cols = ["device_a", "device_b", *GAP_COLUMNS]
-    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+    return (pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)), errors
 
 
 def fleet_html(out: Path, summary: dict[str, Any], gap: Any) -> str:
@@ -109,7 +129,7 @@ def fleet_html(out: Path, summary: dict[str, Any], gap: Any) -> str:
         report = d / files.REPORT
         label = device_label(d) if (d / files.MANIFEST).is_file() else o["device"]
         link = f'<a href="{html.escape(report.relative_to(out).as_posix())}">report</a>' if report.is_file() else ""
-        state = "finished" if o["ok"] else "FAILED: " + (o["error"] or "")[:300]
+        state = "finished" if o["ok"] else "FAILED: " + (o["error"] or "")[-300:]
         jobs = f"{len(o['failed_jobs'])} failed job(s)" if o["failed_jobs"] else ""
         rows.append([html.escape(label), html.escape(state), html.escape(jobs), f"{o['wall_s']:.0f} s", str(o["attempts"]), link])
     walls = f"fleet wall time {summary['wall_s']:.0f} s; the devices' runs add up to {summary['sum_device_wall_s']:.0f} s"

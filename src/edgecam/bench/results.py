@@ -10,7 +10,6 @@ against an empty mask.
 from __future__ import annotations
 
 import math
-
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -223,20 +222,25 @@ def format_mean_std(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else {} (a device's answer may be anything)."""
+    return value if isinstance(value, dict) else {}
+
+
 def backend_columns(result: dict[str, Any]) -> dict[str, Any]:
     """The latency row's backend-specific columns, present only where the device measured them: the logits +
     features engine's p50 beside the timed logits-only one (TensorRT), trtexec's phase p50s (`trt_*_p50_ms`), the
-    engines' GPU memory and the tegrastats summary of the timed loop (Jetson)."""
+    engines' GPU memory and the tegrastats summary of the timed loop (Jetson). Values of the wrong shape or
+    not finite are left out."""
     from edgecam.runtimes.trtexec import latency_columns
 
     cols: dict[str, Any] = {}
-    if result.get("samples_with_features_s"):
+    if result.get("samples_with_features_s"):  # checked by `check_timing`
         cols["p50_with_features_ms"] = latency_stats(result["samples_with_features_s"])["p50_ms"]
-    cols.update(latency_columns((result.get("profile") or {}).get("trtexec")))
-    runtime = result.get("runtime") if isinstance(result.get("runtime"), dict) else {}
-    teg = result.get("tegrastats") if isinstance(result.get("tegrastats"), dict) else {}
-    for column, value in (("gpu_mem_mb", runtime.get("gpu_mem_mb")), ("tegra_ram_used_max_mb", (teg.get("ram_used_mb") or {}).get("max")),
-                          ("tegra_gpu_load_mean_pct", (teg.get("gpu_load_pct") or {}).get("mean"))):
+    cols.update(latency_columns(_dict(result.get("profile")).get("trtexec")))
+    teg = _dict(result.get("tegrastats"))
+    for column, value in (("gpu_mem_mb", _dict(result.get("runtime")).get("gpu_mem_mb")), ("tegra_ram_used_max_mb", _dict(teg.get("ram_used_mb")).get("max")),
+                          ("tegra_gpu_load_mean_pct", _dict(teg.get("gpu_load_pct")).get("mean"))):
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):  # a device's answer, checked
             cols[column] = float(value)
     return cols

@@ -165,8 +165,9 @@ class TensorRtRuntime(Runtime):
     def _execute(self, eng: Dict[str, Any], feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         x = feeds.get(eng["input"])
         x = np.ascontiguousarray(next(iter(feeds.values())) if x is None else x, dtype=np.float32)
-        if len(x) > self.max_batch:
-            raise ValueError("batch %d exceeds the engine's max_batch %d (runtime option max_batch)" % (len(x), self.max_batch))
+        if len(x) > self.max_batch:  # larger than the optimisation profile allows: in pieces
+            parts = [self._execute(eng, {eng["input"]: x[i : i + self.max_batch]}) for i in range(0, len(x), self.max_batch)]
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         cudart, context, engine = self.cudart, eng["context"], eng["engine"]
         if not context.set_input_shape(eng["input"], x.shape):
             raise ValueError("the engine refuses input shape %s for %r" % (list(x.shape), eng["input"]))

@@ -86,11 +86,12 @@ def read_profile(path: str) -> Dict[str, Any]:
     records = _load(path)
     if not isinstance(records, list):
         raise ValueError("%s: expected trtexec --exportProfile output (a list)" % path)
-    runs = next((int(r["count"]) for r in records if isinstance(r, dict) and "count" in r), None)
-    layers = []
-    for r in records:
-        if isinstance(r, dict) and "name" in r:
-            layers.append({"name": str(r["name"]), "average_ms": float(r.get("averageMs", 0.0)), "percentage": float(r.get("percentage", 0.0))})
+    try:
+        runs = next((int(r["count"]) for r in records if isinstance(r, dict) and "count" in r), None)
+        layers = [{"name": str(r["name"]), "average_ms": float(r.get("averageMs", 0.0)), "percentage": float(r.get("percentage", 0.0))}
+                  for r in records if isinstance(r, dict) and "name" in r]
+    except (TypeError, ValueError) as e:
+        raise ValueError("%s: a profile record holds no number where trtexec writes one (%s)" % (path, e)) from None
     layers.sort(key=lambda d: -d["average_ms"])
     return {"profiled_runs": runs, "layers": layers, "sum_average_ms": sum(d["average_ms"] for d in layers)}
 
@@ -142,20 +143,34 @@ def command(executable: str, engine: str, input_name: str, shape: Sequence[int],
 
 
 def profile_engine(engine: str, input_name: str, shape: Sequence[int], iterations: int = 50, warmup_ms: int = 200,
-                   executable: str = "trtexec", timeout_s: float = 600.0) -> Dict[str, Any]:
-    """Run trtexec on a built engine and read its exports: {"times", "profile", "layers", "command"}. Raises
-    FileNotFoundError when trtexec is not on PATH (JetPack puts it in /usr/src/tensorrt/bin), RuntimeError with
-    trtexec's last output lines when it fails."""
+                   executable: str = "trtexec", timeout_s: float = 240.0) -> Dict[str, Any]:
+    """Run trtexec on a built engine and read its exports: {"times", "profile", "layers", "command"}, an export
+    that does not read as `<name>_error` instead. Raises FileNotFoundError when trtexec is not on PATH (JetPack
+    puts it in /usr/src/tensorrt/bin), RuntimeError with trtexec's last output lines when it fails or runs past
+    `timeout_s` (well inside the job's own timeout, so the job's timings survive a hung trtexec)."""
     path = shutil.which(executable) or (executable if os.path.isfile(executable) else None)
     if path is None:
         raise FileNotFoundError("trtexec not found (%r; on JetPack it is /usr/src/tensorrt/bin/trtexec)" % executable)
     prefix = os.path.splitext(engine)[0] + ".trtexec"
+    exports = {"times": (prefix + ".times.json", read_times), "profile": (prefix + ".profile.json", read_profile),
+               "layers": (prefix + ".layers.json", read_layer_info)}
+    for export, _reader in exports.values():
+        if os.path.exists(export):
+            os.remove(export)  # an earlier run's export is never read as this one's
     cmd = command(path, engine, input_name, shape, prefix, iterations, warmup_ms)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=timeout_s)
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError("trtexec ran past %.0f s" % timeout_s) from None
     if proc.returncode != 0:
         raise RuntimeError("trtexec failed (exit %d): %s" % (proc.returncode, " | ".join(proc.stdout.strip().splitlines()[-5:])))
-    return {"times": read_times(prefix + ".times.json"), "profile": read_profile(prefix + ".profile.json"),
-            "layers": read_layer_info(prefix + ".layers.json"), "command": " ".join(cmd[1:])}
+    out: Dict[str, Any] = {"command": " ".join(cmd[1:])}
+    for name, (export, reader) in exports.items():
+        try:
+            out[name] = reader(export)
+        except (OSError, ValueError) as e:
+            out[name + "_error"] = str(e)[:300]
+    return out
 
 
 def latency_columns(trtexec: Optional[Dict[str, Any]]) -> Dict[str, float]:

@@ -61,7 +61,8 @@ def test_run_directories_travel_as_tar_without_their_lock(tmp_path: Path) -> Non
     unpack_dir(data, dst)
     assert sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*")) == [".lock", "jobs", "jobs/run", "jobs/run/meta.json", "results.parquet"]
     assert (dst / ".lock").read_text() == "456"  # the receiving side's lock is its own
-    assert pack_dir(tmp_path / "missing") and unpack_dir(pack_dir(tmp_path / "missing"), tmp_path / "new") is None
+    unpack_dir(pack_dir(tmp_path / "missing"), tmp_path / "new")  # a device's first run: an empty directory travels
+    assert (tmp_path / "new").is_dir() and not list((tmp_path / "new").iterdir())
 
 
 def test_an_archive_that_escapes_the_directory_is_refused(tmp_path: Path) -> None:
@@ -70,9 +71,22 @@ def test_an_archive_that_escapes_the_directory_is_refused(tmp_path: Path) -> Non
         info = tarfile.TarInfo("../escaped.txt")
         info.size = 2
         tar.addfile(info, io.BytesIO(b"hi"))
-    with pytest.raises(tarfile.OutsideDestinationError):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.parquet").write_bytes(b"PAR1")
+    with pytest.raises(ValueError, match="'../escaped.txt' is not a plain file or folder inside"):
         unpack_dir(buf.getvalue(), tmp_path / "run")
     assert not (tmp_path / "escaped.txt").exists()
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["results.parquet"]  # a refused archive changes nothing
+
+
+def test_a_symlink_in_an_archive_is_refused(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("jobs")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc"
+        tar.addfile(info)
+    with pytest.raises(ValueError, match="not a plain file or folder"):
+        unpack_dir(buf.getvalue(), tmp_path / "run")
 
 
 def test_log_lines_name_the_device_after_their_colour_tag() -> None:
@@ -88,5 +102,7 @@ def test_each_board_has_its_own_resource_and_executors_are_named() -> None:
     assert make_executor("inprocess").name == "inprocess" and make_executor("ray", "127.0.0.1:6379").address == "127.0.0.1:6379"
     with pytest.raises(ConfigError, match="--address is a Ray cluster's address: it needs --executor ray"):
         make_executor("inprocess", "127.0.0.1:6379")
+    with pytest.raises(ConfigError, match="Ray Client"):
+        make_executor("ray", "ray://head:10001")
     with pytest.raises(UnknownNameError, match="unknown executor .dask.; known executors: inprocess, ray"):
         make_executor("dask")

@@ -18,7 +18,7 @@ from edgecam.errors import ConfigError
 @pytest.fixture()
 def inventory(tmp_path: Path) -> Path:
     path = tmp_path / "devices.toml"
-    path.write_text('[[devices]]\nname = "bench-2"\nurl = "local"\n')
+    path.write_text("".join(f'[[devices]]\nname = "{n}"\nurl = "local"\n' for n in ("bench-2", "orin-1", "orin_1", "fleet.html")))
     return path
 
 
@@ -26,7 +26,9 @@ def inventory(tmp_path: Path) -> Path:
     ("local", "a fleet has two devices or more"),
     ("local,local", "device\\(s\\) named twice: local"),
     ("local,,bench-2", "expected device names separated by commas"),
-    ("local,orin", "unknown device 'orin'; known devices: bench-2, local"),
+    ("local,orin", "unknown device 'orin'; known devices: bench-2, fleet.html, local, orin-1, orin_1"),
+    ("local,orin-1,orin_1", "devices 'orin-1' and 'orin_1' map to one Ray resource \\(edgecam_device_orin_1\\)"),
+    ("local,fleet.html", "device 'fleet.html' would have the directory fleet.html, a name the fleet's own files use"),
 ])
 def test_bad_fleets_are_refused_before_any_work(inventory: Path, tmp_path: Path, names: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -35,11 +37,15 @@ def test_bad_fleets_are_refused_before_any_work(inventory: Path, tmp_path: Path,
 
 
 def test_all_is_every_device_of_the_inventory(inventory: Path) -> None:
-    assert [s.name for s in fleet_specs("all", inventory)] == ["local", "bench-2"]
+    with pytest.raises(ConfigError, match="fleet.html"):  # "all" is checked as any list is
+        fleet_specs("all", inventory)
+    assert [s.name for s in fleet_specs("local,bench-2,orin-1", inventory)] == ["local", "bench-2", "orin-1"]
     assert device_dir(Path("/f"), "../x y") == Path("/f/x_y")
 
 
-def test_a_fleet_writes_one_run_per_device_and_the_gap_of_each_pair(inventory: Path, tmp_path: Path) -> None:
+def test_a_fleet_writes_one_run_per_device_and_the_gap_of_each_pair(inventory: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgecam.cli import main
+
     cfg = RunConfig(models=(ModelSpec("tinycnn"),))
     cfg = cfg.replace(data=dataclasses.replace(cfg.data, limit=6), export=dataclasses.replace(cfg.export, precisions=("fp32",)),
                       runtimes=(RuntimeSpec("onnxruntime", threads=1),), bench=BenchSpec(warmup=1, iterations=3, memory=False),
@@ -58,3 +64,6 @@ def test_a_fleet_writes_one_run_per_device_and_the_gap_of_each_pair(inventory: P
     again = fleet_run(cfg, tmp_path / "f", "local,bench-2", inventory, log=lambda m: None)  # a rerun resumes every device
     assert all(json.loads((tmp_path / "f" / n / files.MANIFEST).read_text())["jobs"]["committed"] == 0 for n in ("local", "bench-2"))
     assert again["gap"].equals(out["gap"])
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "f" / "local"), str(tmp_path / "f" / "bench-2")]) == 0  # any two devices' runs compare
+    assert "Device gap" in capsys.readouterr().out

@@ -54,12 +54,12 @@ def test_the_logits_only_engine_is_timed_and_the_full_one_apart(tmp_path: Path, 
     check_timing(result, 10)
     if apart:
         assert rt.calls == {"run_timed": 2 + 10, "run": 1 + 2 + 10 + 1}  # first + warm-up + timed apart + outputs
-        assert min(result["samples_with_features_s"]) > max(result["samples_s"])  # 4 ms vs 1 ms forwards
+        assert np.median(result["samples_with_features_s"]) > 2 * np.median(result["samples_s"])  # 4 ms vs 1 ms forwards
         cols = backend_columns(result)
         assert cols["p50_with_features_ms"] > 3.5 and cols["trt_compute_p50_ms"] == 0.5
     else:
         assert rt.calls["run_timed"] == 0 and "samples_with_features_s" not in result
-        assert min(result["samples_s"]) > 0.0035  # the timed forward was `run`
+        assert np.median(result["samples_s"]) > 0.0035  # the timed forward was `run` (4 ms), not `run_timed` (1 ms)
     assert np.load(tmp_path / "outputs.npz")["features"].shape == (3, 2, 2, 2)  # outputs always come from `run`
 
 
@@ -74,4 +74,6 @@ def test_backend_columns_keep_only_finite_numbers() -> None:
     hostile = {"runtime": {"gpu_mem_mb": "9"}, "tegrastats": {"ram_used_mb": {"max": float("inf")}, "gpu_load_pct": {"mean": 41.5}},
                "profile": {"trtexec": {"times": {"h2d_p50_ms": 0.02}}}}
     assert backend_columns(hostile) == {"tegra_gpu_load_mean_pct": 41.5, "trt_h2d_p50_ms": 0.02}
+    for shapes in ({"profile": [1]}, {"profile": "x"}, {"profile": {"trtexec": 3}}, {"tegrastats": {"ram_used_mb": 5}}, {"tegrastats": []}, {"runtime": None}):
+        assert backend_columns(shapes) == {}, shapes
     assert backend_columns({}) == {}
