@@ -102,6 +102,7 @@ def test_failed_variant_is_recorded_and_run_exits_1(trained_tinycnn, session_cac
     assert sorted(manifest["failed"]) == sorted(f"run tinycnn-onnx-{p}-onnxruntime" for p in ("fp32", "int16", "int8"))
 
 
+@pytest.mark.slow  # 38 s; `make test-slow` runs it; the default quickstart run (test_default_run_is_the_pretrained_quickstart) checks its runtime gap
 def test_two_formats_give_a_runtime_gap(trained_tinycnn, tflite_tinycnn, session_cache: Path, tmp_path: Path) -> None:
     """ONNX Runtime and LiteRT side by side: both formats' rows, and the runtime gap per precision."""
     repo = Path(__file__).resolve().parents[2]
@@ -154,3 +155,5 @@ def test_default_run_is_the_pretrained_quickstart(session_cache: Path, tmp_path:
     assert fp32["top1_correct"].mean() >= 0.5  # real weights on real photos (not a trained toy)
     assert (results["cc_fp32"] > 0.5).mean() > 0.9  # quantized CAMs stay close to fp32's on most images
     assert (out / "report.html").is_file()
+    gap = pd.read_csv(out / "runtime_gap.csv")  # ONNX Runtime vs LiteRT, per precision (test_two_formats_give_a_runtime_gap: in detail)
+    assert {"fp32", "int16", "int8"} <= set(gap["precision"])

@@ -37,7 +37,7 @@ def fleet_config() -> RunConfig:
     """tinycnn at fp32 + int8 on ONNX Runtime, 12 images, Grad-CAM++ (the CAMs and the device gap are the point)."""
     cfg = RunConfig(models=(ModelSpec("tinycnn"),))
     return cfg.replace(data=dataclasses.replace(cfg.data, limit=12), export=dataclasses.replace(cfg.export, precisions=("fp32", "int8")),
-                       runtimes=(RuntimeSpec("onnxruntime", threads=1),), bench=BenchSpec(warmup=1, iterations=5, memory=False),
+                       runtimes=(RuntimeSpec("onnxruntime", threads=1),), bench=BenchSpec(warmup=1, iterations=3, memory=False),
                        explain=dataclasses.replace(cfg.explain, methods=("gradcampp",), faithfulness=False))
 
 
@@ -127,6 +127,7 @@ def _actor_pid(run_dir: Path) -> int | None:
         return None
 
 
+@pytest.mark.slow  # 28 s; `make test-slow` runs it (the retry policy's unit test, tests/unit/bench/test_executors.py, runs by default)
 def test_an_actor_killed_mid_run_on_another_node_is_retried_on_the_same_board_and_resumes(inventory: Path, reference: tuple[Path, dict[str, Any]],
                                                                                           tmp_path: Path) -> None:
     from edgecam.bench import outputs as files

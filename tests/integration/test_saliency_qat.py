@@ -30,6 +30,7 @@ def _reduced(tmp_path: Path) -> Path:
     return cfg
 
 
+@pytest.mark.slow  # 49 s; `make test-slow` runs it (the study's checks: tests/unit/bench/test_saliency_qat_checks.py, by default)
 @pytest.mark.timeout(1200)
 def test_the_reduced_study_runs_end_to_end(session_cache: Path, tmp_path: Path) -> None:
     ensure_mnist_5k()

@@ -24,7 +24,7 @@ def _ort(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     return dict(zip([o.name for o in s.get_outputs()], s.run(None, {"input": x})))
 
 
-@pytest.mark.parametrize("name", ["squeezenet1_0", "efficientnet_b0", "resnet50", "densenet121"])
+@pytest.mark.parametrize("name", ["squeezenet1_0", "efficientnet_b0", "resnet50", pytest.param("densenet121", marks=pytest.mark.slow)])
 def test_fp32_graph_matches_onnxruntime(name: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model, layer = build_model(name, 10)
