@@ -25,6 +25,7 @@ def _loaded(dom: str, log: str) -> int:
 
 
 @needs_chromium
+@pytest.mark.slow  # 44 s; `make test-slow` runs it (tests/unit/bench/test_report_render.py and the default quickstart run cover the report by default)
 def test_quickstart_style_report_renders_with_table_grid_and_scatter(trained_tinycnn, tflite_tinycnn, session_cache: Path, tmp_path: Path) -> None:
     from conftest import edgecam
 
