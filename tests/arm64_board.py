@@ -279,14 +279,23 @@ def start_board(tmp_root: Path, log: Callable[[str], None] = print) -> tuple[Ssh
     return server, mounts, image
 
 
-def board_session(tmp_root: Path) -> Iterator[SshServer]:
-    """Generator for a pytest fixture: the started board's SshServer, stopped and unmounted afterwards."""
-    server, mounts, _ = start_board(tmp_root)
+def board_session() -> Iterator[SshServer]:
+    """Generator for a pytest fixture: the started board's SshServer, stopped, unmounted and its temporary root
+    removed afterwards; skips the test without root (debootstrap, mounts, sshd's ChrootDirectory)."""
+    import tempfile
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("the emulated arm64 board needs root (debootstrap, mounts, sshd's ChrootDirectory)")
+    tmp = Path(tempfile.mkdtemp(prefix="edgecam-arm64-"))
+    server, mounts, _ = start_board(tmp, log=lambda m: print(m, flush=True))
     try:
         yield server
     finally:
         server.stop()
         mounts.release()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,18 +29,9 @@ QUICK_IMAGES = 6  # each photo once (views = 1), all evaluated; emulated Lite0: 
 
 @pytest.fixture(scope="module")
 def arm_board() -> Iterator[SshServer]:
-    if os.geteuid() != 0:
-        pytest.skip("the emulated arm64 board needs root (debootstrap, mounts, sshd's ChrootDirectory)")
-    from arm64_board import start_board
+    from arm64_board import board_session
 
-    tmp = Path(tempfile.mkdtemp(prefix="edgecam-arm64-"))
-    server, mounts, _ = start_board(tmp, log=lambda m: print(m, flush=True))
-    try:
-        yield server
-    finally:
-        server.stop()
-        mounts.release()
-        shutil.rmtree(tmp, ignore_errors=True)
+    yield from board_session()
 
 
 def test_probe_reports_an_emulated_aarch64_board(arm_board: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -48,18 +46,9 @@ def _toml(spec: Any) -> str:
 
 @pytest.fixture(scope="module")
 def arm_board() -> Iterator[SshServer]:
-    if os.geteuid() != 0:
-        pytest.skip("the fleet's boards need root (sshd; the arm64 board's debootstrap, mounts and ChrootDirectory)")
-    from arm64_board import start_board
+    from arm64_board import board_session
 
-    tmp = Path(tempfile.mkdtemp(prefix="edgecam-arm64-"))
-    server, mounts, _ = start_board(tmp, log=lambda m: print(m, flush=True))
-    try:
-        yield server
-    finally:
-        server.stop()
-        mounts.release()
-        shutil.rmtree(tmp, ignore_errors=True)
+    yield from board_session()
 
 
 @pytest.fixture(scope="module")

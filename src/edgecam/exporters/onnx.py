@@ -171,6 +171,21 @@ def integer_weight_dtypes(path: Path) -> dict[str, str]:
     return out
 
 
+def finish_qdq(fp32_path: Path, qdq: Path, out_path: Path, spec: ExportSpec, calib: CalibData | None, name: str,
+               progress: Callable[[str, float], None] | None) -> dict[str, Any]:
+    """The calibrated QDQ graph `qdq` as the artifact `out_path`: fine-tuned first with `quant = "qat"` (scales and
+    weights learned on this very graph, `quantize.qat`), as it is with "ptq". Returns the quantization fields."""
+    if spec.quant == "qat":
+        from edgecam.exporters.quantize.qat import qat_finetune
+
+        assert calib is not None  # calibration_subset checked it
+        stats = qat_finetune(fp32_path, qdq, out_path, calib, spec, name=name, progress=progress)
+        qdq.unlink(missing_ok=True)
+        return {**stats, "scales_from": "qat (learned, written into the QDQ graph)"}
+    qdq.rename(out_path)
+    return {"scales_from": "ptq calibration"}
+
+
 class OnnxExporter(Exporter):
     """PyTorch -> ONNX (fp32) -> QDQ ONNX (int16 / int8) with QAT-learned or calibrated scales."""
 
@@ -215,17 +230,7 @@ class OnnxExporter(Exporter):
             "activations": "per-tensor asymmetric",
             "calibration": f"MinMax on {len(calib_images)} training images (seed {spec.seed})",
         }
-        if spec.quant == "qat":
-            from edgecam.exporters.quantize.qat import qat_finetune
-
-            assert calib is not None  # calibration_subset checked it
-            stats = qat_finetune(fp32_path, qdq, out_path, calib, spec, name=f"{info.name}-{spec.precision}", progress=progress)
-            quant_info.update(stats)
-            quant_info["scales_from"] = "qat (learned, written into the QDQ graph)"
-        else:
-            qdq.rename(out_path)
-            quant_info["scales_from"] = "ptq calibration"
-        qdq.unlink(missing_ok=True)
+        quant_info.update(finish_qdq(fp32_path, qdq, out_path, spec, calib, f"{info.name}-{spec.precision}", progress))
         return quant_info
 
     def manifest_fields(self, model: "torch.nn.Module", info: ModelInfo, spec: ExportSpec, final_path: Path, quant_info: dict[str, Any]) -> dict[str, Any]:

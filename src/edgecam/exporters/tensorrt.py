@@ -26,7 +26,7 @@ import numpy as np
 
 from edgecam.errors import ArtifactError
 from edgecam.exporters.base import CalibData, ExportSpec, ModelInfo
-from edgecam.exporters.onnx import OnnxExporter, calibration_reader, quiet
+from edgecam.exporters.onnx import OnnxExporter, calibration_reader, finish_qdq, quiet
 
 if TYPE_CHECKING:
     import onnx
@@ -209,17 +209,8 @@ class TensorRTExporter(OnnxExporter):
         info_out: dict[str, Any] = {"method": spec.quant, "activation_dtype": "int8", "weight_dtype": "int8", "weights": "per-channel symmetric",
                                     "activations": "per-tensor symmetric", "biases": "float",
                                     "calibration": f"MinMax on {len(calib_images)} training images (seed {spec.seed})"}
-        if spec.quant == "qat":
-            from edgecam.exporters.quantize.qat import qat_finetune
-
-            assert calib is not None  # calibration_subset checked it
-            # the same fine-tuning as the onnx format, on this graph: zero points stay 0 and biases float (the lint checks)
-            info_out.update(qat_finetune(fp32_path, qdq, out_path, calib, spec, name=f"{info.name}-tensorrt-{spec.precision}", progress=progress))
-            info_out["scales_from"] = "qat (learned on TensorRT's QDQ graph, written into it)"
-        else:
-            qdq.rename(out_path)
-            info_out["scales_from"] = "ptq calibration"
-        qdq.unlink(missing_ok=True)
+        # the same fine-tuning as the onnx format, on this graph: zero points stay 0 and biases float (the lint checks)
+        info_out.update(finish_qdq(fp32_path, qdq, out_path, spec, calib, f"{info.name}-tensorrt-{spec.precision}", progress))
         return info_out
 
     def manifest_fields(self, model: "torch.nn.Module", info: ModelInfo, spec: ExportSpec, final_path: Path, quant_info: dict[str, Any]) -> dict[str, Any]:
