@@ -14,7 +14,8 @@ import time
 from collections import defaultdict
 from typing import Iterator
 
-#: the tags the pipeline uses (any string works; these are the ones the suite reports)
+#: the tags the pipeline uses (any string works; these are the ones the suite reports). A dotted tag ("cam.reference")
+#: is a part of its first word's tag: the run's manifest adds it to that tag and lists it in `stage_detail_s`
 TAGS = ("setup", "device", "cam", "metrics", "io", "other")
 
 

@@ -59,6 +59,8 @@ class ExplainOutput:
     bytes_sent: int = 0  # what those calls put on the wire to the device, and got back
     bytes_received: int = 0
     predict_bytes_sent: int = 0  # the logits-only predictions of the test images past the explained ones
+    overlapped_device_s: float = 0.0  # device calls made one shard ahead, while the host explained (`Prefetch`)
+    estimates: list[dict[str, float]] = field(default_factory=list)  # the stage's time as predicted after shards 1 and 2
 
 
 @dataclass

@@ -39,6 +39,8 @@ class RunContext:
     log: Callable[[str], None] = print
     progress: Any = None  # an object with `.stage(name, total) -> Progress` (the CLI's rich bars), or None
     timings: dict[str, float] = field(default_factory=dict)  # manifest "stages_s": what each step took
+    cpu_timings: dict[str, float] = field(default_factory=dict)  # manifest "stages_cpu_s": the host process's CPU
+    # seconds in each step (every thread of this process; a local device's agent is another process)
     emulated: bool = False  # the device's CPU is emulated (`DeviceSpec.is_emulated`): its latency is labelled so
     device_id: str = ""  # `device_fingerprint`: what every device job's key names the device by
 
@@ -51,10 +53,11 @@ class RunContext:
         """Time one step into `timings[label]` (the caller may append a suffix such as " (cached)" by setting
         `note["suffix"]`) and charge it to the stage tag `tag` (`edgecam.stages`)."""
         note: dict[str, str] = {"suffix": ""}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with stage(tag):
             yield note
         self.timings[label + note["suffix"]] = time.perf_counter() - t0
+        self.cpu_timings[label + note["suffix"]] = time.process_time() - c0
 
 
 def device_fingerprint(spec: "DeviceSpec", info: dict[str, Any]) -> str:

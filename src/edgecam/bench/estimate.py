@@ -61,4 +61,5 @@ def format_estimate(rows: list[dict[str, Any]]) -> str:
         worst = max(rs, key=lambda r: r["device_forwards"])
         eta = "unknown" if secs != secs else f"~{secs:.0f} s" if secs < 120 else f"~{secs / 60:.1f} min"
         lines.append(f"  {key}: {total_f:,} device forwards ({worst['stage']} {worst['device_forwards']:,}), {total_b / 2**20:,.1f} MiB to push, {eta} of device time at p50")
-    return "work estimate for the explain stage:\n" + "\n".join(lines)
+    return ("work estimate for the explain stage (device work only; the host's share, CAMs and metrics, is measured on the first shard "
+            "and the whole stage's time logged then):\n" + "\n".join(lines))

@@ -15,6 +15,7 @@ Each shard is a job of the run's store: a finished shard is read back instead of
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from edgecam.config import RunConfig
     from edgecam.data.datasets import TestShard
     from edgecam.devices.session import DeviceSession
+
+    Fetched = tuple[TestShard, dict[str, dict[str, np.ndarray]]]  # a shard and every variant's outputs for it
 
 
 def default_jobs(cfg: "RunConfig") -> list[tuple[str, str]]:
@@ -69,6 +72,37 @@ class ModelSetup:
     hist_edges: dict[str, np.ndarray]  # per family, from shard 0's features (filled when shard 0 is computed or read)
     top_k: int
     n_faith: int
+
+
+class StageEta:
+    """The explain stage's whole time, host share included, from the shards computed so far: logged after the
+    first computed shard (it carries the set-up: agents started, the model split) and refined after the second
+    (the steady state), with the clock time it should end. `estimates`: what was predicted, for the manifest."""
+
+    def __init__(self, model: str, n_variants: int, sizes: list[int], log: Any) -> None:
+        self.model, self.n_variants, self.sizes, self.log = model, n_variants, sizes, log
+        self.computed: list[float] = []
+        self.elapsed = 0.0
+        self.estimates: list[dict[str, float]] = []
+
+    def done(self, i: int, seconds: float, reused: bool) -> None:
+        self.elapsed += seconds
+        if reused:
+            return
+        self.computed.append(seconds)
+        left = sum(self.sizes[i + 1 :])
+        if len(self.computed) > 2 or left == 0:
+            return
+        per_image = seconds / self.sizes[i]
+        total = self.elapsed + per_image * left
+        self.estimates.append({"after_shards": float(i + 1), "stage_s": total, "per_image_variant_s": per_image / self.n_variants})
+        end = time.strftime("%H:%M", time.localtime(time.time() + per_image * left))
+        self.log(f"explain {self.model}: {self.sizes[i] * self.n_variants / seconds:.1f} images/s per variant on shard {i + 1} (host and device); "
+                 f"~{_duration(per_image * left)} to go for {left:,} images, the stage ~{_duration(total)} in all (ends ~{end})")
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
 def explain_model(ctx: "RunContext", model: Any, layer: str, variants: list[Variant], ckpt_sha: str) -> ExplainOutput:
@@ -110,25 +144,41 @@ def _explain_shards(ctx: "RunContext", setup: ModelSetup, key: dict[str, Any], s
     parts: list[ShardOutput] = []
     folded = ShardOutput(None, None, {}, {}, {})
     bar = ctx.bar(f"CAMs {ok[0].model}")
-    for i, (s0, s1) in enumerate(shards):
-        try:
-            job, _ = ctx.store.get_or_compute("explain", job_key(**key, shard=[s0, s1]), lambda: explain_shard(ctx, setup, s0, s1).to_job(),
-                                              lambda j: _check_shard(ShardOutput.from_job(j), ok, s1 - s0))
-        except (EdgecamError, OSError, TimeoutError) as exc:
-            out.failed.append({"job": f"explain {ok[0].model} images {s0}-{s1 - 1}", "error": f"{type(exc).__name__}: {exc}"})
-            ctx.log(f"[red]FAILED[/red] explain {ok[0].model} images {s0}-{s1 - 1}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-            continue
-        assert job is not None  # an explain shard either raises or returns a job
-        part = ShardOutput.from_job(job)  # the stored form, resumed or not: one code path to the results
-        if s0 == 0:
-            setup.hist_edges.update(part.edges)
-        _keep_preds(ok, part.preds, s0)
-        if part.kept:  # to disk at once: a run holds no kept outputs in memory
-            files.write_kept(ctx.out_dir, ok[0].model, s0, part.kept)
-            part.kept = {}
-        fold(folded, part, setup.top_k)  # bounded: one heap per track, not one per shard
-        parts.append(part)
-        bar(f"CAMs {ok[0].model}", (i + 1) / len(shards))
+    keys = [job_key(**key, shard=[s0, s1]) for s0, s1 in shards]
+    ahead = Prefetch(ctx, setup)
+
+    def compute(i: int) -> Any:
+        fetched = ahead.take(*shards[i])
+        if i + 1 < len(shards) and not ctx.store.has("explain", keys[i + 1]):
+            ahead.start(*shards[i + 1])  # its device outputs come while this shard's CAMs and metrics run
+        return explain_shard(ctx, setup, *shards[i], fetched).to_job()
+
+    eta = StageEta(ok[0].model, len(ok), [s1 - s0 for s0, s1 in shards], ctx.log)
+    try:
+        for i, (s0, s1) in enumerate(shards):
+            try:
+                t0 = time.perf_counter()
+                job, reused = ctx.store.get_or_compute("explain", keys[i], lambda i=i: compute(i), lambda j, n=s1 - s0: _check_shard(ShardOutput.from_job(j), ok, n))
+                eta.done(i, time.perf_counter() - t0, reused)
+            except (EdgecamError, OSError, TimeoutError) as exc:
+                out.failed.append({"job": f"explain {ok[0].model} images {s0}-{s1 - 1}", "error": f"{type(exc).__name__}: {exc}"})
+                ctx.log(f"[red]FAILED[/red] explain {ok[0].model} images {s0}-{s1 - 1}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+                continue
+            assert job is not None  # an explain shard either raises or returns a job
+            part = ShardOutput.from_job(job)  # the stored form, resumed or not: one code path to the results
+            if s0 == 0:
+                setup.hist_edges.update(part.edges)
+            _keep_preds(ok, part.preds, s0)
+            if part.kept:  # to disk at once: a run holds no kept outputs in memory
+                files.write_kept(ctx.out_dir, ok[0].model, s0, part.kept)
+                part.kept = {}
+            fold(folded, part, setup.top_k)  # bounded: one heap per track, not one per shard
+            parts.append(part)
+            bar(f"CAMs {ok[0].model}", (i + 1) / len(shards))
+    finally:
+        ahead.close()
+    out.overlapped_device_s = ahead.device_s
+    out.estimates = eta.estimates
     aggregate([*parts, folded], setup.ok, setup.hist_edges, setup.top_k, out)
     out.calls = sum(s.calls for s in setup.sessions.values())  # the explain shards' device traffic; predictions apart
     out.bytes_sent = sum(s.bytes_sent for s in setup.sessions.values())
@@ -244,31 +294,81 @@ def variant_cams(ctx: "RunContext", setup: ModelSetup, shard: "TestShard", outpu
     ex = ctx.cfg.explain
     with stage("cam"):
         host_ctx = CamContext(setup.model, setup.layer, shard.x, seed=ex.seed, rise_masks=ex.rise_masks)
-        ref_targets = shard.labels if ex.target == "label" else _host_pred(setup.model, shard.x)
-        reference = reference_cams(host_ctx, ex.reference, ref_targets)
+        with stage("cam.reference"):
+            reference = reference_cams(host_ctx, ex.reference, shard.labels if ex.target == "label" else None)
         cams: dict[tuple[str, str, str], np.ndarray] = {}
         for v in setup.ok:
             targets = shard.labels if ex.target == "label" else preds[v.key]
             vctx = CamContext(setup.model, setup.layer, shard.x, forward=setup.sessions.get(v.key), sim_module=setup.sims.get(v.key), seed=ex.seed,
                               rise_masks=ex.rise_masks, scorecam_top_k=ex.scorecam_top_k)
             for method, mode in cam_jobs(v, ctx.cfg):
-                cams[(v.key, method, mode)] = cam_method(method, mode)(vctx, outputs[v.key]["features"], targets)
+                with stage(f"cam.{method}.{mode}"):
+                    cams[(v.key, method, mode)] = cam_method(method, mode)(vctx, outputs[v.key]["features"], targets)
     return reference, cams
 
 
-def explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int) -> ShardOutput:
-    """CAMs of every variant on test images s0..s1-1, then their rows and the shard's aggregate pieces."""
+def fetch_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int) -> "Fetched":
+    """Test images s0..s1-1 decoded and every variant's outputs (logits + features) for them: the shard's device work."""
+    shard = ctx.data.test_shard(s0, s1)
+    return shard, {v.key: setup.sessions[v.key].forward(shard.x, None) for v in setup.ok}
+
+
+class Prefetch:
+    """One shard ahead: the next shard's decode and device outputs run on a worker thread while the host explains
+    the current one (the device computes while the host computes). At most one shard is in flight, so memory
+    holds two shards' images and outputs, never more. The device sessions serialise their requests, so a
+    Score-CAM or a faithfulness curve of the current shard can share a session with the worker. `device_s`: the
+    worker's seconds in device calls (they overlap the host's work and are not in the main thread's stage tags)."""
+
+    def __init__(self, ctx: "RunContext", setup: ModelSetup) -> None:
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        self.ctx, self.setup = ctx, setup
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="edgecam-prefetch")
+        self.pending: dict[tuple[int, int], Future[tuple[Fetched, float]]] = {}
+        self.device_s = 0.0
+
+    def _fetch(self, s0: int, s1: int) -> tuple["Fetched", float]:
+        from edgecam.stages import clock
+
+        before = clock().snapshot().get("device", 0.0)
+        got = fetch_shard(self.ctx, self.setup, s0, s1)
+        return got, clock().snapshot().get("device", 0.0) - before
+
+    def start(self, s0: int, s1: int) -> None:
+        if (s0, s1) not in self.pending:
+            self.pending[(s0, s1)] = self.pool.submit(self._fetch, s0, s1)
+
+    def take(self, s0: int, s1: int) -> "Fetched":
+        """Shard s0..s1-1 fetched: the worker's result (its error raised here), or fetched now if not started."""
+        fut = self.pending.pop((s0, s1), None)
+        if fut is None:
+            return fetch_shard(self.ctx, self.setup, s0, s1)
+        with stage("device.wait"):  # the part of the worker's device time the host did not hide
+            got, secs = fut.result()
+        self.device_s += secs
+        return got
+
+    def close(self) -> None:
+        for fut in self.pending.values():
+            fut.cancel()
+        self.pending.clear()
+        self.pool.shutdown(wait=True)
+
+
+def explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int, fetched: "Fetched | None" = None) -> ShardOutput:
+    """CAMs of every variant on test images s0..s1-1, then their rows and the shard's aggregate pieces. `fetched`:
+    the shard and its device outputs when a `Prefetch` already has them."""
     import pandas as pd
 
     from edgecam.bench.results import gap_rows, image_rows
     from edgecam.explain.localisation import box_from_mask, box_ious
 
     ex, ok = ctx.cfg.explain, setup.ok
-    shard = ctx.data.test_shard(s0, s1)
-    outputs = {v.key: setup.sessions[v.key].forward(shard.x, None) for v in ok}  # logits + features, this shard only
+    shard, outputs = fetched if fetched is not None else fetch_shard(ctx, setup, s0, s1)  # logits + features, this shard only
     preds = {k: o["logits"].argmax(1) for k, o in outputs.items()}
     edges_all = setup.hist_edges if s0 else _hist_edges(ok, outputs)
-    with stage("metrics"):
+    with stage("metrics.saliency"):
         mean, std = (np.asarray(a, np.float32)[:, None, None] for a in (ctx.data.mean, ctx.data.std))
         raw = np.clip(shard.x * std + mean, 0, 1)
         saliency = setup.provider.maps(raw, list(shard.ids), shard.masks)
@@ -398,13 +498,3 @@ def _faithfulness(session: "DeviceSession | None", x: np.ndarray, cams: np.ndarr
         return [nan] * len(x)
     res = faithfulness_from_logits(session.perturb(x[:k], cams[:k], steps, kind="both"), targets[:k], steps, x.shape[2] * x.shape[3])
     return [{"deletion_auc": float(r["deletion_auc"]), "insertion_auc": float(r["insertion_auc"])} for r in res] + [nan] * (len(x) - k)
-
-
-def _host_pred(model: Any, images: np.ndarray) -> np.ndarray:
-    import torch
-
-    from edgecam.explain.cams import host_batch_size
-
-    b = host_batch_size(images.shape[2], images.shape[3], cap=128)
-    with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(np.ascontiguousarray(images[i : i + b]))).argmax(1).numpy() for i in range(0, len(images), b)])

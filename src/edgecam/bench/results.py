@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from edgecam.bench.timing import latency_stats
-from edgecam.explain.metrics import compare
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,30 +61,37 @@ def image_rows(
 ) -> list[dict[str, Any]]:
     """`COLUMNS` for each image of `shard` (a `TestShard`: ids, labels, masks, has_box). `wsol_iou`: per
     image best IoU over the WSOL thresholds (NaN without ground truth); `extra`: per image the device-side
-    columns (Deletion / Insertion, activation statistics, input / output finiteness)."""
+    columns (Deletion / Insertion, activation statistics, input / output finiteness).
+
+    Each map is prepared once (`PreparedMap`: float64, normalised, distribution, centred) and shared by every
+    comparison of its image; the values are those of `compare`, `cc`, `nss`, `emd` and `energy_pointing_game`."""
     from edgecam.explain.localisation import energy_pointing_game
-    from edgecam.explain.metrics import cc, compare, emd, nss
+    from edgecam.explain.metrics import PreparedMap, cc_prepared, compare_prepared, emd_prepared, nss_prepared
 
     rows = []
     is_fp32 = v.precision == "fp32"
     nan = float("nan")
+    three = ("sim", "cc", "kld")
+    same = cams_fp32 is cams  # an fp32 variant against itself
     for i in range(len(cams)):
-        vs_fp32 = compare(cams[i], cams_fp32[i])
-        vs_sal = compare(cams[i], saliency[i])
+        cam = PreparedMap(cams[i], "pred")
+        cam_fp32 = cam if same else PreparedMap(cams_fp32[i], "ref")
+        vs_fp32 = compare_prepared(cam, cam_fp32)
+        vs_sal = compare_prepared(cam, PreparedMap(saliency[i], "ref"), three)
         has_gt = bool(shard.has_box[i])
         gt_mask = shard.masks[i] > 0.5
-        vs_gt = compare(cams[i], shard.masks[i]) if has_gt else {"sim": nan, "cc": nan, "kld": nan}
+        vs_gt = compare_prepared(cam, PreparedMap(shard.masks[i], "ref"), three) if has_gt else {"sim": nan, "cc": nan, "kld": nan}
         row = {
             "model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "precision_effective": v.precision_effective,
             "device": device, "cam_method": method, "cam_mode": mode, "image_id": shard.ids[i], "label": int(shard.labels[i]), "pred": int(pred[i]),
             "top1_correct": bool(pred[i] == shard.labels[i]), "agrees_fp32": bool(pred[i] == pred_fp32[i]),
             "sim_fp32": vs_fp32["sim"], "cc_fp32": vs_fp32["cc"], "kld_fp32": vs_fp32["kld"], "rmse_fp32": vs_fp32["rmse"],
-            "emd_fp32": 0.0 if is_fp32 else (emd(cams[i], cams_fp32[i], emd_size) if emd_size else nan),
-            "has_gt": has_gt, "sim_gt": vs_gt["sim"], "cc_gt": vs_gt["cc"], "kld_gt": vs_gt["kld"], "nss_gt": nss(cams[i], gt_mask) if has_gt else nan,
+            "emd_fp32": 0.0 if is_fp32 else (emd_prepared(cam, cam_fp32, emd_size) if emd_size else nan),
+            "has_gt": has_gt, "sim_gt": vs_gt["sim"], "cc_gt": vs_gt["cc"], "kld_gt": vs_gt["kld"], "nss_gt": nss_prepared(cam, gt_mask) if has_gt else nan,
             "sim_sal": vs_sal["sim"], "cc_sal": vs_sal["cc"], "kld_sal": vs_sal["kld"], "saliency_provider": provider,
-            "wsol_iou": float(wsol_iou[i]), "pointing_energy": energy_pointing_game(cams[i], gt_mask) if has_gt else nan,
+            "wsol_iou": float(wsol_iou[i]), "pointing_energy": energy_pointing_game(cam, gt_mask) if has_gt else nan,
             **extra[i],
-            "cc_host_ref": cc(cams[i], reference[i]),
+            "cc_host_ref": cc_prepared(cam, PreparedMap(reference[i], "ref")),
             "cam_constant": bool(vs_fp32["pred_constant"]), "cc_fp32_nan": bool(np.isnan(vs_fp32["cc"])), "cc_gt_nan": bool(np.isnan(vs_gt["cc"])),
             "artifact_sha256": v.manifest.get("sha256"),
         }
@@ -95,9 +101,11 @@ def image_rows(
 
 def gap_rows(v: "Variant", ref: "Variant", method: str, cams: np.ndarray, cams_ref: np.ndarray, ids: Sequence[str], pred: np.ndarray, pred_ref: np.ndarray) -> list[dict[str, Any]]:
     """The runtime gap, per image: `v`'s CAM vs `ref`'s CAM (same model and precision, other runtime/format)."""
+    from edgecam.explain.metrics import PreparedMap, compare_prepared
+
     rows = []
     for i in range(len(cams)):
-        m = compare(cams[i], cams_ref[i])
+        m = compare_prepared(PreparedMap(cams[i], "pred"), PreparedMap(cams_ref[i], "ref"), ("sim", "cc", "kld"))
         rows.append({
             "model": v.model, "precision": v.precision, "cam_method": method, "pair": f"{v.format}/{v.runtime} v. {ref.format}/{ref.runtime}",
             "image_id": ids[i], "agrees": bool(pred[i] == pred_ref[i]), "sim": m["sim"], "cc": m["cc"], "kld": m["kld"],

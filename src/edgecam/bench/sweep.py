@@ -132,6 +132,8 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
     acc.dissimilar += ex.dissimilar
     acc.grids[mspec.name] = ex.grid
     ctx.timings[f"device session calls {mspec.name}"] = float(ex.calls)
+    manifest.setdefault("explain_overlapped_device_s", {})[mspec.name] = ex.overlapped_device_s
+    manifest.setdefault("explain_estimates", {})[mspec.name] = ex.estimates
     for k in acc.device_io:
         acc.device_io[k] += int(getattr(ex, k))
     if ctx.cfg.lowbit.schemes:
@@ -239,7 +241,9 @@ def _run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log:
     manifest["device_io"] = {**acc.device_io, "images": ctx.n_img}  # what the explain stage's sessions moved (0 for resumed shards)
     manifest["wall_s"] = time.perf_counter() - t_start
     tags = {t: s - tags_before.get(t, 0.0) for t, s in clock().snapshot().items()}
-    manifest["stage_tags_s"] = {t: tags.get(t, 0.0) for t in TAGS} | {"untagged": manifest["wall_s"] - sum(tags.values())}
+    manifest["stage_tags_s"] = {t: sum(s for k, s in tags.items() if k.split(".")[0] == t) for t in TAGS} | {"untagged": manifest["wall_s"] - sum(tags.values())}
+    manifest["stage_detail_s"] = {k: s for k, s in sorted(tags.items()) if s > 0}  # the sub-tags too ("cam.reference", ...)
+    manifest["stages_cpu_s"] = ctx.cpu_timings
     atomic_write_json(out_dir / files.MANIFEST, manifest)
     shutil.rmtree(out_dir / files.DEVICE_SCRATCH, ignore_errors=True)
     report = None

@@ -9,6 +9,7 @@ use it as a context manager) to end the agent and clear its folder on the device
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -54,6 +55,7 @@ class DeviceSession:
         self.calls = 0
         self.inputs = 0
         self._session: "PersistentSession | None" = None
+        self._lock = threading.Lock()  # one request at a time: the explain stage's prefetch worker shares the session
         self._shapes: dict[str, tuple[int, ...]] = _manifest_shapes(artifact_dir)  # each output's per-item shape: the
         # artifact's own (its manifest), else the device's first answer
 
@@ -63,6 +65,14 @@ class DeviceSession:
         if self._session is None:
             self._session = self.device.session(self.artifact_dir, self.job, self.timeout)
         return self._session
+
+    def _request(self, op: str, inputs: int, *args: Any) -> Any:
+        """`PersistentSession.<op>(*args)`, one request at a time on this session, counted (`calls`, `inputs`)."""
+        with self._lock:
+            out = getattr(self.session, op)(*args)
+            self.calls += 1
+            self.inputs += inputs
+            return out
 
     @property
     def bytes_sent(self) -> int:
@@ -100,9 +110,7 @@ class DeviceSession:
         step = self._per_request(int(np.prod(x.shape[1:])) * 4, self.max_inputs)
         with stage("device"):
             for i in range(0, len(x), step):
-                out = self.session.forward(x[i : i + step], outputs)
-                self.calls += 1
-                self.inputs += len(x[i : i + step])
+                out = self._request("forward", len(x[i : i + step]), x[i : i + step], outputs)
                 if outputs is not None and not set(outputs) <= set(out):
                     from edgecam.devices.errors import JobFailed
 
@@ -120,9 +128,8 @@ class DeviceSession:
         out = []
         with stage("device"):
             for i in range(0, len(images), step):
-                out.append(self._checked("logits", self.session.masked(images[i : i + step], masks[i : i + step]), int(np.prod(masks[i : i + step].shape[:2]))))
-                self.calls += 1
-                self.inputs += int(np.prod(masks[i : i + step].shape[:2]))
+                n = int(np.prod(masks[i : i + step].shape[:2]))
+                out.append(self._checked("logits", self._request("masked", n, images[i : i + step], masks[i : i + step]), n))
         return np.concatenate(out)
 
     def scorecam(self, images: np.ndarray, maps: np.ndarray, max_inputs: int = 256) -> np.ndarray:
@@ -133,9 +140,8 @@ class DeviceSession:
         out = []
         with stage("device"):
             for i in range(0, len(images), step):
-                out.append(self._checked("logits", self.session.scorecam(images[i : i + step], maps[i : i + step], max_inputs), len(images[i : i + step]) * maps.shape[1]))
-                self.calls += 1
-                self.inputs += len(images[i : i + step]) * maps.shape[1]
+                n = len(images[i : i + step]) * maps.shape[1]
+                out.append(self._checked("logits", self._request("scorecam", n, images[i : i + step], maps[i : i + step], max_inputs), n))
         return np.concatenate(out)
 
     def rise(self, images: np.ndarray, targets: Sequence[int], n_masks: int, cells: int, p: float = 0.5, seed: int = 0, max_inputs: int = 256) -> np.ndarray:
@@ -145,9 +151,8 @@ class DeviceSession:
         out = []
         with stage("device"):
             for i in range(0, len(images), step):
-                out.append(self._checked("rise", self.session.rise(images[i : i + step], t[i : i + step], n_masks, cells, p, seed, max_inputs), len(images[i : i + step])))
-                self.calls += 1
-                self.inputs += len(images[i : i + step]) * n_masks
+                out.append(self._checked("rise", self._request("rise", len(images[i : i + step]) * n_masks, images[i : i + step], t[i : i + step], n_masks, cells, p, seed, max_inputs),
+                                         len(images[i : i + step])))
         return np.concatenate(out)
 
     def perturb(self, images: np.ndarray, cams: np.ndarray, steps: int, kind: str = "both", baseline: Any = "zero", blur_sigma: float | None = None) -> np.ndarray:
@@ -158,15 +163,14 @@ class DeviceSession:
         out = []
         with stage("device"):
             for i in range(0, len(images), step):
-                out.append(self._checked("logits", self.session.perturb(images[i : i + step], cams[i : i + step], steps, kind, baseline, blur_sigma),
-                                         len(images[i : i + step]) * per_series))
-                self.calls += 1
-                self.inputs += len(images[i : i + step]) * per_series
+                out.append(self._checked("logits", self._request("perturb", len(images[i : i + step]) * per_series, images[i : i + step], cams[i : i + step], steps, kind,
+                                                       baseline, blur_sigma), len(images[i : i + step]) * per_series))
         return np.concatenate(out)
 
     def close(self) -> None:
         """End the agent and remove its folder on the device (idempotent; a later call opens a new session)."""
-        session, self._session = self._session, None
+        with self._lock:  # after the request in flight, if any
+            session, self._session = self._session, None
         if session is not None:
             session.close()
 

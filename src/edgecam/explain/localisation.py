@@ -25,12 +25,15 @@ from typing import Any
 
 import numpy as np
 
+from edgecam.explain.metrics import PreparedMap
+
 __all__ = [
     "WSOL_THRESHOLDS",
     "Box",
     "box_from_mask",
     "box_iou",
     "box_ious",
+    "box_ious_batch",
     "boxes_from_cam",
     "energy_pointing_game",
     "localisation_row",
@@ -42,8 +45,6 @@ Box = tuple[int, int, int, int]
 WSOL_THRESHOLDS: np.ndarray = np.round(np.arange(0.0, 1.0, 0.01), 2)
 WSOL_THRESHOLDS.setflags(write=False)
 
-_MAX_VOXELS = 1 << 22  # thresholds x pixels labelled in one scipy call (bounds the int32 label array to 16 MiB)
-
 
 def _as_cam(cam: np.ndarray) -> np.ndarray:
     c = np.array(cam, dtype=np.float64, copy=True)
@@ -52,8 +53,11 @@ def _as_cam(cam: np.ndarray) -> np.ndarray:
     return c
 
 
-def _normalised(cam: np.ndarray) -> np.ndarray | None:
-    """Min-max normalised float64 copy of a 2-D CAM; None when it is constant or holds NaN / +-Inf."""
+def _normalised(cam: "np.ndarray | PreparedMap") -> np.ndarray | None:
+    """Min-max normalised float64 copy of a 2-D CAM; None when it is constant or holds NaN / +-Inf. A
+    `PreparedMap` gives its own (read-only, equal) normalised map, computed once."""
+    if isinstance(cam, PreparedMap):
+        return cam.norm if cam.finite and not cam.constant else None
     c = _as_cam(cam)
     if not np.isfinite(c).all():
         return None
@@ -105,35 +109,44 @@ def box_from_mask(mask: np.ndarray) -> Box | None:
 
 
 def _largest_component_boxes(norm: np.ndarray, thresholds: np.ndarray) -> list[Box | None]:
-    """Box of the largest 8-connected component of ``norm >= t`` for each t, all thresholds labelled at
-    once: a (T, H, W) stack with connectivity inside each slice only. Equal sizes: the component whose
-    first pixel comes first in row-major order wins."""
-    from scipy import ndimage
+    """Box of the largest 8-connected component of ``norm >= t`` for each t. Equal sizes: the component whose
+    first pixel comes first in row-major order wins.
 
-    h, w = norm.shape
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1] = True  # 8-connectivity within a threshold's slice, none across slices
-    chunk = max(1, _MAX_VOXELS // (h * w))
+    One OpenCV labelling per distinct mask, on the mask's bounding box only: the sets are nested (a higher
+    threshold keeps a subset), so two thresholds keeping as many pixels keep the same pixels and share a box;
+    a mask that fills its bounding box, or has one component, is its own box. About 10x cheaper than labelling
+    the (T, H, W) stack with scipy at 224 x 224, with the same boxes."""
+    import cv2
+
+    rowmax, colmax = norm.max(axis=1), norm.max(axis=0)
+    memo: dict[int, Box] = {}
     out: list[Box | None] = []
-    for s in range(0, thresholds.size, chunk):
-        ts = thresholds[s : s + chunk]
-        labels, count = ndimage.label(norm[None] >= ts[:, None, None], structure=structure)
-        best: dict[int, int] = {}
-        objects: list[Any] = []
-        if count:
-            sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-            objects = ndimage.find_objects(labels)  # per label: (slice t, slice y, slice x), label order
-            slice_of = np.array([o[0].start for o in objects])
-            order = np.lexsort((np.arange(count), -sizes, slice_of))  # per slice: largest, then lowest label
-            first = np.ones(count, dtype=bool)
-            first[1:] = slice_of[order][1:] != slice_of[order][:-1]
-            best = {int(slice_of[k]): int(k) for k in order[first]}
-        for k in range(ts.size):
-            if k in best:
-                _, ys, xs = objects[best[k]]
-                out.append((int(xs.start), int(ys.start), int(xs.stop) - 1, int(ys.stop) - 1))
-            else:
-                out.append(None)
+    for t in thresholds.tolist():
+        rows = np.flatnonzero(rowmax >= t)
+        if rows.size == 0:
+            out.append(None)
+            continue
+        cols = np.flatnonzero(colmax >= t)
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+        mask = norm[y0 : y1 + 1, x0 : x1 + 1] >= t  # the mask's bounding box: every row and column has a pixel
+        count = int(np.count_nonzero(mask))
+        box = memo.get(count)
+        if box is None:
+            box = (x0, y0, x1, y1)
+            if count != mask.size:
+                n, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+                if n > 2:  # background + more than one component
+                    if n <= 9:
+                        sizes = np.array([np.count_nonzero(labels == k) for k in range(1, n)])
+                    else:
+                        sizes = np.bincount(labels.ravel(), minlength=n)[1:]
+                    ties = np.flatnonzero(sizes == sizes.max()) + 1
+                    members = [labels == k for k in ties]
+                    best = members[0] if len(members) == 1 else members[int(np.argmin([int(np.argmax(m)) for m in members]))]
+                    r, c = np.flatnonzero(best.any(axis=1)), np.flatnonzero(best.any(axis=0))
+                    box = (x0 + int(c[0]), y0 + int(r[0]), x0 + int(c[-1]), y0 + int(r[-1]))
+            memo[count] = box
+        out.append(box)
     return out
 
 
@@ -200,6 +213,23 @@ def box_ious(cam: np.ndarray, gt: Any, thresholds: Sequence[float] | np.ndarray 
     return _ious(boxes_from_cam(cam, t), _gt_boxes(gt, 0))
 
 
+def box_ious_batch(cams: np.ndarray | Sequence[np.ndarray], gt_boxes: Sequence[Any], thresholds: Sequence[float] | np.ndarray = WSOL_THRESHOLDS) -> np.ndarray:
+    """(N, T): row i is `box_ious(cams[i], gt_boxes[i], thresholds)` (zeros for a constant or non-finite CAM or
+    an image without ground truth). A shard's WSOL counts in one call: hits per threshold are
+    ``(ious >= 0.5).sum(0)`` over the images with ground truth, best IoU per image ``ious.max(1)``."""
+    t = _as_thresholds(thresholds)
+    if len(cams) != len(gt_boxes):
+        raise ValueError(f"{len(cams)} CAMs but {len(gt_boxes)} ground-truth entries: one per image is needed")
+    out = np.zeros((len(cams), t.size), dtype=np.float64)
+    for i, (cam, gt) in enumerate(zip(cams, gt_boxes)):
+        g = _gt_boxes(gt, i)
+        if g.shape[0]:
+            out[i] = _ious(boxes_from_cam(cam, t), g)
+        elif not isinstance(cam, PreparedMap):
+            _as_cam(cam)  # the same shape checks as box_ious
+    return out
+
+
 def max_box_acc(
     cams: np.ndarray | Sequence[np.ndarray],
     gt_boxes: Sequence[Any],
@@ -235,25 +265,33 @@ def max_box_acc(
     }
 
 
-def energy_pointing_game(cam: np.ndarray, mask_or_box: np.ndarray | Box) -> float:
+def energy_pointing_game(cam: "np.ndarray | PreparedMap", mask_or_box: np.ndarray | Box) -> float:
     """Energy-based pointing game (Wang et al. 2020, Sec. 5.2): ``sum(L inside) / sum(L)`` with L the
     min-max normalised CAM and "inside" a boolean mask of the CAM's shape or an inclusive box (clipped
     to the image). In [0, 1]; NaN for a constant (e.g. all-zero) or non-finite CAM and for an empty region.
+    `cam` may be a `metrics.PreparedMap` (its normalised map is reused; same value).
     """
+    if isinstance(cam, PreparedMap):
+        ok = cam.finite and not cam.constant
+        return _energy(cam.norm if ok else None, cam.shape, mask_or_box, cam.total if ok else None)
     c = _as_cam(cam)
+    return _energy(_normalised(c), c.shape, mask_or_box)
+
+
+def _energy(norm: np.ndarray | None, shape: tuple[int, ...], mask_or_box: np.ndarray | Box, total: float | None = None) -> float:
+    """`energy_pointing_game` from the CAM's normalised map (None: constant or non-finite) and its shape."""
     region = np.asarray(mask_or_box)
     if region.ndim == 1:
         x0, y0, x1, y1 = _as_box(region, "mask_or_box")
-        inside = np.zeros(c.shape, dtype=bool)
+        inside = np.zeros(shape, dtype=bool)
         inside[max(0, y0) : max(0, y1 + 1), max(0, x0) : max(0, x1 + 1)] = True
     else:
         inside = _as_mask(region, "mask_or_box")
-        if inside.shape != c.shape:
-            raise ValueError(f"cam and mask must have the same shape, got {c.shape} and {inside.shape}")
-    norm = _normalised(c)
+        if inside.shape != shape:
+            raise ValueError(f"cam and mask must have the same shape, got {shape} and {inside.shape}")
     if norm is None or not inside.any():
         return float("nan")
-    return float(norm[inside].sum() / norm.sum())
+    return float(norm[inside].sum() / (norm.sum() if total is None else total))
 
 
 def localisation_row(cam: np.ndarray, mask: np.ndarray, thresholds: Sequence[float] | np.ndarray = WSOL_THRESHOLDS) -> dict[str, float]:

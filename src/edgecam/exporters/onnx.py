@@ -91,15 +91,62 @@ def export_fp32(model: "torch.nn.Module", info: ModelInfo, path: Path, opset: in
             extra.unlink(missing_ok=True)
 
 
-def calibration_reader(images: np.ndarray, batch: int = 32) -> Any:
+CALIB_BATCH = 32  # images per calibration run at most (what every calibration used before the memory bound)
+# bytes of activations one calibration run may compute: ORT's MinMax calibrator runs an augmented graph
+# (every float tensor gets a ReduceMin / ReduceMax) with its CPU arena and memory pattern, and holds about
+# twice this per run (measured: 32 x 50 MiB per 224 px EfficientNet-Lite0 image -> 3.3 GiB; 5 images -> 0.5 GiB)
+CALIB_ACTIVATION_BUDGET = 256 * 2**20
+
+
+def activation_bytes_per_image(model_path: Path) -> int:
+    """Bytes of every tensor the graph computes for one input (its value_info shapes, the batch dimension
+    counted as 1); a tensor of unknown shape counts as large as the (first) input."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    graph = model.graph
+    infos = {v.name: v for v in (*graph.value_info, *graph.output, *graph.input)}
+
+    def nbytes(vi: Any) -> int | None:
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if tt is None or not tt.HasField("shape") or not tt.elem_type:
+            return None
+        dims = tt.shape.dim
+        if any(not d.HasField("dim_value") for d in dims[1:]):
+            return None
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).itemsize
+        return int(np.prod([d.dim_value for d in dims[1:]], dtype=np.int64)) * itemsize
+
+    inits = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    default = (nbytes(inputs[0]) if inputs else None) or 0
+    total = 0
+    for node in graph.node:
+        for name in node.output:
+            size = nbytes(infos[name]) if name in infos else None
+            total += default if size is None else size
+    return total
+
+
+def calibration_batch(model_path: Path, budget: int = CALIB_ACTIVATION_BUDGET, cap: int = CALIB_BATCH) -> int:
+    """Images per calibration run so that one run's activations stay within `budget` bytes (1 to `cap`): the
+    calibrator's peak then depends on the model and resolution only, not on the number of images. MinMax
+    ranges are the min / max over all runs, so the batch size does not change them."""
+    return max(1, min(cap, budget // max(1, activation_bytes_per_image(model_path))))
+
+
+def calibration_reader(images: np.ndarray, batch: int = CALIB_BATCH) -> Any:
+    """ONNX Runtime's data reader over `images` in batches of `batch`, each made float32 as it is read (no
+    float32 copy of the whole set)."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter([{"input": images[i : i + batch]} for i in range(0, len(images), batch)])
+            self._starts = iter(range(0, len(images), batch))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._it, None)
+            i = next(self._starts, None)
+            return None if i is None else {"input": np.ascontiguousarray(images[i : i + batch], dtype=np.float32)}
 
     return Reader()
 
@@ -126,11 +173,16 @@ def resolve_weight_range(spec_value: str) -> str:
     return spec_value
 
 
-def quantize_qdq(fp32_path: Path, out_path: Path, precision: str, calib_images: np.ndarray, weight_range: str = "full") -> None:
+def quantize_qdq(fp32_path: Path, out_path: Path, precision: str, calib_images: np.ndarray, weight_range: str = "full",
+                 activation_budget: int = CALIB_ACTIVATION_BUDGET) -> None:
     """ONNX Runtime static QDQ quantization, per-channel symmetric weights, MinMax calibration.
 
     `weight_range = "reduced"` stores int8 weights in [-64, 64] (ORT's reduce_range), recorded in the model's
-    metadata so that the QAT simulator uses the same range."""
+    metadata so that the QAT simulator uses the same range. Calibration runs in batches of at most
+    `activation_budget` bytes of activations (`calibration_batch`); the ranges, hence the QDQ graph, are the
+    same at any batch size. (Not ORT's `CalibMaxIntermediateOutputs`: what it bounds is the calibrator's
+    list of ReduceMin / ReduceMax results, a few bytes per tensor and run, and up to ORT 1.32 it drops the
+    collected ranges at each flush instead of merging them, microsoft/onnxruntime#18893.)"""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -141,7 +193,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, precision: str, calib_images: 
         quantize_static(
             str(fp32_path),
             str(out_path),
-            calibration_reader(calib_images.astype(np.float32)),
+            calibration_reader(calib_images, calibration_batch(fp32_path, activation_budget)),
             quant_format=QuantFormat.QDQ,
             activation_type=qtype,
             weight_type=qtype,

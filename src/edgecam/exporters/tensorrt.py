@@ -26,7 +26,7 @@ import numpy as np
 
 from edgecam.errors import ArtifactError
 from edgecam.exporters.base import CalibData, ExportSpec, ModelInfo
-from edgecam.exporters.onnx import OnnxExporter, calibration_reader, finish_qdq, quiet
+from edgecam.exporters.onnx import OnnxExporter, calibration_batch, calibration_reader, finish_qdq, quiet
 
 if TYPE_CHECKING:
     import onnx
@@ -203,7 +203,7 @@ class TensorRTExporter(OnnxExporter):
 
         qdq = out_path.with_name("qdq" + self.suffix)
         with quiet():
-            quantize_static(str(fp32_path), str(qdq), calibration_reader(calib_images.astype(np.float32)), quant_format=QuantFormat.QDQ,
+            quantize_static(str(fp32_path), str(qdq), calibration_reader(calib_images, calibration_batch(fp32_path)), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": True, "QuantizeBias": False})
         info_out: dict[str, Any] = {"method": spec.quant, "activation_dtype": "int8", "weight_dtype": "int8", "weights": "per-channel symmetric",
