@@ -178,7 +178,9 @@ def gradient_cams(ctx: CamContext, kind: str, targets: Sequence[int] | None, fea
     Where the model splits at the target layer (`explain.split`), only the head runs on the features (and,
     without features, the body once under no_grad); else the whole model runs with the features injected."""
     split = split_model(ctx.model.eval(), ctx.target_layer)
-    if split.ok and split.verify(ctx.model, _batch(ctx.images, 0, min(2, len(ctx.images)))):
+    finite = np.flatnonzero(np.isfinite(ctx.images).reshape(len(ctx.images), -1).all(1))[:2]  # verified on real inputs where any
+    probe = ctx.images[finite] if len(finite) else ctx.images[:2]
+    if split.ok and split.verify(ctx.model, _batch(probe, 0, len(probe))):
         return _head_cams(ctx, split, kind, targets, features)
     if targets is None:
         targets = host_predictions(ctx.model, ctx.images)

@@ -55,8 +55,8 @@ class Split:
             feats = self.body(x)
             got = self.head(feats)
         self.shapes[tuple(x.shape[1:])] = tuple(feats.shape[1:])
-        scale = float(want.abs().max()) or 1.0
-        if tuple(got.shape) != tuple(want.shape) or not bool(torch.allclose(got, want, rtol=0.0, atol=SPLIT_RTOL * scale)):
+        scale = float(torch.nan_to_num(want, nan=0.0, posinf=0.0, neginf=0.0).abs().max()) or 1.0
+        if tuple(got.shape) != tuple(want.shape) or not bool(torch.allclose(got, want, rtol=0.0, atol=SPLIT_RTOL * scale, equal_nan=True)):
             err = float((got - want).abs().max()) if got.shape == want.shape else float("nan")
             self.reason = f"head(body(x)) differs from the model's logits (max |diff| {err:.3g} of {scale:.3g})"
             self.body = self.head = None
