@@ -70,6 +70,7 @@ COMPONENTS = {
     "cam": "CAM stage, untagged rest",
     "metrics": "metrics, untagged rest",
     "io": "I/O (job store, kept outputs)",
+    "other": "untagged (in the explain stage: loading the CAM and metric libraries while shard 1's outputs are computed)",
 }
 
 
@@ -125,11 +126,13 @@ def component_rows(tag: str, manifest: dict[str, Any], m: Measured) -> list[Row]
     n_var = sum(1 for v in manifest["variants"].values() if not v.get("error"))
     per = m.images * n_var
     detail = manifest.get("stage_detail_s") or manifest.get("stage_tags_s", {})
+    cpu = manifest.get("stage_detail_cpu_s", {})
     rows = []
     for t, s in sorted(detail.items(), key=lambda kv: -kv[1]):
-        if t in ("untagged", "setup", "other") or s <= 0:
+        if t in ("untagged", "setup") or s <= 0:
             continue
-        rows.append(Row("9", f"{tag}: ms per image and variant in `{t}`", 1e3 * s / per, "ms", "-", None, f"{s:.1f} s in the run ({COMPONENTS.get(t, '')})".replace(" ()", "")))
+        what = f"{s:.1f} s in the run" + (f", host CPU {1e3 * cpu[t] / per:.1f} ms per image and variant" if t in cpu else "")
+        rows.append(Row("9", f"{tag}: ms per image and variant in `{t}`", 1e3 * s / per, "ms", "-", None, f"{what} ({COMPONENTS.get(t, '')})".replace(" ()", "")))
     return rows
 
 

@@ -24,26 +24,35 @@ class StageClock:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
-        self._stack: list[list[float | str]] = []  # [tag, start of the current exclusive interval]
+        self.cpu_seconds: dict[str, float] = defaultdict(float)  # process CPU in the same intervals (other threads' too)
+        self._stack: list[list[float | str]] = []  # [tag, wall start, process CPU start of the current exclusive interval]
 
     @contextlib.contextmanager
     def stage(self, tag: str) -> Iterator[None]:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         if self._stack:  # pause the enclosing stage
             outer = self._stack[-1]
             self.seconds[str(outer[0])] += now - float(outer[1])
-        self._stack.append([tag, now])
+            self.cpu_seconds[str(outer[0])] += cpu - float(outer[2])
+        self._stack.append([tag, now, cpu])
         try:
             yield
         finally:
-            end = time.perf_counter()
-            tag_, start = self._stack.pop()
+            end, cpu_end = time.perf_counter(), time.process_time()
+            tag_, start, cpu_start = self._stack.pop()
             self.seconds[str(tag_)] += end - float(start)
+            self.cpu_seconds[str(tag_)] += cpu_end - float(cpu_start)
             if self._stack:  # resume the enclosing one
                 self._stack[-1][1] = end
+                self._stack[-1][2] = cpu_end
 
     def snapshot(self) -> dict[str, float]:
         return dict(self.seconds)
+
+    def cpu_snapshot(self) -> dict[str, float]:
+        """Process CPU seconds per tag, in the tag's own (exclusive) intervals: with threads of its own (ONNX
+        Runtime's, the prefetch worker's) running meanwhile, their CPU is charged to the tag too."""
+        return dict(self.cpu_seconds)
 
 
 _local = threading.local()

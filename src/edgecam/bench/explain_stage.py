@@ -72,6 +72,20 @@ class ModelSetup:
     hist_edges: dict[str, np.ndarray]  # per family, from shard 0's features (filled when shard 0 is computed or read)
     top_k: int
     n_faith: int
+    host_body: Any = None  # `explain.split.OnnxBody` over the run's fp32 ONNX export: the reference CAM's body
+
+
+def host_body(ok: list[Variant]) -> Any:
+    """The fp32 reference's body in ONNX Runtime on the host, where the run exported an fp32 ONNX model (a quarter
+    of the torch body's cost; checked against it on the first shard, else unused), or None."""
+    from edgecam.explain.split import OnnxBody
+
+    for v in ok:
+        if v.format == "onnx" and v.precision == "fp32" and (v.artifact_dir / "model.onnx").is_file():
+            import torch
+
+            return OnnxBody(v.artifact_dir / "model.onnx", torch.get_num_threads())
+    return None
 
 
 class StageEta:
@@ -122,7 +136,7 @@ def explain_model(ctx: "RunContext", model: Any, layer: str, variants: list[Vari
         ok, model, layer, {v.key: DeviceSession(ctx.device, v.artifact_dir, jobs[v.key], cfg.bench.timeout_s) for v in ok},
         provider_cls(ex.saliency_dir) if ex.saliency == "directory" else provider_cls(), provider_cls.name,
         {v.key: _sim_module(v) for v in ok if any(mode == "sim" for _, mode in cam_jobs(v, cfg))},
-        {}, max(1, int(np.ceil(0.05 * n_img))), min(n_img, ex.faithfulness_images) if ex.faithfulness else 0,
+        {}, max(1, int(np.ceil(0.05 * n_img))), min(n_img, ex.faithfulness_images) if ex.faithfulness else 0, host_body(ok),
     )
     key = {"kind": "explain", "model": ok[0].model, "weights": ckpt_sha, "device": ctx.device_id or ctx.dspec.name, "data": ctx.data.fingerprint, "images": n_img,
            "explain": ex.__dict__, "saliency": saliency_fingerprint(ex.saliency_dir) if ex.saliency == "directory" else None,
@@ -155,6 +169,9 @@ def _explain_shards(ctx: "RunContext", setup: ModelSetup, key: dict[str, Any], s
 
     eta = StageEta(ok[0].model, len(ok), [s1 - s0 for s0, s1 in shards], ctx.log)
     try:
+        if shards and not ctx.store.has("explain", keys[0]):
+            ahead.start(*shards[0])  # the first shard's device outputs come while the host loads its libraries
+            warm_host(ctx.cfg.explain.emd_size > 0)
         for i, (s0, s1) in enumerate(shards):
             try:
                 t0 = time.perf_counter()
@@ -186,6 +203,19 @@ def _explain_shards(ctx: "RunContext", setup: ModelSetup, key: dict[str, Any], s
     predict_rest(ctx, setup, key)
     out.predict_bytes_sent = sum(s.bytes_sent for s in setup.sessions.values()) - out.bytes_sent
     return out
+
+
+def warm_host(emd: bool) -> None:
+    """Load what the host's CAMs and metrics need (the `grad-cam` package ~3 s, POT ~3 s, the compiled WSOL kernel)
+    while the worker computes the first shard's device outputs, rather than inside the first shard's host work."""
+    import pytorch_grad_cam  # noqa: F401
+
+    from edgecam.explain.components import largest_component_boxes
+    from edgecam.explain.metrics import import_pot
+
+    if emd:
+        import_pot()
+    largest_component_boxes(np.zeros((2, 2)), np.array([0.5]))
 
 
 def saliency_fingerprint(directory: str | None) -> str:
@@ -293,9 +323,12 @@ def variant_cams(ctx: "RunContext", setup: ModelSetup, shard: "TestShard", outpu
 
     ex = ctx.cfg.explain
     with stage("cam"):
-        host_ctx = CamContext(setup.model, setup.layer, shard.x, seed=ex.seed, rise_masks=ex.rise_masks)
+        host_ctx = CamContext(setup.model, setup.layer, shard.x, seed=ex.seed, rise_masks=ex.rise_masks, body=setup.host_body)
         with stage("cam.reference"):
             reference = reference_cams(host_ctx, ex.reference, shard.labels if ex.target == "label" else None)
+        if setup.host_body is not None and setup.host_body.reason:
+            ctx.log(f"[yellow]reference CAMs use the torch body: {setup.host_body.reason}[/yellow]")
+            setup.host_body = None
         cams: dict[tuple[str, str, str], np.ndarray] = {}
         for v in setup.ok:
             targets = shard.labels if ex.target == "label" else preds[v.key]
@@ -361,8 +394,10 @@ def explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int, fetche
     the shard and its device outputs when a `Prefetch` already has them."""
     import pandas as pd
 
+    from threadpoolctl import threadpool_limits
+
     from edgecam.bench.results import gap_rows, image_rows
-    from edgecam.explain.localisation import box_from_mask, box_ious
+    from edgecam.explain.localisation import box_from_mask, box_ious_batch
 
     ex, ok = ctx.cfg.explain, setup.ok
     shard, outputs = fetched if fetched is not None else fetch_shard(ctx, setup, s0, s1)  # logits + features, this shard only
@@ -378,7 +413,7 @@ def explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int, fetche
     gaps: list[dict[str, Any]] = []
     tracks: dict[tuple[str, str, str], Track] = {}
     hist: dict[str, np.ndarray] = {}
-    with stage("metrics"):
+    with stage("metrics"), threadpool_limits(1, user_api="blas"):  # small matrices: a 2nd BLAS thread only contends
         first_by_precision: dict[str, Variant] = {}
         for v in ok:  # the runtime gap: each other runtime's CAMs vs the first runtime's, at the same precision
             ref_v = first_by_precision.setdefault(v.precision, v)
@@ -386,6 +421,7 @@ def explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int, fetche
                 for method, mode in default_jobs(ctx.cfg):
                     gaps += gap_rows(v, ref_v, method, cams[(v.key, method, mode)], cams[(ref_v.key, method, mode)], shard.ids, preds[v.key], preds[ref_v.key])
         gt_boxes = [box_from_mask(m > 0.5) if has else None for m, has in zip(shard.masks, shard.has_box)]
+        has_box = [i for i, b in enumerate(gt_boxes) if b is not None]
         input_finite = np.isfinite(shard.x).reshape(len(shard.x), -1).all(1)
         for v in ok:
             if v.fp32_key not in preds:
@@ -403,13 +439,11 @@ def explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int, fetche
                 faith = _faithfulness(setup.sessions.get(v.key), shard.x, c, preds[v.key], s0, setup.n_faith, ex.faithfulness_steps)
                 track = tracks.setdefault((v.key, method, mode), Track(np.zeros(len(WSOL_THRESHOLDS), dtype=np.int64)))
                 wsol_iou = np.full(len(c), np.nan)
-                for i, box in enumerate(gt_boxes):  # MaxBoxAcc counts (Choe et al. 2020) on images with ground truth only
-                    if box is None:
-                        continue
-                    ious = box_ious(c[i], box)  # zeros for a constant or non-finite CAM: a miss, as in max_box_acc
-                    track.n += 1
-                    track.hits += ious >= 0.5
-                    wsol_iou[i] = ious.max() if np.isfinite(c[i]).all() else np.nan
+                if has_box:  # MaxBoxAcc counts (Choe et al. 2020) on images with ground truth only
+                    ious = box_ious_batch(c[has_box], [gt_boxes[i] for i in has_box])  # zeros for a constant or non-finite CAM: a miss
+                    track.n += len(has_box)
+                    track.hits += (ious >= 0.5).sum(0)
+                    wsol_iou[has_box] = np.where(np.isfinite(c[has_box]).reshape(len(has_box), -1).all(1), ious.max(1), np.nan)
                 channels = _cam_channels(method, feats.shape[1], ex.scorecam_top_k)
                 extra = [{**faith[i], **act[i], "cam_channels": channels, "input_finite": bool(input_finite[i]), "output_finite": bool(output_finite[i])} for i in range(len(c))]
                 rows += image_rows(v, method, mode, c, c_fp32, reference, shard, saliency, setup.provider_name, preds[v.key], preds[v.fp32_key],

@@ -209,7 +209,7 @@ def _run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log:
     import torch
 
     t_start = time.perf_counter()
-    tags_before = clock().snapshot()
+    tags_before, cpu_before = clock().snapshot(), clock().cpu_snapshot()
     torch.set_flush_denormal(True)  # int16 activations sit near denormals; x86 slows ~10x on them
     ctx, resumed = open_run(cfg, out_dir, limit, progress, log, device_spec, inventory, resume, held)
     log(f"device {ctx.dspec.name} ({ctx.dspec.url}): probing")
@@ -243,6 +243,7 @@ def _run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log:
     tags = {t: s - tags_before.get(t, 0.0) for t, s in clock().snapshot().items()}
     manifest["stage_tags_s"] = {t: sum(s for k, s in tags.items() if k.split(".")[0] == t) for t in TAGS} | {"untagged": manifest["wall_s"] - sum(tags.values())}
     manifest["stage_detail_s"] = {k: s for k, s in sorted(tags.items()) if s > 0}  # the sub-tags too ("cam.reference", ...)
+    manifest["stage_detail_cpu_s"] = {k: s - cpu_before.get(k, 0.0) for k, s in sorted(clock().cpu_snapshot().items()) if s - cpu_before.get(k, 0.0) > 0}
     manifest["stages_cpu_s"] = ctx.cpu_timings
     atomic_write_json(out_dir / files.MANIFEST, manifest)
     shutil.rmtree(out_dir / files.DEVICE_SCRATCH, ignore_errors=True)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Protocol, S
 
 import numpy as np
 
-from edgecam.explain.split import Split, split_model
+from edgecam.explain.split import OnnxBody, Split, split_model
 from edgecam.registry import Registry
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ class CamContext:
     rise_masks: int = 1000
     rise_cells: int = 8
     scorecam_top_k: int = 0  # Score-CAM on the k most active channels per image (0: all, as the paper)
+    body: Optional[OnnxBody] = None  # the host fp32 body in ONNX Runtime, for the reference CAM (checked against torch)
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
@@ -181,7 +182,8 @@ def gradient_cams(ctx: CamContext, kind: str, targets: Sequence[int] | None, fea
     finite = np.flatnonzero(np.isfinite(ctx.images).reshape(len(ctx.images), -1).all(1))[:2]  # verified on real inputs where any
     probe = ctx.images[finite] if len(finite) else ctx.images[:2]
     if split.ok and split.verify(ctx.model, _batch(probe, 0, len(probe))):
-        return _head_cams(ctx, split, kind, targets, features)
+        body = ctx.body if features is None and ctx.body is not None and ctx.body.check(split, _batch(probe, 0, len(probe))) else None
+        return _head_cams(ctx, split, kind, targets, features, body)
     if targets is None:
         targets = host_predictions(ctx.model, ctx.images)
     return _whole_model_cams(ctx, kind, targets, features)
@@ -193,9 +195,10 @@ def _batch(a: np.ndarray, i: int, j: int) -> "torch.Tensor":
     return torch.from_numpy(np.ascontiguousarray(a[i:j], dtype=np.float32))
 
 
-def _head_cams(ctx: CamContext, split: Split, kind: str, targets: Sequence[int] | None, features: np.ndarray | None) -> np.ndarray:
+def _head_cams(ctx: CamContext, split: Split, kind: str, targets: Sequence[int] | None, features: np.ndarray | None,
+               body: OnnxBody | None = None) -> np.ndarray:
     """The head-only path: d logit / d features through `split.head`, weighted by the `grad-cam` package's
-    formula (`package_weighted_cam`). The activations and gradients are taken exactly where the package's hooks
+    formula (`package_weighted_cam`). Without `features`, the body runs first: `body` (checked) or torch's. The activations and gradients are taken exactly where the package's hooks
     take them: on a copy of the features that the head consumes (so a head that rectifies in place, as
     DenseNet's does, gives the package's post-ReLU activations), its gradient by a tensor hook."""
     import torch
@@ -205,7 +208,9 @@ def _head_cams(ctx: CamContext, split: Split, kind: str, targets: Sequence[int] 
     out: list[np.ndarray] = []
     for i in range(0, len(ctx.images), b):
         j = min(len(ctx.images), i + b)
-        if features is None:
+        if features is None and body is not None:
+            f = torch.from_numpy(body(ctx.images[i:j]))
+        elif features is None:
             with torch.no_grad():
                 f = split.body(_batch(ctx.images, i, j))
         else:
@@ -303,8 +308,9 @@ class EigenCam(CamMethod):
 def eigen_projection(features: np.ndarray) -> np.ndarray:
     """(N, h, w) projection of each image's centred (h*w, C) activations on their first right singular vector,
     sign-corrected (Chung & Ying 2025, Eq. 13: flipped where |min| > |max|): the `grad-cam` package's
-    `get_2d_projection_with_sign_correction`, with the economy SVD of the whole batch in one LAPACK call (the
-    package computes a full C x C V per map and keeps one row: 0.3 s per map at 1,280 channels) and without
+    `get_2d_projection_with_sign_correction`, from the top eigenpair of each map's small Gram matrix, the whole
+    batch in one LAPACK call (the package computes a full C x C V per map and keeps one row: 0.3 s per map at
+    1,280 channels) and without
     writing into `features` (the package sets NaN to 0 in place). An image whose features hold Inf gets a NaN map
     (the SVD cannot converge on it) instead of an exception that would end the shard."""
     f = np.asarray(features, dtype=np.float32)
@@ -314,8 +320,11 @@ def eigen_projection(features: np.ndarray) -> np.ndarray:
     ok = np.isfinite(m).reshape(n, -1).all(1)
     if ok.any():
         m = m[ok] - m[ok].mean(axis=1, keepdims=True)
-        _, _, vt = np.linalg.svd(m, full_matrices=False)
-        proj = np.matmul(m, vt[:, 0, :, None])[..., 0]  # (N, h*w): each map on its first component
+        # projection on the first right singular vector v1 = M^T u1 / s1 is M v1 = s1 u1, with (s1^2, u1) the top
+        # eigenpair of the (h*w) x (h*w) Gram matrix M M^T: a 49 x 49 eigenproblem instead of a 49 x C SVD
+        gram = np.matmul(m.astype(np.float64), m.astype(np.float64).transpose(0, 2, 1))
+        lam, u = np.linalg.eigh(gram)  # ascending eigenvalues
+        proj = (u[:, :, -1] * np.sqrt(np.maximum(lam[:, -1:], 0.0))).astype(np.float32)  # (N, h*w)
         flip = np.abs(proj.min(1)) > np.abs(proj.max(1))
         proj[flip] = -proj[flip]
         out[ok] = proj.reshape(len(proj), *f.shape[2:])

@@ -110,7 +110,17 @@ def box_from_mask(mask: np.ndarray) -> Box | None:
 
 def _largest_component_boxes(norm: np.ndarray, thresholds: np.ndarray) -> list[Box | None]:
     """Box of the largest 8-connected component of ``norm >= t`` for each t. Equal sizes: the component whose
-    first pixel comes first in row-major order wins.
+    first pixel comes first in row-major order wins. All thresholds in one union-find pass
+    (`explain.components`, ~1 ms at 224 x 224) where numba is installed, else one OpenCV labelling per mask."""
+    from edgecam.explain import components
+
+    if components.HAVE_NUMBA:
+        return components.largest_component_boxes(norm, thresholds)
+    return _largest_component_boxes_cv2(norm, thresholds)
+
+
+def _largest_component_boxes_cv2(norm: np.ndarray, thresholds: np.ndarray) -> list[Box | None]:
+    """`_largest_component_boxes` by OpenCV labelling.
 
     One OpenCV labelling per distinct mask, on the mask's bounding box only: the sets are nested (a higher
     threshold keeps a subset), so two thresholds keeping as many pixels keep the same pixels and share a box;

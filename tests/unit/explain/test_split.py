@@ -158,7 +158,7 @@ def test_features_of_the_wrong_shape_are_refused_on_the_head_path() -> None:
 
 
 def test_eigen_projection_equals_the_package_and_leaves_its_input_alone() -> None:
-    """Economy SVD of the whole batch vs the package's full SVD per map: CC >= 0.99999 per map, sign correction
+    """The Gram eigenpair of the whole batch vs the package's full SVD per map: CC >= 0.99999 per map, sign correction
     included, on ImageNet-sized features (1,280 x 7 x 7) and on a real network's; NaN read as 0 without writing
     into the caller's array; an image with Inf gets a NaN map, the others are unaffected."""
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
