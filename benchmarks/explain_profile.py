@@ -106,6 +106,27 @@ def explain_cpu_s(manifest: dict[str, Any]) -> float:
     return sum(v for k, v in manifest.get("stages_cpu_s", {}).items() if k.startswith("CAMs + metrics")) or float("nan")
 
 
+PAPER_SWEEP = (10_000, 6, 3)  # paper 002's sweep: test images x architectures x precisions (fp32 / int16 / int8)
+
+
+def paper_sweep_s(m: Measured, manifest: dict[str, Any]) -> float:
+    """The explain stage of paper 002's sweep (10,000 images x 6 architectures x 3 precisions) extrapolated from this
+    run's steady state: its seconds per image and variant, every architecture costing what this one does."""
+    n_var = sum(1 for v in manifest["variants"].values() if not v.get("error"))
+    images, archs, precisions = PAPER_SWEEP
+    return m.explain_s / (m.images * n_var) * images * archs * precisions
+
+
+def estimate_rows(tag: str, m: Measured, manifest: dict[str, Any]) -> list[Row]:
+    """The stage time the run logged after its first (and second) shard against the stage's measured time."""
+    rows = []
+    for est in manifest.get("explain_estimates", {}).get("efficientnet_lite0", []):
+        ratio = est["stage_s"] / m.explain_s
+        rows.append(Row("9", f"{tag}: explain time estimated after shard {est['after_shards']:.0f} / measured", ratio, "x", "within 0.30",
+                        check(ratio, "within", 0.30), f"{est['stage_s']:.0f} s estimated, {m.explain_s:.0f} s measured"))
+    return rows
+
+
 def throughput_rows(tag: str, m: Measured, manifest: dict[str, Any], p50_ms: float, target: bool) -> list[Row]:
     n_var = sum(1 for v in manifest["variants"].values() if not v.get("error"))
     per_var = m.images * n_var
@@ -136,6 +157,26 @@ def component_rows(tag: str, manifest: dict[str, Any], m: Measured) -> list[Row]
     return rows
 
 
+def column_diffs(a: Path, b: Path) -> dict[str, float]:
+    """Largest |difference| per float column of two runs' results.parquet (rows matched by variant, method and
+    image; NaN where both are NaN counts as equal, NaN against a number as inf)."""
+    import pandas as pd
+
+    keys = ["model", "format", "runtime", "precision", "cam_method", "cam_mode", "image_id"]
+    ra = pd.read_parquet(a / "results.parquet").sort_values(keys).reset_index(drop=True)
+    rb = pd.read_parquet(b / "results.parquet").sort_values(keys).reset_index(drop=True)
+    if len(ra) != len(rb) or not (ra[keys] == rb[keys]).all().all():
+        return {"(rows)": float("inf")}
+    out = {}
+    for c in ra.columns:
+        if c in rb.columns and ra[c].dtype.kind == "f":
+            x, y = ra[c].to_numpy(), rb[c].to_numpy()
+            both = np.isnan(x) & np.isnan(y)
+            d = np.where(both, 0.0, np.abs(x - y))
+            out[c] = float(np.nan_to_num(d, nan=np.inf).max()) if len(d) else 0.0
+    return out
+
+
 def same_results(a: Path, b: Path) -> tuple[float, float]:
     """(largest |difference| of any float column of results.parquet, smallest per-row CC-like agreement): two
     runs of the same configuration, rows matched by variant, method and image."""
@@ -151,9 +192,14 @@ def same_results(a: Path, b: Path) -> tuple[float, float]:
     return diff, float(len(ra))
 
 
-def run_items(n_img: int = 200, baseline: str | None = None, executors: tuple[str, ...] = ("inprocess",), keep: Path | None = None) -> tuple[list[Row], list[str]]:
+def run_items(n_img: int = 200, baseline: str | None = None, executors: tuple[str, ...] = ("inprocess",), keep: Path | None = None,
+              scale: tuple[int, ...] = ()) -> tuple[list[Row], list[str], float]:
+    """Rows, notes and the in-process run's host peak RSS (MB). `scale`: larger runs too (e.g. 1,000 and 2,000
+    images): their throughput, estimate and peak, and paper 002's sweep extrapolated from each (target: the
+    largest's extrapolation within 20% of the others')."""
     rows: list[Row] = []
     notes: list[str] = []
+    peak = float("nan")
     tmp = tempfile.TemporaryDirectory(prefix="edgecam-explain-profile-") if keep is None else None
     root = Path(tmp.name) if tmp else keep
     assert root is not None
@@ -172,20 +218,40 @@ def run_items(n_img: int = 200, baseline: str | None = None, executors: tuple[st
             m, man, p50 = measure(cfg, n_img, out, ["--executor", ex] if ex != "inprocess" else [])
             runs[ex] = out
             rows += throughput_rows(f"now, {ex}", m, man, p50, target=True)
+            rows += estimate_rows(f"now, {ex}", m, man)
             if ex == "inprocess":
                 rows += component_rows("now", man, m)
+                peak = m.host_peak_mb
             notes.append(f"item 9 now ({ex}): stages (s) " + ", ".join(f"{k} {v:.1f}" for k, v in man.get("stages_s", {}).items()))
             notes.append(f"item 9 now ({ex}): explain work estimate printed before the stage: {man.get('explain_estimate_s', {})}")
         if baseline and "inprocess" in runs:
-            diff, n = same_results(root / "baseline", runs["inprocess"])
-            notes.append(f"item 9: results.parquet now vs before: largest |difference| of any float column {diff:.3g} over {n:.0f} rows")
+            diffs = column_diffs(root / "baseline", runs["inprocess"])
+            notes.append("item 9: results.parquet now vs before, largest |difference| per column: " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(diffs.items(), key=lambda kv: -kv[1])))
         if "ray" in runs and "inprocess" in runs:
             diff, n = same_results(runs["inprocess"], runs["ray"])
-            notes.append(f"item 9: results.parquet Ray vs in-process: largest |difference| {diff:.3g} over {n:.0f} rows")
+            rows.append(Row("9", "Ray vs in-process: largest |difference| of any results column", diff, "", "== 0", diff == 0, f"over {n:.0f} rows"))
+            ips = {ex: float(r.value) for ex in ("inprocess", "ray") for r in rows if r.measure == f"now, {ex}: explain-stage images/s per variant"}
+            if len(ips) == 2:
+                rows.append(Row("9", "Ray / in-process explain throughput", ips["ray"] / ips["inprocess"], "x", ">= 0.95", check(ips["ray"] / ips["inprocess"], ">=", 0.95), ""))
+        sweeps: dict[int, float] = {}
+        for n in scale:
+            out = root / f"scale-{n}"
+            m, man, p50 = measure(write_config(root, n), n, out)
+            rows += throughput_rows(f"{n} images", m, man, p50, target=False)
+            rows += estimate_rows(f"{n} images", m, man)
+            sweeps[n] = paper_sweep_s(m, man)
+            notes.append(f"item 9, {n} images: run wall {m.wall:.0f} s, explain stage {m.explain_s:.0f} s, host peak RSS {m.host_peak_mb:.0f} MB, "
+                         f"paper sweep's explain stage (10,000 images x 6 architectures x 3 precisions, Lite0's cost each) ~{sweeps[n] / 3600:.1f} h")
+        if len(sweeps) >= 2:
+            big = max(sweeps)
+            for n in sorted(sweeps)[:-1]:
+                ratio = sweeps[big] / sweeps[n]
+                rows.append(Row("9", f"paper sweep extrapolated from {big} / from {n} images", ratio, "x", "within 0.20", check(ratio, "within", 0.20),
+                                f"{sweeps[big] / 3600:.2f} h vs {sweeps[n] / 3600:.2f} h"))
     finally:
         if tmp:
             tmp.cleanup()
-    return rows, notes
+    return rows, notes, peak
 
 
 def main() -> None:
@@ -194,8 +260,9 @@ def main() -> None:
     ap.add_argument("--baseline", default=None, metavar="SRC", help="another checkout's src/ folder, run first on the same configuration")
     ap.add_argument("--executor", nargs="+", default=["inprocess"], choices=("inprocess", "ray"))
     ap.add_argument("--keep", default=None, metavar="DIR", help="keep the run directories here")
+    ap.add_argument("--scale", type=int, nargs="*", default=[], metavar="N", help="larger runs too (e.g. 1000 2000): paper-sweep extrapolation from each")
     args = ap.parse_args()
-    rows, notes = run_items(args.images, args.baseline, tuple(args.executor), Path(args.keep) if args.keep else None)
+    rows, notes, _ = run_items(args.images, args.baseline, tuple(args.executor), Path(args.keep) if args.keep else None, tuple(args.scale))
     print_rows(rows, f"explain stage at 224 px, {args.images} images")
     for n in notes:
         print("-", n)

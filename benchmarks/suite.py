@@ -10,12 +10,17 @@ one run, printed as one table of ratios with their targets, and written to bench
 7. real scale: a 224 px model on generated JPEGs at 200 vs 2,000 images (host / agent peak RSS, bytes per image,
    wall per image), over SSH too, Score-CAM at 1,280 channels, a 10,000-image dry run (`real_scale.py`)
 8. persistent device session vs one agent process per job, local and over SSH (`session_cost.py`)
+9. the explain stage at real size: EfficientNet-Lite0 (real weights) at 224 px, 200 images, ONNX Runtime fp32 + int8:
+   images/s per variant, host CPU per image and variant vs the device's forward, where the time goes, the ETA's
+   accuracy, Ray vs in-process, and 1,000 / 2,000-image runs extrapolated to paper 002's sweep (`explain_profile.py`)
+10. calibration memory: ONNX Runtime's int8 / int16 calibration of Lite0 at 100 and 500 images, bounded vs unbounded,
+   against item 9's host peak (`calib_memory.py`)
 
 Models and artifacts come from edgecam's normal cache (trained there on first use, shared with `make run`);
 item 6 exports into a fresh temporary cache. `--quick` runs every item at a tiny size (tinycnn only): the
 smoke test (tests/benchmarks/) uses it so the suite cannot rot; its numbers mean nothing.
 
-    .venv/bin/python benchmarks/suite.py [--quick] [--out FILE] [--items 1 2 3 4 5 6]
+    .venv/bin/python benchmarks/suite.py [--quick] [--out FILE] [--items 1 2 3 4 5 6 7 8 9 10]
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the item modules beside this file
 
+import calib_memory  # noqa: E402
 import cam_throughput  # noqa: E402
+import explain_profile  # noqa: E402
 import explain_memory  # noqa: E402
 import export_cost  # noqa: E402
 import harness_overhead  # noqa: E402
@@ -58,11 +65,16 @@ class Sizes:
     real_scale: tuple[int, int] = (200, 2000)
     real_scale_items: tuple[str, ...] = ("rss", "ssh", "scorecam", "paper")
     session_images: int = 64
+    explain_images: int = 200
+    explain_executors: tuple[str, ...] = ("inprocess", "ray")
+    explain_scale: tuple[int, ...] = (1000, 2000)
+    calib_sizes: tuple[int, ...] = (100, 500)
 
 
 QUICK = Sizes(models=("tinycnn",), iterations=20, rounds=2, profile_iterations=30, cam_rounds=1, cam_images=(("tinycnn", 4, 2),),
               pipeline_limit=4, scaling=(2, 4, 6), scaling_warm=False, export_formats=("onnx",), export_precisions=(("tinycnn", ("fp32",)),),
-              real_scale=(4, 8), real_scale_items=("rss",), session_images=16)
+              real_scale=(4, 8), real_scale_items=("rss",), session_images=16, explain_images=6, explain_executors=("inprocess",), explain_scale=(),
+              calib_sizes=(4, 8))
 
 
 def run_suite(sizes: Sizes, items: set[str], quick: bool) -> tuple[list[Row], list[str]]:
@@ -105,6 +117,15 @@ def run_suite(sizes: Sizes, items: set[str], quick: bool) -> tuple[list[Row], li
         notes += got_notes
     if "8" in items:
         rows += timed("item 8", lambda: session_cost.run_items(sizes.session_images, 1 if quick else 3, ssh=not quick))
+    peak = None
+    if "9" in items:
+        got_rows, got_notes, peak = timed("item 9", lambda: explain_profile.run_items(sizes.explain_images, None, sizes.explain_executors, None, sizes.explain_scale))
+        rows += got_rows
+        notes += got_notes
+    if "10" in items:
+        got_rows, got_notes = timed("item 10", lambda: calib_memory.run_items(sizes.calib_sizes, ("int8", "int16"), peak))
+        rows += got_rows
+        notes += got_notes
     notes.append("suite time per item (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     return rows, notes
 
@@ -113,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="every item at a tiny size (smoke test; the numbers mean nothing)")
     ap.add_argument("--out", type=Path, default=None, help="results file (default: benchmarks/results/<machine>.md)")
-    ap.add_argument("--items", nargs="+", default=["1", "2", "3", "4", "5", "6", "7", "8"], choices=["1", "2", "3", "4", "5", "6", "7", "8"])
+    ap.add_argument("--items", nargs="+", default=[str(i) for i in range(1, 11)], choices=[str(i) for i in range(1, 11)])
     args = ap.parse_args(argv)
     from edgecam.cache import cache_dir
 
