@@ -78,12 +78,12 @@ class ModelSetup:
 def host_body(ok: list[Variant]) -> Any:
     """The fp32 reference's body in ONNX Runtime on the host, where the run exported an fp32 ONNX model (a quarter
     of the torch body's cost; checked against it on the first shard, else unused), or None."""
+    import torch
+
     from edgecam.explain.split import OnnxBody
 
     for v in ok:
         if v.format == "onnx" and v.precision == "fp32" and (v.artifact_dir / "model.onnx").is_file():
-            import torch
-
             return OnnxBody(v.artifact_dir / "model.onnx", torch.get_num_threads())
     return None
 

@@ -181,8 +181,9 @@ def gradient_cams(ctx: CamContext, kind: str, targets: Sequence[int] | None, fea
     split = split_model(ctx.model.eval(), ctx.target_layer)
     finite = np.flatnonzero(np.isfinite(ctx.images).reshape(len(ctx.images), -1).all(1))[:2]  # verified on real inputs where any
     probe = ctx.images[finite] if len(finite) else ctx.images[:2]
-    if split.ok and split.verify(ctx.model, _batch(probe, 0, len(probe))):
-        body = ctx.body if features is None and ctx.body is not None and ctx.body.check(split, _batch(probe, 0, len(probe))) else None
+    x = _batch(probe, 0, len(probe))
+    if split.ok and split.verify(ctx.model, x):
+        body = ctx.body if features is None and ctx.body is not None and ctx.body.check(split, x) else None
         return _head_cams(ctx, split, kind, targets, features, body)
     if targets is None:
         targets = host_predictions(ctx.model, ctx.images)
@@ -198,9 +199,10 @@ def _batch(a: np.ndarray, i: int, j: int) -> "torch.Tensor":
 def _head_cams(ctx: CamContext, split: Split, kind: str, targets: Sequence[int] | None, features: np.ndarray | None,
                body: OnnxBody | None = None) -> np.ndarray:
     """The head-only path: d logit / d features through `split.head`, weighted by the `grad-cam` package's
-    formula (`package_weighted_cam`). Without `features`, the body runs first: `body` (checked) or torch's. The activations and gradients are taken exactly where the package's hooks
-    take them: on a copy of the features that the head consumes (so a head that rectifies in place, as
-    DenseNet's does, gives the package's post-ReLU activations), its gradient by a tensor hook."""
+    formula (`package_weighted_cam`). Without `features` the body runs first: `body` (checked) or torch's. The
+    activations and gradients are taken exactly where the package's hooks take them: on a copy of the features
+    that the head consumes (so a head that rectifies in place, as DenseNet's does, gives the package's post-ReLU
+    activations), its gradient by a tensor hook."""
     import torch
 
     assert split.body is not None and split.head is not None
@@ -310,9 +312,8 @@ def eigen_projection(features: np.ndarray) -> np.ndarray:
     sign-corrected (Chung & Ying 2025, Eq. 13: flipped where |min| > |max|): the `grad-cam` package's
     `get_2d_projection_with_sign_correction`, from the top eigenpair of each map's small Gram matrix, the whole
     batch in one LAPACK call (the package computes a full C x C V per map and keeps one row: 0.3 s per map at
-    1,280 channels) and without
-    writing into `features` (the package sets NaN to 0 in place). An image whose features hold Inf gets a NaN map
-    (the SVD cannot converge on it) instead of an exception that would end the shard."""
+    1,280 channels), and without writing into `features` (the package sets NaN to 0 in place). An image whose
+    features hold Inf gets a NaN map instead of an exception that would end the shard."""
     f = np.asarray(features, dtype=np.float32)
     n, c = f.shape[:2]
     out = np.full((n, *f.shape[2:]), np.nan, dtype=np.float32)

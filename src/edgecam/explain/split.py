@@ -93,6 +93,7 @@ class OnnxBody:
     def __init__(self, path: str | Path, threads: int = 0) -> None:
         self.path, self.threads = Path(path), threads
         self.session: Any = None
+        self.input_name = ""
         self.reason: Optional[str] = None
         self.checked = False
 
@@ -106,8 +107,8 @@ class OnnxBody:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-wait between calls: the host's
             # other work and the device's own threads share the cores
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        name = self.session.get_inputs()[0].name
-        return self.session.run(["features"], {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+            self.input_name = self.session.get_inputs()[0].name
+        return self.session.run(["features"], {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
     def check(self, split: Split, x: "torch.Tensor") -> bool:
         """Once: the ONNX features equal the torch body's on `x` (NaN where torch has NaN), else `reason` is set."""

@@ -189,3 +189,23 @@ def test_capabilities_route_the_methods() -> None:
     assert cam_method("layercam", "sim").run_mode == "sim" and cam_method("layercam").run_mode == "mirror"
     with pytest.raises(ValueError, match="eigencam.*surrogate.*not 'sim'"):
         cam_method("eigencam", "sim")
+
+
+def test_reference_body_in_onnx_runtime_equals_the_torch_body(trained_tinycnn) -> None:
+    """`OnnxBody` on the fp32 export: accepted by its check, and the reference CAMs it gives equal the torch body's
+    (CC >= 0.9999 per image); the int8 export's features differ beyond the tolerance, so its check refuses it
+    with a reason and the reference falls back to the torch body."""
+    import torch
+
+    from edgecam.explain.split import OnnxBody, split_model
+
+    x = trained_tinycnn.data.test_x[:16]
+    body = OnnxBody(trained_tinycnn.artifacts["fp32"] / "model.onnx", threads=1)
+    with_ort = reference_cams(CamContext(trained_tinycnn.model, trained_tinycnn.layer, x, body=body), "gradcampp", None)
+    assert body.checked and body.reason is None
+    torch_only = reference_cams(CamContext(trained_tinycnn.model, trained_tinycnn.layer, x), "gradcampp", None)
+    assert min(cc(with_ort[i], torch_only[i]) for i in range(len(x))) >= 0.9999
+    bad = OnnxBody(trained_tinycnn.artifacts["int8"] / "model.onnx", threads=1)
+    split = split_model(trained_tinycnn.model, trained_tinycnn.layer)
+    assert not bad.check(split, torch.from_numpy(np.ascontiguousarray(x[:2], dtype=np.float32)))
+    assert "differ from the torch body" in (bad.reason or "")
