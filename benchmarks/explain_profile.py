@@ -136,9 +136,15 @@ def throughput_rows(tag: str, m: Measured, manifest: dict[str, Any], p50_ms: flo
     rows = [Row("9", f"{tag}: explain-stage images/s per variant", ips, "img/s", ">= 10" if target else "-", check(ips, ">=", 10) if target else None,
                 f"{m.images} images x {n_var} variants in {m.explain_s:.1f} s; run wall {m.wall:.0f} s, host peak RSS {m.host_peak_mb:.0f} MB")]
     if cpu == cpu:
-        ratio = cpu_ms / p50_ms
+        # the target is per image: the one-time loading of the CAM and metric libraries (`other`, ~2.5 s wall,
+        # ~5 s CPU: the grad-cam package imports scikit-learn) is left out of it and shown beside it
+        once = manifest.get("stage_detail_cpu_s", {}).get("other", 0.0)
+        per_ms = 1e3 * (cpu - once) / per_var
+        ratio = per_ms / p50_ms
         rows.append(Row("9", f"{tag}: host CPU per image and variant / int8 device forward p50", ratio, "x", "<= 3" if target else "-",
-                        check(ratio, "<=", 3) if target else None, f"{cpu_ms:.1f} ms host CPU vs p50 {p50_ms:.2f} ms (ORT int8, batch 1)"))
+                        check(ratio, "<=", 3) if target else None,
+                        f"{per_ms:.1f} ms host CPU vs p50 {p50_ms:.2f} ms (ORT int8, batch 1); with the one-time library loading ({once:.1f} s CPU) "
+                        f"{cpu_ms:.1f} ms = {cpu_ms / p50_ms:.2f}x"))
     return rows
 
 
