@@ -150,7 +150,7 @@ def setup(names: Sequence[str] = ("tinycnn", "mobilenet_v2")) -> Setup:
 
     from edgecam.bench.deploy import build_artifact
     from edgecam.bench.prepare import prepare_model
-    from edgecam.data.datasets import load_data
+    from edgecam.data.spec import load_data
     from edgecam.exporters.onnx import OnnxExporter
 
     t0 = time.perf_counter()

@@ -147,8 +147,12 @@ def _watch_descendants(root_pids: list[int], stop: threading.Event, peak: list[i
             except psutil.Error:
                 continue
             for k in kids:
-                if not k.name().startswith("sshd"):
-                    peak[0] = max(peak[0], _vmhwm_kb(k.pid))
+                try:
+                    if k.name().startswith("sshd"):
+                        continue
+                except psutil.Error:  # ended between the listing and the look: its last sample stands
+                    continue
+                peak[0] = max(peak[0], _vmhwm_kb(k.pid))
 
 
 def run_once(cfg: Path, n: int, out: Path, extra: list[str] | None = None, agents_under: int | None = None) -> Measured:

@@ -23,7 +23,7 @@ from sshd_server import start_sshd  # noqa: E402
 
 from edgecam.bench.deploy import build_artifact
 from edgecam.bench.prepare import prepare_model
-from edgecam.data.datasets import load_data  # noqa: E402
+from edgecam.data.spec import load_data  # noqa: E402
 from edgecam.config import ModelSpec, RunConfig  # noqa: E402
 from edgecam.devices.inventory import DeviceSpec, open_device  # noqa: E402
 from edgecam.devices.local import LocalDevice  # noqa: E402

@@ -40,7 +40,7 @@ def quick_config() -> Any:
 
 @pytest.fixture(scope="session")
 def data(quick_config: Any) -> Any:
-    from edgecam.data.datasets import load_data
+    from edgecam.data.spec import load_data
 
     return load_data(quick_config.data)
 

@@ -199,7 +199,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     its [sensitivity] table; unset ones keep it)."""
     import dataclasses
 
-    from edgecam.config import SensitivitySpec, apply_overrides, build_spec, load_config
+    from edgecam.config import SensitivitySpec, apply_overrides, load_config
+    from edgecam.specs import build_spec
 
     cfg = apply_overrides(load_config(args.config), args.data, args.weights, None)
     changes = {k: v for k, v in (("model", args.model), ("precision", args.precision), ("cc_target", args.cc_target), ("budget", args.budget), ("images", args.images))
@@ -297,7 +298,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from edgecam.bench.prepare import prepare_model
-    from edgecam.data.datasets import load_data
+    from edgecam.data.spec import load_data
     from edgecam.config import apply_overrides, default_config_path, load_config, weights_file_name
 
     cfg = apply_overrides(load_config(args.config or default_config_path()), args.data, None, args.models)

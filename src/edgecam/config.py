@@ -10,16 +10,15 @@ import dataclasses
 import math
 import re
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from edgecam.data import DATASETS, DataSpec, switch_kind  # per-kind [data] specs: edgecam/data (DataSpec(name=...) picks the kind)
 from edgecam.errors import ConfigError, EdgecamError
 from edgecam.exporters.base import PRECISIONS, QUANT_METHODS, ExportSpec
 from edgecam.models.train import TrainSpec
+from edgecam.specs import build_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -261,7 +260,7 @@ SALIENCY_QAT_DATASETS = ("mnist", "fashion-mnist")
 
 @dataclass(frozen=True)
 class SaliencyQatSpec:
-    """The study of arXiv 2411.05858 (`bench/saliency_qat.py`): per data set, plain and saliency-guided fp32
+    """The study of arXiv 2411.05858 (`bench/studies/saliency_qat.py`): per data set, plain and saliency-guided fp32
     models of `model` (Ismail et al. 2021's k and lambda), PACT QAT to each scheme, accuracy and map clarity
     side by side. Empty `datasets`: off."""
 
@@ -332,7 +331,7 @@ SENSITIVITY_PRECISIONS = ("int8", "int16")
 
 @dataclass(frozen=True)
 class SensitivitySpec:
-    """Explanation-sensitivity analysis (`bench/sensitivity.py`): each quantized node group of one model's ONNX
+    """Explanation-sensitivity analysis (`bench/studies/sensitivity.py`): each quantized node group of one model's ONNX
     QDQ artifact in higher precision, float or int16 (and, the other way, alone quantized) in host simulation, ranked by how far it
     moves the CAM from the fp32 model's; then a greedy mixed-precision plan exported as precision `mixed`
     and run on the device beside the others. `enabled = false`: off."""
@@ -420,69 +419,6 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
-
-
-# -- generic TOML table -> dataclass, with field paths in every error ------------------------------------
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], path)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
-        item = args[0]
-        return tuple(_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a table, got {type(value).__name__}")
-        return build_spec(tp, value, path)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, float) and not math.isfinite(value):  # TOML spells nan and inf
-        raise ConfigError(f"{path}: expected a finite number, got {value!r}")
-    if tp is int and isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
-        raise ConfigError(f"{path}: {value} is out of range (at most 2**53 in magnitude)")
-    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def build_spec(cls: Any, table: dict[str, Any], path: str) -> Any:
-    """The TOML table `table` as the frozen dataclass `cls`: unknown keys, missing required keys, wrong types
-    and the spec's own validation all raise `ConfigError` naming the field as `path.key`.
-
-    A class with a `spec_for_table(table, path, build_spec)` classmethod (`DataSpec`: one class per dataset
-    kind) first picks the class the table builds, and the table for it."""
-    pick = getattr(cls, "spec_for_table", None)
-    if pick is not None:
-        cls, table = pick(table, path, build_spec)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - fields)
-    if unknown:
-        where = f"{path}." if path else ""
-        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(where + k for k in unknown)}; allowed keys{' in ' + path if path else ''}: {', '.join(sorted(fields))}")
-    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [k for k in required if k not in table]
-    if missing:
-        raise ConfigError(f"{path or 'config'}: missing required key{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-    kwargs = {k: _convert(v, hints[k], f"{path}.{k}" if path else k) for k, v in table.items()}
-    try:
-        return cls(**kwargs)
-    except EdgecamError as exc:  # ConfigError, or an unknown registry name
-        where, text = path or "config", str(exc)
-        named = text.startswith((f"{where}:", f"{where}.", f"{where.split('[')[0]}:", f"{where.split('[')[0]}."))
-        raise ConfigError(text if named else f"{where}: {text}") from exc  # the field's own message already names it: once
-    except TypeError as exc:  # missing required fields
-        raise ConfigError(f"{path or 'config'}: {exc}") from exc
 
 
 def config_from_dict(table: dict[str, Any]) -> RunConfig:

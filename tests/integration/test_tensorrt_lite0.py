@@ -66,7 +66,7 @@ def test_tensorrt_rtx_builds_every_precision(lite0_trt: dict[str, Any]) -> None:
 def test_onnxruntime_emulation_of_the_int8_network_vs_fp32(lite0_trt: dict[str, Any], capsys: Any) -> None:
     """ONNX Runtime runs the QDQ graph with every Q / DQ as an op (graph optimisation "basic"): an emulation of
     the network TensorRT would build, never TensorRT's kernels."""
-    from edgecam.bench.sensitivity import Simulator, fidelity
+    from edgecam.bench.studies.sensitivity import Simulator, fidelity
 
     arts, x = lite0_trt["arts"], lite0_trt["x"]
     fp32 = onnx.load(str(arts["fp32"].path))

@@ -1,6 +1,7 @@
 """The package's shape (DESIGN.md: data flows one way): no import circle anywhere in src/edgecam, counting
-every import that runs (module level and inside functions; `if TYPE_CHECKING:` blocks are annotations
-only and are left out), and no module importing another's private names, in src/ or benchmarks/."""
+every import statement (module level, inside functions and in `if TYPE_CHECKING:` blocks: a circle through
+annotations is still two modules that must know each other), and no module importing another's private
+names, in src/ or benchmarks/."""
 
 from __future__ import annotations
 
@@ -20,20 +21,13 @@ def _module_name(path: Path) -> str:
 MODULES = {_module_name(p): p for p in (SRC / "edgecam").rglob("*.py")}
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def _imports(path: Path) -> list[tuple[str, list[str]]]:
     """(imported module, names taken from it) for every import statement of the file."""
     inside = path.is_relative_to(SRC)
     package = "" if not inside else _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
     out = []
     tree = ast.parse(path.read_text())
-    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test) for b in block.body for n in ast.walk(b)}
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         if isinstance(node, ast.Import):
             out += [(a.name, []) for a in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -15,16 +15,11 @@ if TYPE_CHECKING:
 
 
 def method_work(method: str, ex: "ExplainSpec", n_img: int, input_shape: tuple[int, ...], feature_shape: tuple[int, ...]) -> tuple[int, int]:
-    """(device forwards, bytes pushed) of one CAM method on one variant for `n_img` images. Score-CAM sends
-    the image and its channel maps at their own resolution; RISE the image (masks are drawn on the device)."""
-    image_bytes = int(np.prod(input_shape)) * 4
-    channels = int(feature_shape[0]) if feature_shape else 0
-    if method == "scorecam":
-        k = min(channels, ex.scorecam_top_k) if ex.scorecam_top_k > 0 else channels
-        return n_img * k, n_img * (image_bytes + k * int(np.prod(feature_shape[1:])) * 4)
-    if method == "rise":
-        return n_img * ex.rise_masks, n_img * image_bytes
-    return 0, 0  # gradient methods and Eigen-CAM use the outputs pass only
+    """(device forwards, bytes pushed) of one CAM method on one variant for `n_img` images, as the method
+    declares it (`CamMethod.device_work`)."""
+    from edgecam.explain.cams import CAM_METHODS
+
+    return CAM_METHODS.get(method).device_work(n_img, input_shape, feature_shape, ex)
 
 
 def work_estimate(variants: list["Variant"], ex: "ExplainSpec", n_img: int, input_shape: tuple[int, ...]) -> list[dict[str, Any]]:

@@ -434,6 +434,7 @@ def _explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int, fetch
     import pandas as pd
 
     from edgecam.bench.results import gap_rows, image_rows
+    from edgecam.explain.cams import CAM_METHODS
     from edgecam.explain.localisation import box_from_mask, box_ious_batch
 
     ex, ok = ctx.cfg.explain, setup.ok
@@ -481,7 +482,7 @@ def _explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int, fetch
                     track.n += len(has_box)
                     track.hits += (ious >= 0.5).sum(0)
                     wsol_iou[has_box] = np.where(np.isfinite(c[has_box]).reshape(len(has_box), -1).all(1), ious.max(1), np.nan)
-                channels = _cam_channels(method, feats.shape[1], ex.scorecam_top_k)
+                channels = CAM_METHODS.get(method).channels(feats.shape[1], ex)
                 extra = [{**faith[i], **act[i], "cam_channels": channels, "input_finite": bool(input_finite[i]), "output_finite": bool(output_finite[i])} for i in range(len(c))]
                 rows += image_rows(v, method, mode, c, c_fp32, reference, shard, saliency, setup.provider_name, preds[v.key], preds[v.fp32_key],
                                    ctx.device.name, wsol_iou, extra, ex.emd_size)
@@ -543,11 +544,6 @@ def _grid(ok: list[Variant], cams: dict[tuple[str, str, str], np.ndarray], raw: 
         "ids": [str(shard.ids[i]) for i in chosen], "kinds": kinds, "images": raw[chosen], "masks": shard.masks[chosen], "has_box": shard.has_box[chosen],
         "saliency": saliency[chosen], "cams": {key: c[chosen] for key, c in cams.items()}, "preds": {k: p[chosen] for k, p in preds.items()},
     }
-
-
-def _cam_channels(method: str, channels: int, top_k: int) -> int:
-    """Channels a CAM of `method` weighted: Score-CAM's cap (`explain.scorecam_top_k`) where it applies."""
-    return min(channels, top_k) if method == "scorecam" and top_k > 0 else channels
 
 
 def _act_stats(f: np.ndarray) -> dict[str, float]:

@@ -256,7 +256,7 @@ def saliency_qat_section(run_dir: Path) -> str:
     """The arXiv 2411.05858 study's table (`saliency_qat.csv`), one row per data set x training x precision;
     empty when the run had no study. Every cell escaped."""
     from edgecam.bench import outputs as files
-    from edgecam.bench.saliency_qat import wide_table
+    from edgecam.bench.studies.saliency_qat import wide_table
 
     long = files.read_table(run_dir, files.SALIENCY_QAT)
     if long.empty:

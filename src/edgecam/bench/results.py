@@ -51,7 +51,7 @@ METRICS = {
 HIGHER_IS_BETTER = {"sim": True, "cc": True, "kld": False, "nss": True, "rmse": False, "emd": False, "deletion_auc": False,
                     "insertion_auc": True, "wsol_iou": True, "pointing_energy": True}
 PER_IMAGE = ("deletion_auc", "insertion_auc", "wsol_iou", "pointing_energy", "act_entropy", "act_std", "act_hoyer", "act_gini")
-PRECISION_ORDER = ("fp32", "int16", "int8", "mixed")  # mixed: a sensitivity plan (`bench/sensitivity.py`)
+PRECISION_ORDER = ("fp32", "int16", "int8", "mixed")  # mixed: a sensitivity plan (`bench/studies/sensitivity.py`)
 GT_COLUMNS = ("wsol_iou", "pointing_energy")  # per-image columns that need ground truth, besides the *_gt ones
 
 

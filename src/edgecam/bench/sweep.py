@@ -22,11 +22,11 @@ from edgecam.bench.context import RunContext, device_fingerprint
 from edgecam.bench.deploy import deploy_model
 from edgecam.bench.estimate import format_estimate, work_estimate
 from edgecam.bench.explain_stage import explain_model
-from edgecam.bench.measure import device_job, measure
+from edgecam.bench.measure import measure
 from edgecam.bench.prepare import package_versions, prepare_model, preflight
 from edgecam.bench.variant import Variant
 from edgecam.cache import atomic_write_json, stable_hash
-from edgecam.data.datasets import load_data
+from edgecam.data.spec import load_data
 from edgecam.errors import EdgecamError
 from edgecam.stages import TAGS, clock, stage
 
@@ -66,7 +66,7 @@ def open_run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, 
         dspec = device_spec or get_device_spec(cfg.device, inventory)
         preflight(cfg, data)
         if cfg.saliency_qat.datasets:
-            from edgecam.bench import saliency_qat
+            from edgecam.bench.studies import saliency_qat
 
             saliency_qat.check(cfg.saliency_qat)
     identity = {"config_hash": stable_hash(cfg.to_dict()), "images": n_img, "device": dspec.name, "device_url": dspec.url, "data": data.fingerprint}
@@ -93,7 +93,7 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
     variants = deploy_model(ctx, mspec, model, layer, meta["sha256"])
     mixed: list[Variant] = []
     if ctx.cfg.sensitivity.enabled and mspec.name == (ctx.cfg.sensitivity.model or ctx.cfg.models[0].name):
-        from edgecam.bench.sensitivity import sensitivity_stage
+        from edgecam.bench.studies.sensitivity import sensitivity_stage
 
         with ctx.step(f"sensitivity {mspec.name}", "other"):
             mixed, manifest["sensitivity"] = sensitivity_stage(ctx, mspec, variants, meta["sha256"])
@@ -109,7 +109,7 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
             acc.failed.append({"job": f"run {v.key}", "error": v.error})
             ctx.log(f"[red]FAILED[/red] {v.key}: {v.error.splitlines()[0]}")
     if mixed and mixed[0].ok:
-        from edgecam.bench.sensitivity import host_device_agreement
+        from edgecam.bench.studies.sensitivity import host_device_agreement
 
         try:
             with ctx.step(f"sensitivity {mspec.name}: host simulation vs device", "device"):
@@ -137,11 +137,10 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
     for k in acc.device_io:
         acc.device_io[k] += int(getattr(ex, k))
     if ctx.cfg.lowbit.schemes:
-        from edgecam.bench.lowbit import lowbit_study
+        from edgecam.bench.studies.lowbit import lowbit_study
 
         with ctx.step(f"low-bit PACT {mspec.name}", "other"):
-            acc.lowbit += lowbit_study(model, layer, mspec.name, meta["sha256"], ctx.cfg, ctx.data, ctx.out_dir, ctx.device, device_job(ctx.cfg.runtimes[0], ctx.dspec), ctx.store, ctx.log,
-                                      device_id=ctx.device_id or ctx.device.name)
+            acc.lowbit += lowbit_study(ctx, model, layer, mspec.name, meta["sha256"])
     acc.variants += variants
 
 
@@ -184,7 +183,7 @@ def write_outputs(ctx: RunContext, acc: Collected) -> dict[str, Any]:
     if acc.lowbit:
         files.write_tables(out, [(files.LOWBIT, tables["lowbit"])])
     if acc.saliency_qat:
-        from edgecam.bench import saliency_qat
+        from edgecam.bench.studies import saliency_qat
 
         saliency_qat.write(acc.saliency_qat, out)
         tables["saliency_qat"] = saliency_qat.wide_table(acc.saliency_qat)
@@ -229,7 +228,7 @@ def _run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log:
         for mspec in cfg.models:
             run_model(ctx, mspec, manifest, acc)
         if cfg.saliency_qat.datasets:
-            from edgecam.bench.saliency_qat import saliency_qat_study
+            from edgecam.bench.studies.saliency_qat import saliency_qat_study
 
             with ctx.step("saliency-assisted QAT study", "other"):
                 acc.saliency_qat = saliency_qat_study(ctx)

@@ -9,8 +9,8 @@ Kinds: "digits-clutter" (`digits_clutter.py`, generated from scikit-learn's bund
 
 from __future__ import annotations
 
-from edgecam.data.datasets import IMAGENET_MEAN, IMAGENET_STD, MEAN, STD, ArraySplit, Datasets, Split, TestShard, load_data, normalise
-from edgecam.data.spec import DATASETS, DEFAULT_KIND, DatasetKind, DataSpec, switch_kind
+from edgecam.data.datasets import IMAGENET_MEAN, IMAGENET_STD, MEAN, STD, ArraySplit, Datasets, Split, TestShard, normalise
+from edgecam.data.spec import DATASETS, DEFAULT_KIND, DatasetKind, DataSpec, load_data, switch_kind
 from edgecam.data.digits_clutter import DigitsClutterDataSpec  # registers "digits-clutter"
 from edgecam.data.image_folder import ImageFolderDataSpec  # registers "image-folder"
 from edgecam.data.sample_photos import SamplePhotosDataSpec  # registers "sample-photos"

@@ -1,5 +1,5 @@
-"""What a run's stages read: `Datasets` (a train and a test `Split`, plus what describes them) and
-`load_data(spec)`, which dispatches to the kind's loader through `DATASETS`.
+"""What a run's stages read: `Datasets` (a train and a test `Split`, plus what describes them), which
+`spec.load_data(spec)` gets from the kind's loader (registered in `spec.DATASETS`).
 
 Pixels are read through bounded accessors: `test_shard(s0, s1)` / `iter_test_shards(size)` (a small LRU of
 decoded shards), `test_batch(indices)` and `train_subset(n, seed)`. Labels, ids and has-box flags are small
@@ -17,7 +17,6 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from edgecam.data.spec import DATASETS, DataSpec
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MEAN", "STD", "ArraySplit", "Datasets", "Split", "TestShard", "load_data", "normalise"]
 
@@ -300,10 +299,3 @@ def _checked(indices: Sequence[int] | np.ndarray, n: int, what: str) -> np.ndarr
     if len(idx) and (idx.min() < 0 or idx.max() >= n):
         raise IndexError(f"{what} indices outside 0:{n}: {idx[(idx < 0) | (idx >= n)][:5].tolist()}")
     return idx
-
-
-def load_data(spec: DataSpec) -> Datasets:
-    """The dataset `spec` describes, by its kind's loader. Bad folders, CSVs, box files and image files whose
-    header does not decode (or that decode to more than the pixel cap) fail here, before any work, naming
-    the file; pixels are decoded later, shard by shard."""
-    return DATASETS.get(spec.name).load(spec)

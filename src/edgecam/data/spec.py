@@ -23,7 +23,7 @@ from edgecam.registry import Registry
 if TYPE_CHECKING:
     from edgecam.data.datasets import Datasets
 
-__all__ = ["DEFAULT_KIND", "DATASETS", "DataSpec", "DatasetKind", "switch_kind"]
+__all__ = ["DEFAULT_KIND", "DATASETS", "DataSpec", "DatasetKind", "load_data", "switch_kind"]
 
 DEFAULT_KIND = "digits-clutter"  # the kind of a [data] table without `name`
 
@@ -160,3 +160,10 @@ def switch_kind(spec: DataSpec, kind: str, **changes: Any) -> DataSpec:
     shared = {k: getattr(spec, k) for k in _field_names(DataSpec) if k not in ("name", "other_kinds")}
     held = {k: v for k, v in spec.other_kinds.items() if k != kind}
     return DataSpec(name=kind, **{**shared, **spec.other_kinds.get(kind, {}), **changes}, other_kinds=held)
+
+
+def load_data(spec: DataSpec) -> "Datasets":
+    """The dataset `spec` describes, by its kind's loader. Bad folders, CSVs, box files and image files whose
+    header does not decode (or that decode to more than the pixel cap) fail here, before any work, naming
+    the file; pixels are decoded later, shard by shard."""
+    return DATASETS.get(spec.name).load(spec)

@@ -29,7 +29,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 AGENT_PROTOCOL = 1
 
@@ -330,9 +330,9 @@ def os_name() -> str:
     return platform.platform()
 
 
-#: backends probed for although no runtime adapter uses them yet (a Jetson's TensorRT; runtimes/tensorrt.py is
-#: planned): once an adapter declares them in its `modules`, they go from here
-UNADAPTED_MODULES = ("tensorrt",)
+#: backends probed for although no runtime adapter declares them in its `modules`: none today (TensorRT's is
+#: declared by runtimes/tensorrt.py); a backend seen on boards before its adapter exists goes here
+UNADAPTED_MODULES: Tuple[str, ...] = ()
 
 
 def probed_modules() -> List[str]:

@@ -10,7 +10,6 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -19,7 +18,8 @@ import numpy as np
 from edgecam.cache import stable_hash
 from edgecam.devices.errors import DeviceError, DeviceTimeout, JobFailed
 from edgecam.devices.protocol import WATCHDOG_GRACE_S
-from edgecam.registry import Registry
+from edgecam.devices.spec import DEVICES
+from edgecam.devices.transport import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,8 @@ _KILL_AGENTS = (
 __all__ = ["DEVICES", "Device", "DeviceError", "DeviceTimeout", "JobFailed", "RunResult", "device_class", "job_key"]
 
 if TYPE_CHECKING:
-    from edgecam.devices.inventory import DeviceSpec
+    from edgecam.devices.spec import DeviceSpec
     from edgecam.devices.persistent import PersistentSession
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """Exit status and captured output of a command run on a device."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-    wall_s: float
 
 
 def _digest(a: np.ndarray) -> list[Any]:
@@ -252,10 +242,6 @@ class Device:
 
 
 # URL scheme -> "module:Class", imported on first use (paramiko only for ssh, the adb client only for adb)
-DEVICES: Registry[str] = Registry("device scheme")
-DEVICES.add("local", "edgecam.devices.local:LocalDevice")
-DEVICES.add("ssh", "edgecam.devices.ssh:SSHDevice")
-DEVICES.add("adb", "edgecam.devices.adb:AdbDevice")
 
 
 def device_class(scheme: str) -> type[Device]:

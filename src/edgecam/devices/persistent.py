@@ -32,7 +32,7 @@ from edgecam.devices.errors import DeviceError, DeviceTimeout, JobFailed
 from edgecam.devices.protocol import DEFAULT_MAX_FRAME_BYTES, WATCHDOG_GRACE_S, FrameError, encode_frame, read_frame
 
 if TYPE_CHECKING:
-    from edgecam.devices.base import Device
+    from edgecam.devices.transport import Transport
 
 CLOSE_TIMEOUT_S = 10.0
 STDERR_TAIL = 4000
@@ -52,7 +52,7 @@ class PersistentSession:
 
     streaming = True  # one process for many requests (False: PerRequestSession)
 
-    def __init__(self, device: "Device", artifact_dir: str | Path, job: dict[str, Any], timeout: float | None = 600) -> None:
+    def __init__(self, device: "Transport", artifact_dir: str | Path, job: dict[str, Any], timeout: float | None = 600) -> None:
         self.device = device
         self.artifact_dir = Path(artifact_dir)
         self.timeout = timeout

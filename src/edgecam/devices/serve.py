@@ -37,7 +37,7 @@ from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edgecam.devices import perturb
+from edgecam import perturb
 from edgecam.devices.agent import alarm, apply_cpu_budget, forward_outputs, lead_process_group, load_runtime, masked_logits
 from edgecam.devices.protocol import DEFAULT_MAX_FRAME_BYTES, SERVE_PROTOCOL, FrameError, encode_frame, read_frame, stream_readinto
 

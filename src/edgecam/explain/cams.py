@@ -51,6 +51,25 @@ class CamMethod:
     def __call__(self, ctx: "CamContext", features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
         raise NotImplementedError
 
+    @classmethod
+    def channels(cls, channels: int, options: "CamOptions") -> int:
+        """How many of the CAM layer's `channels` a map of this method weighs (the `cam_channels` column)."""
+        return channels
+
+    @classmethod
+    def device_work(cls, n_img: int, input_shape: tuple[int, ...], feature_shape: tuple[int, ...], options: "CamOptions") -> tuple[int, int]:
+        """(device forwards, bytes pushed) this method costs on one variant for `n_img` images, beyond the
+        outputs pass every method shares (the run's work estimate, `bench/estimate.py`): none unless the
+        method runs inputs through the device (`needs_forward`)."""
+        return 0, 0
+
+
+class CamOptions(Protocol):
+    """The methods' options as the run's `[explain]` table carries them (`config.ExplainSpec`)."""
+
+    scorecam_top_k: int
+    rise_masks: int
+
 
 class ForwardSession(Protocol):
     """What a CAM method needs from a device: its outputs for any number of inputs, and the logits of
@@ -397,6 +416,17 @@ class ScoreCam(CamMethod):
     needs_forward = True
     max_maps_per_call = 16384  # channel maps per session call: bounds what one request holds
 
+    @classmethod
+    def channels(cls, channels: int, options: CamOptions) -> int:
+        return min(channels, options.scorecam_top_k) if options.scorecam_top_k > 0 else channels
+
+    @classmethod
+    def device_work(cls, n_img: int, input_shape: tuple[int, ...], feature_shape: tuple[int, ...], options: CamOptions) -> tuple[int, int]:
+        """One forward per weighed channel and image; the image and its channel maps at their own resolution
+        travel (the device upsamples them)."""
+        k = cls.channels(int(feature_shape[0]) if feature_shape else 0, options)
+        return n_img * k, n_img * (int(np.prod(input_shape)) * 4 + k * int(np.prod(feature_shape[1:])) * 4)
+
     def __call__(self, ctx: CamContext, features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
         forward = _need_forward(ctx, "Score-CAM")
         feats = np.asarray(features, dtype=np.float32)
@@ -420,8 +450,8 @@ class ScoreCam(CamMethod):
 
 def scorecam_masks(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     """(N, K, height, width) Score-CAM masks from (N, K, h, w) channel maps: align-corners bilinear
-    upsampling, then per-map min-max normalisation (`devices/perturb.py`: what the device computes)."""
-    from edgecam.devices.perturb import scorecam_masks as masks
+    upsampling, then per-map min-max normalisation (`perturb.py`: what the device computes)."""
+    from edgecam.perturb import scorecam_masks as masks
 
     return masks(maps, height, width)
 
@@ -435,8 +465,8 @@ def _scale(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def rise_masks(n: int, cells: int, size: tuple[int, int], p: float = 0.5, seed: int = 0) -> np.ndarray:
     """RISE masks (Petsiuk et al., BMVC 2018, Sec. 3.2): binary `cells` x `cells` grids with keep
     probability `p`, upsampled bilinearly to (cells+1) x cell size and cropped at a random offset; the
-    device's own generator (`devices/perturb.py`, pure numpy), so host and device draw the same masks."""
-    from edgecam.devices.perturb import rise_masks as masks
+    device's own generator (`perturb.py`, pure numpy), so host and device draw the same masks."""
+    from edgecam.perturb import rise_masks as masks
 
     return masks(n, cells, size, p, seed)
 
@@ -451,6 +481,11 @@ class Rise(CamMethod):
     needs_activations = False
     needs_forward = True
     keep_p = 0.5
+
+    @classmethod
+    def device_work(cls, n_img: int, input_shape: tuple[int, ...], feature_shape: tuple[int, ...], options: CamOptions) -> tuple[int, int]:
+        """One forward per mask and image; only the image travels (the device draws the seeded masks)."""
+        return n_img * options.rise_masks, n_img * int(np.prod(input_shape)) * 4
 
     def __call__(self, ctx: CamContext, features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
         forward = _need_forward(ctx, "RISE")

@@ -29,13 +29,13 @@ Forward = Callable[[np.ndarray], np.ndarray]
 Baseline = str | float | np.ndarray
 
 # The perturbation maths (pixel ranks, step counts, the blurred insertion canvas at sigma = max(H, W) / 8
-# rather than RISE's 5 px, the baselines) is `edgecam.devices.perturb`: pure numpy, so the device composes
+# rather than RISE's 5 px, the baselines) is `edgecam.perturb`: pure numpy, so the device composes
 # exactly the inputs the host would (`DeviceSession.perturb`); this module scores them.
-from edgecam.devices.perturb import PerturbationSeries as _Series  # noqa: E402
-from edgecam.devices.perturb import baseline_image as _baseline_image  # noqa: E402
-from edgecam.devices.perturb import check_blur_sigma as _sigma  # noqa: E402
-from edgecam.devices.perturb import default_blur_sigma  # noqa: E402
-from edgecam.devices.perturb import pixel_counts as _pixel_counts  # noqa: E402
+from edgecam.perturb import PerturbationSeries as _Series  # noqa: E402
+from edgecam.perturb import baseline_image as _baseline_image  # noqa: E402
+from edgecam.perturb import check_blur_sigma as _sigma  # noqa: E402
+from edgecam.perturb import default_blur_sigma  # noqa: E402
+from edgecam.perturb import pixel_counts as _pixel_counts  # noqa: E402
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from edgecam.config import BenchSpec, RunConfig, apply_overrides, build_spec, config_from_dict, default_config_path, load_config
+from edgecam.config import BenchSpec, RunConfig, apply_overrides, config_from_dict, default_config_path, load_config
 from edgecam.data import DataSpec, DigitsClutterDataSpec, ImageFolderDataSpec
 from edgecam.errors import ConfigError
+from edgecam.specs import build_spec
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -24,7 +24,7 @@ def test_archive_is_reproducible_and_named_by_content(tmp_path: Path) -> None:
     assert "__main__.py" in names and all(f"edgecam/{m}" in names for m in agent_modules())
     # every registered runtime's module and the modules it builds on, found from the registry
     assert {"edgecam/runtimes/base.py", "edgecam/runtimes/onnxruntime.py", "edgecam/runtimes/fault.py", "edgecam/runtimes/litert.py", "edgecam/runtimes/null.py", "edgecam/runtimes/tensorrt.py"} <= set(names)
-    assert {"edgecam/devices/serve.py", "edgecam/devices/protocol.py", "edgecam/devices/perturb.py"} <= set(names)  # the persistent session
+    assert {"edgecam/devices/serve.py", "edgecam/devices/protocol.py", "edgecam/perturb.py"} <= set(names)  # the persistent session
     assert not any("torch" in n or "explain" in n or "exporters" in n for n in names)
 
 
@@ -33,7 +33,7 @@ def test_archive_imports_without_torch_and_from_itself(tmp_path: Path) -> None:
     pyz = build_agent_archive(tmp_path)
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import edgecam, edgecam.devices.agent, edgecam.devices.tegrastats, edgecam.devices.serve, edgecam.devices.perturb;"
+        "import edgecam, edgecam.devices.agent, edgecam.devices.tegrastats, edgecam.devices.serve, edgecam.perturb;"
         "from edgecam.runtimes import RUNTIMES, runtime_class;"
         "print(edgecam.__file__); print(sorted(runtime_class(n).__module__ for n in RUNTIMES));"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'pandas', 'onnxruntime', 'ai_edge_litert')))"

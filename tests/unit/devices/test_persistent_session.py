@@ -14,7 +14,7 @@ import numpy as np
 import psutil
 import pytest
 
-from edgecam.devices import perturb as P
+from edgecam import perturb as P
 from edgecam.devices.archive import build_agent_archive
 from edgecam.devices.base import Device, DeviceTimeout, JobFailed
 from edgecam.devices.local import LocalDevice

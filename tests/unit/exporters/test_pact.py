@@ -12,6 +12,7 @@ import onnx
 import pytest
 import torch
 
+from edgecam.bench.studies.lowbit import evaluate
 from edgecam.errors import ConfigError
 from edgecam.exporters.quantize.pact import (
     HOST_SIMULATION,
@@ -20,7 +21,6 @@ from edgecam.exporters.quantize.pact import (
     PactSpec,
     PrecisionUnsupported,
     effective_weights,
-    evaluate,
     export_onnx_lowbit,
     integer_weights,
     ort_lowbit_support,

@@ -373,34 +373,6 @@ def effective_weights(model: nn.Module) -> dict[str, np.ndarray]:
         return {name: layer.weight_quant(layer.weight).numpy().copy() for name, layer in _pact_layers(model).items()}
 
 
-def evaluate(result: PactResult, fp32: nn.Module, target_layer: str, images: np.ndarray, labels: np.ndarray, cam_images: int = 64, cam: str = "gradcampp") -> dict[str, Any]:
-    """Top-1 accuracy of the fp32 and the fake-quant model on `images`, and the quantized model's CAMs
-    (host simulation) against the fp32 CAMs on the first `cam_images` images: mean / std of SIM, CC and KLD
-    (Bylinskii et al. 2018), each CAM targeting the fp32 model's predicted class."""
-    from edgecam.explain.cams import CamContext, reference_cams
-    from edgecam.explain.metrics import compare, summarize
-    from edgecam.models.train import accuracy
-
-    x = np.ascontiguousarray(images[:cam_images], dtype=np.float32)
-    with torch.no_grad():
-        targets = fp32.eval()(torch.from_numpy(x)).argmax(1).numpy()
-    ref = reference_cams(CamContext(fp32, target_layer, x), cam, targets)
-    got = reference_cams(CamContext(result.model, target_layer, x), cam, targets)
-    rows = [compare(got[i], ref[i]) for i in range(len(x))]
-    out: dict[str, Any] = {
-        "precision": result.precision,
-        "execution": result.execution,
-        "accuracy_fp32": accuracy(fp32, images, labels),
-        "accuracy": accuracy(result.model, images, labels),
-        "cam": cam,
-        "cam_images": len(x),
-    }
-    for metric in ("sim", "cc", "kld"):
-        s = summarize(np.array([r[metric] for r in rows], dtype=np.float64))
-        out[f"{metric}_mean"], out[f"{metric}_std"] = s["mean"], s["std"]
-    return out
-
-
 # -- ONNX Runtime: INT4 / UINT4 QDQ ---------------------------------------------------------------------
 
 

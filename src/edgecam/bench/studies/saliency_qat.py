@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from edgecam.errors import ConfigError, EdgecamError
+from edgecam.bench.studies.lowbit_device import int4_on_device, predictions
+from edgecam.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -108,13 +109,6 @@ def _rows(dataset: str, training: str, precision: str, execution: str, correct: 
     return rows
 
 
-def _predictions(model: "torch.nn.Module", x: np.ndarray, batch: int = 512) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch], dtype=np.float32))).argmax(1).numpy() for i in range(0, len(x), batch)])
-
-
 def _train_fp32(spec: "SaliencyQatSpec", dataset: str, data: "Datasets", guided: bool, log: Callable[[str], None]) -> tuple[Any, str, dict[str, Any]]:
     """The fp32 model of one (data set, training), from the checkpoint cache or trained now."""
     import torch
@@ -135,31 +129,6 @@ def _train_fp32(spec: "SaliencyQatSpec", dataset: str, data: "Datasets", guided:
     model, _ckpt, meta, trained = cached_checkpoint(key, cache_dir() / "checkpoints" / spec.model, build, lambda m: train_classifier(m, data.train_x, data.train_y, tspec))
     log(f"saliency-QAT {dataset}: fp32 {TRAININGS[guided]} model {'trained' if trained else 'from the cache'} ({meta.get('train', {}).get('steps')} steps)")
     return model, layer, meta
-
-
-def _int4_on_device(ctx: "RunContext", result: Any, model_name: str, layer: str, dataset: str, training: str, data: "Datasets", x: np.ndarray) -> dict[str, Any]:
-    """The 4-bit model as ONNX INT4 / UINT4 QDQ on the run's device: accuracy and top-1 agreement with the
-    host simulation, or why it did not run (a labelled skip)."""
-    from edgecam.bench.measure import device_job
-    from edgecam.devices.session import DeviceSession
-    from edgecam.exporters.base import ModelInfo
-    from edgecam.exporters.quantize.pact import PrecisionUnsupported, export_onnx_lowbit
-
-    info = ModelInfo(model_name, data.n_classes, layer, data.input_shape, data.mean, data.std, "pact")  # type: ignore[arg-type]
-    art_dir = ctx.out_dir / "artifacts" / f"saliency-qat-{dataset}-{training}-{model_name}-onnx-int4"
-    try:
-        export_onnx_lowbit(result, info, art_dir)
-    except PrecisionUnsupported as exc:
-        return {"ort_status": f"skipped: {exc}"}
-    try:
-        with DeviceSession(ctx.device, art_dir, {**device_job(ctx.cfg.runtimes[0], ctx.dspec), "runtime": "onnxruntime"}, ctx.cfg.bench.timeout_s) as session:
-            logits = session(x)["logits"]
-    except (EdgecamError, OSError, TimeoutError) as exc:  # the board's runtime could not: recorded, the study goes on
-        ctx.log(f"[yellow]saliency-QAT {dataset} {training} int4 on {ctx.device.name} failed: {type(exc).__name__}: {exc}[/yellow]")
-        return {"ort_status": f"failed on {ctx.device.name}: {type(exc).__name__}: {str(exc)[:300]}"}
-    host = _predictions(result.model, x)
-    return {"ort_status": f"ran on {ctx.device.name} (ONNX INT4 / UINT4 QDQ)", "ort_accuracy": float((logits.argmax(1) == data.test_y[: len(x)]).mean()),
-            "ort_top1_agreement": float((logits.argmax(1) == host).mean())}
 
 
 def check(spec: "SaliencyQatSpec") -> None:
@@ -207,7 +176,7 @@ def saliency_qat_study(ctx: "RunContext") -> list[dict[str, Any]]:
 
             def fp32_job() -> Job:
                 extra = {"train_stats": meta.get("train", {})}
-                return Job({"rows": _rows(dataset, training, "fp32", FP32_EXECUTION, _predictions(model, x_test) == y_test, ref_metrics, spec.bootstrap, spec.seed, extra)})
+                return Job({"rows": _rows(dataset, training, "fp32", FP32_EXECUTION, predictions(model, x_test) == y_test, ref_metrics, spec.bootstrap, spec.seed, extra)})
 
             job, _ = ctx.store.get_or_compute("saliency-qat", job_key(**common, precision="fp32"), fp32_job, lambda j: [float(r["mean"]) for r in j.meta["rows"]])
             rows += job.meta["rows"] if job is not None else []
@@ -220,9 +189,10 @@ def saliency_qat_study(ctx: "RunContext") -> list[dict[str, Any]]:
                     _, metrics = clarity(result.model, layer, xc, yc, ref_maps, spec.steps)
                     extra: dict[str, Any] = {"layer_bits": result.layer_bits, "qat_stats": result.stats}
                     if spec.onnx and pspec.first_last_bits is None and pspec.bits == 4:
-                        extra.update(_int4_on_device(ctx, result, spec.model, layer, dataset, training, data, x_test))
+                        extra.update(int4_on_device(ctx, result, data, spec.model, layer, ctx.out_dir / "artifacts" / f"saliency-qat-{dataset}-{training}-{spec.model}-onnx-int4",
+                                                    x_test, f"saliency-QAT {dataset} {training}"))
                     log(f"saliency-QAT {dataset} {training} {pspec.label}: fine-tuned in {result.stats['qat_seconds']:.0f} s")
-                    return Job({"rows": _rows(dataset, training, pspec.label, HOST_SIMULATION, _predictions(result.model, x_test) == y_test, metrics,
+                    return Job({"rows": _rows(dataset, training, pspec.label, HOST_SIMULATION, predictions(result.model, x_test) == y_test, metrics,
                                               spec.bootstrap, spec.seed, extra)})
 
                 job, _ = ctx.store.get_or_compute("saliency-qat", job_key(**common, precision=pspec.to_dict()), scheme_job,

@@ -1,4 +1,4 @@
-"""Explanation-sensitivity ranking and plan (`bench/sensitivity.py`) on the session's tinycnn int8 artifact."""
+"""Explanation-sensitivity ranking and plan (`bench/studies/sensitivity.py`) on the session's tinycnn int8 artifact."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import onnx
 import pandas as pd
 import pytest
 
-from edgecam.bench.sensitivity import Simulator, fidelity, plan, plan_result, rank, ranking_images, sqnr_db
+from edgecam.bench.studies.sensitivity import Simulator, fidelity, plan, plan_result, rank, ranking_images, sqnr_db
 from edgecam.config import SensitivitySpec
 from edgecam.exporters.quantize.groups import qdq_groups
 

@@ -1,4 +1,4 @@
-"""The device-side perturbation maths (devices/perturb.py, pure numpy) against what the host computes today
+"""The device-side perturbation maths (perturb.py, pure numpy) against what the host computes today
 with cv2 and torch: INTER_LINEAR resize, RISE masks, align-corners upsampling, Score-CAM masks, Gaussian
 blur, and the Deletion / Insertion inputs of explain/faithfulness.py."""
 
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecam.devices import perturb as P
+from edgecam import perturb as P
 
 
 @pytest.mark.parametrize(("src", "dst"), [((8, 8), (72, 72)), ((8, 8), (252, 252)), ((7, 7), (224, 224)), ((5, 9), (17, 40)), ((10, 10), (3, 4)), ((6, 6), (6, 6)), ((1, 5), (4, 9))])

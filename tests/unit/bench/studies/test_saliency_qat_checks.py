@@ -10,7 +10,7 @@ import pytest
 
 from paper_datasets import ensure_mnist_5k
 
-from edgecam.bench.saliency_qat import check, map_entropy_bits
+from edgecam.bench.studies.saliency_qat import check, map_entropy_bits
 from edgecam.config import SaliencyQatSpec
 from edgecam.errors import ConfigError
 
