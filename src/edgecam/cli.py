@@ -372,38 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgecam", description="Latency, memory and CAM fidelity of quantized vision models on the hardware that runs them.")
     p.add_argument("--version", action="version", version=f"edgecam {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run an experiment (default: configs/quickstart.toml)")
-    r.add_argument("config", nargs="?", default=None, help="experiment TOML file (default: configs/quickstart.toml)")
-    r.add_argument("--out", default=None, help="run directory (default: runs/<name>-<timestamp>)")
-    r.add_argument("--resume", default=None, metavar="RUN_DIR", help="finish an interrupted run: reuse its finished jobs (a rerun with the same --out does this too)")
-    r.add_argument("--data", default=None, metavar="DIR", help="an image folder (class folders, or images + labels CSV) instead of the config's data; or 'digits-clutter'")
-    r.add_argument("--weights", default=None, metavar="DIR", help="a folder of <model>.pt state dicts, one per model of the config")
-    r.add_argument("--models", default=None, metavar="A,B", help="run only these of the config's models")
-    r.add_argument("--limit", type=int, default=None, help="test images per variant (overrides data.limit)")
-    r.add_argument("--device", default=None, help="device name from the inventory (overrides the config's `device`)")
-    r.add_argument("--devices", default=None, metavar="FILE", help="device inventory (default: $EDGECAM_DEVICES, ./devices.toml, ~/.config/edgecam/devices.toml)")
-    r.add_argument("--allow-code", action="store_true", help="allow 'module:factory' models: the experiment file then runs Python code (trusted files only)")
-    r.add_argument("--fleet", default=None, metavar="A,B,...", help="run on each of these inventory devices ('all': every one) into OUT/<device>/, "
-                   "with the device gap of every pair (fleet.html)")
-    r.add_argument("--executor", default="inprocess", choices=("inprocess", "ray"), help="inprocess: one device after another (default); ray: every "
-                   "device at once, one Ray actor per board (pip install 'edgecam[ray]')")
-    r.add_argument("--address", default=None, metavar="ADDR", help="the Ray cluster to join (default: start one on this machine for the run)")
-    r.set_defaults(func=cmd_run)
-    se = sub.add_parser("sensitivity", help="rank the quantized layer groups of an ONNX artifact by how far they move the CAM, plan a mixed-precision variant and run it")
-    se.add_argument("config", help="experiment TOML file (its ONNX fp32 and int8 / int16 artifacts are analysed)")
-    se.add_argument("--model", default=None, help="the model analysed (default: the config's first)")
-    se.add_argument("--precision", default=None, choices=("int8", "int16"), help="the QDQ artifact analysed (default: int8)")
-    se.add_argument("--cc-target", type=float, default=None, help="the plan stops once the CAM CC vs fp32 reaches this (default 0.99)")
-    se.add_argument("--budget", type=int, default=None, help="most groups the plan returns to float (default 8)")
-    se.add_argument("--images", type=int, default=None, help="training-split images the ranking uses (default 100)")
-    for a, kw in (("--out", {"help": "run directory (default: runs/<name>-<timestamp>)"}), ("--resume", {"metavar": "RUN_DIR", "help": "finish an interrupted run"}),
-                  ("--data", {"metavar": "DIR", "help": "as for `run`"}), ("--weights", {"metavar": "DIR", "help": "as for `run`"}),
-                  ("--device", {"help": "device name from the inventory"}), ("--devices", {"metavar": "FILE", "help": "device inventory"})):
-        se.add_argument(a, default=None, **kw)
-    se.add_argument("--limit", type=int, default=None, help="test images per variant")
-    se.add_argument("--allow-code", action="store_true", help="allow 'module:factory' models (the experiment file runs Python code)")
-    se.set_defaults(func=cmd_sensitivity)
-
+    _add_run(sub)
+    _add_sensitivity(sub)
     t = sub.add_parser("train", help="train the config's models on its data (cached) and save <model>.pt state dicts for --weights")
     t.add_argument("config", nargs="?", default=None, help="experiment TOML file (default: configs/quickstart.toml)")
     t.add_argument("--out", required=True, metavar="DIR", help="folder for the state dicts")
@@ -429,6 +399,45 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print the facts as JSON")
     pr.set_defaults(func=cmd_devices_probe)
     return p
+
+
+def _add_run(sub: Any) -> None:
+    """`edgecam run`: an experiment on one device, a fleet, or a Ray cluster."""
+    r = sub.add_parser("run", help="run an experiment (default: configs/quickstart.toml)")
+    r.add_argument("config", nargs="?", default=None, help="experiment TOML file (default: configs/quickstart.toml)")
+    r.add_argument("--out", default=None, help="run directory (default: runs/<name>-<timestamp>)")
+    r.add_argument("--resume", default=None, metavar="RUN_DIR", help="finish an interrupted run: reuse its finished jobs (a rerun with the same --out does this too)")
+    r.add_argument("--data", default=None, metavar="DIR", help="an image folder (class folders, or images + labels CSV) instead of the config's data; or 'digits-clutter'")
+    r.add_argument("--weights", default=None, metavar="DIR", help="a folder of <model>.pt state dicts, one per model of the config")
+    r.add_argument("--models", default=None, metavar="A,B", help="run only these of the config's models")
+    r.add_argument("--limit", type=int, default=None, help="test images per variant (overrides data.limit)")
+    r.add_argument("--device", default=None, help="device name from the inventory (overrides the config's `device`)")
+    r.add_argument("--devices", default=None, metavar="FILE", help="device inventory (default: $EDGECAM_DEVICES, ./devices.toml, ~/.config/edgecam/devices.toml)")
+    r.add_argument("--allow-code", action="store_true", help="allow 'module:factory' models: the experiment file then runs Python code (trusted files only)")
+    r.add_argument("--fleet", default=None, metavar="A,B,...", help="run on each of these inventory devices ('all': every one) into OUT/<device>/, "
+                   "with the device gap of every pair (fleet.html)")
+    r.add_argument("--executor", default="inprocess", choices=("inprocess", "ray"), help="inprocess: one device after another (default); ray: every "
+                   "device at once, one Ray actor per board (pip install 'edgecam[ray]')")
+    r.add_argument("--address", default=None, metavar="ADDR", help="the Ray cluster to join (default: start one on this machine for the run)")
+    r.set_defaults(func=cmd_run)
+
+
+def _add_sensitivity(sub: Any) -> None:
+    """`edgecam sensitivity`: rank, plan and run a mixed-precision variant (takes `run`'s data, device and resume flags)."""
+    se = sub.add_parser("sensitivity", help="rank the quantized layer groups of an ONNX artifact by how far they move the CAM, plan a mixed-precision variant and run it")
+    se.add_argument("config", help="experiment TOML file (its ONNX fp32 and int8 / int16 artifacts are analysed)")
+    se.add_argument("--model", default=None, help="the model analysed (default: the config's first)")
+    se.add_argument("--precision", default=None, choices=("int8", "int16"), help="the QDQ artifact analysed (default: int8)")
+    se.add_argument("--cc-target", type=float, default=None, help="the plan stops once the CAM CC vs fp32 reaches this (default 0.99)")
+    se.add_argument("--budget", type=int, default=None, help="most groups the plan returns to float (default 8)")
+    se.add_argument("--images", type=int, default=None, help="training-split images the ranking uses (default 100)")
+    for a, kw in (("--out", {"help": "run directory (default: runs/<name>-<timestamp>)"}), ("--resume", {"metavar": "RUN_DIR", "help": "finish an interrupted run"}),
+                  ("--data", {"metavar": "DIR", "help": "as for `run`"}), ("--weights", {"metavar": "DIR", "help": "as for `run`"}),
+                  ("--device", {"help": "device name from the inventory"}), ("--devices", {"metavar": "FILE", "help": "device inventory"})):
+        se.add_argument(a, default=None, **kw)
+    se.add_argument("--limit", type=int, default=None, help="test images per variant")
+    se.add_argument("--allow-code", action="store_true", help="allow 'module:factory' models (the experiment file runs Python code)")
+    se.set_defaults(func=cmd_sensitivity)
 
 
 def cmd_devices_list(args: argparse.Namespace) -> int:

@@ -138,6 +138,8 @@ def test_run_with_sim_and_device_only_cams(trained_tinycnn, session_cache: Path,
     assert (results["cc_sal"] - results["cc_gt"]).abs().max() < 1e-12
 
 
+@pytest.mark.slow  # 133 s (2026-12-05); `make test-slow` runs it. By default the same quickstart runs whole on x86 and on the
+# emulated aarch64 board (tests/integration/test_arm64_board.py), and `make run` runs it
 def test_default_run_is_the_pretrained_quickstart(session_cache: Path, tmp_path: Path) -> None:
     """`edgecam run` without a config: EfficientNet-Lite0's packaged ImageNet weights on the bundled
     photos, fp32 / int16 / int8 in ONNX Runtime and LiteRT, nothing trained (6 images here)."""

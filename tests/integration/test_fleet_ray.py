@@ -78,6 +78,8 @@ def reference(inventory: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return out, fleet_run(fleet_config(), out, "local,x86board,arm64", inventory, log=lambda m: None)
 
 
+@pytest.mark.slow  # 197 s with its fixtures (2026-12-05); `make test-slow` runs it. By default the Ray executor's retry policy
+# (tests/unit/bench/test_executors.py) runs, and benchmark item 9 checks Ray's explain rows equal the in-process ones
 def test_a_fleet_on_ray_gives_the_rows_of_the_fleet_device_by_device(inventory: Path, reference: tuple[Path, dict[str, Any]], tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     from edgecam.bench import outputs as files

@@ -433,11 +433,7 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 def _explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int, fetched: "Fetched | None" = None) -> ShardOutput:
     import pandas as pd
 
-    from edgecam.bench.results import gap_rows, image_rows
-    from edgecam.explain.cams import CAM_METHODS
-    from edgecam.explain.localisation import box_from_mask, box_ious_batch
-
-    ex, ok = ctx.cfg.explain, setup.ok
+    ok = setup.ok
     shard, outputs = fetched if fetched is not None else fetch_shard(ctx, setup, s0, s1)  # logits + features, this shard only
     preds = {k: o["logits"].argmax(1) for k, o in outputs.items()}
     edges_all = setup.hist_edges if s0 else _hist_edges(ok, outputs)
@@ -448,50 +444,106 @@ def _explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int, fetch
     reference, cams = variant_cams(ctx, setup, shard, outputs, preds)
     grid = _grid(ok, cams, raw, shard, saliency, preds) if s0 == 0 else {}
     rows: list[dict[str, Any]] = []
-    gaps: list[dict[str, Any]] = []
     tracks: dict[tuple[str, str, str], Track] = {}
     hist: dict[str, np.ndarray] = {}
     with stage("metrics"):
-        first_by_precision: dict[str, Variant] = {}
-        for v in ok:  # the runtime gap: each other runtime's CAMs vs the first runtime's, at the same precision
-            ref_v = first_by_precision.setdefault(v.precision, v)
-            if ref_v is not v:
-                for method, mode in default_jobs(ctx.cfg):
-                    gaps += gap_rows(v, ref_v, method, cams[(v.key, method, mode)], cams[(ref_v.key, method, mode)], shard.ids, preds[v.key], preds[ref_v.key])
-        gt_boxes = [box_from_mask(m > 0.5) if has else None for m, has in zip(shard.masks, shard.has_box)]
-        has_box = [i for i, b in enumerate(gt_boxes) if b is not None]
-        input_finite = np.isfinite(shard.x).reshape(len(shard.x), -1).all(1)
+        gaps = runtime_gap_rows(ctx.cfg, ok, cams, shard.ids, preds)
+        truth = ShardTruth.of(shard)
         for v in ok:
             if v.fp32_key not in preds:
                 if s0 == 0:
                     ctx.log(f"[yellow]no fp32 {v.format}/{v.runtime} variant of {v.model}: {v.key} has no CAM comparison rows[/yellow]")
                 continue
-            feats = np.asarray(outputs[v.key]["features"], dtype=np.float32)
             edges = edges_all.get(v.family)
             if edges is not None:  # None only when shard 0 failed: this shard's activations get no histogram
+                feats = np.asarray(outputs[v.key]["features"], dtype=np.float32)
                 hist[v.key] = np.histogram(np.clip(feats[np.isfinite(feats)], edges[0], edges[-1]), bins=edges)[0]
-            output_finite = np.isfinite(feats).reshape(len(feats), -1).all(1) & np.isfinite(outputs[v.key]["logits"]).all(1)
-            act = [_act_stats(f) for f in feats]
-            for method, mode in cam_jobs(v, ctx.cfg):
-                c, c_fp32 = cams[(v.key, method, mode)], cams[(v.fp32_key, method, mode)]
-                faith = _faithfulness(setup.sessions.get(v.key), shard.x, c, preds[v.key], s0, setup.n_faith, ex.faithfulness_steps)
-                track = tracks.setdefault((v.key, method, mode), Track(np.zeros(len(WSOL_THRESHOLDS), dtype=np.int64)))
-                wsol_iou = np.full(len(c), np.nan)
-                if has_box:  # MaxBoxAcc counts (Choe et al. 2020) on images with ground truth only
-                    ious = box_ious_batch(c[has_box], [gt_boxes[i] for i in has_box])  # zeros for a constant or non-finite CAM: a miss
-                    track.n += len(has_box)
-                    track.hits += (ious >= 0.5).sum(0)
-                    wsol_iou[has_box] = np.where(np.isfinite(c[has_box]).reshape(len(has_box), -1).all(1), ious.max(1), np.nan)
-                channels = CAM_METHODS.get(method).channels(feats.shape[1], ex)
-                extra = [{**faith[i], **act[i], "cam_channels": channels, "input_finite": bool(input_finite[i]), "output_finite": bool(output_finite[i])} for i in range(len(c))]
-                rows += image_rows(v, method, mode, c, c_fp32, reference, shard, saliency, setup.provider_name, preds[v.key], preds[v.fp32_key],
-                                   ctx.device.name, wsol_iou, extra, ex.emd_size)
-                if v.precision != "fp32":
-                    for i, r in enumerate(rows[-len(c):]):
-                        if np.isfinite(r["rmse_fp32"]):
-                            push(track.heap, (float(r["rmse_fp32"]), s0 + i, str(shard.ids[i]), c[i].copy(), c_fp32[i].copy()), setup.top_k)
-    kept = kept_outputs(ok, outputs, cams, shard.ids, s0, ex.keep_outputs, ex.keep_cam_size)
+            v_rows, v_tracks = variant_rows(ctx, setup, v, VariantCams(shard, outputs[v.key], cams, reference, saliency, preds), truth, s0)
+            rows += v_rows
+            tracks.update(v_tracks)
+    kept = kept_outputs(ok, outputs, cams, shard.ids, s0, ctx.cfg.explain.keep_outputs, ctx.cfg.explain.keep_cam_size)
     return ShardOutput(pd.DataFrame(rows), pd.DataFrame(gaps), tracks, hist, grid, preds, edges_all if s0 == 0 else {}, kept)
+
+
+def runtime_gap_rows(cfg: "RunConfig", ok: list[Variant], cams: dict[tuple[str, str, str], np.ndarray], ids: Sequence[str],
+                     preds: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The runtime gap: each other runtime's CAMs vs the first runtime's at the same precision, per image."""
+    from edgecam.bench.results import gap_rows
+
+    gaps: list[dict[str, Any]] = []
+    first_by_precision: dict[str, Variant] = {}
+    for v in ok:
+        ref_v = first_by_precision.setdefault(v.precision, v)
+        if ref_v is not v:
+            for method, mode in default_jobs(cfg):
+                gaps += gap_rows(v, ref_v, method, cams[(v.key, method, mode)], cams[(ref_v.key, method, mode)], ids, preds[v.key], preds[ref_v.key])
+    return gaps
+
+
+@dataclass(frozen=True)
+class ShardTruth:
+    """What a shard's images say about themselves, shared by every variant: ground-truth boxes (None without),
+    the images that have one, and which inputs are finite."""
+
+    gt_boxes: list[Any]
+    has_box: list[int]
+    input_finite: np.ndarray
+
+    @classmethod
+    def of(cls, shard: "TestShard") -> "ShardTruth":
+        from edgecam.explain.localisation import box_from_mask
+
+        boxes = [box_from_mask(m > 0.5) if has else None for m, has in zip(shard.masks, shard.has_box)]
+        return cls(boxes, [i for i, b in enumerate(boxes) if b is not None], np.isfinite(shard.x).reshape(len(shard.x), -1).all(1))
+
+
+@dataclass(frozen=True)
+class VariantCams:
+    """One shard's CAMs and what they are compared with: the shard, one variant's device outputs, every
+    (variant key, method, mode)'s CAMs, the host reference CAMs, the saliency maps and every variant's top-1."""
+
+    shard: "TestShard"
+    outputs: dict[str, np.ndarray]
+    cams: dict[tuple[str, str, str], np.ndarray]
+    reference: np.ndarray
+    saliency: np.ndarray
+    preds: dict[str, np.ndarray]
+
+
+def variant_rows(ctx: "RunContext", setup: ModelSetup, v: Variant, got: VariantCams, truth: ShardTruth, s0: int) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], Track]]:
+    """`v`'s result rows for the shard, one per image and CAM job, and its tracks (WSOL hit counts of Choe et al.
+    2020 on the images with ground truth; the heap of its CAMs least like fp32's)."""
+    from edgecam.bench.results import image_rows
+    from edgecam.explain.cams import CAM_METHODS
+    from edgecam.explain.localisation import box_ious_batch
+
+    ex, shard, has_box = ctx.cfg.explain, got.shard, truth.has_box
+    feats = np.asarray(got.outputs["features"], dtype=np.float32)
+    output_finite = np.isfinite(feats).reshape(len(feats), -1).all(1) & np.isfinite(got.outputs["logits"]).all(1)
+    act = [_act_stats(f) for f in feats]
+    rows: list[dict[str, Any]] = []
+    tracks: dict[tuple[str, str, str], Track] = {}
+    for method, mode in cam_jobs(v, ctx.cfg):
+        c, c_fp32 = got.cams[(v.key, method, mode)], got.cams[(v.fp32_key, method, mode)]
+        faith = _faithfulness(setup.sessions.get(v.key), shard.x, c, got.preds[v.key], s0, setup.n_faith, ex.faithfulness_steps)
+        track = tracks.setdefault((v.key, method, mode), Track(np.zeros(len(WSOL_THRESHOLDS), dtype=np.int64)))
+        wsol_iou = np.full(len(c), np.nan)
+        if has_box:  # MaxBoxAcc counts on images with ground truth only
+            ious = box_ious_batch(c[has_box], [truth.gt_boxes[i] for i in has_box])  # zeros for a constant or non-finite CAM: a miss
+            track.n += len(has_box)
+            track.hits += (ious >= 0.5).sum(0)
+            wsol_iou[has_box] = np.where(np.isfinite(c[has_box]).reshape(len(has_box), -1).all(1), ious.max(1), np.nan)
+        channels = CAM_METHODS.get(method).channels(feats.shape[1], ex)
+        extra = [{**faith[i], **act[i], "cam_channels": channels, "input_finite": bool(truth.input_finite[i]), "output_finite": bool(output_finite[i])}
+                 for i in range(len(c))]
+        new = image_rows(v, method, mode, c, c_fp32, got.reference, shard, got.saliency, setup.provider_name, got.preds[v.key], got.preds[v.fp32_key],
+                         ctx.device.name, wsol_iou, extra, ex.emd_size)
+        if v.precision != "fp32":
+            for i, r in enumerate(new):
+                if np.isfinite(r["rmse_fp32"]):
+                    push(track.heap, (float(r["rmse_fp32"]), s0 + i, str(shard.ids[i]), c[i].copy(), c_fp32[i].copy()), setup.top_k)
+        rows += new
+    return rows, tracks
 
 
 def kept_outputs(ok: list[Variant], outputs: dict[str, dict[str, np.ndarray]], cams: dict[tuple[str, str, str], np.ndarray], ids: Sequence[str],

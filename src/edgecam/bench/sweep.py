@@ -31,6 +31,7 @@ from edgecam.errors import EdgecamError
 from edgecam.stages import TAGS, clock, stage
 
 if TYPE_CHECKING:
+    from edgecam.bench.aggregate import ExplainOutput
     from edgecam.config import ModelSpec, RunConfig
     from edgecam.devices.inventory import DeviceSpec
 
@@ -50,6 +51,18 @@ class Collected:
     saliency_qat: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     device_io: dict[str, int] = field(default_factory=lambda: {"calls": 0, "bytes_sent": 0, "bytes_received": 0, "predict_bytes_sent": 0})  # explain-stage sessions
+
+    def add(self, model: str, ex: "ExplainOutput") -> None:
+        """One model's explain stage folded in: its rows, aggregates, failures and device traffic."""
+        self.rows += ex.rows
+        self.gaps += ex.gaps
+        self.failed += ex.failed
+        self.wsol += ex.wsol
+        self.histograms += ex.histograms
+        self.dissimilar += ex.dissimilar
+        self.grids[model] = ex.grid
+        for k in self.device_io:
+            self.device_io[k] += int(getattr(ex, k))
 
 
 def open_run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log: Callable[[str], None], device_spec: "DeviceSpec | None",
@@ -98,50 +111,52 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
         with ctx.step(f"sensitivity {mspec.name}", "other"):
             mixed, manifest["sensitivity"] = sensitivity_stage(ctx, mspec, variants, meta["sha256"])
         variants += mixed
-    rspecs = {r.name: r for r in ctx.cfg.runtimes}
-    for v in variants:
-        bar = ctx.bar(f"run {v.key}")
-        bar(f"run {v.key}", 0.0)
-        with ctx.step(f"run {v.key}", "device") as note:
-            note["suffix"] = " (resumed)" if measure(ctx, v, rspecs[v.runtime], meta["sha256"]) else ""
-        bar(f"run {v.key}", 1.0)
-        if v.error:
-            acc.failed.append({"job": f"run {v.key}", "error": v.error})
-            ctx.log(f"[red]FAILED[/red] {v.key}: {v.error.splitlines()[0]}")
+    measure_variants(ctx, variants, meta["sha256"], acc)
     if mixed and mixed[0].ok:
-        from edgecam.bench.studies.sensitivity import host_device_agreement
-
-        try:
-            with ctx.step(f"sensitivity {mspec.name}: host simulation vs device", "device"):
-                manifest["sensitivity"]["host_vs_device"] = agree = host_device_agreement(ctx, mixed[0], meta["sha256"])
-            ctx.log(f"sensitivity {mspec.name}: {mixed[0].key} CAMs on the device vs host simulation: CC {agree['device_vs_host_cc']:.4f} "
-                    f"(min {agree['device_vs_host_cc_min']:.4f}), top-1 agreement {agree['device_vs_host_top1_agreement']:.4f} on {agree['images']} ranking images")
-        except (EdgecamError, OSError, TimeoutError) as exc:
-            acc.failed.append({"job": f"sensitivity {mspec.name} host vs device", "error": f"{type(exc).__name__}: {exc}"})
+        _sensitivity_on_device(ctx, mspec.name, mixed[0], meta["sha256"], manifest, acc)
     estimate = work_estimate(variants, ctx.cfg.explain, ctx.n_img, tuple(ctx.data.input_shape))
     manifest.setdefault("work_estimate", {})[mspec.name] = estimate
     if estimate:
         ctx.log(format_estimate(estimate))
     with ctx.step(f"CAMs + metrics {mspec.name}", "other"):
         ex = explain_model(ctx, model, layer, variants, meta["sha256"])
-    acc.rows += ex.rows
-    acc.gaps += ex.gaps
-    acc.failed += ex.failed
-    acc.wsol += ex.wsol
-    acc.histograms += ex.histograms
-    acc.dissimilar += ex.dissimilar
-    acc.grids[mspec.name] = ex.grid
+    acc.add(mspec.name, ex)
     ctx.timings[f"device session calls {mspec.name}"] = float(ex.calls)
     manifest.setdefault("explain_overlapped_device_s", {})[mspec.name] = ex.overlapped_device_s
     manifest.setdefault("explain_estimates", {})[mspec.name] = ex.estimates
-    for k in acc.device_io:
-        acc.device_io[k] += int(getattr(ex, k))
     if ctx.cfg.lowbit.schemes:
         from edgecam.bench.studies.lowbit import lowbit_study
 
         with ctx.step(f"low-bit PACT {mspec.name}", "other"):
             acc.lowbit += lowbit_study(ctx, model, layer, mspec.name, meta["sha256"])
     acc.variants += variants
+
+
+def measure_variants(ctx: RunContext, variants: list[Variant], ckpt_sha: str, acc: Collected) -> None:
+    """The timing and memory passes of each variant on the device; a failed one is logged and recorded."""
+    rspecs = {r.name: r for r in ctx.cfg.runtimes}
+    for v in variants:
+        bar = ctx.bar(f"run {v.key}")
+        bar(f"run {v.key}", 0.0)
+        with ctx.step(f"run {v.key}", "device") as note:
+            note["suffix"] = " (resumed)" if measure(ctx, v, rspecs[v.runtime], ckpt_sha) else ""
+        bar(f"run {v.key}", 1.0)
+        if v.error:
+            acc.failed.append({"job": f"run {v.key}", "error": v.error})
+            ctx.log(f"[red]FAILED[/red] {v.key}: {v.error.splitlines()[0]}")
+
+
+def _sensitivity_on_device(ctx: RunContext, model: str, mixed: Variant, ckpt_sha: str, manifest: dict[str, Any], acc: Collected) -> None:
+    """The sensitivity plan's mixed-precision variant on the device against its host simulation."""
+    from edgecam.bench.studies.sensitivity import host_device_agreement
+
+    try:
+        with ctx.step(f"sensitivity {model}: host simulation vs device", "device"):
+            manifest["sensitivity"]["host_vs_device"] = agree = host_device_agreement(ctx, mixed, ckpt_sha)
+        ctx.log(f"sensitivity {model}: {mixed.key} CAMs on the device vs host simulation: CC {agree['device_vs_host_cc']:.4f} "
+                f"(min {agree['device_vs_host_cc_min']:.4f}), top-1 agreement {agree['device_vs_host_top1_agreement']:.4f} on {agree['images']} ranking images")
+    except (EdgecamError, OSError, TimeoutError) as exc:
+        acc.failed.append({"job": f"sensitivity {model} host vs device", "error": f"{type(exc).__name__}: {exc}"})
 
 
 def latency_rows(variants: list[Variant], device: str, emulated: bool = False) -> list[dict[str, Any]]:
