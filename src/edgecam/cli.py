@@ -31,13 +31,14 @@ class RunProgress:
 
 
 def require_code_consent(cfg: Any, allowed: bool) -> None:
-    """An experiment file naming a 'module:factory' model (or a trtexec program for the board) runs that code:
+    """An experiment file naming a 'module:factory' model (or a program for the board: a runtime's
+    `program_options`, TensorRT's trtexec) runs that code:
     refused unless the user says the file is trusted (`--allow-code` or EDGECAM_ALLOW_CODE=1), before anything is imported."""
     custom = [m.name for m in cfg.models if ":" in m.name]
-    programs = [r.trtexec for r in cfg.runtimes if getattr(r, "trtexec", None)]
+    programs = [p for r in cfg.runtimes for p in r.program()]
     if (custom or programs) and not (allowed or os.environ.get("EDGECAM_ALLOW_CODE") == "1"):
         what = ([f"models {', '.join(custom)}: a 'module:factory' model imports and runs Python code named by the experiment file"] if custom else []) + \
-               ([f"runtimes.trtexec {', '.join(programs)}: the board runs the program the experiment file names"] if programs else [])
+               ([f"{', '.join(programs)}: the board runs the program the experiment file names"] if programs else [])
         raise EdgecamError("; ".join(what) + "; run only experiment files you trust, and say so with --allow-code (or EDGECAM_ALLOW_CODE=1)")
 
 

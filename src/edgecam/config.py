@@ -12,7 +12,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from edgecam.data import DATASETS, DataSpec, switch_kind  # per-kind [data] specs: edgecam/data (DataSpec(name=...) picks the kind)
 from edgecam.errors import ConfigError, EdgecamError
@@ -107,46 +107,72 @@ class ExportSettings:
 
 @dataclass(frozen=True)
 class RuntimeSpec:
-    """A runtime to run every artifact of its format with."""
+    """A runtime to run every artifact of its format with: `name`, `threads`, `providers`, and the settings the
+    runtime itself declares and validates (`Runtime.option_help` / `check_options`: TensorRT's `max_batch`, the
+    fault runtime's `fault`), written beside them in the `[[runtimes]]` entry and held in `settings`."""
 
     name: str = "onnxruntime"
     threads: Optional[int] = None
     providers: Optional[tuple[str, ...]] = None
-    fault: Optional[str] = None  # runtime "fault" only: which fault to inject (runtimes/fault.py)
-    fault_precisions: tuple[str, ...] = ()  # ... into these precisions' artifacts (empty: all)
-    max_batch: Optional[int] = None  # runtime "tensorrt" only: the engines' largest batch (default 32; larger batches run in pieces)
-    trtexec: Optional[str] = None  # runtime "tensorrt" only: also time the engine with this trtexec ("trtexec": on PATH)
+    settings: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()  # the runtime's own options, validated by it
+
+    @classmethod
+    def spec_for_table(cls, table: dict[str, Any], path: str, build: Any) -> tuple[type, dict[str, Any]]:
+        """The hook `build_spec` calls: every key but the three common ones is a runtime's own setting (unset
+        when None or empty: the form a pinned run's config records); a key no registered runtime declares is
+        an unknown key."""
+        from edgecam.runtimes import RUNTIMES, runtime_class
+
+        common = {f.name for f in dataclasses.fields(cls)} - {"settings"}
+        owned = set().union(*(runtime_class(n).option_help for n in RUNTIMES))
+        unknown = sorted(set(table) - common - owned)
+        if unknown:
+            where = f"{path}." if path else ""
+            raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(where + k for k in unknown)}; "
+                              f"allowed keys{' in ' + path if path else ''}: {', '.join(sorted(common | owned))}")
+        settings = {k: v for k, v in table.items() if k in owned and v is not None and v != []}
+        return cls, {**{k: v for k, v in table.items() if k in common}, "settings": settings}
 
     def __post_init__(self) -> None:
-        from edgecam.runtimes import RUNTIMES
-        from edgecam.runtimes.fault import FAULTS
+        from edgecam.runtimes import RUNTIMES, runtime_class
 
-        RUNTIMES.get(self.name)
+        klass = runtime_class(self.name)  # unknown names list the known ones
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"runtimes.threads: expected a positive integer, got {self.threads}")
-        if (self.name == "fault") != (self.fault is not None):
-            raise ConfigError(f"runtimes.fault: set it exactly when name = 'fault' (one of {', '.join(FAULTS)}); got name {self.name!r}, fault {self.fault!r}")
-        if self.fault is not None and self.fault not in FAULTS:
-            raise ConfigError(f"runtimes.fault: expected one of {', '.join(FAULTS)}, got {self.fault!r}")
-        for p in self.fault_precisions:
-            if p not in PRECISIONS:
-                raise ConfigError(f"runtimes.fault_precisions: expected values from {', '.join(PRECISIONS)}, got {p!r}")
-        for key in ("max_batch", "trtexec"):
-            if getattr(self, key) is not None and self.name != "tensorrt":
-                raise ConfigError(f"runtimes.{key}: a tensorrt runtime option; runtime {self.name!r} takes none")
-        if self.max_batch is not None and not 1 <= self.max_batch <= 4096:
-            raise ConfigError(f"runtimes.max_batch: expected an integer from 1 to 4096, got {self.max_batch}")
-        if self.trtexec is not None and not self.trtexec.strip():
-            raise ConfigError("runtimes.trtexec: expected trtexec's path (or \"trtexec\" for the one on the board's PATH), got an empty string")
+        given = dict(self.settings)
+        for key in sorted(set(given) - set(klass.option_help)):
+            owners = [n for n in RUNTIMES if key in runtime_class(n).option_help]
+            whose = f"a {' / '.join(owners)} runtime option" if owners else "not a runtime option"
+            raise ConfigError(f"runtimes.{key}: {whose}; runtime {self.name!r} takes {', '.join(klass.option_help) or 'none'}")
+        try:
+            checked = klass.check_options(given)
+        except ValueError as exc:
+            raise ConfigError(f"runtimes.{exc}") from exc
+        frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in checked.items()))
+        object.__setattr__(self, "settings", frozen)
 
     def options(self) -> dict[str, Any]:
+        """What a job tells the device's runtime: threads, providers, then the runtime's own settings."""
         opts: dict[str, Any] = {"threads": self.threads}
         if self.providers:
             opts["providers"] = list(self.providers)
-        if self.fault is not None:
-            opts.update(fault=self.fault, fault_precisions=list(self.fault_precisions))
-        opts.update({k: getattr(self, k) for k in ("max_batch", "trtexec") if getattr(self, k) is not None})
+        opts.update((k, list(v) if isinstance(v, tuple) else v) for k, v in self.settings)
         return opts
+
+    def program(self) -> list[str]:
+        """The programs this entry makes the device run (its runtime's `program_options` that are set)."""
+        from edgecam.runtimes import runtime_class
+
+        settings = dict(self.settings)
+        return [f"runtimes.{k} {settings[k]}" for k in runtime_class(self.name).program_options if settings.get(k)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's record: the common fields, then the settings. `fault` and `fault_precisions` are always
+        written (None / []) as they were when they were fields of this spec, so a pinned run's config hash is kept."""
+        settings = dict(self.options())
+        settings.pop("threads"), settings.pop("providers", None)
+        return {"name": self.name, "threads": self.threads, "providers": list(self.providers) if self.providers is not None else None,
+                "fault": settings.pop("fault", None), "fault_precisions": settings.pop("fault_precisions", []), **settings}
 
 
 MAX_TIMEOUT_S = 7 * 24 * 3600.0  # beyond ~2.1e6 s subprocess timeouts overflow
@@ -411,10 +437,7 @@ class RunConfig:
             d.pop("sensitivity")
         if self.train.saliency_guided_k == 0 and self.train.saliency_guided_lambda == 1.0:
             d["train"].pop("saliency_guided_k"), d["train"].pop("saliency_guided_lambda")
-        for runtime in d["runtimes"]:  # the tensorrt runtime's options
-            for key in ("max_batch", "trtexec"):
-                if runtime[key] is None:
-                    runtime.pop(key)
+        d["runtimes"] = [r.to_dict() for r in self.runtimes]
         return d
 
     def replace(self, **changes: Any) -> "RunConfig":

@@ -161,7 +161,7 @@ def test_a_run_where_every_variant_failed_still_writes_its_tables_and_report(tra
 
     cfg = trained_tinycnn.cfg
     cfg = cfg.replace(data=dataclasses.replace(cfg.data, limit=6), export=dataclasses.replace(cfg.export, precisions=("fp32", "int8")),
-                      runtimes=(RuntimeSpec("fault", threads=1, fault="raise"),), bench=BenchSpec(warmup=1, iterations=2, memory=False))
+                      runtimes=(RuntimeSpec("fault", threads=1, settings={"fault": "raise"}),), bench=BenchSpec(warmup=1, iterations=2, memory=False))
     out = run(cfg, tmp_path / "run", log=lambda m: None)
     assert len(out["failed"]) == 2 and all("injected failure" in f["error"] for f in out["failed"])
     report = (tmp_path / "run" / "report.html").read_text()

@@ -1,7 +1,8 @@
 """The package's shape (DESIGN.md: data flows one way): no import circle anywhere in src/edgecam, counting
 every import statement (module level, inside functions and in `if TYPE_CHECKING:` blocks: a circle through
-annotations is still two modules that must know each other), and no module importing another's private
-names, in src/ or benchmarks/."""
+annotations is still two modules that must know each other), no import from a lower floor to a higher one
+(LAYERS; docs/architecture.md draws them), and no module importing another's private names, in src/ or
+benchmarks/.""" 
 
 from __future__ import annotations
 
@@ -90,6 +91,41 @@ def test_no_import_circle_in_the_package() -> None:
     graph = _graph()
     assert sum(len(d) for d in graph.values()) > 100  # the graph really was read
     assert _cycles(graph) == []
+
+
+#: the floors, ground first: a module imports only from its own floor or below. A new top-level module or package
+#: must be given a floor here (docs/architecture.md says what each holds)
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("edgecam", "edgecam.errors"),
+    ("edgecam.registry", "edgecam.perturb", "edgecam.specs", "edgecam.cache", "edgecam.stages"),
+    ("edgecam.runtimes",),  # the device side's adapters: standard library + numpy
+    ("edgecam.devices", "edgecam.explain", "edgecam.models"),
+    ("edgecam.data", "edgecam.exporters"),
+    ("edgecam.config",),
+    ("edgecam.bench",),
+    ("edgecam.cli",),
+)
+
+
+def _prefix(module: str) -> str:
+    """The longest LAYERS entry `module` falls under."""
+    return max((p for floor in LAYERS for p in floor if module == p or module.startswith(p + ".")), key=len)
+
+
+def _floor(module: str) -> int:
+    return next(i for i, floor in enumerate(LAYERS) if _prefix(module) in floor)
+
+
+def test_no_import_runs_up_a_floor() -> None:
+    graph = _graph()
+    assert [m for m in MODULES if _prefix(m) == "edgecam" and m != "edgecam"] == []  # every module is on a floor of its own
+    upward = sorted(f"{a} (floor {_floor(a)}) imports {b} (floor {_floor(b)})" for a, deps in graph.items() for b in deps if _floor(b) > _floor(a))
+    assert upward == []
+
+
+def test_the_floor_rule_sees_an_upward_import() -> None:
+    assert _floor("edgecam.bench.studies.lowbit") == 6 and _floor("edgecam.runtimes.base") == 2 and _floor("edgecam") == 0
+    assert _floor("edgecam.explain.cams") < _floor("edgecam.bench.sweep")
 
 
 def test_the_cycle_finder_finds_a_circle() -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from edgecam.bench.store import Job, job_key
 from edgecam.bench.variant import Variant
 from edgecam.errors import EdgecamError
+from edgecam.runtimes import RUNTIMES
 
 if TYPE_CHECKING:
     from edgecam.bench.context import RunContext
@@ -23,12 +24,16 @@ if TYPE_CHECKING:
 
 
 def device_job(rspec: "RuntimeSpec", dspec: "DeviceSpec") -> dict[str, Any]:
-    """The job fields every run of `rspec` on `dspec` shares: runtime, its options (the inventory's thread
-    count where the experiment sets none) and the device's CPU budget."""
+    """The job fields every run of `rspec` on `dspec` shares: runtime (and its "module:Class" entry when it is
+    not one of edgecam's), its options (the inventory's thread count where the experiment sets none) and the
+    device's CPU budget."""
     options = rspec.options()
     if options.get("threads") is None and dspec.threads is not None:
         options["threads"] = dspec.threads
     job: dict[str, Any] = {"runtime": rspec.name, "runtime_options": options}
+    entry = RUNTIMES.get(rspec.name)
+    if not entry.startswith("edgecam."):  # a runtime from the user's own code: the device imports it by its entry
+        job["runtime_entry"] = entry
     if dspec.cores is not None:
         job["cores"] = dspec.cores
     return job

@@ -9,7 +9,6 @@ against an empty mask.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -230,27 +229,17 @@ def format_mean_std(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    """`value` if it is a JSON object, else {} (a device's answer may be anything)."""
-    return value if isinstance(value, dict) else {}
-
-
-def backend_columns(result: dict[str, Any]) -> dict[str, Any]:
-    """The latency row's backend-specific columns, present only where the device measured them: the logits +
-    features engine's p50 beside the timed logits-only one (TensorRT), trtexec's phase p50s (`trt_*_p50_ms`), the
-    engines' GPU memory and the tegrastats summary of the timed loop (Jetson). Values of the wrong shape or
-    not finite are left out."""
-    from edgecam.runtimes.trtexec import latency_columns
+def backend_columns(result: dict[str, Any], runtime: str | None = None) -> dict[str, Any]:
+    """The latency row's columns that one backend or board measures, present only where the device measured
+    them: the runtime's own (`Runtime.backend_columns`: TensorRT's engines and trtexec phases; every registered
+    runtime's for a result read without its variant) and the tegrastats summary of the timed loop (Jetson)."""
+    from edgecam.devices.tegrastats import latency_columns as tegrastats_columns
+    from edgecam.runtimes import RUNTIMES, runtime_class
 
     cols: dict[str, Any] = {}
-    if result.get("samples_with_features_s"):  # checked by `check_timing`
-        cols["p50_with_features_ms"] = latency_stats(result["samples_with_features_s"])["p50_ms"]
-    cols.update(latency_columns(_dict(result.get("profile")).get("trtexec")))
-    teg = _dict(result.get("tegrastats"))
-    for column, value in (("gpu_mem_mb", _dict(result.get("runtime")).get("gpu_mem_mb")), ("tegra_ram_used_max_mb", _dict(teg.get("ram_used_mb")).get("max")),
-                          ("tegra_gpu_load_mean_pct", _dict(teg.get("gpu_load_pct")).get("mean"))):
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):  # a device's answer, checked
-            cols[column] = float(value)
+    for name in [runtime] if runtime is not None else list(RUNTIMES):
+        cols.update(runtime_class(name).backend_columns(result))
+    cols.update(tegrastats_columns(result.get("tegrastats")))
     return cols
 
 
@@ -273,7 +262,7 @@ def variant_table(variants: Sequence["Variant"], labels: np.ndarray, device: str
                 "images": int(known.sum()),
                 "agrees_fp32": float((pred[both] == base[: len(pred)][both]).mean()) if both is not None and both.any() else float("nan"),
                 "init_ms": v.result["init_s"] * 1e3, "first_ms": v.result["first_s"] * 1e3,
-                **latency_stats(v.result["samples_s"]), "batch_size": v.result["batch_size"], **backend_columns(v.result),
+                **latency_stats(v.result["samples_s"]), "batch_size": v.result["batch_size"], **backend_columns(v.result, v.runtime),
                 "peak_rss_mb": v.memory.get("peak_rss_bytes", float("nan")) / 2**20 if v.memory else float("nan"),
                 "rss_model_mb": (v.memory["rss_after_run_bytes"] - v.memory["rss_before_load_bytes"]) / 2**20 if v.memory else float("nan"),
             })

@@ -124,9 +124,12 @@ def verify_artifact(model_path: str) -> None:
 
 
 def load_runtime(job: Dict[str, Any]) -> Any:
-    from edgecam.runtimes import runtime_class
+    from edgecam.runtimes import RUNTIMES, runtime_class
 
     verify_artifact(job["artifact"])
+    entry = job.get("runtime_entry")
+    if entry is not None and job["runtime"] not in RUNTIMES:  # registered on the host from outside edgecam; shipped in the archive
+        RUNTIMES.add_lazy(job["runtime"], str(entry))
     cls = runtime_class(job["runtime"])
     opts = dict(job.get("runtime_options") or {})
     return cls(job["artifact"], **opts)
@@ -200,7 +203,7 @@ def run_job(job_dir: str) -> Dict[str, Any]:
         for _ in range(int(job.get("warmup", 5))):
             rt.run({input_name: sample})
         sampler = _tegrastats_sampler(job)
-        apart = bool(getattr(rt, "times_logits_apart", False))  # a logits-only engine (runtimes/tensorrt.py)
+        apart = rt.times_logits_apart  # a logits-only engine (runtimes/tensorrt.py)
         timed = rt.run_timed if apart else rt.run
         for _ in range(int(job.get("warmup", 5)) if apart else 0):
             timed({input_name: sample})

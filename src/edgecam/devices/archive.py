@@ -15,7 +15,9 @@ from pathlib import Path
 import edgecam
 from edgecam.cache import atomic_write_bytes, cache_dir
 
-# Package-relative paths of the device side's own modules; the runtimes' are added from their registry.
+# Package-relative paths of the device side's own modules; the runtimes' are added: every module in runtimes/
+# (the runtime tree is device-side by rule, helpers such as trtexec.py included) and the module of every class in
+# a registered runtime's hierarchy.
 CORE_MODULES = (
     "__init__.py",
     "errors.py",
@@ -26,18 +28,18 @@ CORE_MODULES = (
     "devices/protocol.py",
     "devices/serve.py",
     "devices/tegrastats.py",
-    "runtimes/__init__.py",
-    "runtimes/trtexec.py",
 )
 
 
 def agent_modules() -> tuple[str, ...]:
     """Package-relative paths of everything the device side imports (a test runs the archive without torch):
-    CORE_MODULES, then the module of every class in each registered runtime's hierarchy (fault -> onnxruntime
-    -> base), so a newly registered runtime is shipped without being listed here."""
+    CORE_MODULES, every module of runtimes/, then the module of every class in each registered runtime's
+    hierarchy (fault -> onnxruntime -> base) that lives elsewhere, so a new runtime is shipped without being
+    listed here."""
     from edgecam.runtimes import RUNTIMES, runtime_class
 
-    paths = list(CORE_MODULES)
+    root = Path(edgecam.__file__).parent
+    paths = list(CORE_MODULES) + sorted(p.relative_to(root).as_posix() for p in (root / "runtimes").glob("*.py"))
     for name in RUNTIMES:
         for klass in reversed(runtime_class(name).__mro__):
             top, _, rest = klass.__module__.partition(".")
@@ -45,6 +47,27 @@ def agent_modules() -> tuple[str, ...]:
             if top == "edgecam" and rel not in paths:
                 paths.append(rel)
     return tuple(paths)
+
+
+def plugin_modules() -> dict[str, Path]:
+    """Archive path -> source file of every module outside edgecam that a registered runtime's class hierarchy
+    lives in (a runtime registered from the user's own code with `RUNTIMES.add_lazy`), with its packages'
+    `__init__.py`: the device imports it from the archive by the entry the job names (`runtime_entry`)."""
+    import sys
+
+    from edgecam.runtimes import RUNTIMES, runtime_class
+
+    files: dict[str, Path] = {}
+    for name in RUNTIMES:
+        for klass in runtime_class(name).__mro__:
+            parts = klass.__module__.split(".")
+            if parts[0] in ("edgecam", "builtins"):
+                continue
+            for depth in range(1, len(parts) + 1):  # the module and every package above it
+                source = Path(sys.modules[".".join(parts[:depth])].__file__ or "")
+                package = source.name == "__init__.py"
+                files["/".join(parts[:depth]) + ("/__init__.py" if package else ".py")] = source
+    return files
 
 
 MAIN = b"""import sys
@@ -66,10 +89,11 @@ def agent_archive_bytes() -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(zipfile.ZipInfo("__main__.py", _FIXED_TIME), MAIN)
-        for rel in agent_modules():
-            info = zipfile.ZipInfo(f"edgecam/{rel}", _FIXED_TIME)
+        sources = {f"edgecam/{rel}": root / rel for rel in agent_modules()}
+        for arcname, source in {**sources, **dict(sorted(plugin_modules().items()))}.items():
+            info = zipfile.ZipInfo(arcname, _FIXED_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, (root / rel).read_bytes())
+            zf.writestr(info, source.read_bytes())
     return buf.getvalue()
 
 

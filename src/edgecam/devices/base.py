@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -246,8 +245,7 @@ class Device:
 
 def device_class(scheme: str) -> type[Device]:
     """Import and return the Device class registered for `scheme` (unknown schemes list the known ones)."""
-    module, _, attr = DEVICES.get(scheme).partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return DEVICES.load(scheme)
 
 
 def exit_reason(code: int) -> str:

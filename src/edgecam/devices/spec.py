@@ -11,9 +11,9 @@ from edgecam.errors import ConfigError
 from edgecam.registry import Registry
 
 DEVICES: Registry[str] = Registry("device scheme")
-DEVICES.add("local", "edgecam.devices.local:LocalDevice")
-DEVICES.add("ssh", "edgecam.devices.ssh:SSHDevice")
-DEVICES.add("adb", "edgecam.devices.adb:AdbDevice")
+DEVICES.add_lazy("local", "edgecam.devices.local:LocalDevice")
+DEVICES.add_lazy("ssh", "edgecam.devices.ssh:SSHDevice")
+DEVICES.add_lazy("adb", "edgecam.devices.adb:AdbDevice")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ Only the RAM field is required: a line without it is not a tegrastats sample and
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -198,6 +199,23 @@ def summarise(samples: Iterable[TegrastatsSample]) -> Dict[str, Any]:
     summary["power_mean_mw"] = {rail: _mean(values) for rail, values in sorted(rails.items())}
     summary["temp_max_c"] = dict(sorted(temps.items()))
     return summary
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def latency_columns(summary: Any) -> Dict[str, float]:
+    """The latency table's tegrastats columns (`tegra_ram_used_max_mb`, `tegra_gpu_load_mean_pct`) from the
+    `summarise` of a timed loop as a device sent it: only finite numbers where the summary has them."""
+    summary = summary if isinstance(summary, dict) else {}
+    cols: Dict[str, float] = {}
+    for column, key, stat in (("tegra_ram_used_max_mb", "ram_used_mb", "max"), ("tegra_gpu_load_mean_pct", "gpu_load_pct", "mean")):
+        part = summary.get(key)
+        value = part.get(stat) if isinstance(part, dict) else None
+        if _finite(value):
+            cols[column] = float(value)
+    return cols
 
 
 class TegrastatsUnavailable(RuntimeError):

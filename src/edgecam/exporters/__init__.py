@@ -6,7 +6,6 @@ tolerance); `exporter_class` is how the rest of edgecam reaches it.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from edgecam.registry import Registry
@@ -15,12 +14,11 @@ if TYPE_CHECKING:
     from edgecam.exporters.base import Exporter
 
 EXPORTERS: Registry[str] = Registry("export format")
-EXPORTERS.add("onnx", "edgecam.exporters.onnx:OnnxExporter")
-EXPORTERS.add("tflite", "edgecam.exporters.tflite:TfliteExporter")
-EXPORTERS.add("tensorrt", "edgecam.exporters.tensorrt:TensorRTExporter")
+EXPORTERS.add_lazy("onnx", "edgecam.exporters.onnx:OnnxExporter")
+EXPORTERS.add_lazy("tflite", "edgecam.exporters.tflite:TfliteExporter")
+EXPORTERS.add_lazy("tensorrt", "edgecam.exporters.tensorrt:TensorRTExporter")
 
 
 def exporter_class(name: str) -> "type[Exporter]":
     """The Exporter class registered as `name` (unknown names list the known ones)."""
-    module, _, attr = EXPORTERS.get(name).partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return EXPORTERS.load(name)

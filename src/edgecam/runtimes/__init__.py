@@ -8,7 +8,6 @@ never the backend (see runtimes/base.py).
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, List, Tuple, Type
 
 from edgecam.registry import Registry
@@ -17,17 +16,16 @@ if TYPE_CHECKING:
     from edgecam.runtimes.base import Runtime
 
 RUNTIMES: Registry[str] = Registry("runtime")
-RUNTIMES.add("onnxruntime", "edgecam.runtimes.onnxruntime:OnnxRuntime")
-RUNTIMES.add("litert", "edgecam.runtimes.litert:LiteRtRuntime")
-RUNTIMES.add("tensorrt", "edgecam.runtimes.tensorrt:TensorRtRuntime")  # on the board: builds the engine there
-RUNTIMES.add("null", "edgecam.runtimes.null:NullRuntime")
-RUNTIMES.add("fault", "edgecam.runtimes.fault:FaultRuntime")  # onnxruntime with injected faults (harness tests)
+RUNTIMES.add_lazy("onnxruntime", "edgecam.runtimes.onnxruntime:OnnxRuntime")
+RUNTIMES.add_lazy("litert", "edgecam.runtimes.litert:LiteRtRuntime")
+RUNTIMES.add_lazy("tensorrt", "edgecam.runtimes.tensorrt:TensorRtRuntime")  # on the board: builds the engine there
+RUNTIMES.add_lazy("null", "edgecam.runtimes.null:NullRuntime")
+RUNTIMES.add_lazy("fault", "edgecam.runtimes.fault:FaultRuntime")  # onnxruntime with injected faults (harness tests)
 
 
 def runtime_class(name: str) -> "Type[Runtime]":
     """Import and return the Runtime class registered as `name` (unknown names list the known ones)."""
-    module, _, attr = RUNTIMES.get(name).partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return RUNTIMES.load(name)
 
 
 def runtime_format(name: str) -> str:

@@ -30,6 +30,12 @@ class Runtime:
     #: the backend's importable modules, preferred first, any one of which suffices (what the agent's probe
     #: looks for on a device); empty for a runtime that needs no backend
     modules: ClassVar[Tuple[str, ...]] = ()
+    #: the settings a `[[runtimes]]` entry may give this runtime besides name / threads / providers, each with
+    #: what it does: `check_options` validates them, and an entry naming another runtime's option is told whose
+    #: it is (config.RuntimeSpec)
+    option_help: ClassVar[Dict[str, str]] = {}
+    #: the options whose value names a program the device runs (`edgecam run` asks for --allow-code)
+    program_options: ClassVar[Tuple[str, ...]] = ()
 
     def __init__(self, model_path: str, threads: Optional[int] = None, **options: Any) -> None:
         self.model_path = str(model_path)
@@ -67,6 +73,18 @@ class Runtime:
     def describe(self) -> Dict[str, Any]:
         """What actually ran (version, providers, threads), recorded in the results."""
         return {"runtime": self.name, "version": self.version(), "threads": self.threads}
+
+    @classmethod
+    def check_options(cls, options: Dict[str, Any]) -> Dict[str, Any]:
+        """`options` (keys from `option_help`) validated and normalised for a job; a bad value raises ValueError
+        "key: what was expected, got what". The base accepts every declared key as it is."""
+        return dict(options)
+
+    @classmethod
+    def backend_columns(cls, result: Dict[str, Any]) -> Dict[str, float]:
+        """The latency row's columns that only this backend measures, read from a job's result (a device's
+        answer: keep only finite numbers of the right shape); none by default."""
+        return {}
 
     @classmethod
     def is_available(cls) -> bool:

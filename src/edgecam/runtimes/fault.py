@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict
+from typing import Any, Dict
 
 import numpy as np
 
@@ -38,8 +38,25 @@ FAULTS: Dict[str, str] = {
 }
 
 
+#: the precisions edgecam exports (exporters/base.PRECISIONS; the device side cannot import it, a test keeps them equal)
+PRECISIONS = ("fp32", "int16", "int8")
+
+
 class FaultRuntime(OnnxRuntime):
     name = "fault"
+    option_help = {"fault": "which fault to inject (FAULTS)", "fault_precisions": "into these precisions' artifacts (empty: all)"}
+
+    @classmethod
+    def check_options(cls, options: Dict[str, Any]) -> Dict[str, Any]:
+        kind = options.get("fault")
+        if kind is None:
+            raise ValueError("fault: set it exactly when name = 'fault' (one of %s); got name 'fault' and no fault" % ", ".join(FAULTS))
+        if kind not in FAULTS:
+            raise ValueError("fault: expected one of %s, got %r" % (", ".join(FAULTS), kind))
+        precisions = options.get("fault_precisions") or []
+        if not isinstance(precisions, (list, tuple)) or any(p not in PRECISIONS for p in precisions):
+            raise ValueError("fault_precisions: expected values from %s, got %r" % (", ".join(PRECISIONS), precisions))
+        return {"fault": kind, "fault_precisions": list(precisions)}
 
     def _load(self) -> None:
         super()._load()

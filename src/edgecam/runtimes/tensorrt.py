@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from edgecam.runtimes.base import Runtime
-from edgecam.runtimes.trtexec import layer_summary, profile_engine
+from edgecam.runtimes.trtexec import latency_columns, layer_summary, profile_engine
 
 DEFAULT_MAX_BATCH = 32  # the agent forwards in batches of output_batch_size (32 by default)
 
@@ -69,6 +70,34 @@ class TensorRtRuntime(Runtime):
     format = "tensorrt"
     modules = ("tensorrt",)
     times_logits_apart = True
+    option_help = {"max_batch": "the engines' largest batch (default %d; larger batches run in pieces)" % DEFAULT_MAX_BATCH,
+                   "trtexec": "also time the engine with this trtexec (\"trtexec\": the one on the board's PATH)"}
+    program_options = ("trtexec",)
+
+    @classmethod
+    def check_options(cls, options: Dict[str, Any]) -> Dict[str, Any]:
+        max_batch, trtexec = options.get("max_batch"), options.get("trtexec")
+        if max_batch is not None and (not isinstance(max_batch, int) or isinstance(max_batch, bool) or not 1 <= max_batch <= 4096):
+            raise ValueError("max_batch: expected an integer from 1 to 4096, got %r" % (max_batch,))
+        if trtexec is not None and (not isinstance(trtexec, str) or not trtexec.strip()):
+            raise ValueError("trtexec: expected trtexec's path (or \"trtexec\" for the one on the board's PATH), got %r" % (trtexec,))
+        return {k: v for k, v in options.items() if v is not None}
+
+    @classmethod
+    def backend_columns(cls, result: Dict[str, Any]) -> Dict[str, float]:
+        """The logits + features engine's p50 beside the timed logits-only one, trtexec's phase p50s
+        (`trt_*_p50_ms`) and the engines' GPU memory (`gpu_mem_mb`)."""
+        cols: Dict[str, float] = {}
+        apart = result.get("samples_with_features_s")
+        if apart:  # checked finite and positive by the host's `check_timing`
+            cols["p50_with_features_ms"] = float(np.percentile(np.asarray(apart, dtype=np.float64) * 1e3, 50))
+        profile = result.get("profile")
+        cols.update(latency_columns(profile.get("trtexec") if isinstance(profile, dict) else None))
+        described = result.get("runtime")
+        gpu_mem = described.get("gpu_mem_mb") if isinstance(described, dict) else None
+        if isinstance(gpu_mem, (int, float)) and not isinstance(gpu_mem, bool) and math.isfinite(gpu_mem):
+            cols["gpu_mem_mb"] = float(gpu_mem)
+        return cols
 
     def _load(self) -> None:
         reason = available_reason()

@@ -193,8 +193,27 @@ def test_floats_built_in_python_are_checked_as_in_toml(bad: float) -> None:
 def test_tensorrt_options_reach_the_runtime_and_leave_other_hashes_alone() -> None:
     from edgecam.config import RuntimeSpec
 
-    spec = RuntimeSpec("tensorrt", max_batch=8, trtexec="/usr/src/tensorrt/bin/trtexec")
+    spec = RuntimeSpec("tensorrt", settings={"max_batch": 8, "trtexec": "/usr/src/tensorrt/bin/trtexec"})
     assert spec.options() == {"threads": None, "max_batch": 8, "trtexec": "/usr/src/tensorrt/bin/trtexec"}
     assert RuntimeSpec("tensorrt").options() == {"threads": None}
     plain = RunConfig().to_dict()["runtimes"][0]
     assert "max_batch" not in plain and "trtexec" not in plain  # a run pinned before these options resumes
+
+
+def test_runtime_settings_are_the_runtimes_own_and_keep_the_pinned_record() -> None:
+    """A runtime's options are declared and validated by its class (Runtime.option_help / check_options); the
+    manifest's record keeps the shape it had when they were fields of RuntimeSpec, so a pinned run's hash holds."""
+    from edgecam.config import RuntimeSpec
+    from edgecam.exporters.base import PRECISIONS
+    from edgecam.runtimes.fault import PRECISIONS as FAULT_PRECISIONS
+
+    assert FAULT_PRECISIONS == PRECISIONS  # the device side's copy
+    cfg = config_from_dict({"runtimes": [{"name": "fault", "fault": "nan", "fault_precisions": ["int8"]}, {"name": "onnxruntime", "threads": 2}]})
+    assert cfg.runtimes[0].options() == {"threads": None, "fault": "nan", "fault_precisions": ["int8"]}
+    assert cfg.to_dict()["runtimes"] == [{"name": "fault", "threads": None, "providers": None, "fault": "nan", "fault_precisions": ["int8"]},
+                                         {"name": "onnxruntime", "threads": 2, "providers": None, "fault": None, "fault_precisions": []}]
+    assert config_from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # a pinned run's record reads back as the same config
+    with pytest.raises(ConfigError, match=r"runtimes.max_batch: a tensorrt runtime option; runtime 'fault' takes fault, fault_precisions"):
+        config_from_dict({"runtimes": [{"name": "fault", "fault": "nan", "max_batch": 4}]})
+    with pytest.raises(ConfigError, match=r"unknown key runtimes\[0\].batch; allowed keys in runtimes\[0\]: fault, fault_precisions, max_batch, name, providers, threads, trtexec"):
+        config_from_dict({"runtimes": [{"name": "onnxruntime", "batch": 4}]})

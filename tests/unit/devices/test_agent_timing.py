@@ -77,3 +77,11 @@ def test_backend_columns_keep_only_finite_numbers() -> None:
     for shapes in ({"profile": [1]}, {"profile": "x"}, {"profile": {"trtexec": 3}}, {"tegrastats": {"ram_used_mb": 5}}, {"tegrastats": []}, {"runtime": None}):
         assert backend_columns(shapes) == {}, shapes
     assert backend_columns({}) == {}
+
+
+def test_backend_columns_come_from_the_variants_runtime() -> None:
+    """A runtime declares the columns only it measures (Runtime.backend_columns): an ONNX Runtime variant's row
+    has none of TensorRT's even when its result carries a trtexec-shaped profile; the board's tegrastats stay."""
+    result = {"runtime": {"gpu_mem_mb": 12.5}, "tegrastats": {"gpu_load_pct": {"mean": 41.5}}, "profile": {"trtexec": {"times": {"h2d_p50_ms": 0.02}}}}
+    assert backend_columns(result, "onnxruntime") == {"tegra_gpu_load_mean_pct": 41.5}
+    assert backend_columns(result, "tensorrt") == {"trt_h2d_p50_ms": 0.02, "gpu_mem_mb": 12.5, "tegra_gpu_load_mean_pct": 41.5}
