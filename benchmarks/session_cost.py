@@ -84,7 +84,7 @@ def run_items(images: int = 64, repeats: int = 3, ssh: bool = True) -> list[Row]
 
             srv = start_sshd(work / "sshd")
             try:
-                with open_device(DeviceSpec("board", url=srv.url, key_file=str(srv.key_file), known_hosts=str(srv.known_hosts), python=srv.python, retries=4)) as board:
+                with open_device(DeviceSpec("board", url=srv.url, python=srv.python, settings={"key_file": str(srv.key_file), "known_hosts": str(srv.known_hosts), "retries": 4})) as board:
                     rows.append(measure("ssh (loopback sshd)", board, art, x, repeats))
             finally:
                 srv.stop()

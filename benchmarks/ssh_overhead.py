@@ -44,7 +44,7 @@ def main() -> None:
     for col in ("precision", "local p50 ms", "SSH p50 ms", "SSH / local", "SSH job wall s", "local job wall s"):
         table.add_column(col)
     try:
-        board = open_device(DeviceSpec("board", url=server.url, key_file=str(server.key_file), known_hosts=str(server.known_hosts), python=server.python))
+        board = open_device(DeviceSpec("board", url=server.url, python=server.python, settings={"key_file": str(server.key_file), "known_hosts": str(server.known_hosts)}))
         local = LocalDevice(workdir=str(root / "local"))
         job = {"runtime": "onnxruntime", "runtime_options": {"threads": 1}, "warmup": 50, "iterations": args.iterations, "batch_size": 1, "mode": "run"}
         for precision in ("fp32", "int8"):

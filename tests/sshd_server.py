@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -211,9 +211,9 @@ def board_spec(server: SshServer, **changes: Any) -> Any:
     benchmark's), and tests count the jobs and agents left on the board."""
     from edgecam.devices.inventory import DeviceSpec
 
-    spec = DeviceSpec("board", url=server.url, key_file=str(server.key_file), known_hosts=str(server.known_hosts), python=server.python, retries=4,
-                      workdir=board_workdir(server))
-    return replace(spec, **changes)
+    spec = DeviceSpec("board", url=server.url, python=server.python, workdir=board_workdir(server),
+                      settings={"key_file": str(server.key_file), "known_hosts": str(server.known_hosts), "retries": 4})
+    return spec.replace(**changes)
 
 
 @pytest.fixture()

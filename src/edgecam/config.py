@@ -18,7 +18,7 @@ from edgecam.data import DATASETS, DataSpec, switch_kind  # per-kind [data] spec
 from edgecam.errors import ConfigError, EdgecamError
 from edgecam.exporters.base import PRECISIONS, QUANT_METHODS, ExportSpec
 from edgecam.models.train import TrainSpec
-from edgecam.specs import build_spec
+from edgecam.specs import build_spec, fold_settings, frozen_settings, refuse_foreign_settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -105,6 +105,13 @@ class ExportSettings:
         return ExportSpec(precision=precision, quant=self.quant, opset=self.opset, calib_samples=self.calib_samples, qat_epochs=self.qat_epochs, qat_lr=self.qat_lr, qat_samples=self.qat_samples, int8_weight_range=self.int8_weight_range, seed=seed)
 
 
+def _runtime_options() -> dict[str, dict[str, str]]:
+    """Registered runtime -> the options its class declares."""
+    from edgecam.runtimes import RUNTIMES, runtime_class
+
+    return {name: runtime_class(name).option_help for name in RUNTIMES}
+
+
 @dataclass(frozen=True)
 class RuntimeSpec:
     """A runtime to run every artifact of its format with: `name`, `threads`, `providers`, and the settings the
@@ -118,38 +125,22 @@ class RuntimeSpec:
 
     @classmethod
     def spec_for_table(cls, table: dict[str, Any], path: str, build: Any) -> tuple[type, dict[str, Any]]:
-        """The hook `build_spec` calls: every key but the three common ones is a runtime's own setting (unset
-        when None or empty: the form a pinned run's config records); a key no registered runtime declares is
-        an unknown key."""
-        from edgecam.runtimes import RUNTIMES, runtime_class
-
-        common = {f.name for f in dataclasses.fields(cls)} - {"settings"}
-        owned = set().union(*(runtime_class(n).option_help for n in RUNTIMES))
-        unknown = sorted(set(table) - common - owned)
-        if unknown:
-            where = f"{path}." if path else ""
-            raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(where + k for k in unknown)}; "
-                              f"allowed keys{' in ' + path if path else ''}: {', '.join(sorted(common | owned))}")
-        settings = {k: v for k, v in table.items() if k in owned and v is not None and v != []}
-        return cls, {**{k: v for k, v in table.items() if k in common}, "settings": settings}
+        """The hook `build_spec` calls: every key but the three common ones is a runtime's own setting."""
+        return cls, fold_settings(table, path, {f.name for f in dataclasses.fields(cls)} - {"settings"}, _runtime_options())
 
     def __post_init__(self) -> None:
-        from edgecam.runtimes import RUNTIMES, runtime_class
+        from edgecam.runtimes import runtime_class
 
         klass = runtime_class(self.name)  # unknown names list the known ones
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"runtimes.threads: expected a positive integer, got {self.threads}")
         given = dict(self.settings)
-        for key in sorted(set(given) - set(klass.option_help)):
-            owners = [n for n in RUNTIMES if key in runtime_class(n).option_help]
-            whose = f"a {' / '.join(owners)} runtime option" if owners else "not a runtime option"
-            raise ConfigError(f"runtimes.{key}: {whose}; runtime {self.name!r} takes {', '.join(klass.option_help) or 'none'}")
+        refuse_foreign_settings(given, "runtimes", "runtime", self.name, _runtime_options())
         try:
             checked = klass.check_options(given)
         except ValueError as exc:
             raise ConfigError(f"runtimes.{exc}") from exc
-        frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in checked.items()))
-        object.__setattr__(self, "settings", frozen)
+        object.__setattr__(self, "settings", frozen_settings(checked))
 
     def options(self) -> dict[str, Any]:
         """What a job tells the device's runtime: threads, providers, then the runtime's own settings."""
@@ -204,6 +195,13 @@ def _require_gradient_cam(key: str, name: str) -> None:
         raise ConfigError(f"{key}: expected a gradient CAM ({', '.join(known)}), got {name!r}")
 
 
+def _method_options() -> dict[str, dict[str, str]]:
+    """Registered CAM method -> the options it declares."""
+    from edgecam.explain.cams import CAM_METHODS
+
+    return {name: CAM_METHODS.get(name).option_help for name in CAM_METHODS}
+
+
 @dataclass(frozen=True)
 class ExplainSpec:
     """CAM methods to run on every artifact, and which class they explain."""
@@ -218,13 +216,21 @@ class ExplainSpec:
     faithfulness_steps: int = 16
     faithfulness_images: int = 50  # first N images of the run get Deletion / Insertion (device forwards)
     emd_size: int = 8  # EMD on maps downsampled to emd_size x emd_size (~1 ms a pair; 32: ~300 ms, rank corr. 0.99 with it); 0 switches EMD off
-    rise_masks: int = 1000
-    scorecam_top_k: int = 0  # Score-CAM on the k most active channels per image (k device forwards, not C); 0: all
     shard_size: int = 100  # images explained at a time: CAMs are streamed to rows, never held for the run
     keep_outputs: int = 500  # the first N images keep logits + CAMs in RUN_DIR/outputs (`edgecam compare`'s device gap); 0: none
     keep_cam_size: int = 56  # kept CAMs area-downsampled to at most this many pixels a side
     bootstrap: int = 2000  # resamples of the 95% confidence intervals in summary.csv
     seed: int = 0
+    #: the CAM methods' own options (`CamMethod.option_help`: `rise_masks`, `scorecam_top_k`), written as keys of
+    #: `[explain]`, validated by their methods, with every registered method's defaults filled in
+    method_options: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def spec_for_table(cls, table: dict[str, Any], path: str, build: Any) -> tuple[type, dict[str, Any]]:
+        """The hook `build_spec` calls: a key a registered CAM method declares is that method's option."""
+        folded = fold_settings(table, path, {f.name for f in dataclasses.fields(cls)} - {"method_options"}, _method_options())
+        folded["method_options"] = folded.pop("settings")
+        return cls, folded
 
     def __post_init__(self) -> None:
         from edgecam.explain.cams import CAM_METHODS
@@ -232,18 +238,26 @@ class ExplainSpec:
 
         for m in self.methods:
             CAM_METHODS.get(m)
+        given, checked = dict(self.method_options), {}
+        declared = _method_options()
+        for key in sorted(set(given) - set().union(*declared.values())):
+            raise ConfigError(f"explain.{key}: not an option of any CAM method ({', '.join(sorted(set().union(*declared.values()))) or 'none'})")
+        for name in declared:
+            try:
+                checked.update(CAM_METHODS.get(name).check_options(given))
+            except ValueError as exc:
+                raise ConfigError(f"explain.{exc}") from exc
+        object.__setattr__(self, "method_options", frozen_settings(checked))
         SALIENCY_PROVIDERS.get(self.saliency)
         if self.saliency == "directory" and not self.saliency_dir:
             raise ConfigError("explain.saliency_dir: required when explain.saliency = 'directory' (a folder of <image id>.png / .npy maps)")
-        for name in ("faithfulness_steps", "faithfulness_images", "rise_masks", "shard_size"):
+        for name in ("faithfulness_steps", "faithfulness_images", "shard_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"explain.{name}: expected a positive integer, got {getattr(self, name)}")
         if self.keep_outputs < 0:
             raise ConfigError(f"explain.keep_outputs: expected 0 (keep none) or a number of images, got {self.keep_outputs}")
         if self.keep_cam_size < 2:
             raise ConfigError(f"explain.keep_cam_size: expected at least 2 pixels a side, got {self.keep_cam_size}")
-        if self.scorecam_top_k < 0:
-            raise ConfigError(f"explain.scorecam_top_k: expected 0 (every channel) or a positive channel count, got {self.scorecam_top_k}")
         if self.emd_size < 0 or self.emd_size == 1:
             raise ConfigError(f"explain.emd_size: expected 0 (off) or an integer >= 2, got {self.emd_size}")
         if self.bootstrap < 100:
@@ -251,6 +265,12 @@ class ExplainSpec:
         _require_gradient_cam("explain.reference", self.reference)
         if self.target not in ("pred", "label"):
             raise ConfigError(f"explain.target: expected 'pred' or 'label', got {self.target!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting, the methods' options among the others as when they were fields of this spec: a pinned
+        run's config hash and its explain jobs' keys hold."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "method_options"}
+        return {**d, **dict(self.method_options)}
 
 
 LOWBIT_SCHEMES = ("int4", "int2", "mixed")  # arXiv 2411.05858: 4-bit, 2-bit, first / last layers 4 and the rest 2
@@ -438,6 +458,7 @@ class RunConfig:
         if self.train.saliency_guided_k == 0 and self.train.saliency_guided_lambda == 1.0:
             d["train"].pop("saliency_guided_k"), d["train"].pop("saliency_guided_lambda")
         d["runtimes"] = [r.to_dict() for r in self.runtimes]
+        d["explain"] = self.explain.to_dict()
         return d
 
     def replace(self, **changes: Any) -> "RunConfig":

@@ -73,3 +73,32 @@ def build_spec(cls: Any, table: dict[str, Any], path: str) -> Any:
         raise ConfigError(text if named else f"{where}: {text}") from exc  # the field's own message already names it: once
     except TypeError as exc:  # missing required fields
         raise ConfigError(f"{path or 'config'}: {exc}") from exc
+
+
+def fold_settings(table: dict[str, Any], path: str, common: set[str], declared: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """A `[[runtimes]]` or `[[devices]]` table whose keys beyond the spec's own (`common`) are the settings that
+    the registered parts declare (`declared`: part -> {setting: what it does}), with those moved into the table's
+    `settings`. A setting given as None or [] is unset (the form a pinned run's record writes). A key that no
+    part declares is an unknown key, and the error lists every allowed key."""
+    owned = set().union(*declared.values())
+    unknown = sorted(set(table) - common - owned)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(where + k for k in unknown)}; "
+                          f"allowed keys{' in ' + path if path else ''}: {', '.join(sorted(common | owned))}")
+    return {**{k: v for k, v in table.items() if k in common}, "settings": {k: v for k, v in table.items() if k in owned and v is not None and v != []}}
+
+
+def refuse_foreign_settings(given: dict[str, Any], where: str, kind: str, name: str, declared: dict[str, dict[str, str]]) -> None:
+    """Refuse a setting that part `name` does not declare, naming the parts whose it is: "runtimes.trtexec: a
+    tensorrt runtime option; runtime 'onnxruntime' takes none"."""
+    mine = declared[name]
+    for key in sorted(set(given) - set(mine)):
+        owners = [n for n, helps in declared.items() if key in helps]
+        whose = f"a {' / '.join(owners)} {kind} option" if owners else f"not a {kind} option"
+        raise ConfigError(f"{where}.{key}: {whose}; {kind} {name!r} takes {', '.join(mine) or 'none'}")
+
+
+def frozen_settings(settings: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Settings as sorted (key, value) pairs, lists as tuples: a value a frozen spec can hold."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in settings.items()))

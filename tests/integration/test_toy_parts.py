@@ -1,5 +1,5 @@
-"""The extension recipes of docs/architecture.md, proven: a device-forward CAM method, a runtime with one option
-and a device type, each written in one file (tests/toys/) from outside the edgecam package and added with one
+"""The extension recipes of docs/architecture.md, proven: a device-forward CAM method, a runtime and a device
+type, with one option each, each written in one file (tests/toys/) from outside the edgecam package and added with one
 registration line, run through a tiny sweep on this machine. Nothing else in edgecam is touched: the config
 validates the runtime's option through the runtime, the work estimate asks the method, the device agent is
 shipped the runtime's module and told its entry, and the latency table takes the runtime's own column."""
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edgecam.bench import outputs as files
-from edgecam.config import BenchSpec, ModelSpec, RunConfig, RuntimeSpec
+from edgecam.config import BenchSpec, ModelSpec, RunConfig, RuntimeSpec, config_from_dict
 from edgecam.devices.spec import DEVICES, DeviceSpec
 from edgecam.errors import ConfigError
 from edgecam.explain.cams import CAM_METHODS
@@ -48,14 +48,19 @@ def test_a_toy_method_runtime_and_device_run_through_a_sweep(toys: None, tmp_pat
 
     with pytest.raises(ConfigError, match=r"runtimes.temperature: expected a positive number, got -1"):  # the runtime validates its option
         RuntimeSpec("scaled", settings={"temperature": -1})
-    assert method_work("occlusion", RunConfig().explain, 3, (3, 28, 28), (16, 7, 7))[0] == 3 * 17  # the method states its cost
+    with pytest.raises(ConfigError, match=r"devices.box.label: expected a non-empty string"):  # the device validates its setting
+        DeviceSpec("box", url="toy", settings={"label": ""})
+    with pytest.raises(ConfigError, match=r"explain.occlusion_grid: expected an integer from 1 to 64, got 0"):  # the method validates its option
+        config_from_dict({"explain": {"methods": ["occlusion"], "occlusion_grid": 0}})
+    explain = config_from_dict({"explain": {"methods": ["gradcampp", "occlusion"], "occlusion_grid": 3, "faithfulness": False}}).explain
+    assert method_work("occlusion", explain, 5, (3, 28, 28), (16, 7, 7))[0] == 5 * 10  # the method states its cost: 3 x 3 cells + 1
 
     cfg = RunConfig(models=(ModelSpec("tinycnn"),))
     cfg = cfg.replace(data=dataclasses.replace(cfg.data, limit=8), export=dataclasses.replace(cfg.export, precisions=("fp32", "int8")),
                       runtimes=(RuntimeSpec("onnxruntime", threads=1), RuntimeSpec("scaled", threads=1, settings={"temperature": 2.0})),
                       bench=BenchSpec(warmup=1, iterations=3, memory=False),
-                      explain=dataclasses.replace(cfg.explain, methods=("gradcampp", "occlusion"), faithfulness=False))
-    run(cfg, tmp_path / "run", device_spec=DeviceSpec("toybox", url="toy"), log=lambda m: None)
+                      explain=explain)
+    run(cfg, tmp_path / "run", device_spec=DeviceSpec("toybox", url="toy", settings={"label": "box"}), log=lambda m: None)
 
     bench = files.read_table(tmp_path / "run", files.BENCH).set_index(["runtime", "precision"])
     assert bench["ok"].all() and len(bench) == 4
@@ -66,8 +71,8 @@ def test_a_toy_method_runtime_and_device_run_through_a_sweep(toys: None, tmp_pat
     occ = rows[rows["cam_method"] == "occlusion"]
     assert len(occ) == 4 * 8 and sorted(set(occ["runtime"])) == ["onnxruntime", "scaled"]
     assert np.isfinite(occ["cc_fp32"]).mean() > 0.5  # maps that are not constant compare with fp32's
-    assert any(c == "session scaled" for c in toy_device.CALLS) and "run" in toy_device.CALLS  # the toy device carried the jobs
+    assert "box session scaled" in toy_device.CALLS and "box run" in toy_device.CALLS  # the toy device carried the jobs, with its setting
     with zipfile.ZipFile(__import__("io").BytesIO(agent_archive_bytes())) as zf:
         assert {"toys/__init__.py", "toys/scaled_runtime.py"} <= set(zf.namelist())  # shipped to the device
     manifest = json.loads((tmp_path / "run" / files.MANIFEST).read_text())
-    assert manifest["config"]["runtimes"][1]["temperature"] == 2.0
+    assert manifest["config"]["runtimes"][1]["temperature"] == 2.0 and manifest["config"]["explain"]["occlusion_grid"] == 3

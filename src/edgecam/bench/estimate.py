@@ -19,7 +19,7 @@ def method_work(method: str, ex: "ExplainSpec", n_img: int, input_shape: tuple[i
     declares it (`CamMethod.device_work`)."""
     from edgecam.explain.cams import CAM_METHODS
 
-    return CAM_METHODS.get(method).device_work(n_img, input_shape, feature_shape, ex)
+    return CAM_METHODS.get(method).device_work(n_img, input_shape, feature_shape, dict(ex.method_options))
 
 
 def work_estimate(variants: list["Variant"], ex: "ExplainSpec", n_img: int, input_shape: tuple[int, ...]) -> list[dict[str, Any]]:

@@ -148,7 +148,7 @@ def explain_model(ctx: "RunContext", model: Any, layer: str, variants: list[Vari
         {}, max(1, int(np.ceil(0.05 * n_img))), min(n_img, ex.faithfulness_images) if ex.faithfulness else 0, host_body(ok),
     )
     key = {"kind": "explain", "model": ok[0].model, "weights": ckpt_sha, "device": ctx.device_id or ctx.dspec.name, "data": ctx.data.fingerprint, "images": n_img,
-           "explain": ex.__dict__, "saliency": saliency_fingerprint(ex.saliency_dir) if ex.saliency == "directory" else None,
+           "explain": ex.to_dict(), "saliency": saliency_fingerprint(ex.saliency_dir) if ex.saliency == "directory" else None,
            "variants": sorted((v.key, v.manifest.get("sha256"), jobs[v.key]) for v in ok)}
     shards = [(s0, min(n_img, s0 + ex.shard_size)) for s0 in range(0, n_img, ex.shard_size)]
     for v in ok:
@@ -332,7 +332,7 @@ def variant_cams(ctx: "RunContext", setup: ModelSetup, shard: "TestShard", outpu
 
     ex = ctx.cfg.explain
     with stage("cam"):
-        host_ctx = CamContext(setup.model, setup.layer, shard.x, seed=ex.seed, rise_masks=ex.rise_masks, body=setup.host_body)
+        host_ctx = CamContext(setup.model, setup.layer, shard.x, seed=ex.seed, options=dict(ex.method_options), body=setup.host_body)
         with stage("cam.reference"):
             reference = reference_cams(host_ctx, ex.reference, shard.labels if ex.target == "label" else None)
         if setup.host_body is not None and setup.host_body.reason:
@@ -342,7 +342,7 @@ def variant_cams(ctx: "RunContext", setup: ModelSetup, shard: "TestShard", outpu
         for v in setup.ok:
             targets = shard.labels if ex.target == "label" else preds[v.key]
             vctx = CamContext(setup.model, setup.layer, shard.x, forward=setup.sessions.get(v.key), sim_module=setup.sims.get(v.key), seed=ex.seed,
-                              rise_masks=ex.rise_masks, scorecam_top_k=ex.scorecam_top_k)
+                              options=dict(ex.method_options))
             for method, mode in cam_jobs(v, ctx.cfg):
                 with stage(f"cam.{method}.{mode}"):
                     cams[(v.key, method, mode)] = cam_method(method, mode)(vctx, outputs[v.key]["features"], targets)
@@ -533,7 +533,7 @@ def variant_rows(ctx: "RunContext", setup: ModelSetup, v: Variant, got: VariantC
             track.n += len(has_box)
             track.hits += (ious >= 0.5).sum(0)
             wsol_iou[has_box] = np.where(np.isfinite(c[has_box]).reshape(len(has_box), -1).all(1), ious.max(1), np.nan)
-        channels = CAM_METHODS.get(method).channels(feats.shape[1], ex)
+        channels = CAM_METHODS.get(method).channels(feats.shape[1], dict(ex.method_options))
         extra = [{**faith[i], **act[i], "cam_channels": channels, "input_finite": bool(truth.input_finite[i]), "output_finite": bool(output_finite[i])}
                  for i in range(len(c))]
         new = image_rows(v, method, mode, c, c_fp32, got.reference, shard, got.saliency, setup.provider_name, got.preds[v.key], got.preds[v.fp32_key],

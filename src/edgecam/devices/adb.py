@@ -21,7 +21,6 @@ the device (e.g. Termux's).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
@@ -33,8 +32,9 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from edgecam.devices.base import FACT_MAX_CHARS, Device, DeviceError, DeviceTimeout, JobFailed, RunResult
+from edgecam.devices.base import FACT_MAX_CHARS, Device, DeviceError, DeviceTimeout, JobFailed, RunResult, shell_command
 from edgecam.devices.benchmark_model import BenchmarkModelResult, benchmark_argv, parse_benchmark_output
+from edgecam.cache import sha256_file
 from edgecam.errors import ArtifactError
 
 if TYPE_CHECKING:
@@ -47,11 +47,6 @@ _SECTION = "@@edgecam:{}@@"
 
 class AdbNotFound(DeviceError):
     """The `adb` client is not installed (or not at the configured path)."""
-
-
-def shell_command(argv: Sequence[str]) -> str:
-    """One remote shell line running `argv` exactly: every element `shlex.quote`d, joined by spaces."""
-    return " ".join(shlex.quote(str(a)) for a in argv)
 
 
 def _q(path: str) -> str:
@@ -67,6 +62,14 @@ class AdbDevice(Device):
     """An Android device reached with `adb -s SERIAL`; files live under `workdir` (default /data/local/tmp/edgecam)."""
 
     kind = "adb"
+    settings_help = {"benchmark_model": "LiteRT's benchmark_model binary on the device (an absolute path): times .tflite artifacts with it"}
+
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        path = settings.get("benchmark_model")
+        if path is not None and not isinstance(path, str):
+            raise ValueError(f"benchmark_model: expected a path on the device, got {type(path).__name__} {path!r}")
+        return {"benchmark_model": path}
 
     def __init__(
         self,
@@ -300,7 +303,7 @@ class AdbDevice(Device):
                 "set benchmark_model = \"/data/local/tmp/benchmark_model\" for this device in devices.toml"
             )
         local = _tflite_file(Path(artifact_path))
-        digest = _sha256(local)
+        digest = sha256_file(local)
         remote = f"{self._workdir}/models/{digest[:16]}/{local.name}"
         if not self.exists(remote):
             self.push(local, remote)
@@ -428,11 +431,3 @@ def _tflite_file(path: Path) -> Path:
     if path.suffix != ".tflite":
         raise ArtifactError(f"benchmark_model runs .tflite models; {path.name} is not one")
     return path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -7,10 +7,11 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -56,6 +57,13 @@ def job_key(artifact_sha256: str, inputs: np.ndarray, job: dict[str, Any], extra
     return stable_hash(key)
 
 
+
+def shell_command(argv: Sequence[str]) -> str:
+    """One remote shell line running `argv` exactly: every element `shlex.quote`d, joined by spaces, so
+    nothing in a file name runs as shell (SSH's exec and adb's shell both take one line)."""
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
 class Device:
     """Where artifacts run. Subclasses implement the file and process primitives; `run_job` (one agent
     process per job: the timing pass) and `session` (one agent serving many requests: the explain stage)
@@ -63,6 +71,17 @@ class Device:
 
     kind: ClassVar[str] = "device"
     name: str = "device"
+    #: the settings an inventory entry may give this transport besides the common ones (`DeviceSpec`), each with
+    #: what it does; `check_settings` validates them
+    settings_help: ClassVar[dict[str, str]] = {}
+    #: settings a run manifest must not record (where a key lives)
+    secret_settings: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """`settings` (keys from `settings_help`) validated, with the transport's defaults filled in; a bad value
+        raises ValueError "key: what was expected, got what"."""
+        return dict(settings)
 
     @classmethod
     def from_spec(cls, spec: "DeviceSpec", local_workdir: str | None = None) -> "Device":

@@ -4,11 +4,13 @@ imports the other to name a spec."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Optional
 
 from edgecam.errors import ConfigError
 from edgecam.registry import Registry
+from edgecam.specs import fold_settings, frozen_settings, refuse_foreign_settings
 
 DEVICES: Registry[str] = Registry("device scheme")
 DEVICES.add_lazy("local", "edgecam.devices.local:LocalDevice")
@@ -16,9 +18,17 @@ DEVICES.add_lazy("ssh", "edgecam.devices.ssh:SSHDevice")
 DEVICES.add_lazy("adb", "edgecam.devices.adb:AdbDevice")
 
 
+def _device_settings() -> dict[str, dict[str, str]]:
+    """Registered URL scheme -> the settings its device class declares."""
+    return {scheme: DEVICES.load(scheme).settings_help for scheme in DEVICES}
+
+
 @dataclass(frozen=True)
 class DeviceSpec:
-    """One device of the inventory; every field but `name` and `url` has a working default."""
+    """One device of the inventory; every field but `name` and `url` has a working default. Settings of one
+    transport (SSH's `key_file`, adb's `benchmark_model`) are declared and validated by its device class
+    (`Device.settings_help` / `check_settings`), written beside the common ones in the `[[devices]]` entry, held
+    in `settings` with the transport's defaults filled in, and read as attributes (`spec.retries`)."""
 
     name: str
     url: str = "local"
@@ -27,16 +37,15 @@ class DeviceSpec:
     cores: Optional[int] = None
     python: Optional[str] = None
     workdir: Optional[str] = None
-    key_file: Optional[str] = None
-    known_hosts: Optional[str] = None
-    host_key_check: bool = True
-    passphrase_env: Optional[str] = None
-    connect_timeout_s: float = 10.0
-    retries: int = 3
-    benchmark_model: Optional[str] = None
     tegrastats: bool = True
     emulated: Optional[bool] = None  # latency from an emulator, not hardware; None: as the device's probe says
     notes: str = ""
+    settings: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()  # the transport's own, validated by its class
+
+    @classmethod
+    def spec_for_table(cls, table: dict[str, Any], path: str, build: Any) -> tuple[type, dict[str, Any]]:
+        """The hook `build_spec` calls: every key but the common ones is a transport's own setting."""
+        return cls, fold_settings(table, path, {f.name for f in fields(cls)} - {"settings"}, _device_settings())
 
     def __post_init__(self) -> None:
         if self.scheme not in DEVICES:
@@ -48,13 +57,31 @@ class DeviceSpec:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"devices.{self.name}.{key}: expected a positive integer, got {value}")
-        if self.retries < 0 or not 0 < self.connect_timeout_s <= 3600:
-            raise ConfigError(f"devices.{self.name}: retries must be >= 0 and connect_timeout_s in (0, 3600] seconds, got {self.retries}, {self.connect_timeout_s}")
         from edgecam.runtimes import RUNTIMES
 
         for rt in self.runtimes:
             if rt not in RUNTIMES:
                 raise ConfigError(f"devices.{self.name}.runtimes: unknown runtime {rt!r}; known: {', '.join(RUNTIMES.names())}")
+        given = dict(self.settings)
+        refuse_foreign_settings(given, f"devices.{self.name}", "device", self.scheme, _device_settings())
+        try:
+            checked = DEVICES.load(self.scheme).check_settings(given)
+        except ValueError as exc:
+            raise ConfigError(f"devices.{self.name}.{exc}") from exc
+        object.__setattr__(self, "settings", frozen_settings(checked))
+
+    def __getattr__(self, key: str) -> Any:
+        """A transport setting as an attribute (`spec.key_file`); only called when `key` is not a field."""
+        for name, value in self.__dict__.get("settings", ()):
+            if name == key:
+                return value
+        raise AttributeError(f"device {self.__dict__.get('name')!r} ({self.__dict__.get('url')}) has no setting {key!r}")
+
+    def replace(self, **changes: Any) -> "DeviceSpec":
+        """A copy with `changes` applied, to common fields and transport settings alike (`retries=4`)."""
+        own = {f.name for f in fields(self)}
+        settings = {**dict(self.settings), **{k: v for k, v in changes.items() if k not in own}}
+        return dataclasses.replace(self, **{"settings": settings, **{k: v for k, v in changes.items() if k in own}})
 
     @property
     def scheme(self) -> str:
@@ -67,4 +94,6 @@ class DeviceSpec:
 
     def public(self) -> dict[str, object]:
         """What a run manifest records: everything but where the key lives (no secrets in manifests)."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("key_file", "passphrase_env")}
+        secret = DEVICES.load(self.scheme).secret_settings
+        common = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "settings"}
+        return {**common, **{k: v for k, v in self.settings if k not in secret}}

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 from urllib.parse import urlsplit
 
-from edgecam.devices.base import Device, DeviceError, DeviceTimeout, RunResult
+from edgecam.devices.base import Device, DeviceError, DeviceTimeout, RunResult, shell_command
 from edgecam.devices.persistent import STDERR_TAIL, PersistentSession
 
 if TYPE_CHECKING:
@@ -89,11 +89,6 @@ class SSHTarget:
         return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
 
 
-def _shell_join(argv: list[str]) -> str:
-    """One remote command line with every argument quoted: nothing in a file name runs as shell."""
-    return " ".join(shlex.quote(str(a)) for a in argv)
-
-
 def _known_hosts_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
@@ -102,6 +97,25 @@ class SSHDevice(Device):
     """A remote Linux device reached over SSH; the agent zipapp runs under its own Python."""
 
     kind = "ssh"
+    settings_help = {"key_file": "the private key (default: ssh-agent, then ~/.ssh's keys)", "known_hosts": "the host keys file (default ~/.ssh/known_hosts)",
+                     "host_key_check": "refuse a host whose key is not known (default true)", "passphrase_env": "the environment variable holding the key's passphrase",
+                     "connect_timeout_s": "seconds to wait for a connection (default 10)", "retries": "reconnections after a lost connection (default 3)"}
+    secret_settings = ("key_file", "passphrase_env")
+
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"key_file": None, "known_hosts": None, "host_key_check": True, "passphrase_env": None, "connect_timeout_s": 10.0, "retries": 3, **settings}
+        for key in ("key_file", "known_hosts", "passphrase_env"):
+            if out[key] is not None and not isinstance(out[key], str):
+                raise ValueError(f"{key}: expected a string, got {type(out[key]).__name__} {out[key]!r}")
+        if not isinstance(out["host_key_check"], bool):
+            raise ValueError(f"host_key_check: expected true or false, got {out['host_key_check']!r}")
+        timeout, retries = out["connect_timeout_s"], out["retries"]
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+            raise ValueError(f"connect_timeout_s: expected seconds in (0, 3600], got {timeout!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries: expected an integer >= 0, got {retries!r}")
+        return {**out, "connect_timeout_s": float(timeout)}
 
     def __init__(
         self,
@@ -355,7 +369,7 @@ class SSHDevice(Device):
 
     def run(self, argv: list[str], timeout: float | None = None) -> RunResult:
         """Run `argv` on the device; each element is shell-quoted, so nothing in a name runs as a command."""
-        command = _shell_join(argv)
+        command = shell_command(argv)
         return self._retry(f"run {argv[0]}", lambda: self._exec(command, timeout))
 
     def _exec(self, command: str, timeout: float | None) -> RunResult:
@@ -367,7 +381,7 @@ class SSHDevice(Device):
 
     def exists(self, remote: str) -> bool:
         if not self.has_sftp:
-            return self._retry("stat", lambda: self._exec(_shell_join(["test", "-e", remote]), self.connect_timeout * 3).returncode == 0)
+            return self._retry("stat", lambda: self._exec(shell_command(["test", "-e", remote]), self.connect_timeout * 3).returncode == 0)
 
         def check() -> bool:
             try:
@@ -404,7 +418,7 @@ class SSHDevice(Device):
             sftp = self._sftp_client()
             self._makedirs(sftp, posixpath.dirname(remote))
             if self.exists(tmp):  # what an attempt cut off by a dropped connection left
-                self._exec(_shell_join(["rm", "-rf", "--", tmp]), self.connect_timeout * 3)
+                self._exec(shell_command(["rm", "-rf", "--", tmp]), self.connect_timeout * 3)
             if local.is_dir():
                 for dirpath, _dirs, files in os.walk(local):
                     rel = Path(dirpath).relative_to(local).as_posix()
@@ -415,7 +429,7 @@ class SSHDevice(Device):
             else:
                 sftp.put(str(local), tmp)
             if self.exists(remote):
-                self._exec(_shell_join(["rm", "-rf", "--", remote]), self.connect_timeout * 3)
+                self._exec(shell_command(["rm", "-rf", "--", remote]), self.connect_timeout * 3)
             sftp.posix_rename(tmp, remote)
             return None
 
@@ -423,7 +437,7 @@ class SSHDevice(Device):
             self._retry(f"push {local.name}", upload)
         except BaseException:
             try:  # the retry budget is spent (or the run was interrupted): leave nothing half-uploaded behind
-                self._exec(_shell_join(["rm", "-rf", "--", tmp]), self.connect_timeout * 3)
+                self._exec(shell_command(["rm", "-rf", "--", tmp]), self.connect_timeout * 3)
             except Exception:  # noqa: BLE001 - the board is unreachable; the next push of this file starts clean
                 pass
             raise
@@ -440,7 +454,7 @@ class SSHDevice(Device):
         parent = posixpath.dirname(remote) or "."
         script = 'mkdir -p "$1" && rm -rf -- "$2" && tar -x -f - -C "$1" && rm -rf -- "$3" && mv -- "$2" "$3"'
         payload = buf.getvalue()
-        code, _, err = self._exec_bytes(_shell_join(["sh", "-c", script, "sh", parent, tmp, remote]), payload, _transfer_timeout(len(payload), self.connect_timeout))
+        code, _, err = self._exec_bytes(shell_command(["sh", "-c", script, "sh", parent, tmp, remote]), payload, _transfer_timeout(len(payload), self.connect_timeout))
         if code != 0:
             raise DeviceError(f"{self.name}: push of {local.name} over the exec channel failed (exit {code}): {err[-500:]}")
 
@@ -450,9 +464,9 @@ class SSHDevice(Device):
         import io
         import tarfile
 
-        size = self._exec(_shell_join(["du", "-s", "-k", remote]), self.connect_timeout * 3).stdout.split()
+        size = self._exec(shell_command(["du", "-s", "-k", remote]), self.connect_timeout * 3).stdout.split()
         nbytes = int(size[0]) * 1024 if size and size[0].isdigit() else 0
-        code, out, err = self._exec_bytes(_shell_join(["tar", "-c", "-f", "-", "-C", posixpath.dirname(remote) or "/", posixpath.basename(remote)]),
+        code, out, err = self._exec_bytes(shell_command(["tar", "-c", "-f", "-", "-C", posixpath.dirname(remote) or "/", posixpath.basename(remote)]),
                                           timeout=_transfer_timeout(nbytes, self.connect_timeout), max_out=2 * nbytes + (16 << 20))  # tar's headers on top of du's size
         if code != 0:
             if "No such file" in err or "not found" in err.lower():
@@ -501,7 +515,7 @@ class SSHDevice(Device):
     def run_agent(self, remote_job: str, timeout: float | None) -> RunResult:
         """Run the agent; if the connection drops mid-job, reconnect, then pull a finished result or stop the
         stale agent (its pid file) and run the job again, so nothing is lost and nothing is counted twice."""
-        command = _shell_join([*self.python(), self.agent(), "run", remote_job])
+        command = shell_command([*self.python(), self.agent(), "run", remote_job])
         attempts = 0
 
         def attempt() -> RunResult:
@@ -592,7 +606,7 @@ class SSHSession(PersistentSession):
             client.get_transport().sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, AttributeError):
             pass
-        chan.exec_command("exec " + _shell_join([*dev.python(), dev.agent(), "serve", self.job_path]))  # no shell left between
+        chan.exec_command("exec " + shell_command([*dev.python(), dev.agent(), "serve", self.job_path]))  # no shell left between
         self._chan, self._conn, self._stderr = chan, client, bytearray()
 
     def _send(self, chunks: Sequence[Any], deadline: float | None) -> None:

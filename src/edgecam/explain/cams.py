@@ -15,12 +15,13 @@ All CAMs come out as (N, H, W) float32 at the input resolution, min-max normalis
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
 from edgecam.explain.split import OnnxBody, Split, split_model
+from edgecam.perturb import softmax_rows
 from edgecam.registry import Registry
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ class CamMethod:
     needs_activations: ClassVar[bool] = True
     needs_gradients: ClassVar[bool] = False
     needs_forward: ClassVar[bool] = False  # runs inputs through the device session (Score-CAM, RISE)
+    #: the method's own settings, given as keys of the `[explain]` table (`config.ExplainSpec.method_options`),
+    #: each with what it does; `check_options` validates them and fills in the defaults
+    option_help: ClassVar[dict[str, str]] = {}
 
     def __init__(self, mode: str | None = None) -> None:
         if mode is not None and mode not in self.modes:
@@ -52,23 +56,22 @@ class CamMethod:
         raise NotImplementedError
 
     @classmethod
-    def channels(cls, channels: int, options: "CamOptions") -> int:
+    def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """This method's options (the keys of `option_help` in `options`; others are other methods') validated,
+        with the defaults filled in; a bad value raises ValueError "key: what was expected, got what"."""
+        return {k: options[k] for k in cls.option_help if k in options}
+
+    @classmethod
+    def channels(cls, channels: int, options: Mapping[str, Any]) -> int:
         """How many of the CAM layer's `channels` a map of this method weighs (the `cam_channels` column)."""
         return channels
 
     @classmethod
-    def device_work(cls, n_img: int, input_shape: tuple[int, ...], feature_shape: tuple[int, ...], options: "CamOptions") -> tuple[int, int]:
+    def device_work(cls, n_img: int, input_shape: tuple[int, ...], feature_shape: tuple[int, ...], options: Mapping[str, Any]) -> tuple[int, int]:
         """(device forwards, bytes pushed) this method costs on one variant for `n_img` images, beyond the
         outputs pass every method shares (the run's work estimate, `bench/estimate.py`): none unless the
         method runs inputs through the device (`needs_forward`)."""
         return 0, 0
-
-
-class CamOptions(Protocol):
-    """The methods' options as the run's `[explain]` table carries them (`config.ExplainSpec`)."""
-
-    scorecam_top_k: int
-    rise_masks: int
 
 
 class ForwardSession(Protocol):
@@ -109,9 +112,7 @@ class HostForward:
         masks = rise_masks(n_masks, cells, (images.shape[3], images.shape[2]), p, seed)
         out = []
         for img, t in zip(images, targets):
-            logits = np.asarray(self.fn(img[None] * masks[:, None])["logits"], dtype=np.float64)
-            prob = np.exp(logits - logits.max(1, keepdims=True))
-            prob /= prob.sum(1, keepdims=True)
+            prob = softmax_rows(self.fn(img[None] * masks[:, None])["logits"])
             out.append(np.tensordot(prob[:, int(t)], masks, axes=1) / (len(masks) * p))
         return np.asarray(out, dtype=np.float32)
 
@@ -127,9 +128,8 @@ class CamContext:
     forward: Optional[ForwardSession] = None  # the device session (wrap a plain function in HostForward)
     sim_module: Optional["torch.nn.Module"] = None  # fake-quant graph of the artifact (ONNX QDQ), for "sim"
     seed: int = 0
-    rise_masks: int = 1000
+    options: Mapping[str, Any] = field(default_factory=dict)  # the methods' options (`CamMethod.option_help`); defaults where absent
     rise_cells: int = 8
-    scorecam_top_k: int = 0  # Score-CAM on the k most active channels per image (0: all, as the paper)
     body: Optional[OnnxBody] = None  # the host fp32 body in ONNX Runtime, for the reference CAM (checked against torch)
 
     def __post_init__(self) -> None:
@@ -407,7 +407,7 @@ class ScoreCam(CamMethod):
     fp32. The session composes the masks (`ForwardSession.scorecam`): only the channel maps at their own
     resolution travel, never a K x H x W array.
 
-    `CamContext.scorecam_top_k` > 0 caps the work at the k channels of highest mean activation per image
+    The option `scorecam_top_k` > 0 caps the work at the k channels of highest mean activation per image
     (K device forwards per image become k; the softmax and the sum run over those k), an approximation the
     rows record (`cam_channels`); 0 uses every channel, as the paper does."""
 
@@ -415,13 +415,22 @@ class ScoreCam(CamMethod):
     modes = ("surrogate",)
     needs_forward = True
     max_maps_per_call = 16384  # channel maps per session call: bounds what one request holds
+    option_help = {"scorecam_top_k": "Score-CAM on the k most active channels per image (k device forwards, not C); 0: all"}
 
     @classmethod
-    def channels(cls, channels: int, options: CamOptions) -> int:
-        return min(channels, options.scorecam_top_k) if options.scorecam_top_k > 0 else channels
+    def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        k = options.get("scorecam_top_k", 0)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"scorecam_top_k: expected 0 (every channel) or a positive channel count, got {k}")
+        return {"scorecam_top_k": k}
 
     @classmethod
-    def device_work(cls, n_img: int, input_shape: tuple[int, ...], feature_shape: tuple[int, ...], options: CamOptions) -> tuple[int, int]:
+    def channels(cls, channels: int, options: Mapping[str, Any]) -> int:
+        k = cls.check_options(options)["scorecam_top_k"]
+        return min(channels, k) if k > 0 else channels
+
+    @classmethod
+    def device_work(cls, n_img: int, input_shape: tuple[int, ...], feature_shape: tuple[int, ...], options: Mapping[str, Any]) -> tuple[int, int]:
         """One forward per weighed channel and image; the image and its channel maps at their own resolution
         travel (the device upsamples them)."""
         k = cls.channels(int(feature_shape[0]) if feature_shape else 0, options)
@@ -431,8 +440,9 @@ class ScoreCam(CamMethod):
         forward = _need_forward(ctx, "Score-CAM")
         feats = np.asarray(features, dtype=np.float32)
         n, k = feats.shape[:2]
-        if 0 < ctx.scorecam_top_k < k:  # per image, the top-k channels by mean activation
-            top = np.sort(np.argsort(-feats.mean(axis=(2, 3)), axis=1, kind="stable")[:, : ctx.scorecam_top_k], axis=1)
+        top_k = self.check_options(ctx.options)["scorecam_top_k"]
+        if 0 < top_k < k:  # per image, the top-k channels by mean activation
+            top = np.sort(np.argsort(-feats.mean(axis=(2, 3)), axis=1, kind="stable")[:, :top_k], axis=1)
             feats = np.take_along_axis(feats, top[:, :, None, None], axis=1)
             k = feats.shape[1]
         per_call = max(1, self.max_maps_per_call // max(1, k))
@@ -441,8 +451,7 @@ class ScoreCam(CamMethod):
             x = ctx.images[i : i + per_call].astype(np.float32)
             logits = forward.scorecam(x, feats[i : i + per_call]).reshape(len(x), k, -1)
             scores = np.stack([_target_scores(logits[j], targets[i + j]) for j in range(len(x))])
-            weights = np.exp(scores - scores.max(1, keepdims=True))
-            weights /= weights.sum(1, keepdims=True)
+            weights = softmax_rows(scores)  # over the channels, Eq. 8
             cam = (weights[:, :, None, None] * feats[i : i + per_call]).sum(1)
             out.append(_scale(cam, ctx.size))
         return np.concatenate(out)
@@ -481,15 +490,24 @@ class Rise(CamMethod):
     needs_activations = False
     needs_forward = True
     keep_p = 0.5
+    option_help = {"rise_masks": "RISE's random masks per image (one device forward each)"}
 
     @classmethod
-    def device_work(cls, n_img: int, input_shape: tuple[int, ...], feature_shape: tuple[int, ...], options: CamOptions) -> tuple[int, int]:
+    def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        n = options.get("rise_masks", 1000)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"rise_masks: expected a positive integer, got {n}")
+        return {"rise_masks": n}
+
+    @classmethod
+    def device_work(cls, n_img: int, input_shape: tuple[int, ...], feature_shape: tuple[int, ...], options: Mapping[str, Any]) -> tuple[int, int]:
         """One forward per mask and image; only the image travels (the device draws the seeded masks)."""
-        return n_img * options.rise_masks, n_img * int(np.prod(input_shape)) * 4
+        return n_img * cls.check_options(options)["rise_masks"], n_img * int(np.prod(input_shape)) * 4
 
     def __call__(self, ctx: CamContext, features: np.ndarray, targets: Sequence[int]) -> np.ndarray:
         forward = _need_forward(ctx, "RISE")
-        sal = forward.rise(np.asarray(ctx.images, dtype=np.float32), [int(t) for t in targets], ctx.rise_masks, ctx.rise_cells, self.keep_p, ctx.seed)
+        sal = forward.rise(np.asarray(ctx.images, dtype=np.float32), [int(t) for t in targets], self.check_options(ctx.options)["rise_masks"], ctx.rise_cells,
+                           self.keep_p, ctx.seed)
         return np.concatenate([_scale(s[None], ctx.size) for s in sal]) if len(sal) else np.zeros((0, *ctx.images.shape[2:]), np.float32)
 
 

@@ -36,6 +36,7 @@ from edgecam.perturb import baseline_image as _baseline_image  # noqa: E402
 from edgecam.perturb import check_blur_sigma as _sigma  # noqa: E402
 from edgecam.perturb import default_blur_sigma  # noqa: E402
 from edgecam.perturb import pixel_counts as _pixel_counts  # noqa: E402
+from edgecam.perturb import softmax_rows  # noqa: E402
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -61,14 +62,6 @@ def _check_inputs(images: np.ndarray, cams: np.ndarray, targets: Sequence[int]) 
     if t.size and (not np.issubdtype(t.dtype, np.integer) or t.min() < 0):
         raise ValueError(f"targets must be non-negative integer class indices, got {t.tolist()}")
     return x, c, t.astype(np.int64)
-
-
-def _softmax_rows(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (max-shifted); a row with a non-finite logit gives NaN probabilities."""
-    z = np.asarray(logits, dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
 
 
 def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
@@ -144,7 +137,7 @@ def faithfulness_rows(
             raise ValueError(f"forward must return (batch, num_classes) logits; for a batch of {batch.shape[0]} it returned shape {logits.shape}")
         if t.max() >= logits.shape[1]:
             raise ValueError(f"target class {int(t.max())} is out of range for {logits.shape[1]} logits")
-        probs = _softmax_rows(logits)
+        probs = softmax_rows(logits)
         row = 0
         for j, first, count in spans:
             scores[j, first : first + count] = probs[row : row + count, t[j]]
@@ -173,7 +166,7 @@ def faithfulness_from_logits(logits: np.ndarray, targets: Sequence[int], steps: 
     """`faithfulness_rows`' result from the logits of the perturbed inputs, (N * 2 * (steps + 1), classes)
     image-major, deletion then insertion: what a device session's "perturb" request returns."""
     t = np.asarray(targets, dtype=np.int64)
-    probs = _softmax_rows(np.asarray(logits)).reshape(len(t), 2 * (steps + 1), -1)
+    probs = softmax_rows(np.asarray(logits)).reshape(len(t), 2 * (steps + 1), -1)
     return rows_from_scores(probs[np.arange(len(t)), :, t], steps, n_pixels)
 
 

@@ -26,7 +26,7 @@ def test_scorecam_costs_a_forward_per_channel_and_ships_only_the_small_maps() ->
     assert rows["scorecam"]["bytes_pushed"] == 100 * (3 * 224 * 224 * 4 + 1280 * 7 * 7 * 4)  # never 1280 x 224 x 224
     assert rows["scorecam"]["seconds_at_p50"] == pytest.approx(100 * 1280 * 0.02)
     assert rows["faithfulness"]["device_forwards"] == 2 * 10 * 17
-    capped = {r["stage"]: r for r in work_estimate([_variant([0.02])], ExplainSpec(methods=("scorecam",), scorecam_top_k=64), 100, (3, 224, 224))}
+    capped = {r["stage"]: r for r in work_estimate([_variant([0.02])], ExplainSpec(methods=("scorecam",), method_options={"scorecam_top_k": 64}), 100, (3, 224, 224))}
     assert capped["scorecam"]["device_forwards"] == 100 * 64
     text = format_estimate(list(rows.values()))
     assert "effnet-onnx-int8-onnxruntime" in text and "scorecam 128,000" in text
@@ -37,4 +37,4 @@ def test_a_failed_variant_has_no_estimate_and_a_bad_cap_is_refused() -> None:
     v.error = "JobFailed: boom"
     assert work_estimate([v], ExplainSpec(), 10, (3, 64, 64)) == []
     with pytest.raises(ConfigError, match="explain.scorecam_top_k"):
-        ExplainSpec(scorecam_top_k=-1)
+        ExplainSpec(method_options={"scorecam_top_k": -1})

@@ -187,7 +187,7 @@ def test_floats_built_in_python_are_checked_as_in_toml(bad: float) -> None:
     with pytest.raises(ConfigError, match="lowbit"):
         LowbitSpec(lr=bad)
     with pytest.raises(ConfigError, match="connect_timeout_s"):
-        DeviceSpec("orin", url="ssh://u@127.0.0.1", connect_timeout_s=bad)
+        DeviceSpec("orin", url="ssh://u@127.0.0.1", settings={"connect_timeout_s": bad})
 
 
 def test_tensorrt_options_reach_the_runtime_and_leave_other_hashes_alone() -> None:

@@ -292,7 +292,7 @@ def test_registered_and_opened_from_the_inventory(fake: FakeAdb, monkeypatch: py
 
     assert device_class("adb") is AdbDevice
     monkeypatch.setenv("PATH", str(fake.path.parent) + os.pathsep + os.environ["PATH"])
-    dev = open_device(DeviceSpec("phone", url=f"adb://{SERIAL}", benchmark_model="/data/local/tmp/benchmark_model"))
+    dev = open_device(DeviceSpec("phone", url=f"adb://{SERIAL}", settings={"benchmark_model": "/data/local/tmp/benchmark_model"}))
     assert isinstance(dev, AdbDevice)
     assert dev.name == "phone" and dev.info()["name"] == "phone"  # the inventory's name, not adb:SERIAL
     assert (dev.serial, dev.workdir(), dev.benchmark_model) == (SERIAL, "/data/local/tmp/edgecam", "/data/local/tmp/benchmark_model")

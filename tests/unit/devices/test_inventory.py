@@ -148,3 +148,24 @@ def test_cli_devices_list_and_probe_local(tmp_path: Path, capsys: pytest.Capture
     assert facts["runtimes"]["onnxruntime"] and facts["cores"] >= 1 and facts["kind"] == "local"
     assert main(["devices", "--devices", str(path), "probe", "nope"]) == 2
     assert "unknown device 'nope'" in capsys.readouterr().err
+
+
+def test_transport_settings_belong_to_their_device_class() -> None:
+    """SSH's settings are declared and validated by SSHDevice, adb's by AdbDevice (`Device.settings_help` /
+    `check_settings`): another transport's setting is refused with whose it is, defaults are filled in, secrets
+    stay out of the manifest's record, and `replace` routes a setting to the settings."""
+    from edgecam.devices.spec import DeviceSpec
+    from edgecam.errors import ConfigError
+    from edgecam.specs import build_spec
+
+    with pytest.raises(ConfigError, match=r"devices.phone.key_file: a ssh device option; device 'adb' takes benchmark_model"):
+        build_spec(DeviceSpec, {"name": "phone", "url": "adb://emulator-5554", "key_file": "~/.ssh/id"}, "devices[0]")
+    with pytest.raises(ConfigError, match=r"devices.orin.retries: expected an integer >= 0, got -1"):
+        DeviceSpec("orin", url="ssh://u@127.0.0.1", settings={"retries": -1})
+    orin = build_spec(DeviceSpec, {"name": "orin", "url": "ssh://u@127.0.0.1", "key_file": "~/.ssh/id", "passphrase_env": "P"}, "devices[0]")
+    assert (orin.retries, orin.connect_timeout_s, orin.host_key_check, orin.key_file) == (3, 10.0, True, "~/.ssh/id")
+    assert {"key_file", "passphrase_env"}.isdisjoint(orin.public()) and orin.public()["retries"] == 3
+    again = orin.replace(retries=5, python="python3.12")
+    assert (again.retries, again.python, again.key_file) == (5, "python3.12", "~/.ssh/id")
+    with pytest.raises(AttributeError, match="has no setting 'key_file'"):
+        DeviceSpec("here").key_file  # noqa: B018 - a local device has no SSH settings

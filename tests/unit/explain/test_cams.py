@@ -149,7 +149,7 @@ def test_rise_is_seeded_and_finds_the_digit(trained_tinycnn) -> None:
     art = trained_tinycnn.artifacts["fp32"]
     out = ort_outputs(art, x)
     forward, calls = _ort_session(art)
-    ctx = CamContext(trained_tinycnn.model, trained_tinycnn.layer, x, forward=forward, rise_masks=400, seed=3)
+    ctx = CamContext(trained_tinycnn.model, trained_tinycnn.layer, x, forward=forward, options={"rise_masks": 400}, seed=3)
     targets = out["logits"].argmax(1)
     a = cam_method("rise")(ctx, out["features"], targets)
     b = cam_method("rise")(ctx, out["features"], targets)
