@@ -98,3 +98,17 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def installed_versions(packages: tuple[str, ...]) -> dict[str, str]:
+    """Each distribution's installed version ("not installed" where absent): what a manifest records and a cache
+    key includes, so that an artifact or a run is redone when a package its numbers depend on changes."""
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in packages:
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

@@ -15,7 +15,7 @@ from edgecam.bench.report import csp_hash
 from edgecam.errors import EdgecamError
 
 KEYS = ["model", "format", "runtime", "precision", "cam_method", "cam_mode"]
-METRICS = ("cc_fp32", "sim_fp32", "kld_fp32", "cc_gt", "sim_gt", "insertion_auc", "deletion_auc")
+COMPARED_COLUMNS = ("cc_fp32", "sim_fp32", "kld_fp32", "cc_gt", "sim_gt", "insertion_auc", "deletion_auc")
 
 
 def _load(run: Path) -> tuple[Any, Any, dict[str, Any]]:
@@ -43,7 +43,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, n_boot: int = 2000, seed:
                 continue
             common = ga.merge(gb, on="image_id", suffixes=("_a", "_b"))
             paired = len(common) >= 2  # the images both runs explained, compared image by image
-            for metric in (m for m in METRICS if m in ga and m in gb):
+            for metric in (m for m in COMPARED_COLUMNS if m in ga and m in gb):
                 a, b = (common[f"{metric}_a"], common[f"{metric}_b"]) if paired else (ga[metric], gb[metric])
                 a, b = a.to_numpy(float), b.to_numpy(float)
                 delta, lo, hi = bootstrap_diff_ci(a, b, paired, "mean", n_boot, seed)

@@ -4,14 +4,13 @@ format is the runtime's declared `format`; which runtimes a board has is its inv
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from edgecam.bench.outputs import ARTIFACTS
 from edgecam.bench.prepare import package_versions
 from edgecam.bench.variant import Variant
-from edgecam.cache import cache_dir, stable_hash
+from edgecam.cache import stable_hash
 
 if TYPE_CHECKING:
     from edgecam.bench.context import RunContext
@@ -24,29 +23,23 @@ Progress = Callable[[str, float], None]
 def build_artifact(model: Any, mspec: "ModelSpec", layer: str, ckpt_sha: str, fmt: str, precision: str, cfg: "RunConfig", data: "Datasets",
                    exporter: Any, progress: Progress | None = None) -> tuple[Path, bool]:
     """Export (or reuse from the cache) one artifact; returns (cached artifact dir, built_now)."""
-    from edgecam.exporters.base import MANIFEST_VERSION, Artifact, ArtifactError, CalibData, ModelInfo
+    from edgecam.exporters.base import MANIFEST_VERSION, CalibData, ModelInfo, cached_artifact
     from edgecam.exporters.onnx import resolve_weight_range
 
     spec = cfg.export.spec(precision, cfg.train.seed)
     info = ModelInfo(mspec.name, data.n_classes, layer, data.input_shape, data.mean, data.std, ckpt_sha)  # type: ignore[arg-type]
     key = stable_hash({"info": info.__dict__, "spec": spec.to_dict(), "weight_range": resolve_weight_range(spec.int8_weight_range), "format": fmt,
                        "data": data.fingerprint, "versions": package_versions(), "manifest_version": MANIFEST_VERSION})
-    out = cache_dir() / "artifacts" / f"{mspec.name}-{fmt}-{precision}-{key}"
-    try:
-        Artifact.load(out)
-        return out, False
-    except ArtifactError:
-        pass
     bound = max(spec.calib_samples, spec.qat_samples if spec.quant == "qat" else 0)
-    exporter.export(model, info, spec, out, CalibData(*data.calibration_arrays(bound, spec.seed)), progress=progress)
-    return out, True
+    return cached_artifact(f"{mspec.name}-{fmt}-{precision}-{key}",
+                           lambda out: exporter.export(model, info, spec, out, CalibData(*data.calibration_arrays(bound, spec.seed)), progress=progress))
 
 
 def deploy_model(ctx: "RunContext", mspec: "ModelSpec", model: Any, layer: str, ckpt_sha: str) -> list[Variant]:
     """Every variant of one model: each format x supported precision is exported once (cached), copied into
     the run directory, and paired with every configured runtime that loads that format and the board has."""
     from edgecam.exporters import exporter_class
-    from edgecam.exporters.base import Artifact
+    from edgecam.exporters.base import copy_artifact
     from edgecam.runtimes import runtime_format
     from edgecam.runtimes.base import ANY_FORMAT
 
@@ -61,16 +54,12 @@ def deploy_model(ctx: "RunContext", mspec: "ModelSpec", model: Any, layer: str, 
             with ctx.step(f"export {mspec.name} {fmt} {precision}", "setup") as note:
                 art_cache, built = build_artifact(model, mspec, layer, ckpt_sha, fmt, precision, cfg, ctx.data, exporter, ctx.bar(f"export {mspec.name} {precision}"))
                 note["suffix"] = "" if built else " (cached)"
-                art_dir = ctx.out_dir / ARTIFACTS / f"{mspec.name}-{fmt}-{precision}"
-                if art_dir.exists():
-                    shutil.rmtree(art_dir)
-                shutil.copytree(art_cache, art_dir)
-                art = Artifact.load(art_dir)
+                art = copy_artifact(art_cache, ctx.out_dir / ARTIFACTS / f"{mspec.name}-{fmt}-{precision}")
             for rspec in cfg.runtimes:
                 if runtime_format(rspec.name) not in (fmt, ANY_FORMAT):
                     continue
                 if dspec.runtimes and rspec.name not in dspec.runtimes:
                     ctx.log(f"skipping {rspec.name} on {dspec.name}: the inventory lists only {', '.join(dspec.runtimes)}")
                     continue
-                variants.append(Variant(mspec.name, fmt, precision, rspec.name, art_dir, art.manifest))
+                variants.append(Variant(mspec.name, fmt, precision, rspec.name, art.directory, art.manifest))
     return variants

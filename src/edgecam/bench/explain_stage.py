@@ -513,7 +513,7 @@ class VariantCams:
 def variant_rows(ctx: "RunContext", setup: ModelSetup, v: Variant, got: VariantCams, truth: ShardTruth, s0: int) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], Track]]:
     """`v`'s result rows for the shard, one per image and CAM job, and its tracks (WSOL hit counts of Choe et al.
     2020 on the images with ground truth; the heap of its CAMs least like fp32's)."""
-    from edgecam.bench.results import image_rows
+    from edgecam.bench.results import CamMaps, ShardMaps, image_rows
     from edgecam.explain.cams import CAM_METHODS
     from edgecam.explain.localisation import box_ious_batch
 
@@ -521,6 +521,7 @@ def variant_rows(ctx: "RunContext", setup: ModelSetup, v: Variant, got: VariantC
     feats = np.asarray(got.outputs["features"], dtype=np.float32)
     output_finite = np.isfinite(feats).reshape(len(feats), -1).all(1) & np.isfinite(got.outputs["logits"]).all(1)
     act = [_act_stats(f) for f in feats]
+    against = ShardMaps(shard, got.reference, got.saliency, setup.provider_name, got.preds[v.key], got.preds[v.fp32_key])
     rows: list[dict[str, Any]] = []
     tracks: dict[tuple[str, str, str], Track] = {}
     for method, mode in cam_jobs(v, ctx.cfg):
@@ -536,8 +537,7 @@ def variant_rows(ctx: "RunContext", setup: ModelSetup, v: Variant, got: VariantC
         channels = CAM_METHODS.get(method).channels(feats.shape[1], dict(ex.method_options))
         extra = [{**faith[i], **act[i], "cam_channels": channels, "input_finite": bool(truth.input_finite[i]), "output_finite": bool(output_finite[i])}
                  for i in range(len(c))]
-        new = image_rows(v, method, mode, c, c_fp32, got.reference, shard, got.saliency, setup.provider_name, got.preds[v.key], got.preds[v.fp32_key],
-                         ctx.device.name, wsol_iou, extra, ex.emd_size)
+        new = image_rows(v, CamMaps(method, mode, c, c_fp32, wsol_iou, extra), against, ctx.device.name, ex.emd_size)
         if v.precision != "fp32":
             for i, r in enumerate(new):
                 if np.isfinite(r["rmse_fp32"]):

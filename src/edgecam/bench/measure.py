@@ -7,6 +7,7 @@ crashed runtime, a timeout or a lost board must not end the sweep."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from typing import TYPE_CHECKING, Any
 
@@ -39,9 +40,19 @@ def device_job(rspec: "RuntimeSpec", dspec: "DeviceSpec") -> dict[str, Any]:
     return job
 
 
-def run_variant(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec") -> None:
-    """Timing pass, then a separate memory pass, on the run's device; failures land in `v.error`
-    with the device's stderr (transport errors were already retried with backoff by the device)."""
+@dataclass(frozen=True)
+class DeviceRun:
+    """What a variant's timing and memory passes answered, checked (`result`, `memory`), or why they failed
+    (`error`; nothing the device answered is kept then)."""
+
+    result: dict[str, Any]
+    memory: dict[str, Any]
+    error: str | None = None
+
+
+def run_variant(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec") -> DeviceRun:
+    """Timing pass, then a separate memory pass, on the run's device; a failure is returned with the device's
+    stderr (transport errors were already retried with backoff by the device)."""
     cfg, dspec = ctx.cfg, ctx.dspec
     bs = cfg.bench.batch_size
     x = ctx.data.test_batch(np.arange(min(3 * bs, ctx.data.n_test))).x
@@ -49,14 +60,15 @@ def run_variant(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec") -> None:
     if dspec.tegrastats:
         job["tegrastats"] = True
     try:
-        v.result, _ = ctx.device.run_job(v.artifact_dir, x[:bs], {**job, "mode": "run", "outputs": []}, timeout=cfg.bench.timeout_s)
-        check_timing(v.result, cfg.bench.iterations)
+        result, _ = ctx.device.run_job(v.artifact_dir, x[:bs], {**job, "mode": "run", "outputs": []}, timeout=cfg.bench.timeout_s)
+        check_timing(result, cfg.bench.iterations)
+        memory: dict[str, Any] = {}
         if cfg.bench.memory:
-            v.memory, _ = ctx.device.run_job(v.artifact_dir, x, {**job, "mode": "memory"}, timeout=cfg.bench.timeout_s)
-            check_memory(v.memory)
+            memory, _ = ctx.device.run_job(v.artifact_dir, x, {**job, "mode": "memory"}, timeout=cfg.bench.timeout_s)
+            check_memory(memory)
+        return DeviceRun(result, memory)
     except (EdgecamError, OSError, TimeoutError) as exc:
-        v.error = f"{type(exc).__name__}: {exc}"
-        v.result, v.memory = {}, {}  # a failed variant keeps nothing its device answered
+        return DeviceRun({}, {}, f"{type(exc).__name__}: {exc}")
 
 
 def _seconds_ok(value: Any) -> bool:
@@ -102,9 +114,14 @@ def measure(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec", ckpt_sha: str) 
     """`run_variant` as a job of the run's store: a finished one is read back, a new one is run and committed
     when it succeeded. Returns whether it was reused."""
 
+    failed: list[DeviceRun] = []
+
     def compute() -> Job | None:
-        run_variant(ctx, v, rspec)
-        return None if v.error else Job({"result": v.result, "memory": v.memory})
+        run = run_variant(ctx, v, rspec)
+        if run.error:
+            failed.append(run)
+            return None
+        return Job({"result": run.result, "memory": run.memory})
 
     def check(job: Job) -> None:  # a stored timing job passes the checks a fresh answer passed (a hand-edited one is redone)
         check_timing(job.meta["result"], ctx.cfg.bench.iterations)
@@ -113,4 +130,6 @@ def measure(ctx: "RunContext", v: Variant, rspec: "RuntimeSpec", ckpt_sha: str) 
     job, reused = ctx.store.get_or_compute("run", run_key(ctx, v, rspec, ckpt_sha), compute, check)
     if job is not None:
         v.result, v.memory = job.meta["result"], job.meta["memory"]
+    elif failed:
+        v.result, v.memory, v.error = {}, {}, failed[0].error
     return reused

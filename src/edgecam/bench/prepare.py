@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from edgecam.cache import installed_versions
 from edgecam.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -19,15 +20,7 @@ Progress = Callable[[str, float], None]
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages a run's numbers depend on (the manifest; artifact cache keys)."""
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("edgecam", "torch", "torchvision", "onnx", "onnxruntime", "grad-cam", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+    return {"python": platform.python_version(), **installed_versions(("edgecam", "torch", "torchvision", "onnx", "onnxruntime", "grad-cam", "numpy"))}
 
 
 def training_needs(cfg: "RunConfig") -> list[str]:

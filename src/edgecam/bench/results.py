@@ -9,6 +9,7 @@ against an empty mask.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -39,7 +40,7 @@ COLUMNS: tuple[str, ...] = (
 # comparison suffix -> (label, metrics measured against it); metric -> (label, higher is better)
 COMPARISONS = {"gt": "v. GT", "sal": "v. saliency", "fp32": "v. fp32"}
 COMPARISON_METRICS = {"gt": ("sim", "cc", "kld", "nss"), "sal": ("sim", "cc", "kld"), "fp32": ("sim", "cc", "kld", "rmse", "emd")}
-METRICS = {
+METRIC_LABELS = {
     "sim": "SIM (higher is better)", "cc": "CC (higher is better)", "kld": "KLD (lower is better)",
     "nss": "NSS (higher is better)", "rmse": "RMSE (lower is better)", "emd": "EMD (lower is better)",
     "deletion_auc": "Deletion AUC (lower is better)", "insertion_auc": "Insertion AUC (higher is better)",
@@ -54,19 +55,44 @@ PRECISION_ORDER = ("fp32", "int16", "int8", "mixed")  # mixed: a sensitivity pla
 GT_COLUMNS = ("wsol_iou", "pointing_energy")  # per-image columns that need ground truth, besides the *_gt ones
 
 
-def image_rows(
-    v: "Variant", method: str, mode: str, cams: np.ndarray, cams_fp32: np.ndarray, reference: np.ndarray, shard: Any, saliency: np.ndarray,
-    provider: str, pred: np.ndarray, pred_fp32: np.ndarray, device: str, wsol_iou: np.ndarray, extra: Sequence[dict[str, Any]], emd_size: int,
-) -> list[dict[str, Any]]:
-    """`COLUMNS` for each image of `shard` (a `TestShard`: ids, labels, masks, has_box). `wsol_iou`: per
-    image best IoU over the WSOL thresholds (NaN without ground truth); `extra`: per image the device-side
-    columns (Deletion / Insertion, activation statistics, input / output finiteness).
+@dataclass(frozen=True)
+class CamMaps:
+    """One CAM job of one variant on a shard: the method and mode, its maps and fp32's (N, H, W), per image the
+    best IoU over the WSOL thresholds (NaN without ground truth) and the device-side columns (`extra`:
+    Deletion / Insertion, activation statistics, input / output finiteness)."""
+
+    method: str
+    mode: str
+    cams: np.ndarray
+    cams_fp32: np.ndarray
+    wsol_iou: np.ndarray
+    extra: Sequence[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ShardMaps:
+    """What a variant's maps of a shard are compared with: the shard (a `TestShard`: ids, labels, masks,
+    has_box), the host reference CAMs, the visual-saliency maps and their provider, and the top-1 of the variant
+    and of its fp32 counterpart."""
+
+    shard: Any
+    reference: np.ndarray
+    saliency: np.ndarray
+    provider: str
+    pred: np.ndarray
+    pred_fp32: np.ndarray
+
+
+def image_rows(v: "Variant", maps: CamMaps, against: ShardMaps, device: str, emd_size: int) -> list[dict[str, Any]]:
+    """`COLUMNS` for each image of the shard.
 
     Each map is prepared once (`PreparedMap`: float64, normalised, distribution, centred) and shared by every
     comparison of its image; the values are those of `compare`, `cc`, `nss`, `emd` and `energy_pointing_game`."""
     from edgecam.explain.localisation import energy_pointing_game
     from edgecam.explain.metrics import PreparedMap, cc_prepared, compare_prepared, emd_prepared, nss_prepared
 
+    method, mode, cams, cams_fp32, wsol_iou, extra = maps.method, maps.mode, maps.cams, maps.cams_fp32, maps.wsol_iou, maps.extra
+    shard, reference, saliency, provider, pred, pred_fp32 = against.shard, against.reference, against.saliency, against.provider, against.pred, against.pred_fp32
     rows = []
     is_fp32 = v.precision == "fp32"
     nan = float("nan")
@@ -150,7 +176,7 @@ def is_best(row: Any, model: str) -> bool:
 
 def _summary_row(keys: dict[str, Any], metric: str, models: Sequence[str], stats: dict[str, dict[str, float]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """One summary row: its keys, metric key and label, per model `stats` (+ `extra` columns), the best model."""
-    row: dict[str, Any] = {**keys, "metric": metric, "metric_label": METRICS[metric]}
+    row: dict[str, Any] = {**keys, "metric": metric, "metric_label": METRIC_LABELS[metric]}
     for model in models:
         _put(row, model, stats[model])
     row.update(extra or {})

@@ -36,7 +36,7 @@ _KILL_AGENTS = (
     'grep -qF -- "$m" "$p/cmdline" 2>/dev/null && { kill -9 "-$q" 2>/dev/null || kill -9 "$q" 2>/dev/null; }; done; true'
 )
 
-__all__ = ["DEVICES", "Device", "DeviceError", "DeviceTimeout", "JobFailed", "RunResult", "device_class", "job_key"]
+__all__ = ["DEVICES", "Device", "DeviceError", "DeviceTimeout", "JobFailed", "RunResult", "device_class", "remote_job_name"]
 
 if TYPE_CHECKING:
     from edgecam.devices.spec import DeviceSpec
@@ -48,7 +48,7 @@ def _digest(a: np.ndarray) -> list[Any]:
     return [hashlib.sha256(memoryview(a).cast("B")).hexdigest(), list(a.shape), str(a.dtype)]  # no copy of the bytes
 
 
-def job_key(artifact_sha256: str, inputs: np.ndarray, job: dict[str, Any], extra: dict[str, np.ndarray] | None = None) -> str:
+def remote_job_name(artifact_sha256: str, inputs: np.ndarray, job: dict[str, Any], extra: dict[str, np.ndarray] | None = None) -> str:
     """Stable name of a job: same artifact, inputs (and extra arrays) and settings -> same remote job
     directory, so a job that finished on the device while the host lost contact is pulled, not run again."""
     key: dict[str, Any] = {"artifact": artifact_sha256, "inputs": _digest(inputs), "job": job}
@@ -192,7 +192,7 @@ class Device:
         """Ship an artifact + inputs (+ `extra` arrays, e.g. the masks of a "masked" job, as `<name>.npy`),
         run the agent on them, bring back (result, outputs).
 
-        The remote job directory is named by `job_key`; one that already holds a result (the host lost
+        The remote job directory is named by `remote_job_name`; one that already holds a result (the host lost
         contact after the device finished) is pulled rather than run again. It is removed from the device
         after success and after failure (a crash, a timeout, no result, a failed result); only a lost
         connection or an interrupted host leaves it, for the resumed attempt to find.
@@ -200,7 +200,7 @@ class Device:
         inputs = np.ascontiguousarray(inputs, dtype=np.float32)
         extra = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in (extra or {}).items()}
         manifest = json.loads((artifact_dir / "manifest.json").read_text())
-        key = job_key(str(manifest.get("sha256", artifact_dir.name)), inputs, job, extra)
+        key = remote_job_name(str(manifest.get("sha256", artifact_dir.name)), inputs, job, extra)
         remote_job = f"{self.workdir()}/jobs/{key}"
         try:
             return self._run_job(artifact_dir, inputs, job, timeout, extra, key, remote_job)
@@ -253,7 +253,7 @@ class Device:
                         outputs = {k: z[k] for k in z.files}
                 except Exception as exc:  # noqa: BLE001 - a truncated or forged file from the device: its job failed
                     raise JobFailed(f"job {key} on {self.name}: outputs.npz unreadable ({type(exc).__name__}: {exc})") from None
-            result["job_key"] = key
+            result["remote_job_name"] = key
             result["resumed"] = res is None
             self.cleanup(remote_job)
             return result, outputs

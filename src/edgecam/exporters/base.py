@@ -116,6 +116,30 @@ class Artifact:
         return cls(path, manifest)
 
 
+def cached_artifact(name: str, build: Callable[[Path], Any]) -> tuple[Path, bool]:
+    """The artifact cache's directory `name` (its key in the name): reused when it loads and its model file
+    matches its manifest, else `build(directory)` writes it. Returns (directory, built now)."""
+    from edgecam.cache import cache_dir
+
+    out = cache_dir() / "artifacts" / name
+    try:
+        Artifact.load(out)
+        return out, False
+    except ArtifactError:
+        pass
+    build(out)
+    return out, True
+
+
+def copy_artifact(cached: Path, dest: Path) -> Artifact:
+    """A cached artifact copied to `dest` (a run directory's, replacing an older copy): the run keeps the files
+    it measured."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(cached, dest)
+    return Artifact.load(dest)
+
+
 @contextlib.contextmanager
 def staging_dir(final: Path) -> Iterator[Path]:
     """A temp directory beside `final`, renamed onto it on success and removed on failure (no partial artifact)."""

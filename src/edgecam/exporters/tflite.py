@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from edgecam.cache import installed_versions
 from edgecam.errors import ArtifactError
 from edgecam.exporters.base import CalibData, Exporter, ExportSpec, ModelInfo, input_spec, two_output_module
 from edgecam.exporters.onnx import quiet
@@ -152,16 +153,4 @@ class TfliteExporter(Exporter):
         }
 
     def versions(self) -> dict[str, str]:
-        return _versions()
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+        return installed_versions(("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert"))

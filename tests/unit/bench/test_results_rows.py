@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgecam.bench.results import COLUMNS, gap_rows, image_rows
+from edgecam.bench.results import COLUMNS, CamMaps, ShardMaps, gap_rows, image_rows
 from edgecam.explain.localisation import energy_pointing_game
 from edgecam.explain.metrics import cc, compare, emd, nss
 
@@ -98,7 +98,9 @@ def test_image_rows_equal_the_per_pair_functions(emd_size: int) -> None:
     for v, cams_fp32 in ((_variant("int8"), d["cams_fp32"]), (_variant("fp32"), d["cams"])):  # fp32: its own CAMs as the reference
         args = (v, "gradcampp", "mirror", d["cams"], cams_fp32, d["reference"], d["shard"], d["saliency"], "spectral_residual", d["pred"],
                 d["pred_fp32"], "local", d["wsol_iou"], d["extra"], emd_size)
-        _same_rows(image_rows(*args), _reference_rows(*args))
+        maps = CamMaps("gradcampp", "mirror", d["cams"], cams_fp32, d["wsol_iou"], d["extra"])
+        against = ShardMaps(d["shard"], d["reference"], d["saliency"], "spectral_residual", d["pred"], d["pred_fp32"])
+        _same_rows(image_rows(v, maps, against, "local", emd_size), _reference_rows(*args))
     for k, arr in before.items():
         np.testing.assert_array_equal(d[k], arr)  # inputs untouched
 

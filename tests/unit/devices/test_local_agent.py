@@ -99,14 +99,14 @@ def test_an_agent_left_by_a_host_that_died_is_stopped_before_the_job_reruns(trai
     import sys
     import time
 
-    from edgecam.devices.base import job_key
+    from edgecam.devices.base import remote_job_name
 
     dev = LocalDevice(workdir=str(tmp_path / "dev"))
     x = trained_tinycnn.data.test_x[:3]
     job = {**JOB, "mode": "run"}
     art = trained_tinycnn.artifacts["fp32"]
     manifest = json.loads((art / "manifest.json").read_text())
-    remote_job = Path(dev.workdir()) / "jobs" / job_key(str(manifest["sha256"]), np.ascontiguousarray(x, dtype=np.float32), job, {})
+    remote_job = Path(dev.workdir()) / "jobs" / remote_job_name(str(manifest["sha256"]), np.ascontiguousarray(x, dtype=np.float32), job, {})
     remote_job.mkdir(parents=True)
     sleeper = [sys.executable, "-c", "import os, sys, time; os.setsid(); time.sleep(600)"]
     stale = subprocess.Popen([*sleeper, str(remote_job)])  # the dead host's agent: its job folder in its argv

@@ -320,19 +320,20 @@ def _pair(variants: list[Variant], precision: str) -> tuple[Variant, Variant]:
 def mixed_artifact(qdq_v: Variant, fp32_v: Variant, float_groups: list[str], meta: dict[str, Any]) -> Path:
     """The planned model (`float_groups` left in float) as a cached artifact of precision `mixed`; its
     manifest records the base artifact, the float groups and the plan's host figures."""
-    import onnx
-
-    from edgecam.cache import cache_dir, stable_hash
-    from edgecam.exporters.base import MANIFEST_VERSION, Artifact, ArtifactError, staging_dir, write_manifest
-    from edgecam.exporters.quantize.groups import float_groups_record, with_fallback
+    from edgecam.cache import stable_hash
+    from edgecam.exporters.base import MANIFEST_VERSION, cached_artifact
 
     key = stable_hash({"base": qdq_v.manifest["sha256"], "fp32": fp32_v.manifest["sha256"], "float_groups": float_groups, "manifest_version": MANIFEST_VERSION, "surgery": JOB_VERSION})
-    out = cache_dir() / "artifacts" / f"{qdq_v.model}-onnx-{MIXED}-{key}"
-    try:
-        Artifact.load(out)
-        return out
-    except ArtifactError:
-        pass
+    return cached_artifact(f"{qdq_v.model}-onnx-{MIXED}-{key}", lambda out: _write_mixed(out, qdq_v, fp32_v, float_groups, meta))[0]
+
+
+def _write_mixed(out: Path, qdq_v: Variant, fp32_v: Variant, float_groups: list[str], meta: dict[str, Any]) -> None:
+    """Write the planned model and its manifest into `out` (the artifact cache's directory)."""
+    import onnx
+
+    from edgecam.exporters.base import staging_dir, write_manifest
+    from edgecam.exporters.quantize.groups import float_groups_record, with_fallback
+
     qdq = onnx.load(str(qdq_v.artifact_dir / qdq_v.manifest["file"]))
     model = with_fallback(qdq, onnx.load(str(fp32_v.artifact_dir / fp32_v.manifest["file"])), float_groups)
     skip = {"manifest_version", "file", "sha256", "size_bytes", "outputs"}
@@ -344,14 +345,11 @@ def mixed_artifact(qdq_v: Variant, fp32_v: Variant, float_groups: list[str], met
     with staging_dir(out) as tmp:
         onnx.save(model, str(tmp / "model.onnx"))
         write_manifest(tmp, tmp / "model.onnx", fields)
-    return out
 
 
 def sensitivity_stage(ctx: "RunContext", mspec: "ModelSpec", variants: list[Variant], ckpt_sha: str) -> tuple[list[Variant], dict[str, Any]]:
     """Rank, plan and export one model's `mixed` variant (one per runtime that runs its ONNX artifacts);
     writes `sensitivity.csv` and `sensitivity_plan.csv`. Returns (the new variants, the manifest entry)."""
-    import shutil
-
     spec = ctx.cfg.sensitivity
     qdq_v, fp32_v = _pair(variants, spec.precision)
     parts = {"kind": "sensitivity", "version": JOB_VERSION, "spec": spec.__dict__, "target": ctx.cfg.explain.target, "weights": ckpt_sha, "data": ctx.data.fingerprint,
@@ -368,14 +366,10 @@ def sensitivity_stage(ctx: "RunContext", mspec: "ModelSpec", variants: list[Vari
                else "no group's float fallback raised the CAM CC")
         ctx.log(f"[yellow]sensitivity {mspec.name}: host CAM CC vs fp32 {job.meta['base']['cc']:.4f}; {why}: no mixed variant[/yellow]")
         return [], entry
-    art_cache = mixed_artifact(qdq_v, fp32_v, list(job.meta["float_groups"]), job.meta)
-    art_dir = ctx.out_dir / files.ARTIFACTS / f"{mspec.name}-onnx-{MIXED}"
-    if art_dir.exists():
-        shutil.rmtree(art_dir)
-    shutil.copytree(art_cache, art_dir)
-    from edgecam.exporters.base import Artifact
+    from edgecam.exporters.base import copy_artifact
 
-    art = Artifact.load(art_dir)
+    art = copy_artifact(mixed_artifact(qdq_v, fp32_v, list(job.meta["float_groups"]), job.meta), ctx.out_dir / files.ARTIFACTS / f"{mspec.name}-onnx-{MIXED}")
+    art_dir = art.directory
     host = job.meta["planned"]
     ctx.log(f"sensitivity {mspec.name}: {len(ranking)} groups ranked on {job.meta['images']} training images; host CAM CC vs fp32 "
             f"{job.meta['base']['cc']:.4f} at {spec.precision} -> {host['cc']:.4f} with {len(job.meta['float_groups'])} group(s) in float "
