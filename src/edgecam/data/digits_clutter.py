@@ -375,6 +375,127 @@ def _uniform(rng: np.random.Generator, bounds: tuple[float, float], size: tuple[
     return rng.uniform(bounds[0], bounds[1], size=size)
 
 
+@dataclass(frozen=True)
+class _Draws:
+    """Every random number of a split but the noise, drawn up front in a fixed order (the split's images are a
+    function of the seed alone)."""
+
+    background: np.ndarray  # (n, 3)
+    digit_colour: np.ndarray  # (n, 3)
+    position: np.ndarray  # (n, 2): (y, x) of the digit patch
+    donor_rank: np.ndarray  # (n, f): which donor of another class
+    frag_sizes: np.ndarray  # (n, f, tries, 2): candidate (h, w)
+    crop_u: np.ndarray  # (n, f, crops, 2): candidate crops of the donor
+    place_u: np.ndarray  # (n, f): placement pick
+    frag_alpha: np.ndarray  # (n, f): contrast
+    frag_colour: np.ndarray  # (n, f, 3)
+
+
+def _draw(rng: np.random.Generator, n: int, f: int, c: int, d: int) -> _Draws:
+    """The split's random numbers, in the order the generator has always been read (changing it changes the
+    data set). Fragments: a donor of ANOTHER class from the same split, _FRAGMENT_TRIES candidate sizes (the
+    first that fits beside the digit is used), crop candidates, a placement pick, contrast and colour."""
+    background = _uniform(rng, _BACKGROUND_RANGE, (n, 3)).astype(np.float32)
+    digit_colour = _uniform(rng, _DIGIT_COLOUR_RANGE, (n, 3)).astype(np.float32)
+    position = rng.integers(0, c - d + 1, size=(n, 2))
+    donor_rank = rng.random((n, f))
+    frag_sizes = _fragment_sizes(
+        _uniform(rng, _FRAGMENT_AREA_RANGE, (n, f, _FRAGMENT_TRIES)),
+        rng.random((n, f, _FRAGMENT_TRIES)),
+        rng.random((n, f, _FRAGMENT_TRIES)) < 0.5,
+        d,
+    )
+    crop_u = rng.random((n, f, _CROP_CANDIDATES, 2))
+    place_u = rng.random((n, f))
+    frag_alpha = _uniform(rng, _FRAGMENT_ALPHA_RANGE, (n, f)).astype(np.float32)
+    frag_colour = _uniform(rng, _FRAGMENT_COLOUR_RANGE, (n, f, 3)).astype(np.float32)
+    return _Draws(background, digit_colour, position, donor_rank, frag_sizes, crop_u, place_u, frag_alpha, frag_colour)
+
+
+def _fragment_geometry(draws: _Draws, boxes: np.ndarray, c: int) -> tuple[np.ndarray, ...]:
+    """Fragment geometry, vectorised: whether each fragment has room beside the digit (a fragment with none is
+    skipped), and the first candidate size with room and its position: (placed, y, x, h, w), each (n, f)."""
+    n, f = draws.place_u.shape
+    tries_y, tries_x, tries_ok = _place_outside(
+        np.broadcast_to(draws.place_u[:, :, None], (n, f, _FRAGMENT_TRIES)),
+        c,
+        draws.frag_sizes,
+        np.broadcast_to(boxes[:, None, None, :], (n, f, _FRAGMENT_TRIES, 4)),
+    )
+    placed = tries_ok.any(axis=2)
+    first = tries_ok.argmax(axis=2)[..., None]
+    frag_y = np.take_along_axis(tries_y, first, axis=2)[..., 0]
+    frag_x = np.take_along_axis(tries_x, first, axis=2)[..., 0]
+    frag_h = np.take_along_axis(draws.frag_sizes[..., 0], first, axis=2)[..., 0]
+    frag_w = np.take_along_axis(draws.frag_sizes[..., 1], first, axis=2)[..., 0]
+    return placed, frag_y, frag_x, frag_h, frag_w
+
+
+def _donors(draws: _Draws, labels: np.ndarray, split_sources: np.ndarray, split_labels: np.ndarray) -> np.ndarray:
+    """(n, f) source ids of each fragment's donor: an image of another class from the same split."""
+    donor_pool_sizes = np.array([(split_labels != cls).sum() for cls in range(_N_CLASSES)])
+    donor_pools = [split_sources[split_labels != cls] for cls in range(_N_CLASSES)]
+    donor_pick = (draws.donor_rank * donor_pool_sizes[labels][:, None]).astype(np.int64)
+    donors = np.empty(draws.donor_rank.shape, dtype=np.int64)
+    for cls in range(_N_CLASSES):
+        rows = labels == cls
+        donors[rows] = donor_pools[cls][donor_pick[rows]]
+    return donors
+
+
+def _paste_fragments(images: np.ndarray, draws: _Draws, donors: np.ndarray, geometry: tuple[np.ndarray, ...], upscaled: np.ndarray,
+                     ink_tables_flat: np.ndarray, d: int) -> None:
+    """Blend each placed fragment into `images`: among the candidate crops of its donor, the one with the most
+    ink (4 look-ups per crop in the donors' summed-area tables)."""
+    placed, frag_y, frag_x, frag_h, frag_w = geometry
+    crop_y = (draws.crop_u[..., 0] * (d - frag_h + 1)[..., None]).astype(np.int64)  # (n, f, K)
+    crop_x = (draws.crop_u[..., 1] * (d - frag_w + 1)[..., None]).astype(np.int64)
+    table = donors[..., None]  # (n, f, 1): the donors' rows in ink_tables_flat
+    y_lo, x_lo = crop_y, crop_x
+    y_hi, x_hi = crop_y + frag_h[..., None], crop_x + frag_w[..., None]
+    side = d + 1
+    ink = (
+        ink_tables_flat[table, y_hi * side + x_hi]
+        - ink_tables_flat[table, y_lo * side + x_hi]
+        - ink_tables_flat[table, y_hi * side + x_lo]
+        + ink_tables_flat[table, y_lo * side + x_lo]
+    )
+    best = ink.argmax(axis=2)[..., None]
+    crop_y = np.take_along_axis(crop_y, best, axis=2)[..., 0]
+    crop_x = np.take_along_axis(crop_x, best, axis=2)[..., 0]
+    for i, j in zip(*np.nonzero(placed)):
+        h, w = int(frag_h[i, j]), int(frag_w[i, j])
+        cy, cx, fy, fx = int(crop_y[i, j]), int(crop_x[i, j]), int(frag_y[i, j]), int(frag_x[i, j])
+        crop = upscaled[donors[i, j], cy : cy + h, cx : cx + w]
+        region = images[i, :, fy : fy + h, fx : fx + w]
+        region += (draws.frag_alpha[i, j] * crop)[None] * (draws.frag_colour[i, j][:, None, None] - region)
+
+
+def _paste_digits(images: np.ndarray, masks: np.ndarray, draws: _Draws, source_ids: np.ndarray, upscaled: np.ndarray, d: int) -> None:
+    """Blend each image's digit in and write its mask. Fragments never intersect the digit's box and the digit
+    is zero outside it, so drawing it after the fragments is the same as drawing it first."""
+    for i in range(len(images)):
+        py, px = int(draws.position[i, 0]), int(draws.position[i, 1])
+        digit = upscaled[source_ids[i]]
+        masks[i, py : py + d, px : px + d] = digit
+        region = images[i, :, py : py + d, px : px + d]
+        region += digit[None] * (draws.digit_colour[i][:, None, None] - region)
+
+
+def _add_noise(images: np.ndarray, rng: np.random.Generator, noise: float) -> None:
+    """Gaussian noise drawn chunk by chunk into one reused buffer, then clipped to [0, 1], in place."""
+    n = len(images)
+    buffer = np.empty((min(_CHUNK, n),) + images.shape[1:], dtype=np.float32)
+    for lo in range(0, n, _CHUNK):
+        chunk = images[lo : lo + _CHUNK]
+        if noise > 0:
+            draw = buffer[: chunk.shape[0]]
+            rng.standard_normal(dtype=np.float32, out=draw)
+            draw *= np.float32(noise)
+            chunk += draw
+        np.clip(chunk, 0.0, 1.0, out=chunk)
+
+
 def build_digits_clutter(spec: DigitsClutterSpec, split: str) -> DigitsClutter:
     """Build one split (``"train"`` or ``"test"``) of ``digits-clutter`` for ``spec``; deterministic."""
     if not isinstance(spec, DigitsClutterSpec):
@@ -393,96 +514,19 @@ def build_digits_clutter(spec: DigitsClutterSpec, split: str) -> DigitsClutter:
 
     # Every random number is drawn up front, in a fixed order, from one generator per split.
     rng = np.random.default_rng([spec.seed, _STREAM_SAMPLES[split]])
-    background = _uniform(rng, _BACKGROUND_RANGE, (n, 3)).astype(np.float32)
-    digit_colour = _uniform(rng, _DIGIT_COLOUR_RANGE, (n, 3)).astype(np.float32)
-    position = rng.integers(0, c - d + 1, size=(n, 2))  # (y, x) of the digit patch
-    # Fragments: a donor of ANOTHER class from the same split, _FRAGMENT_TRIES candidate sizes (the first
-    # that fits beside the digit is used), crop candidates, a placement pick, contrast and colour.
-    split_labels = source_labels[split_sources]
-    donor_rank = rng.random((n, f))
-    frag_sizes = _fragment_sizes(
-        _uniform(rng, _FRAGMENT_AREA_RANGE, (n, f, _FRAGMENT_TRIES)),
-        rng.random((n, f, _FRAGMENT_TRIES)),
-        rng.random((n, f, _FRAGMENT_TRIES)) < 0.5,
-        d,
-    )
-    crop_u = rng.random((n, f, _CROP_CANDIDATES, 2))
-    place_u = rng.random((n, f))
-    frag_alpha = _uniform(rng, _FRAGMENT_ALPHA_RANGE, (n, f)).astype(np.float32)
-    frag_colour = _uniform(rng, _FRAGMENT_COLOUR_RANGE, (n, f, 3)).astype(np.float32)
-
-    boxes = digit_boxes[source_ids] + np.concatenate([position[:, ::-1], position[:, ::-1]], axis=1)
-
-    # Fragment geometry, vectorised: the first candidate size with room beside the digit, its position,
-    # its donor and, among the candidate crops of the donor, the one with the most ink.
-    tries_y, tries_x, tries_ok = _place_outside(
-        np.broadcast_to(place_u[:, :, None], (n, f, _FRAGMENT_TRIES)),
-        c,
-        frag_sizes,
-        np.broadcast_to(boxes[:, None, None, :], (n, f, _FRAGMENT_TRIES, 4)),
-    )
-    placed = tries_ok.any(axis=2)  # (n, f); a fragment with no room on this canvas is skipped
-    first = tries_ok.argmax(axis=2)[..., None]
-    frag_y = np.take_along_axis(tries_y, first, axis=2)[..., 0]
-    frag_x = np.take_along_axis(tries_x, first, axis=2)[..., 0]
-    frag_h = np.take_along_axis(frag_sizes[..., 0], first, axis=2)[..., 0]
-    frag_w = np.take_along_axis(frag_sizes[..., 1], first, axis=2)[..., 0]
-
-    donor_pool_sizes = np.array([(split_labels != cls).sum() for cls in range(_N_CLASSES)])
-    donor_pools = [split_sources[split_labels != cls] for cls in range(_N_CLASSES)]
-    donor_pick = (donor_rank * donor_pool_sizes[labels][:, None]).astype(np.int64)
-
-    crop_y = (crop_u[..., 0] * (d - frag_h + 1)[..., None]).astype(np.int64)  # (n, f, K)
-    crop_x = (crop_u[..., 1] * (d - frag_w + 1)[..., None]).astype(np.int64)
+    draws = _draw(rng, n, f, c, d)
+    boxes = digit_boxes[source_ids] + np.concatenate([draws.position[:, ::-1], draws.position[:, ::-1]], axis=1)
+    geometry = _fragment_geometry(draws, boxes, c)
+    placed, frag_y, frag_x, frag_h, frag_w = geometry
+    donors = _donors(draws, labels, split_sources, source_labels[split_sources])
 
     images = np.empty((n, 3, c, c), dtype=np.float32)
     masks = np.zeros((n, c, c), dtype=np.float32)
-    images[:] = background[:, :, None, None]
-    donors = np.empty((n, f), dtype=np.int64)
-    for cls in range(_N_CLASSES):
-        rows = labels == cls
-        donors[rows] = donor_pools[cls][donor_pick[rows]]
+    images[:] = draws.background[:, :, None, None]
     if f > 0:
-        # Ink of each candidate crop from the donors' summed-area tables (4 look-ups per crop).
-        table = donors[..., None]  # (n, f, 1): the donors' rows in ink_tables_flat
-        y_lo, x_lo = crop_y, crop_x
-        y_hi, x_hi = crop_y + frag_h[..., None], crop_x + frag_w[..., None]
-        side = d + 1
-        ink = (
-            ink_tables_flat[table, y_hi * side + x_hi]
-            - ink_tables_flat[table, y_lo * side + x_hi]
-            - ink_tables_flat[table, y_hi * side + x_lo]
-            + ink_tables_flat[table, y_lo * side + x_lo]
-        )
-        best = ink.argmax(axis=2)[..., None]
-        crop_y = np.take_along_axis(crop_y, best, axis=2)[..., 0]
-        crop_x = np.take_along_axis(crop_x, best, axis=2)[..., 0]
-        for i, j in zip(*np.nonzero(placed)):
-            h, w = int(frag_h[i, j]), int(frag_w[i, j])
-            cy, cx, fy, fx = int(crop_y[i, j]), int(crop_x[i, j]), int(frag_y[i, j]), int(frag_x[i, j])
-            crop = upscaled[donors[i, j], cy : cy + h, cx : cx + w]
-            region = images[i, :, fy : fy + h, fx : fx + w]
-            region += (frag_alpha[i, j] * crop)[None] * (frag_colour[i, j][:, None, None] - region)
-
-    # The digit. Fragments never intersect the digit's box and the digit is zero outside it, so drawing
-    # it after the fragments is the same as drawing it first.
-    for i in range(n):
-        py, px = int(position[i, 0]), int(position[i, 1])
-        digit = upscaled[source_ids[i]]
-        masks[i, py : py + d, px : px + d] = digit
-        region = images[i, :, py : py + d, px : px + d]
-        region += digit[None] * (digit_colour[i][:, None, None] - region)
-
-    # Noise, drawn chunk by chunk into one reused buffer, then clip to [0, 1].
-    buffer = np.empty((min(_CHUNK, n),) + images.shape[1:], dtype=np.float32)
-    for lo in range(0, n, _CHUNK):
-        chunk = images[lo : lo + _CHUNK]
-        if spec.noise > 0:
-            noise = buffer[: chunk.shape[0]]
-            rng.standard_normal(dtype=np.float32, out=noise)
-            noise *= np.float32(spec.noise)
-            chunk += noise
-        np.clip(chunk, 0.0, 1.0, out=chunk)
+        _paste_fragments(images, draws, donors, geometry, upscaled, ink_tables_flat, d)
+    _paste_digits(images, masks, draws, source_ids, upscaled, d)
+    _add_noise(images, rng, spec.noise)
 
     fragment_source_ids = np.where(placed, donors, -1).astype(np.int64)
     fragment_boxes = np.stack([frag_x, frag_y, frag_x + frag_w, frag_y + frag_h], axis=-1).astype(np.int64)
@@ -491,18 +535,8 @@ def build_digits_clutter(spec: DigitsClutterSpec, split: str) -> DigitsClutter:
     ids = tuple(f"{split}-{i:05d}" for i in range(n))
     for array in (images, labels, boxes, masks, source_ids, fragment_source_ids, fragment_boxes):
         array.setflags(write=False)
-    return DigitsClutter(
-        images=images,
-        labels=labels,
-        boxes=boxes,
-        masks=masks,
-        source_ids=source_ids,
-        ids=ids,
-        spec=spec,
-        split=split,
-        fragment_source_ids=fragment_source_ids,
-        fragment_boxes=fragment_boxes,
-    )
+    return DigitsClutter(images=images, labels=labels, boxes=boxes, masks=masks, source_ids=source_ids, ids=ids, spec=spec, split=split,
+                         fragment_source_ids=fragment_source_ids, fragment_boxes=fragment_boxes)
 
 
 # -- the `[data]` spec and loader of this kind (registered in edgecam.data.DATASETS) -----------------------

@@ -126,18 +126,29 @@ def _tail(text: str, lines: int = 15) -> str:
     return "\n".join(kept) if kept else "(no output)"
 
 
-def parse_benchmark_output(text: str) -> BenchmarkModelResult:
-    """Read a `benchmark_model` run's output (stdout and stderr together, in order).
+_Values = Dict[str, Tuple[float, Optional[int]]]  # a summary's values: name -> (value, run count where printed)
 
-    The timed-run statistics are the last `count=` line before the summary (the op profiler's
-    `Timings (microseconds): count=...` lines are skipped), kept only when its average matches the summary's
-    `Inference (avg)`. With several summaries (e.g. `benchmark_model_performance_options`) the last one wins.
-    Raises ValueError, with the output's last lines, when there are no inference timings (the binary failed).
-    """
-    lines = text.splitlines()
+
+def _litert_block(lines: List[str], header_at: int) -> _Values:
+    """The LiteRT `BENCHMARK RESULTS` block starting at `lines[header_at]`, read up to its closing rule."""
+    block: _Values = {}
+    for follow in lines[header_at + 1:]:
+        if follow.rstrip().endswith("======================================") and _LITERT_HEADER not in follow:
+            break
+        lm = _LITERT_LINE.search(follow)
+        if lm:
+            block[lm.group(1)] = (_f(lm.group(2)), int(lm.group(3)) if lm.group(3) else None)
+    return block
+
+
+def _find_summary(lines: List[str]) -> Tuple[int, str, _Values]:
+    """The last summary in the output: (its line index, or -1 when there is none; its format; its values).
+
+    TF Lite 2.x and TF 1.x summaries are in microseconds and returned in ms; a LiteRT block (already in ms)
+    counts only when it has both `Inference (avg)` and `Model initialization`."""
     summary_at = -1
     fmt = ""
-    values: Dict[str, Tuple[float, Optional[int]]] = {}
+    values: _Values = {}
     for i, line in enumerate(lines):
         m = _TFLITE_SUMMARY.search(line)
         if m:
@@ -151,25 +162,14 @@ def parse_benchmark_output(text: str) -> BenchmarkModelResult:
             values = {"warmup": (_f(m.group(1)) / 1000, None), "init": (_f(m.group(2)) / 1000, None), "avg": (_f(m.group(3)) / 1000, None)}
             continue
         if _LITERT_HEADER in line:
-            block: Dict[str, Tuple[float, Optional[int]]] = {}
-            for follow in lines[i + 1:]:
-                if follow.rstrip().endswith("======================================") and _LITERT_HEADER not in follow:
-                    break
-                lm = _LITERT_LINE.search(follow)
-                if lm:
-                    block[lm.group(1)] = (_f(lm.group(2)), int(lm.group(3)) if lm.group(3) else None)
+            block = _litert_block(lines, i)
             if "Inference (avg)" in block and "Model initialization" in block:
                 summary_at, fmt, values = i, "litert", block
-    if summary_at < 0:
-        raise ValueError(
-            "benchmark_model printed no inference timings (no 'Inference timings in us' line or LiteRT "
-            f"'BENCHMARK RESULTS' block): the run failed or was cut short. Last lines of its output:\n{_tail(text)}"
-        )
+    return summary_at, fmt, values
 
-    phases = [s for s in (parse_run_stats(ln) for ln in lines[:summary_at]) if s is not None]
-    timed = phases[-1] if phases else None
-    warm = phases[-2] if len(phases) >= 2 else None
 
+def _summary_fields(fmt: str, values: _Values) -> Tuple[float, Dict[str, Any]]:
+    """The summary's average inference time (ms) and the result fields it gives, by format."""
     if fmt == "litert":
         avg_ms = values["Inference (avg)"][0]
         result: Dict[str, Any] = dict(
@@ -190,7 +190,12 @@ def parse_benchmark_output(text: str) -> BenchmarkModelResult:
         avg_ms = values["avg"][0]
         result = dict(init_ms=values["init"][0], first_ms=values.get("first", (None, None))[0],
                       warmup_avg_ms=values["warmup"][0], inference_avg_ms=avg_ms)
+    return avg_ms, result
 
+
+def _merge_run_stats(result: Dict[str, Any], avg_ms: float, timed: Optional[RunStats], warm: Optional[RunStats]) -> None:
+    """Add the timed-run `count=` line's statistics to `result`, only when it is the summary's run (same
+    average and, where the summary has one, same count): exact microseconds beat the summary's rounding."""
     if timed is not None and timed.avg is not None and _close(timed.avg, avg_ms * 1000):
         if result.get("inference_count") is None or result["inference_count"] == timed.count:
             result.update(
@@ -203,6 +208,9 @@ def parse_benchmark_output(text: str) -> BenchmarkModelResult:
             if warm is not None and result.get("warmup_count") is None:
                 result["warmup_count"] = warm.count
 
+
+def _merge_memory(result: Dict[str, Any], lines: List[str], summary_at: int, fmt: str) -> None:
+    """Add the memory footprint lines (after the summary; LiteRT: anywhere) and the model file size to `result`."""
     after = lines[summary_at:] if fmt != "litert" else lines  # memory lines follow the summary (LiteRT: inside it)
     for line in after:
         m = _MEMORY.search(line)
@@ -215,6 +223,31 @@ def parse_benchmark_output(text: str) -> BenchmarkModelResult:
         m = _MODEL_SIZE.search(line)
         if m:
             result["model_size_mb"] = _f(m.group(1))
+
+
+def parse_benchmark_output(text: str) -> BenchmarkModelResult:
+    """Read a `benchmark_model` run's output (stdout and stderr together, in order).
+
+    The timed-run statistics are the last `count=` line before the summary (the op profiler's
+    `Timings (microseconds): count=...` lines are skipped), kept only when its average matches the summary's
+    `Inference (avg)`. With several summaries (e.g. `benchmark_model_performance_options`) the last one wins.
+    Raises ValueError, with the output's last lines, when there are no inference timings (the binary failed).
+    """
+    lines = text.splitlines()
+    summary_at, fmt, values = _find_summary(lines)
+    if summary_at < 0:
+        raise ValueError(
+            "benchmark_model printed no inference timings (no 'Inference timings in us' line or LiteRT "
+            f"'BENCHMARK RESULTS' block): the run failed or was cut short. Last lines of its output:\n{_tail(text)}"
+        )
+
+    phases = [s for s in (parse_run_stats(ln) for ln in lines[:summary_at]) if s is not None]
+    timed = phases[-1] if phases else None
+    warm = phases[-2] if len(phases) >= 2 else None
+
+    avg_ms, result = _summary_fields(fmt, values)
+    _merge_run_stats(result, avg_ms, timed, warm)
+    _merge_memory(result, lines, summary_at, fmt)
     return BenchmarkModelResult(format=fmt, **result)  # type: ignore[arg-type]
 
 

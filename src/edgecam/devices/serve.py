@@ -183,6 +183,68 @@ def _protocol_streams(frames_in: Optional[str], frames_out: Optional[str]) -> Tu
     return inp, out
 
 
+def _load_session(job_path: str, hello: Dict[str, Any]) -> Tuple[Dict[str, Any], int, float, Any]:
+    """Read the job, arm the watchdog, apply the CPU budget and load the runtime once: (job, frame cap,
+    watchdog seconds, runtime). `hello` is filled in as it goes, so a failed hello still tells what was done."""
+    with open(job_path) as f:
+        job = json.load(f)
+    cap = int(job.get("max_frame_bytes") or DEFAULT_MAX_FRAME_BYTES)
+    watchdog = float(job.get("watchdog_s") or 0)  # the host's per-request timeout plus a grace
+    alarm(watchdog)  # a runtime that hangs while loading ends by itself, host or no host
+    hello["cpu_budget"] = {"cores": job.get("cores"), "affinity": apply_cpu_budget(job.get("cores"))}
+    t0 = time.perf_counter()
+    rt = load_runtime(job)
+    hello.update({"ok": True, "load_s": time.perf_counter() - t0, "runtime": rt.describe(), "max_frame_bytes": cap})
+    return job, cap, watchdog, rt
+
+
+def _answer(rt: Any, op: Any, header: Dict[str, Any], arrays: Dict[str, np.ndarray], job: Dict[str, Any], reply: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    """Run one request's op: its output arrays, and `reply` updated with ok + compute_s, or with the failure
+    and an empty result (a failed request is answered; it never ends the loop)."""
+    t0 = time.perf_counter()
+    try:
+        fn = OPS.get(str(op))
+        if fn is None:
+            raise ValueError("unknown op %r; expected one of %s or close" % (op, ", ".join(sorted(OPS))))
+        params = header.get("params") or {}
+        if not isinstance(params, dict):
+            raise ValueError("params must be a JSON object, got %r" % (params,))
+        result = fn(rt, arrays, params, job)
+        reply.update({"ok": True, "compute_s": time.perf_counter() - t0})
+    except Exception as exc:  # one failed request; the loop goes on
+        result = {}
+        reply.update(_failure(exc))
+    return result
+
+
+def _serve_requests(readinto: Callable[[memoryview], None], writer: _Writer, rt: Any, job: Dict[str, Any], cap: int, watchdog: float, pid: int) -> int:
+    """Answer framed requests, one frame each, until the input ends or a "close" request (0) or a frame
+    error that leaves the stream out of step (3). A broken pipe is the caller's to handle."""
+    served = 0
+    while True:
+        alarm(0)  # waiting for the next request is not a hang
+        try:
+            header, arrays, _ = read_frame(readinto, cap)
+        except EOFError:
+            return 0
+        except FrameError as exc:
+            writer.send({"op": "result", "id": exc.request_id, "pid": pid, "ok": False, "error": "FrameError: %s" % exc, "traceback": ""})
+            if exc.fatal:
+                return 3
+            continue
+        alarm(watchdog)  # each request ends by itself at the host's timeout plus a grace
+        op, rid = header.get("op"), header.get("id")
+        reply: Dict[str, Any] = {"op": "result", "id": rid, "pid": pid, "served": served}
+        if op == "close":
+            writer.send({**reply, "ok": True})
+            return 0
+        result = _answer(rt, op, header, arrays, job, reply)
+        del arrays
+        served += 1
+        writer.send(reply, result)
+        del result
+
+
 def serve(job_path: str, frames_in: Optional[str] = None, frames_out: Optional[str] = None) -> int:
     """Load the job's runtime once, then answer requests until the input ends or a "close" request."""
     inp, out = _protocol_streams(frames_in, frames_out)
@@ -191,15 +253,7 @@ def serve(job_path: str, frames_in: Optional[str] = None, frames_out: Optional[s
     hello: Dict[str, Any] = {"op": "hello", "id": 0, "protocol": SERVE_PROTOCOL, "pid": os.getpid(), "python": sys.version.split()[0]}
     hello["pgid"] = os.getpgid(0) if hasattr(os, "getpgid") else None
     try:
-        with open(job_path) as f:
-            job = json.load(f)
-        cap = int(job.get("max_frame_bytes") or DEFAULT_MAX_FRAME_BYTES)
-        watchdog = float(job.get("watchdog_s") or 0)  # the host's per-request timeout plus a grace
-        alarm(watchdog)  # a runtime that hangs while loading ends by itself, host or no host
-        hello["cpu_budget"] = {"cores": job.get("cores"), "affinity": apply_cpu_budget(job.get("cores"))}
-        t0 = time.perf_counter()
-        rt = load_runtime(job)
-        hello.update({"ok": True, "load_s": time.perf_counter() - t0, "runtime": rt.describe(), "max_frame_bytes": cap})
+        job, cap, watchdog, rt = _load_session(job_path, hello)
     except Exception as exc:  # the host reports it as a failed session, with the cause
         hello.update(_failure(exc))
         try:
@@ -208,43 +262,9 @@ def serve(job_path: str, frames_in: Optional[str] = None, frames_out: Optional[s
             pass
         return 1
     readinto = stream_readinto(inp)
-    served = 0
     try:
         writer.send(hello)
-        while True:
-            alarm(0)  # waiting for the next request is not a hang
-            try:
-                header, arrays, _ = read_frame(readinto, cap)
-            except EOFError:
-                break
-            except FrameError as exc:
-                writer.send({"op": "result", "id": exc.request_id, "pid": hello["pid"], "ok": False, "error": "FrameError: %s" % exc, "traceback": ""})
-                if exc.fatal:
-                    return 3
-                continue
-            alarm(watchdog)  # each request ends by itself at the host's timeout plus a grace
-            op, rid = header.get("op"), header.get("id")
-            reply: Dict[str, Any] = {"op": "result", "id": rid, "pid": hello["pid"], "served": served}
-            if op == "close":
-                writer.send({**reply, "ok": True})
-                break
-            t0 = time.perf_counter()
-            try:
-                fn = OPS.get(str(op))
-                if fn is None:
-                    raise ValueError("unknown op %r; expected one of %s or close" % (op, ", ".join(sorted(OPS))))
-                params = header.get("params") or {}
-                if not isinstance(params, dict):
-                    raise ValueError("params must be a JSON object, got %r" % (params,))
-                result = fn(rt, arrays, params, job)
-                reply.update({"ok": True, "compute_s": time.perf_counter() - t0})
-            except Exception as exc:  # one failed request; the loop goes on
-                result = {}
-                reply.update(_failure(exc))
-            del arrays
-            served += 1
-            writer.send(reply, result)
-            del result
+        return _serve_requests(readinto, writer, rt, job, cap, watchdog, hello["pid"])
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the host went away; nothing to answer
     finally:
@@ -252,7 +272,6 @@ def serve(job_path: str, frames_in: Optional[str] = None, frames_out: Optional[s
             rt.close()
         except Exception:  # noqa: BLE001 - closing after a failure
             pass
-    return 0
 
 
 USAGE = "usage: agent serve JOB.json [--frames-in REQUESTS --frames-out RESPONSES]\n"

@@ -93,6 +93,73 @@ def _known_hosts_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
+class _ExecPump:
+    """The streams of one exec channel (`SSHDevice._exec_bytes`): stdout and stderr drained as they come (no
+    window stall on either), stdout capped at `max_out`, only stderr's tail kept, and a transport that dies
+    or a command past `timeout` (seconds from `start`) raised instead of hanging."""
+
+    def __init__(self, name: str, command: str, transport: Any, chan: Any, start: float, timeout: float | None, max_out: int) -> None:
+        self.name, self.command, self.transport, self.chan = name, command, transport, chan
+        self.start, self.timeout, self.max_out = start, timeout, max_out
+        self.out, self.err = bytearray(), bytearray()
+
+    def drain(self) -> bool:
+        """Read what stdout, then stderr, has ready and enforce the size limits; whether anything came."""
+        busy = False
+        while self.chan.recv_ready():
+            self.out += self.chan.recv(1 << 16)
+            busy = True
+        while self.chan.recv_stderr_ready():
+            self.err += self.chan.recv_stderr(1 << 16)
+            busy = True
+        if len(self.out) > self.max_out:
+            raise DeviceError(f"{self.name}: {self.command[:80]!r} sent more than {self.max_out} bytes of output; refused")
+        if len(self.err) > 2 * STDERR_KEEP:
+            del self.err[: len(self.err) - STDERR_KEEP]
+        return busy
+
+    def check_timeout(self) -> None:
+        """Raise DeviceTimeout once the command has run past its timeout."""
+        if self.timeout is not None and time.perf_counter() - self.start > self.timeout:
+            raise DeviceTimeout(f"{self.name}: command timed out after {self.timeout} s: {self.command[:200]}")
+
+    def send_stdin(self, stdin: bytes) -> None:
+        """Send `stdin` and then close it (when given), draining meanwhile; stops early when the command ends."""
+        chan = self.chan
+        view = memoryview(stdin)
+        while view:
+            if chan.exit_status_ready() or chan.closed:  # the command ended early (a failing mkdir / tar): read why below
+                break
+            try:
+                sent = chan.send(view[: 1 << 16]) if chan.send_ready() else 0
+            except OSError:
+                if chan.exit_status_ready():
+                    break
+                raise ConnectionLost(f"{self.name}: connection closed while sending to {self.command[:80]!r}") from None
+            view = view[sent:]
+            self.drain()
+            if not self.transport.is_active() or chan.closed:
+                raise ConnectionLost(f"{self.name}: connection closed while sending to {self.command[:80]!r}")
+            self.check_timeout()
+            if not sent:
+                time.sleep(0.005)
+        if stdin and not chan.closed:
+            chan.shutdown_write()
+
+    def wait_exit(self) -> None:
+        """Drain both streams until the exit status is ready and nothing is left to read."""
+        chan = self.chan
+        while True:
+            busy = self.drain()
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            if not self.transport.is_active() or (chan.closed and not chan.exit_status_ready()):
+                raise ConnectionLost(f"{self.name}: connection closed while running {self.command[:80]!r}")
+            self.check_timeout()
+            if not busy:
+                time.sleep(0.005)
+
+
 class SSHDevice(Device):
     """A remote Linux device reached over SSH; the agent zipapp runs under its own Python."""
 
@@ -263,59 +330,13 @@ class SSHDevice(Device):
         command (a hostile or broken board cannot fill the host's memory); only stderr's tail is kept. `_exec`
         and the SFTP-less transfers both go through here."""
         start = time.perf_counter()
-
-        def check_size() -> None:
-            if len(out) > max_out:
-                raise DeviceError(f"{self.name}: {command[:80]!r} sent more than {max_out} bytes of output; refused")
-            if len(err) > 2 * STDERR_KEEP:
-                del err[: len(err) - STDERR_KEEP]
-
         transport = self._ensure().get_transport()
         chan = transport.open_session(timeout=self.connect_timeout)
         chan.exec_command(command)
-        out, err = bytearray(), bytearray()
+        pump = _ExecPump(self.name, command, transport, chan, start, timeout, max_out)
         try:
-            view = memoryview(stdin)
-            while view:
-                if chan.exit_status_ready() or chan.closed:  # the command ended early (a failing mkdir / tar): read why below
-                    break
-                try:
-                    sent = chan.send(view[: 1 << 16]) if chan.send_ready() else 0
-                except OSError:
-                    if chan.exit_status_ready():
-                        break
-                    raise ConnectionLost(f"{self.name}: connection closed while sending to {command[:80]!r}") from None
-                view = view[sent:]
-                while chan.recv_ready():
-                    out += chan.recv(1 << 16)
-                while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(1 << 16)
-                check_size()
-                if not transport.is_active() or chan.closed:
-                    raise ConnectionLost(f"{self.name}: connection closed while sending to {command[:80]!r}")
-                if timeout is not None and time.perf_counter() - start > timeout:
-                    raise DeviceTimeout(f"{self.name}: command timed out after {timeout} s: {command[:200]}")
-                if not sent:
-                    time.sleep(0.005)
-            if stdin and not chan.closed:
-                chan.shutdown_write()
-            while True:
-                busy = False
-                while chan.recv_ready():
-                    out += chan.recv(1 << 16)
-                    busy = True
-                while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(1 << 16)
-                    busy = True
-                check_size()
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
-                if not transport.is_active() or (chan.closed and not chan.exit_status_ready()):
-                    raise ConnectionLost(f"{self.name}: connection closed while running {command[:80]!r}")
-                if timeout is not None and time.perf_counter() - start > timeout:
-                    raise DeviceTimeout(f"{self.name}: command timed out after {timeout} s: {command[:200]}")
-                if not busy:
-                    time.sleep(0.005)
+            pump.send_stdin(stdin)
+            pump.wait_exit()
         except BaseException:
             chan.close()
             raise
@@ -323,7 +344,7 @@ class SSHDevice(Device):
         chan.close()
         if code == -1:
             raise ConnectionLost(f"{self.name}: no exit status for {command[:80]!r} (connection lost)")
-        return code, bytes(out), err.decode(errors="replace")
+        return code, bytes(pump.out), pump.err.decode(errors="replace")
 
     def close(self) -> None:
         for obj in (self._sftp, self._client):

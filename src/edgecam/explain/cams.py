@@ -43,6 +43,13 @@ class CamMethod:
     #: each with what it does; `check_options` validates them and fills in the defaults
     option_help: ClassVar[dict[str, str]] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A method that runs inputs through the device must state what that costs: the run's work estimate
+        (`bench/estimate.py`) asks it, and a silent zero would hide its device time."""
+        super().__init_subclass__(**kwargs)
+        if cls.needs_forward and cls.device_work.__func__ is CamMethod.device_work.__func__:  # type: ignore[attr-defined]
+            raise TypeError(f"CAM method {cls.__name__} runs inputs through the device (needs_forward) but does not define device_work")
+
     def __init__(self, mode: str | None = None) -> None:
         if mode is not None and mode not in self.modes:
             raise ValueError(f"CAM method {self.name!r} runs in mode(s) {', '.join(self.modes)}, not {mode!r}")

@@ -49,81 +49,116 @@ def _output_channel_axis(layer: "onnx.NodeProto") -> int:
     return 1
 
 
-def lint(model: "onnx.ModelProto") -> list[str]:
-    """Every way `model` breaks TensorRT's explicit-quantization rules (module docstring), one message per
-    violation naming the node; empty when it follows them. Pure Python: no TensorRT needed."""
-    import onnx
-    from onnx import numpy_helper
+def _stored(dq: "onnx.NodeProto", inits: dict[str, "onnx.TensorProto"], producers: dict[str, "onnx.NodeProto"]) -> "onnx.TensorProto | None":
+    """The constant a DequantizeLinear reads: an integer initializer, or the float one behind a Q."""
+    if dq.input[0] in inits:
+        return inits[dq.input[0]]
+    q = producers.get(dq.input[0])
+    return inits.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
 
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    producers = {o: n for n in g.node for o in n.output}
-    problems: list[str] = []
 
-    def stored(dq: onnx.NodeProto) -> onnx.TensorProto | None:
-        """The constant a DequantizeLinear reads: an integer initializer, or the float one behind a Q."""
-        if dq.input[0] in inits:
-            return inits[dq.input[0]]
-        q = producers.get(dq.input[0])
-        return inits.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
-
+def _weight_dequantizers(graph: "onnx.GraphProto", inits: dict[str, "onnx.TensorProto"],
+                         producers: dict[str, "onnx.NodeProto"]) -> dict[str, tuple["onnx.NodeProto", "onnx.TensorProto"]]:
+    """Q / DQ node name -> (its layer, the weight) for the Q / DQ that read a weighted layer's constant weight,
+    so the lint holds them to the weight rules (per-channel) and every other Q / DQ to the activation ones."""
     weight_dq: dict[str, tuple[onnx.NodeProto, onnx.TensorProto]] = {}  # Q / DQ node name -> (its layer, the weight)
-    for layer in g.node:
+    for layer in graph.node:
         if layer.op_type in WEIGHTED_OPS and len(layer.input) > 1:
             dq = producers.get(layer.input[1])
-            w = stored(dq) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            w = _stored(dq, inits, producers) if dq is not None and dq.op_type == "DequantizeLinear" else None
             if dq is not None and w is not None:  # a weight, not an activation multiplied by an activation
                 weight_dq[dq.name] = (layer, w)
                 q = producers.get(dq.input[0])
                 if q is not None and q.op_type == "QuantizeLinear":
                     weight_dq[q.name] = (layer, w)
+    return weight_dq
+
+
+def _qdq_type_problems(n: "onnx.NodeProto", inits: dict[str, "onnx.TensorProto"]) -> list[str]:
+    """A Q / DQ node's breaches of "int8 only, zero points 0": TensorRT has no other quantized type and
+    takes symmetric quantization only."""
+    import onnx
+    from onnx import numpy_helper
+
+    problems: list[str] = []
+    zp = n.input[2] if len(n.input) > 2 and n.input[2] else ""
+    output_dtype = next((a.i for a in n.attribute if a.name == "output_dtype"), 0)
+    if n.op_type == "DequantizeLinear" and n.input[0] in inits:
+        dtype = inits[n.input[0]].data_type
+    elif zp in inits:
+        dtype = inits[zp].data_type
+    elif n.op_type == "QuantizeLinear":
+        dtype = output_dtype or onnx.TensorProto.UINT8  # no zero point: `output_dtype`, else uint8 (ONNX spec)
+    else:
+        dtype = -1  # a DQ of a computed tensor without a zero point: its Q is checked
+    if dtype != onnx.TensorProto.INT8 and dtype != -1:
+        problems.append(f"{n.op_type} {n.name!r}: quantized type {onnx.TensorProto.DataType.Name(dtype)}, TensorRT takes int8 only")
+    if zp in inits and np.any(numpy_helper.to_array(inits[zp]) != 0):
+        problems.append(f"{n.op_type} {n.name!r}: non-zero zero point (TensorRT: symmetric only; non-zero is DLA-only)")
+    return problems
+
+
+def _qdq_scale_problems(n: "onnx.NodeProto", inits: dict[str, "onnx.TensorProto"], producers: dict[str, "onnx.NodeProto"],
+                        weight_dq: dict[str, tuple["onnx.NodeProto", "onnx.TensorProto"]]) -> list[str]:
+    """A Q / DQ node's breaches of the scale granularity: weights per-channel on the output-channel axis,
+    activations per-tensor."""
+    from onnx import numpy_helper
+
+    problems: list[str] = []
+    scale = numpy_helper.to_array(inits[n.input[1]]) if n.input[1] in inits else None
+    if n.name in weight_dq:
+        layer, init = weight_dq[n.name]
+        axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+        w = numpy_helper.to_array(init)
+        want = _output_channel_axis(layer)
+        if scale is None or scale.size == 1 or axis % w.ndim != want:
+            problems.append(f"weight {n.op_type} {n.name!r} of {layer.op_type} {layer.name!r}: expected per-channel scales on axis {want} "
+                            f"(the output channels), got {'per-tensor' if scale is None or scale.size == 1 else f'axis {axis}'} (TensorRT also takes "
+                            "per-tensor weights; the tensorrt format quantizes them per channel)")
+        elif scale.size != w.shape[want]:
+            problems.append(f"weight {n.op_type} {n.name!r}: {scale.size} scales for {w.shape[want]} output channels")
+    else:
+        constant = _stored(n, inits, producers) is not None if n.op_type == "DequantizeLinear" else n.input[0] in inits
+        if not constant and scale is not None and scale.size != 1:
+            problems.append(f"{n.op_type} {n.name!r}: activation scales must be per-tensor, got {scale.size} values")
+    return problems
+
+
+def _layer_problems(layer: "onnx.NodeProto", producers: dict[str, "onnx.NodeProto"], quantized: bool) -> list[str]:
+    """A weighted layer's breaches of "float biases, Q/DQ on both inputs" (the latter only in a quantized
+    graph: an fp32 or fp16 one has no Q/DQ at all)."""
+    problems: list[str] = []
+    if len(layer.input) > 2 and layer.input[2]:
+        bias = producers.get(layer.input[2])
+        if bias is not None and bias.op_type == "DequantizeLinear":
+            problems.append(f"{layer.op_type} {layer.name!r}: bias from DequantizeLinear {bias.name!r}; TensorRT takes float biases")
+    if quantized:
+        for idx, what in ((0, "input"), (1, "weight")):
+            src = producers.get(layer.input[idx]) if len(layer.input) > idx else None
+            if src is None or src.op_type != "DequantizeLinear":
+                problems.append(f"{layer.op_type} {layer.name!r}: its {what} is not read through a DequantizeLinear (TensorRT needs Q/DQ on both "
+                                "inputs of a weighted layer to run it in int8)")
+    return problems
+
+
+def lint(model: "onnx.ModelProto") -> list[str]:
+    """Every way `model` breaks TensorRT's explicit-quantization rules (module docstring), one message per
+    violation naming the node; empty when it follows them. Pure Python: no TensorRT needed."""
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    problems: list[str] = []
+    weight_dq = _weight_dequantizers(g, inits, producers)
     quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
     for n in g.node:
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
-        zp = n.input[2] if len(n.input) > 2 and n.input[2] else ""
-        output_dtype = next((a.i for a in n.attribute if a.name == "output_dtype"), 0)
-        if n.op_type == "DequantizeLinear" and n.input[0] in inits:
-            dtype = inits[n.input[0]].data_type
-        elif zp in inits:
-            dtype = inits[zp].data_type
-        elif n.op_type == "QuantizeLinear":
-            dtype = output_dtype or onnx.TensorProto.UINT8  # no zero point: `output_dtype`, else uint8 (ONNX spec)
-        else:
-            dtype = -1  # a DQ of a computed tensor without a zero point: its Q is checked
-        if dtype != onnx.TensorProto.INT8 and dtype != -1:
-            problems.append(f"{n.op_type} {n.name!r}: quantized type {onnx.TensorProto.DataType.Name(dtype)}, TensorRT takes int8 only")
-        if zp in inits and np.any(numpy_helper.to_array(inits[zp]) != 0):
-            problems.append(f"{n.op_type} {n.name!r}: non-zero zero point (TensorRT: symmetric only; non-zero is DLA-only)")
-        scale = numpy_helper.to_array(inits[n.input[1]]) if n.input[1] in inits else None
-        if n.name in weight_dq:
-            layer, init = weight_dq[n.name]
-            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
-            w = numpy_helper.to_array(init)
-            want = _output_channel_axis(layer)
-            if scale is None or scale.size == 1 or axis % w.ndim != want:
-                problems.append(f"weight {n.op_type} {n.name!r} of {layer.op_type} {layer.name!r}: expected per-channel scales on axis {want} "
-                                f"(the output channels), got {'per-tensor' if scale is None or scale.size == 1 else f'axis {axis}'} (TensorRT also takes "
-                                "per-tensor weights; the tensorrt format quantizes them per channel)")
-            elif scale.size != w.shape[want]:
-                problems.append(f"weight {n.op_type} {n.name!r}: {scale.size} scales for {w.shape[want]} output channels")
-        else:
-            constant = stored(n) is not None if n.op_type == "DequantizeLinear" else n.input[0] in inits
-            if not constant and scale is not None and scale.size != 1:
-                problems.append(f"{n.op_type} {n.name!r}: activation scales must be per-tensor, got {scale.size} values")
+        problems += _qdq_type_problems(n, inits)
+        problems += _qdq_scale_problems(n, inits, producers, weight_dq)
     for layer in g.node:
         if layer.op_type not in WEIGHTED_OPS:
             continue
-        if len(layer.input) > 2 and layer.input[2]:
-            bias = producers.get(layer.input[2])
-            if bias is not None and bias.op_type == "DequantizeLinear":
-                problems.append(f"{layer.op_type} {layer.name!r}: bias from DequantizeLinear {bias.name!r}; TensorRT takes float biases")
-        if quantized:
-            for idx, what in ((0, "input"), (1, "weight")):
-                src = producers.get(layer.input[idx]) if len(layer.input) > idx else None
-                if src is None or src.op_type != "DequantizeLinear":
-                    problems.append(f"{layer.op_type} {layer.name!r}: its {what} is not read through a DequantizeLinear (TensorRT needs Q/DQ on both "
-                                    "inputs of a weighted layer to run it in int8)")
+        problems += _layer_problems(layer, producers, quantized)
     return problems
 
 

@@ -209,3 +209,15 @@ def test_reference_body_in_onnx_runtime_equals_the_torch_body(trained_tinycnn) -
     split = split_model(trained_tinycnn.model, trained_tinycnn.layer)
     assert not bad.check(split, torch.from_numpy(np.ascontiguousarray(x[:2], dtype=np.float32)))
     assert "differ from the torch body" in (bad.reason or "")
+
+
+def test_a_device_forward_method_must_state_its_device_work() -> None:
+    """`needs_forward` is read where a method is defined: the run's work estimate asks every such method for its
+    device forwards and bytes, so one that does not say fails at its definition, not as a silent zero."""
+    from edgecam.explain.cams import CamMethod
+
+    with pytest.raises(TypeError, match="runs inputs through the device \\(needs_forward\\) but does not define device_work"):
+        type("Silent", (CamMethod,), {"name": "silent", "modes": ("surrogate",), "needs_forward": True})
+    stated = type("Stated", (CamMethod,), {"name": "stated", "modes": ("surrogate",), "needs_forward": True,
+                                           "device_work": classmethod(lambda cls, n, i, f, o: (n, 0))})
+    assert stated.device_work(3, (3, 8, 8), (4, 2, 2), {}) == (3, 0)

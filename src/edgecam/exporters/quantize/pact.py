@@ -41,6 +41,7 @@ from edgecam.exporters.quantize.graph import round_ste
 if TYPE_CHECKING:
     from edgecam.exporters.base import Artifact, ModelInfo
     from edgecam.models.saliency_guided import SaliencyGuidance
+    from edgecam.runtimes.onnxruntime import OnnxRuntime
 
 HOST_SIMULATION = "host simulation (PyTorch fake-quant)"
 SCHEMES = ("int2", "int4", "mixed")
@@ -525,8 +526,6 @@ def _replace_clip_with_qdq(model: Any, clip: Any, levels: int, outputs: set[str]
 def _insert_activation_qdq(model: Any, alphas: dict[str, float], bits: dict[str, int]) -> None:
     """Every Clip(x, 0, alpha) of a PACT activation (found by its alpha) becomes UINT4 Q / DQ
     (`_replace_clip_with_qdq`); raises if an activation has no Clip in the graph."""
-    from onnx import TensorProto, helper, numpy_helper
-
     by_alpha: dict[float, list[str]] = {}
     for name, a in alphas.items():
         by_alpha.setdefault(float(np.float32(a)), []).append(name)
@@ -569,6 +568,81 @@ def _loadable_level(path: Path, precision: str) -> tuple[Any, str, dict[str, str
     raise PrecisionUnsupported(f"onnxruntime {ort.__version__} cannot load the {precision} QDQ graph at any optimization level: {rejected}")
 
 
+def _check_lowbit_exportable(result: PactResult) -> None:
+    """Raise `PrecisionUnsupported` (a labelled skip, never a fallback) where the INT4 / UINT4 QDQ graph
+    cannot hold or run `result`: a layer with more than 4 bits, or an ORT here without INT4 / UINT4 QDQ."""
+    wide = {n: b for n, b in result.layer_bits.items() if b > 4}
+    if wide:
+        raise PrecisionUnsupported(f"{result.precision}: ONNX INT4 QDQ holds at most 4 bits; layers {', '.join(wide)} have more")
+    reason = ort_lowbit_support()
+    if reason is not None:
+        raise PrecisionUnsupported(reason)
+
+
+def _write_lowbit_graph(result: PactResult, export_model: nn.Module, info: "ModelInfo", tmp: Path) -> Path:
+    """Export `export_model` to fp32 ONNX (opset 21) in `tmp`, put INT4 weight DQs and UINT4 activation Q / DQ
+    into it, check it and save it as `tmp / "model.onnx"` (returned); the fp32 intermediate is removed."""
+    import onnx
+
+    from edgecam.exporters.onnx import export_fp32
+
+    fp32 = tmp / "fp32.onnx"
+    export_fp32(export_model, info, fp32, opset=21)
+    graph = onnx.load(str(fp32))
+    _insert_weight_dq(graph, integer_weights(result.model))
+    _insert_activation_qdq(graph, pact_alphas(result.model), result.activation_bits)
+    final = tmp / "model.onnx"
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(final))
+    fp32.unlink()
+    return final
+
+
+def _check_vs_host_simulation(runtime: "OnnxRuntime", result: PactResult, check_images: np.ndarray | None, level: str) -> dict[str, Any]:
+    """The exported graph's logits on `check_images` against the host simulation's (largest difference, top-1
+    agreement) at graph-optimization `level`, for the manifest; empty without images."""
+    if check_images is None:
+        return {}
+    x = np.ascontiguousarray(check_images, dtype=np.float32)
+    got = runtime.run({"input": x})["logits"]
+    with torch.no_grad():
+        ref = result.model(torch.from_numpy(x)).numpy()
+    return {"images": len(x), "graph_optimization": level, "max_abs_logit_diff": float(np.abs(got - ref).max()), "top1_agreement": float((got.argmax(1) == ref.argmax(1)).mean())}
+
+
+def _lowbit_manifest_fields(result: PactResult, export_model: nn.Module, info: "ModelInfo", level: str, rejected: dict[str, str],
+                            check: dict[str, Any]) -> dict[str, Any]:
+    """The low-bit artifact's manifest: the common fields, the precision (grids under 4 bits said to be stored
+    as INT4 / UINT4), the ORT level that loads it (and the errors of those that do not) and the check."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgecam.exporters.base import ExportSpec, common_manifest_fields, input_spec
+
+    uniform = set(result.layer_bits.values()) == {4}
+    return {
+        **common_manifest_fields(export_model, info, ExportSpec()),
+        "precision_requested": result.precision,
+        "precision_effective": "int4" if uniform else f"{result.precision} (grids stored as INT4 / UINT4)",
+        "export_spec": {"pact": result.spec.to_dict()},
+        "format": "onnx",
+        "opset": 21,
+        "input": input_spec("input", ["batch", *info.input_shape], "float32", info),
+        "runtime_options": {"graph_optimization": level},
+        "quantization": {
+            "method": "pact",
+            "weights": "INT4 per-output-channel (BatchNorm folded), zero point 0",
+            "activations": "UINT4 per-tensor, scale alpha / (2^k - 1), zero point 0",
+            "layer_bits": dict(result.layer_bits),
+            "activation_bits": dict(result.activation_bits),
+            "execution": f"onnxruntime CPU at graph_optimization={level!r}: DequantizeLinear to float, float Conv / Gemm (no int4 kernels)",
+            "ort_levels_rejected": rejected,
+            "check_vs_host_simulation": check,
+        },
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
+    }
+
+
 def export_onnx_lowbit(result: PactResult, info: "ModelInfo", out_dir: Path, check_images: np.ndarray | None = None) -> "Artifact":
     """Write `result`'s model as an ONNX QDQ artifact for ONNX Runtime: INT4 weights (per-output-channel
     scales: BatchNorm is folded into them), UINT4 activations with scale alpha / (2^k - 1), opset 21, the
@@ -580,60 +654,15 @@ def export_onnx_lowbit(result: PactResult, info: "ModelInfo", out_dir: Path, che
     applies) with the errors of those that do not. Raises `PrecisionUnsupported` (record it as a skip) if a
     layer has more than 4 bits or no level loads. With `check_images` (normalised), the manifest records
     the largest logit difference from the host simulation at that level."""
-    import onnx
-    import onnxruntime as ort
+    from edgecam.exporters.base import Artifact, staging_dir, write_manifest
 
-    from edgecam.exporters.base import Artifact, ExportSpec, common_manifest_fields, input_spec, staging_dir, write_manifest
-    from edgecam.exporters.onnx import export_fp32
-
-    wide = {n: b for n, b in result.layer_bits.items() if b > 4}
-    if wide:
-        raise PrecisionUnsupported(f"{result.precision}: ONNX INT4 QDQ holds at most 4 bits; layers {', '.join(wide)} have more")
-    reason = ort_lowbit_support()
-    if reason is not None:
-        raise PrecisionUnsupported(reason)
+    _check_lowbit_exportable(result)
     out_dir = Path(out_dir)
     export_model = _export_copy(result)
     with staging_dir(out_dir) as tmp:
-        fp32 = tmp / "fp32.onnx"
-        export_fp32(export_model, info, fp32, opset=21)
-        graph = onnx.load(str(fp32))
-        _insert_weight_dq(graph, integer_weights(result.model))
-        _insert_activation_qdq(graph, pact_alphas(result.model), result.activation_bits)
-        final = tmp / "model.onnx"
-        onnx.checker.check_model(graph)
-        onnx.save(graph, str(final))
-        fp32.unlink()
+        final = _write_lowbit_graph(result, export_model, info, tmp)
         runtime, level, rejected = _loadable_level(final, result.precision)
-        check: dict[str, Any] = {}
-        if check_images is not None:
-            x = np.ascontiguousarray(check_images, dtype=np.float32)
-            got = runtime.run({"input": x})["logits"]
-            with torch.no_grad():
-                ref = result.model(torch.from_numpy(x)).numpy()
-            check = {"images": len(x), "graph_optimization": level, "max_abs_logit_diff": float(np.abs(got - ref).max()), "top1_agreement": float((got.argmax(1) == ref.argmax(1)).mean())}
+        check = _check_vs_host_simulation(runtime, result, check_images, level)
         runtime.close()
-        uniform = set(result.layer_bits.values()) == {4}
-        fields = {
-            **common_manifest_fields(export_model, info, ExportSpec()),
-            "precision_requested": result.precision,
-            "precision_effective": "int4" if uniform else f"{result.precision} (grids stored as INT4 / UINT4)",
-            "export_spec": {"pact": result.spec.to_dict()},
-            "format": "onnx",
-            "opset": 21,
-            "input": input_spec("input", ["batch", *info.input_shape], "float32", info),
-            "runtime_options": {"graph_optimization": level},
-            "quantization": {
-                "method": "pact",
-                "weights": "INT4 per-output-channel (BatchNorm folded), zero point 0",
-                "activations": "UINT4 per-tensor, scale alpha / (2^k - 1), zero point 0",
-                "layer_bits": dict(result.layer_bits),
-                "activation_bits": dict(result.activation_bits),
-                "execution": f"onnxruntime CPU at graph_optimization={level!r}: DequantizeLinear to float, float Conv / Gemm (no int4 kernels)",
-                "ort_levels_rejected": rejected,
-                "check_vs_host_simulation": check,
-            },
-            "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
-        }
-        write_manifest(tmp, final, fields)
+        write_manifest(tmp, final, _lowbit_manifest_fields(result, export_model, info, level, rejected, check))
     return Artifact.load(out_dir)
