@@ -18,7 +18,7 @@ from edgecam.data import DATASETS, DataSpec, switch_kind  # per-kind [data] spec
 from edgecam.errors import ConfigError, EdgecamError
 from edgecam.exporters.base import PRECISIONS, QUANT_METHODS, ExportSpec
 from edgecam.models.train import TrainSpec
-from edgecam.specs import build_spec, fold_settings, frozen_settings, refuse_foreign_settings
+from edgecam.specs import build_spec, fold_settings, frozen_settings, refuse_foreign_settings, require_positive
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -132,8 +132,7 @@ class RuntimeSpec:
         from edgecam.runtimes import runtime_class
 
         klass = runtime_class(self.name)  # unknown names list the known ones
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"runtimes.threads: expected a positive integer, got {self.threads}")
+        require_positive(self, "runtimes", ("threads",))
         given = dict(self.settings)
         refuse_foreign_settings(given, "runtimes", "runtime", self.name, _runtime_options())
         try:
@@ -251,9 +250,7 @@ class ExplainSpec:
         SALIENCY_PROVIDERS.get(self.saliency)
         if self.saliency == "directory" and not self.saliency_dir:
             raise ConfigError("explain.saliency_dir: required when explain.saliency = 'directory' (a folder of <image id>.png / .npy maps)")
-        for name in ("faithfulness_steps", "faithfulness_images", "shard_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"explain.{name}: expected a positive integer, got {getattr(self, name)}")
+        require_positive(self, "explain", ("faithfulness_steps", "faithfulness_images", "shard_size"))
         if self.keep_outputs < 0:
             raise ConfigError(f"explain.keep_outputs: expected 0 (keep none) or a number of images, got {self.keep_outputs}")
         if self.keep_cam_size < 2:
@@ -293,9 +290,7 @@ class LowbitSpec:
         for s in self.schemes:
             if s not in LOWBIT_SCHEMES:
                 raise ConfigError(f"lowbit.schemes: expected values from {', '.join(LOWBIT_SCHEMES)}, got {s!r}")
-        for name in ("samples", "cam_images"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"lowbit.{name}: expected a positive integer, got {getattr(self, name)}")
+        require_positive(self, "lowbit", ("samples", "cam_images"))
         if self.epochs < 0 or not 0 < self.lr < math.inf:
             raise ConfigError(f"lowbit: epochs >= 0 and a finite lr > 0 are required, got {self.epochs}, {self.lr}")
         _require_gradient_cam("lowbit.cam", self.cam)
@@ -345,9 +340,7 @@ class SaliencyQatSpec:
             raise ConfigError(f"saliency_qat.model: unknown model {self.model!r}; known: {', '.join(MODELS.names())}")
         if not self.guided or len(set(self.guided)) != len(self.guided):
             raise ConfigError(f"saliency_qat.guided: expected [false], [true] or [false, true], got {list(self.guided)}")
-        for name in ("test_limit", "clarity_images", "epochs", "batch_size", "qat_samples", "steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"saliency_qat.{name}: expected a positive integer, got {getattr(self, name)}")
+        require_positive(self, "saliency_qat", ("test_limit", "clarity_images", "epochs", "batch_size", "qat_samples", "steps"))
         if self.qat_epochs < 0 or self.seed < 0 or self.bootstrap < 100:
             raise ConfigError(f"saliency_qat: qat_epochs >= 0, seed >= 0 and bootstrap >= 100 are required, got {self.qat_epochs}, {self.seed}, {self.bootstrap}")
         if self.train_limit is not None and self.train_limit < 10:
@@ -395,9 +388,7 @@ class SensitivitySpec:
     def __post_init__(self) -> None:
         if self.precision not in SENSITIVITY_PRECISIONS:
             raise ConfigError(f"sensitivity.precision: expected one of {', '.join(SENSITIVITY_PRECISIONS)}, got {self.precision!r}")
-        for name in ("images", "budget", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"sensitivity.{name}: expected a positive integer, got {getattr(self, name)}")
+        require_positive(self, "sensitivity", ("images", "budget", "batch_size"))
         if not (0.0 < self.cc_target <= 1.0):  # `not (...)`: NaN is refused too
             raise ConfigError(f"sensitivity.cc_target: expected a number in (0, 1], got {self.cc_target}")
         if self.seed < 0:

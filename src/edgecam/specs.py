@@ -76,8 +76,8 @@ def build_spec(cls: Any, table: dict[str, Any], path: str) -> Any:
 
 
 def fold_settings(table: dict[str, Any], path: str, common: set[str], declared: dict[str, dict[str, str]]) -> dict[str, Any]:
-    """A `[[runtimes]]` or `[[devices]]` table whose keys beyond the spec's own (`common`) are the settings that
-    the registered parts declare (`declared`: part -> {setting: what it does}), with those moved into the table's
+    """A `[[runtimes]]`, `[[devices]]` or `[explain]` table whose keys beyond the spec's own (`common`) are the
+    settings that the registered parts (runtimes, transports, CAM methods) declare (`declared`: part -> {setting: what it does}), with those moved into the table's
     `settings`. A setting given as None or [] is unset (the form a pinned run's record writes). A key that no
     part declares is an unknown key, and the error lists every allowed key."""
     owned = set().union(*declared.values())
@@ -102,3 +102,12 @@ def refuse_foreign_settings(given: dict[str, Any], where: str, kind: str, name: 
 def frozen_settings(settings: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     """Settings as sorted (key, value) pairs, lists as tuples: a value a frozen spec can hold."""
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in settings.items()))
+
+
+def require_positive(spec: Any, where: str, names: tuple[str, ...]) -> None:
+    """Each of `spec`'s fields `names` that is set must be an integer >= 1: "where.name: expected a positive
+    integer, got 0" (the one check every section's counts share)."""
+    for name in names:
+        value = getattr(spec, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{where}.{name}: expected a positive integer, got {value}")

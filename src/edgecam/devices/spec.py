@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 
 from edgecam.errors import ConfigError
 from edgecam.registry import Registry
-from edgecam.specs import fold_settings, frozen_settings, refuse_foreign_settings
+from edgecam.specs import fold_settings, frozen_settings, refuse_foreign_settings, require_positive
 
 DEVICES: Registry[str] = Registry("device scheme")
 DEVICES.add_lazy("local", "edgecam.devices.local:LocalDevice")
@@ -53,10 +53,7 @@ class DeviceSpec:
                 f"devices.{self.name}.url: unknown scheme {self.scheme!r} in {self.url!r}; known: {', '.join(DEVICES.names())} "
                 "(local, ssh://user@host[:port] or adb://SERIAL)"
             )
-        for key in ("threads", "cores"):
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"devices.{self.name}.{key}: expected a positive integer, got {value}")
+        require_positive(self, f"devices.{self.name}", ("threads", "cores"))
         from edgecam.runtimes import RUNTIMES
 
         for rt in self.runtimes:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping
 
 from edgecam.cache import atomic_write_json, sha256_file
 from edgecam.errors import ArtifactError, ConfigError
+from edgecam.specs import require_positive
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,9 +50,7 @@ class ExportSpec:
             raise ConfigError(f"export.quant: expected one of {', '.join(QUANT_METHODS)}, got {self.quant!r}")
         if self.opset < 21:
             raise ConfigError(f"export.opset: int16 QDQ needs opset >= 21, got {self.opset}")
-        for name in ("calib_samples", "qat_batch_size", "qat_samples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"export.{name}: expected a positive integer, got {getattr(self, name)}")
+        require_positive(self, "export", ("calib_samples", "qat_batch_size", "qat_samples"))
         if self.int8_weight_range not in ("auto", "full", "reduced"):
             raise ConfigError(f"export.int8_weight_range: expected one of auto, full, reduced, got {self.int8_weight_range!r}")
         if self.qat_epochs < 0 or not (0 < self.qat_lr < float("inf")):  # `not (x > 0)`: NaN is refused too
