@@ -399,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("name")
     pr.add_argument("--json", action="store_true", help="print the facts as JSON")
     pr.set_defaults(func=cmd_devices_probe)
+    ins = sub.add_parser("inspect", help="what a deployed .onnx / .tflite file is: its input contract, class count, real precision and sha256")
+    ins.add_argument("files", nargs="+", metavar="FILE")
+    ins.add_argument("--json", action="store_true", help="print the facts as JSON")
+    ins.set_defaults(func=cmd_inspect)
     return p
 
 
@@ -478,6 +482,29 @@ def cmd_devices_probe(args: argparse.Namespace) -> int:
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         table.add_row(plain(key), plain(value))
+    _console().print(table)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from rich.table import Table
+
+    from edgecam.exporters.inspect import inspect_model_file
+
+    files = [inspect_model_file(f) for f in args.files]  # every file read (and a bad one refused) before any output
+    if args.json:
+        print(json.dumps([{**dataclasses.asdict(f), "path": str(f.path)} for f in files], indent=2))
+        return 0
+    table = Table(title="model files")
+    for col in ("file", "format", "input", "classes", "precision", "weights", "sha256"):
+        table.add_column(col)
+    for f in files:
+        quant = f" scale {f.input.scale:.6g} zero point {f.input.zero_point}" if f.input.scale is not None else ""
+        contract = f"{f.input.name} {f.input.layout} {'x'.join(map(str, f.input.shape))} {f.input.dtype}{quant}"
+        table.add_row(*(plain(x) for x in (f.path.name, f.format, contract, f.n_classes, f.precision, f.granularity or "float", f.sha256[:16])))
     _console().print(table)
     return 0
 

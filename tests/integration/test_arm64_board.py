@@ -74,6 +74,7 @@ def quickstart_runs(arm_board: SshServer, tmp_path_factory: pytest.TempPathFacto
     return x86, arm, out
 
 
+@pytest.mark.slow  # with its fixture 184 s under qemu (2026-12-05); `make test-slow` runs it, `make test` the probe here and the SSH run on the x86 loopback board
 def test_quickstart_runs_whole_on_the_arm64_board(quickstart_runs: tuple[Path, Path, dict[str, Any]]) -> None:
     from edgecam.bench import outputs as files
 
@@ -90,6 +91,7 @@ def test_quickstart_runs_whole_on_the_arm64_board(quickstart_runs: tuple[Path, P
     assert len(results) and set(results["device"]) == {"arm64"} and results["cc_fp32"].notna().all()
 
 
+@pytest.mark.slow  # shares the 184 s arm64 quickstart fixture above
 def test_fp32_on_aarch64_matches_x86_and_the_int8_gap_is_measured(quickstart_runs: tuple[Path, Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
     from edgecam.bench.compare import device_gap
     from edgecam.cli import main

@@ -10,13 +10,13 @@ import dataclasses
 import json
 import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
 
 from edgecam.bench import outputs as files
-from edgecam.config import BenchSpec, ModelSpec, RunConfig, RuntimeSpec, config_from_dict
+from edgecam.config import BenchSpec, RuntimeSpec, config_from_dict
 from edgecam.devices.spec import DEVICES, DeviceSpec
 from edgecam.errors import ConfigError
 from edgecam.explain.cams import CAM_METHODS
@@ -39,7 +39,8 @@ def toys() -> Iterator[None]:
         CAM_METHODS.remove("occlusion"), RUNTIMES.remove("scaled"), DEVICES.remove("toy")
 
 
-def test_a_toy_method_runtime_and_device_run_through_a_sweep(toys: None, tmp_path: Path, session_cache: Path) -> None:
+def test_a_toy_method_runtime_and_device_run_through_a_sweep(toys: None, trained_tinycnn: Any, tmp_path: Path) -> None:
+    """On the session's trained tinycnn and its cached fp32 / int8 artifacts (so only the toy parts' work is new)."""
     from toys import toy_device
 
     from edgecam.bench.estimate import method_work
@@ -55,12 +56,10 @@ def test_a_toy_method_runtime_and_device_run_through_a_sweep(toys: None, tmp_pat
     explain = config_from_dict({"explain": {"methods": ["gradcampp", "occlusion"], "occlusion_grid": 3, "faithfulness": False}}).explain
     assert method_work("occlusion", explain, 5, (3, 28, 28), (16, 7, 7))[0] == 5 * 10  # the method states its cost: 3 x 3 cells + 1
 
-    cfg = RunConfig(models=(ModelSpec("tinycnn"),))
-    cfg = cfg.replace(data=dataclasses.replace(cfg.data, limit=8), export=dataclasses.replace(cfg.export, precisions=("fp32", "int8")),
-                      runtimes=(RuntimeSpec("onnxruntime", threads=1), RuntimeSpec("scaled", threads=1, settings={"temperature": 2.0})),
-                      bench=BenchSpec(warmup=1, iterations=3, memory=False),
-                      explain=explain)
-    run(cfg, tmp_path / "run", device_spec=DeviceSpec("toybox", url="toy", settings={"label": "box"}), log=lambda m: None)
+    cfg = trained_tinycnn.cfg
+    cfg = cfg.replace(export=dataclasses.replace(cfg.export, precisions=("fp32", "int8")), bench=BenchSpec(warmup=1, iterations=3, memory=False),
+                      runtimes=(RuntimeSpec("onnxruntime", threads=1), RuntimeSpec("scaled", threads=1, settings={"temperature": 2.0})), explain=explain)
+    run(cfg, tmp_path / "run", limit=8, device_spec=DeviceSpec("toybox", url="toy", settings={"label": "box"}), log=lambda m: None)
 
     bench = files.read_table(tmp_path / "run", files.BENCH).set_index(["runtime", "precision"])
     assert bench["ok"].all() and len(bench) == 4
