@@ -81,6 +81,14 @@ class CamMethod:
         return 0, 0
 
 
+def int_option(options: Mapping[str, Any], key: str, default: int, lowest: int, expected: str) -> int:
+    """A method's integer option (`default` when absent), at least `lowest`; else ValueError "key: expected ..."."""
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+        raise ValueError(f"{key}: expected {expected}, got {value}")
+    return value
+
+
 class ForwardSession(Protocol):
     """What a CAM method needs from a device: its outputs for any number of inputs, and the logits of
     images[i] * masks[i, k] composed wherever the session runs, and Score-CAM's from the channel maps at their
@@ -426,10 +434,7 @@ class ScoreCam(CamMethod):
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
-        k = options.get("scorecam_top_k", 0)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ValueError(f"scorecam_top_k: expected 0 (every channel) or a positive channel count, got {k}")
-        return {"scorecam_top_k": k}
+        return {"scorecam_top_k": int_option(options, "scorecam_top_k", 0, 0, "0 (every channel) or a positive channel count")}
 
     @classmethod
     def channels(cls, channels: int, options: Mapping[str, Any]) -> int:
@@ -501,10 +506,7 @@ class Rise(CamMethod):
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
-        n = options.get("rise_masks", 1000)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"rise_masks: expected a positive integer, got {n}")
-        return {"rise_masks": n}
+        return {"rise_masks": int_option(options, "rise_masks", 1000, 1, "a positive integer")}
 
     @classmethod
     def device_work(cls, n_img: int, input_shape: tuple[int, ...], feature_shape: tuple[int, ...], options: Mapping[str, Any]) -> tuple[int, int]:
