@@ -29,6 +29,10 @@ CONFIG_VERSION = 1
 
 
 CUSTOM_REF = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")  # package.module:factory
+FILE_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a model given by its files: a name safe as a path component
+#: the settings of a model given by its files (issue 34), written in the manifest only when used: a run pinned
+#: before they existed keeps its config hash
+FILE_MODEL_FIELDS = ("files", "reference", "cam_tensor", "label_offset")
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,22 @@ class ModelSpec:
     lr: Optional[float] = None
     batch_size: Optional[int] = None
     shift_copies: Optional[int] = None
+    # a model given by the files another toolchain made (issue 34): .onnx / .tflite paths (relative to the working
+    # directory), an fp32 ONNX of the same weights for the mirror CAMs, the CAM tensor's name, a class offset
+    files: tuple[str, ...] = ()
+    reference: Optional[str] = None
+    cam_tensor: Optional[str] = None
+    label_offset: Optional[int] = None
 
     def __post_init__(self) -> None:
         from edgecam.models import MODELS
 
+        if self.files or self.reference:
+            self._check_files()
+            return
+        for name in FILE_MODEL_FIELDS[2:]:
+            if getattr(self, name) is not None:
+                raise ConfigError(f"models.{name} ({self.name}): a setting of a model given by its files; add `files = [...]`")
         if ":" not in self.name and self.name not in MODELS:
             raise ConfigError(f"models.name: unknown model {self.name!r}; known models: {', '.join(MODELS.names())} (or 'module.path:factory')")
         if ":" in self.name and not CUSTOM_REF.fullmatch(self.name):  # also what makes a model name safe as a path component
@@ -65,6 +81,46 @@ class ModelSpec:
             raise ConfigError(f"models.shift_copies ({self.name}): expected an integer >= 0, got {self.shift_copies}")
         if self.lr is not None and not 0 < self.lr < math.inf:
             raise ConfigError(f"models.lr ({self.name}): expected a positive finite number, got {self.lr}")
+
+    def _check_files(self) -> None:
+        """A model given by its files: a plain name, files that exist and whose extension says their format, an
+        .onnx reference, none of the settings of a model edgecam builds (refused before any work, naming the file)."""
+        from edgecam.exporters.inspect import model_format
+
+        where = f"models ({self.name})"
+        if not FILE_MODEL_NAME.fullmatch(self.name):
+            raise ConfigError(f"models.name: {self.name!r}: a model given by its files needs a plain name (letters, digits, '_', '.', '-'; up to 64)")
+        if not self.files:
+            raise ConfigError(f"{where}: `reference` is the float ONNX of a model given by its files: add `files = [...]`")
+        object.__setattr__(self, "files", tuple(str(f) for f in self.files))
+        built = [k for k in ("weights", "target_layer", "epochs", "lr", "batch_size", "shift_copies") if getattr(self, k) is not None] + (["pretrained"] if self.pretrained else [])
+        if built:
+            raise ConfigError(f"{where}: {', '.join(built)} belong to a model edgecam builds; a model given by its files takes files, reference, cam_tensor, label_offset")
+        if len(set(self.files)) != len(self.files):
+            raise ConfigError(f"models.files ({self.name}): a file is listed twice: {list(self.files)}")
+        for f in (*self.files, *([self.reference] if self.reference else [])):
+            model_format(Path(f))
+            if not Path(f).is_file():
+                raise ConfigError(f"models.files ({self.name}): {f}: model file not found (paths are relative to the working directory, {Path.cwd()})")
+        if self.reference and model_format(Path(self.reference)) != "onnx":
+            raise ConfigError(f"models.reference ({self.name}): {self.reference}: the float reference must be an .onnx file (its head becomes the mirror CAMs' torch module)")
+        if self.label_offset is not None and not 0 <= self.label_offset < 16:
+            raise ConfigError(f"models.label_offset ({self.name}): expected the number of leading non-class outputs (0 or 1, a background class), got {self.label_offset}")
+
+    @property
+    def is_files(self) -> bool:
+        """Whether the model is given by its files (not built by edgecam from PyTorch code)."""
+        return bool(self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting; a model edgecam builds without the file-model settings (their defaults), as before they existed."""
+        d = dataclasses.asdict(self)
+        if not self.files:
+            for name in FILE_MODEL_FIELDS:
+                d.pop(name)
+        else:
+            d["files"] = list(self.files)
+        return d
 
     def train_spec(self, base: TrainSpec) -> TrainSpec:
         """The [train] recipe with this model's overrides applied."""
@@ -449,6 +505,7 @@ class RunConfig:
         if self.train.saliency_guided_k == 0 and self.train.saliency_guided_lambda == 1.0:
             d["train"].pop("saliency_guided_k"), d["train"].pop("saliency_guided_lambda")
         d["runtimes"] = [r.to_dict() for r in self.runtimes]
+        d["models"] = [m.to_dict() for m in self.models]
         d["explain"] = self.explain.to_dict()
         return d
 

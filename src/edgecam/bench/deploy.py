@@ -40,10 +40,8 @@ def deploy_model(ctx: "RunContext", mspec: "ModelSpec", model: Any, layer: str, 
     the run directory, and paired with every configured runtime that loads that format and the board has."""
     from edgecam.exporters import exporter_class
     from edgecam.exporters.base import copy_artifact
-    from edgecam.runtimes import runtime_format
-    from edgecam.runtimes.base import ANY_FORMAT
 
-    cfg, dspec = ctx.cfg, ctx.dspec
+    cfg = ctx.cfg
     variants: list[Variant] = []
     for fmt in cfg.export.formats:
         exporter = exporter_class(fmt)()
@@ -55,11 +53,21 @@ def deploy_model(ctx: "RunContext", mspec: "ModelSpec", model: Any, layer: str, 
                 art_cache, built = build_artifact(model, mspec, layer, ckpt_sha, fmt, precision, cfg, ctx.data, exporter, ctx.bar(f"export {mspec.name} {precision}"))
                 note["suffix"] = "" if built else " (cached)"
                 art = copy_artifact(art_cache, ctx.out_dir / ARTIFACTS / f"{mspec.name}-{fmt}-{precision}")
-            for rspec in cfg.runtimes:
-                if runtime_format(rspec.name) not in (fmt, ANY_FORMAT):
-                    continue
-                if dspec.runtimes and rspec.name not in dspec.runtimes:
-                    ctx.log(f"skipping {rspec.name} on {dspec.name}: the inventory lists only {', '.join(dspec.runtimes)}")
-                    continue
-                variants.append(Variant(mspec.name, fmt, precision, rspec.name, art.directory, art.manifest))
+            variants += pair_runtimes(ctx, mspec.name, fmt, precision, art)
     return variants
+
+
+def pair_runtimes(ctx: "RunContext", model: str, fmt: str, precision: str, art: Any) -> list[Variant]:
+    """One variant per configured runtime that loads `fmt` and the board has, for the artifact `art`."""
+    from edgecam.runtimes import runtime_format
+    from edgecam.runtimes.base import ANY_FORMAT
+
+    out: list[Variant] = []
+    for rspec in ctx.cfg.runtimes:
+        if runtime_format(rspec.name) not in (fmt, ANY_FORMAT):
+            continue
+        if ctx.dspec.runtimes and rspec.name not in ctx.dspec.runtimes:
+            ctx.log(f"skipping {rspec.name} on {ctx.dspec.name}: the inventory lists only {', '.join(ctx.dspec.runtimes)}")
+            continue
+        out.append(Variant(model, fmt, precision, rspec.name, art.directory, art.manifest))
+    return out

@@ -54,7 +54,7 @@ def cam_jobs(v: Variant, cfg: "RunConfig") -> list[tuple[str, str]]:
     from edgecam.exporters import exporter_class
 
     jobs = default_jobs(cfg)
-    if cfg.explain.sim and exporter_class(v.format).host_simulation:
+    if cfg.explain.sim and exporter_class(v.format).host_simulation and not v.manifest.get("contract"):  # not a user's file: its graph is its own
         jobs += [(m, "sim") for m in cfg.explain.methods if "sim" in CAM_METHODS.get(m).modes]
     return jobs
 
@@ -84,7 +84,7 @@ def host_body(ok: list[Variant]) -> Any:
     from edgecam.explain.split import OnnxBody
 
     for v in ok:
-        if v.format == "onnx" and v.precision == "fp32" and (v.artifact_dir / "model.onnx").is_file():
+        if v.format == "onnx" and v.precision == "fp32" and (v.artifact_dir / "model.onnx").is_file() and not v.manifest.get("contract"):
             return OnnxBody(v.artifact_dir / "model.onnx", torch.get_num_threads())
     return None
 

@@ -25,7 +25,7 @@ def package_versions() -> dict[str, str]:
 
 def training_needs(cfg: "RunConfig") -> list[str]:
     """What in `cfg` trains on the training split's labelled images (not only reads it for calibration)."""
-    needs = [f"models.name = {m.name!r} has no weights and is not pretrained: it is trained" for m in cfg.models if not m.weights and not m.pretrained]
+    needs = [f"models.name = {m.name!r} has no weights and is not pretrained: it is trained" for m in cfg.models if not m.weights and not m.pretrained and not m.is_files]
     if cfg.export.quant == "qat" and any(p != "fp32" for p in cfg.export.precisions):
         needs.append('export.quant = "qat" fine-tunes the quantized models')
     if cfg.lowbit.schemes:
@@ -37,7 +37,8 @@ def check_training_data(cfg: "RunConfig", data: "Datasets") -> None:
     """Refuse, before any work, what the training / calibration split cannot give: calibration images for
     quantized precisions, labelled images apart from the evaluated ones for training and QAT."""
     folder = data.source.get("root", data.source.get("dataset", "the data"))
-    if any(p != "fp32" for p in cfg.export.precisions) and data.n_train == 0:
+    exported = any(not m.is_files for m in cfg.models)  # a model given by its files is not quantized by edgecam
+    if exported and any(p != "fp32" for p in cfg.export.precisions) and data.n_train == 0:
         raise ConfigError(f"{folder}: no image left for calibration ({', '.join(p for p in cfg.export.precisions if p != 'fp32')} need some); "
                           "set data.calib_path to a folder of calibration images, or export fp32 only")
     needs = training_needs(cfg)
@@ -76,6 +77,11 @@ def preflight(cfg: "RunConfig", data: "Datasets") -> None:
     check_training_data(cfg, data)
     probe_x = torch.from_numpy(np.ascontiguousarray(data.test_batch([0]).x))
     for m in cfg.models:
+        if m.is_files:
+            from edgecam.bench.model_files import check_file_model
+
+            check_file_model(m, data)
+            continue
         check_normalisation(m, data)
         model, _layer = build_model(m.name, data.n_classes, m.weights, m.target_layer, m.pretrained)
         try:

@@ -274,14 +274,14 @@ def variant_table(variants: Sequence["Variant"], labels: np.ndarray, device: str
     agreement with fp32 on the images both predicted, latency stats, memory, size."""
     import pandas as pd
 
-    fp32_pred = {(v.model, v.format, v.runtime): v.preds for v in variants if v.precision == "fp32" and not v.error and v.preds is not None}
+    fp32_pred = {v.key: v.preds for v in variants if v.precision == "fp32" and not v.error and v.preds is not None}
     rows = []
     for v in variants:
         row: dict[str, Any] = {"model": v.model, "format": v.format, "runtime": v.runtime, "precision": v.precision, "precision_effective": v.manifest.get("precision_effective"), "device": device, "size_bytes": v.manifest.get("size_bytes"), "ok": v.error is None, "error": v.error}
         if not v.error:
             pred = v.preds if v.preds is not None else np.zeros(0, dtype=np.int64)
             known = pred >= 0
-            base = fp32_pred.get((v.model, v.format, v.runtime))
+            base = fp32_pred.get(v.fp32_key)
             both = known & (base[: len(pred)] >= 0) if base is not None and len(base) >= len(pred) else None
             row.update({
                 "accuracy": float((pred[known] == labels[: len(pred)][known]).mean()) if known.any() else float("nan"),

@@ -97,15 +97,21 @@ def open_run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, 
 
 def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc: Collected) -> None:
     """Every stage of one model: prepare, deploy, measure each variant, explain, and the low-bit study."""
-    with ctx.step(f"train {mspec.name}", "setup") as note:
-        model, layer, meta = prepare_model(mspec, ctx.cfg, ctx.data, ctx.bar(f"train {mspec.name}"))
-        note["suffix"] = "" if meta["trained_now"] else " (pretrained)" if mspec.pretrained else " (weights file)" if mspec.weights else " (cached)"
+    if mspec.is_files:
+        from edgecam.bench.model_files import deploy_file_model, prepare_file_model
+
+        with ctx.step(f"load {mspec.name} (its float reference)", "setup"):
+            model, layer, meta = prepare_file_model(mspec, ctx.data)
+    else:
+        with ctx.step(f"train {mspec.name}", "setup") as note:
+            model, layer, meta = prepare_model(mspec, ctx.cfg, ctx.data, ctx.bar(f"train {mspec.name}"))
+            note["suffix"] = "" if meta["trained_now"] else " (pretrained)" if mspec.pretrained else " (weights file)" if mspec.weights else " (cached)"
     manifest["models"][mspec.name] = {"target_layer": layer, "checkpoint": meta}
-    origin = "trained now" if meta["trained_now"] else meta["source"] if mspec.pretrained or mspec.weights else "cached checkpoint"
+    origin = "trained now" if meta["trained_now"] else meta["source"] if mspec.pretrained or mspec.weights or mspec.is_files else "cached checkpoint"
     ctx.log(f"{mspec.name}: fp32 host accuracy {meta['host_fp32_accuracy']:.4f} ({origin})")
-    variants = deploy_model(ctx, mspec, model, layer, meta["sha256"])
+    variants = deploy_file_model(ctx, mspec) if mspec.is_files else deploy_model(ctx, mspec, model, layer, meta["sha256"])
     mixed: list[Variant] = []
-    if ctx.cfg.sensitivity.enabled and mspec.name == (ctx.cfg.sensitivity.model or ctx.cfg.models[0].name):
+    if ctx.cfg.sensitivity.enabled and not mspec.is_files and mspec.name == (ctx.cfg.sensitivity.model or ctx.cfg.models[0].name):
         from edgecam.bench.studies.sensitivity import sensitivity_stage
 
         with ctx.step(f"sensitivity {mspec.name}", "other"):
@@ -124,7 +130,7 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
     ctx.timings[f"device session calls {mspec.name}"] = float(ex.calls)
     manifest.setdefault("explain_overlapped_device_s", {})[mspec.name] = ex.overlapped_device_s
     manifest.setdefault("explain_estimates", {})[mspec.name] = ex.estimates
-    if ctx.cfg.lowbit.schemes:
+    if ctx.cfg.lowbit.schemes and not mspec.is_files:
         from edgecam.bench.studies.lowbit import lowbit_study
 
         with ctx.step(f"low-bit PACT {mspec.name}", "other"):

@@ -23,6 +23,9 @@ class Variant:
     memory: dict[str, Any] = field(default_factory=dict)
     preds: np.ndarray | None = None  # top-1 per test image (-1: not predicted), filled shard by shard
     error: str | None = None
+    #: the key of the variant "v. fp32" compares against when it is not the fp32 sibling: a model given by its files
+    #: (issue 34) has one float reference (its fp32 ONNX, or one dequantized from its QDQ ONNX) for every file
+    reference: str | None = None
 
     @property
     def key(self) -> str:
@@ -30,8 +33,9 @@ class Variant:
 
     @property
     def fp32_key(self) -> str:
-        """The key of the fp32 sibling (same model, format and runtime): what "v. fp32" compares against."""
-        return f"{self.model}-{self.format}-fp32-{self.runtime}"
+        """The key of what "v. fp32" compares against: the fp32 sibling (same model, format and runtime), or the
+        model's float reference (`reference`)."""
+        return self.reference or f"{self.model}-{self.format}-fp32-{self.runtime}"
 
     @property
     def family(self) -> str:

@@ -106,3 +106,28 @@ class Runtime:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def contract_input(x: np.ndarray, contract: Dict[str, Any], quantize: bool) -> np.ndarray:
+    """edgecam's NCHW float32 batch as a model file takes it (its manifest's `contract`, issue 34): in the file's
+    layout, and, with `quantize`, as its integer type with the input's own scale and zero point (real = scale x
+    (q - zero point)), for backends that do not quantize an integer input themselves."""
+    x = np.asarray(x, dtype=np.float32)
+    if contract.get("layout") == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    dtype = np.dtype(contract.get("dtype") or "float32")
+    if quantize and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        x = np.clip(np.round(x / float(contract["scale"])) + int(contract["zero_point"]), info.min, info.max).astype(dtype)
+    return x
+
+
+def contract_outputs(outs: Dict[str, np.ndarray], contract: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    """A model file's `logits` and `features` as edgecam's: features NCHW, the class offset (a background class
+    first) dropped from the logits, nothing else."""
+    logits = np.asarray(outs["logits"], dtype=np.float32).reshape(len(outs["logits"]), -1)
+    offset = int(contract.get("label_offset") or 0)
+    features = np.asarray(outs["features"], dtype=np.float32)
+    if contract.get("features_layout") == "NHWC":
+        features = np.ascontiguousarray(features.transpose(0, 3, 1, 2))
+    return {"logits": np.ascontiguousarray(logits[:, offset:]), "features": features}

@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from edgecam.runtimes.base import Runtime
+from edgecam.runtimes.base import Runtime, contract_input, contract_outputs
 
 
 def _interpreter_module() -> Any:
@@ -63,6 +63,13 @@ class LiteRtRuntime(Runtime):
     def _load(self) -> None:
         self.xnnpack = bool(self.options.get("xnnpack", True))
         self.interp = load_interpreter(self.model_path, self.threads, self.xnnpack)
+        self.contract: Dict[str, Any] = dict(self.manifest.get("contract") or {})
+        if self.contract:  # a model file another toolchain made (issue 34): its outputs by tensor name, not a signature
+            self.in_detail = self.interp.get_input_details()[0]
+            outs = {d["name"]: d for d in self.interp.get_output_details()}
+            self.out_tensors = {key: outs[name] for key, name in self.manifest["output_names"].items()}
+            self.batch = int(self.in_detail["shape"][0])
+            return
         self.signature = self.manifest.get("signature", "serving_default")
         self.runner = self.interp.get_signature_runner(self.signature)
         self.in_details = self.runner.get_input_details()
@@ -73,6 +80,8 @@ class LiteRtRuntime(Runtime):
 
     def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         x = np.asarray(next(iter(feeds.values())), dtype=np.float32)
+        if self.contract:
+            return self._run_tensors(contract_input(x, self.contract, quantize=False))
         detail = self.in_details[self.in_name]
         chunks: Dict[str, list] = {k: [] for k in self.out_names}
         for i in range(0, len(x), self.batch):
@@ -80,6 +89,16 @@ class LiteRtRuntime(Runtime):
             for key, tname in self.out_names.items():
                 chunks[key].append(_dequantize(raw[tname], self.out_details[tname]))
         return {k: np.concatenate(v) for k, v in chunks.items()}
+
+    def _run_tensors(self, x: np.ndarray) -> Dict[str, np.ndarray]:
+        """One batch through the interpreter's own input and output tensors (the outputs graph surgery added)."""
+        chunks: Dict[str, list] = {k: [] for k in self.out_tensors}
+        for i in range(0, len(x), self.batch):
+            self.interp.set_tensor(self.in_detail["index"], _quantize(x[i : i + self.batch], self.in_detail))
+            self.interp.invoke()
+            for key, detail in self.out_tensors.items():
+                chunks[key].append(_dequantize(self.interp.get_tensor(detail["index"]), detail))
+        return contract_outputs({k: np.concatenate(v) for k, v in chunks.items()}, self.contract)
 
     def describe(self) -> Dict[str, Any]:
         d = super().describe()

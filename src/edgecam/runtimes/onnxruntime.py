@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from edgecam.runtimes.base import Runtime
+from edgecam.runtimes.base import Runtime, contract_input, contract_outputs
 
 
 class OnnxRuntime(Runtime):
@@ -43,13 +43,24 @@ class OnnxRuntime(Runtime):
         self.session = ort.InferenceSession(self.model_path, sess_options=so, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # a model file another toolchain made (issue 34): its layout, integer input and fixed batch are its own
+        self.contract: Dict[str, Any] = dict(self.manifest.get("contract") or {})
+        if self.contract:
+            self.output_names = ["logits", "features"]
+        batch = self.session.get_inputs()[0].shape[0]
+        self.batch = batch if isinstance(batch, int) and batch > 0 else 0
 
     def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         x = feeds.get(self.input_name)
         if x is None:
             x = next(iter(feeds.values()))
-        outs = self.session.run(self.output_names, {self.input_name: x})
-        return dict(zip(self.output_names, outs))
+        if not self.contract:
+            outs = self.session.run(self.output_names, {self.input_name: x})
+            return dict(zip(self.output_names, outs))
+        x = contract_input(x, self.contract, quantize=True)
+        step = self.batch or len(x)
+        parts = [self.session.run(self.output_names, {self.input_name: x[i : i + step]}) for i in range(0, len(x), step)]
+        return contract_outputs({n: np.concatenate([p[k] for p in parts]) for k, n in enumerate(self.output_names)}, self.contract)
 
     def describe(self) -> Dict[str, Any]:
         d = super().describe()
