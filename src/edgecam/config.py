@@ -581,6 +581,38 @@ def apply_overrides(cfg: RunConfig, data: str | None = None, weights: str | None
     return cfg
 
 
+def files_config(files: list[str], data: str | None = None, reference: str | None = None, cam_tensor: str | None = None,
+                 label_offset: int | None = None) -> RunConfig:
+    """The experiment `edgecam run a.tflite [b.onnx ...]` runs, as the runtimes' own tools start from the file: one
+    model of those files, each in the runtime of its format, on `data` (default: the bundled sample photos, ImageNet
+    labels) resized and cropped to the files' input size and, for an integer input, normalised as its own scale and
+    zero point say. Everything else as the quickstart."""
+    from edgecam.exporters.inspect import inspect_model_file
+
+    first = inspect_model_file(files[0])
+    size = first.input.size[0]
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "-", Path(files[0]).stem)[:64].strip("-.") or "model"
+    table: dict[str, Any] = {"name": stem, "data": {"name": "sample-photos", "views": 4, "calib_views": 1}}
+    norm = first.input.normalisation()
+    if norm is not None:
+        table["data"].update(mean=list(norm[0]), std=list(norm[1]))
+    table["data"].update(resize=round(size * 256 / 224), crop=size)
+    table["export"] = {"precisions": ["fp32"]}
+    table["models"] = [{"name": stem, "files": list(files), **({"reference": reference} if reference else {}), **({"cam_tensor": cam_tensor} if cam_tensor else {}),
+                        **({"label_offset": label_offset} if label_offset is not None else {})}]
+    formats = {Path(f).suffix.lower() for f in [*files, *([reference] if reference else [])]}
+    table["runtimes"] = [{"name": r, "threads": 2} for r, suffix in (("onnxruntime", ".onnx"), ("litert", ".tflite")) if suffix in formats]
+    table["bench"] = {"warmup": 5, "iterations": 30}
+    table["explain"] = {"emd_size": 16, "faithfulness": False}
+    cfg = config_from_dict(table)
+    if data:
+        cfg = apply_overrides(cfg, data)
+        if cfg.data.name == "image-folder":  # a folder: the files' size and normalisation, as for the photos
+            cfg = cfg.replace(data=dataclasses.replace(cfg.data, resize=round(size * 256 / 224), crop=size, mean=cfg.data.mean or (norm[0] if norm else None),
+                                                       std=cfg.data.std or (norm[1] if norm else None)))
+    return cfg
+
+
 def default_config_path() -> Path:
     """configs/quickstart.toml of the source tree (the embedded default); packaged copy as a fallback."""
     here = Path(__file__).resolve()

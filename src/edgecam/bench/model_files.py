@@ -19,7 +19,7 @@ from edgecam.errors import ConfigError
 
 if TYPE_CHECKING:
     from edgecam.bench.context import RunContext
-    from edgecam.config import ModelSpec
+    from edgecam.config import ModelSpec, RunConfig
     from edgecam.data.datasets import Datasets
     from edgecam.exporters.inspect import ModelFile
     from edgecam.exporters.model_file import Endpoints
@@ -79,15 +79,6 @@ def plan_files(mspec: "ModelSpec", n_classes: int) -> FilePlan:
     return FilePlan(files, ends, offset, ref, ref_ends, kind)
 
 
-def implied_normalisation(contract: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """The mean / std (on the 0-1 pixel scale) that make edgecam's normalised input quantize, with the file's own
-    input scale and zero point, to the pixel's 0-255 value: mean = zero point / 255, std = 1 / (255 x scale). None
-    for a float input (its normalisation is not in the file)."""
-    if contract.scale is None:
-        return None
-    return (contract.zero_point / 255.0,) * 3, (1.0 / (255.0 * contract.scale),) * 3
-
-
 def check_file_model(mspec: "ModelSpec", data: "Datasets") -> FilePlan:
     """Preflight of a model given by its files: the data's images are the files' input size and, for an integer
     input, normalised as its own scale and zero point say (else refused with the values to set)."""
@@ -97,10 +88,9 @@ def check_file_model(mspec: "ModelSpec", data: "Datasets") -> FilePlan:
     if tuple(data.input_shape[1:]) != (h, w):
         raise ConfigError(f"models.files ({mspec.name}): {plan.files[0].path} takes {h}x{w} images, the data gives {data.input_shape[1]}x{data.input_shape[2]}: "
                           f"set data.crop = {h} (and data.resize, e.g. {round(h * 256 / 224)})")
-    channels = contract.shape[0] if contract.layout == "NCHW" else contract.shape[2]
-    if data.input_shape[0] != channels:
-        raise ConfigError(f"models.files ({mspec.name}): {plan.files[0].path} takes {channels}-channel images, the data gives {data.input_shape[0]}")
-    implied = implied_normalisation(contract)
+    if data.input_shape[0] != contract.channels:
+        raise ConfigError(f"models.files ({mspec.name}): {plan.files[0].path} takes {contract.channels}-channel images, the data gives {data.input_shape[0]}")
+    implied = contract.normalisation()
     if implied is not None and not (np.allclose(data.mean, implied[0], atol=2e-3) and np.allclose(data.std, implied[1], atol=2e-3)):
         want = lambda v: "[" + ", ".join(f"{x:.6f}" for x in v) + "]"  # noqa: E731
         raise ConfigError(f"models.files ({mspec.name}): {plan.files[0].path} takes {contract.dtype} pixels (scale {contract.scale:.6g}, zero point {contract.zero_point}), "
@@ -194,6 +184,37 @@ def build_reference_artifact(plan: FilePlan, model_name: str, data: "Datasets", 
         })
 
 
+def build_quantized_artifact(reference_dir: Path, precision: str, cfg: "RunConfig", data: "Datasets", out: Path) -> None:
+    """An fp32 ONNX file quantized by edgecam (static QDQ through ONNX Runtime, per-channel symmetric weights, MinMax
+    calibration on the data's calibration images in the file's own layout): the same sweep a PyTorch model gets."""
+    import json
+
+    from edgecam.exporters.base import staging_dir, write_manifest
+    from edgecam.exporters.onnx import quantize_qdq, resolve_weight_range
+    from edgecam.runtimes.base import contract_input
+
+    ref = json.loads((reference_dir / "manifest.json").read_text())
+    images = data.calibration_arrays(cfg.export.calib_samples, cfg.train.seed)[0]
+    if len(images) == 0:
+        raise ConfigError(f"models.files ({ref['model']}): quantizing {ref['source_file']['path']} to {precision} needs calibration images; set data.calib_path, or precisions = [\"fp32\"]")
+    idx = np.random.default_rng(cfg.train.seed).permutation(len(images))[: cfg.export.calib_samples]
+    weight_range = resolve_weight_range(cfg.export.int8_weight_range) if precision == "int8" else "full"
+    with staging_dir(out) as tmp:
+        final = tmp / "model.onnx"
+        import onnx
+
+        source = reference_dir / "model.onnx"
+        input_name = next(i.name for i in onnx.load(str(source), load_external_data=False).graph.input)
+        quantize_qdq(source, final, precision, contract_input(images[idx], ref["contract"], quantize=False), weight_range, input_name=input_name)
+        write_manifest(tmp, final, {
+            **{k: ref[k] for k in ("model", "format", "num_classes", "target_layer", "source_file", "output_names", "contract")},
+            "precision_requested": precision, "precision_effective": precision, "weight_granularity": "per-channel",
+            "quantization": {"method": "ptq", "activation_dtype": precision, "weight_dtype": precision, "weight_range": weight_range,
+                             "weights": "per-channel symmetric", "activations": "per-tensor asymmetric",
+                             "calibration": f"MinMax on {len(idx)} calibration images (seed {cfg.train.seed})", "quantized_by": "edgecam (ONNX Runtime quantize_static)"},
+        })
+
+
 def deploy_file_model(ctx: "RunContext", mspec: "ModelSpec") -> list[Variant]:
     """Every variant of a model given by its files: the float reference (ONNX Runtime) and each file, paired with the
     configured runtimes that load its format and the board has; each compares "v. fp32" against the reference."""
@@ -230,6 +251,15 @@ def deploy_file_model(ctx: "RunContext", mspec: "ModelSpec") -> list[Variant]:
             if reference_key is None and art.manifest.get("reference_kind"):
                 reference_key = v.key
             variants.append(v)
+        if art.manifest.get("reference_kind") == "fp32":  # only an fp32 file: edgecam quantizes it, as it does a PyTorch model
+            for precision in (p for p in ctx.cfg.export.precisions if p != "fp32"):
+                qkey = stable_hash({**base, "sha256": src.sha256, "precision": precision, "export": ctx.cfg.export.spec(precision, ctx.cfg.train.seed).to_dict()})
+                with ctx.step(f"quantize {mspec.name} onnx {precision} ({src.path.name})", "setup") as note:
+                    q_cache, built = cached_artifact(f"{mspec.name}-onnx-{precision}-{qkey}",
+                                                     lambda out, p=precision, d=art.directory: build_quantized_artifact(d, p, ctx.cfg, ctx.data, out))
+                    note["suffix"] = "" if built else " (cached)"
+                    q_art = copy_artifact(q_cache, ctx.out_dir / ARTIFACTS / f"{mspec.name}-onnx-{precision}")
+                variants += pair_runtimes(ctx, mspec.name, "onnx", precision, q_art)
     for v in variants:
         if reference_key is not None and v.key != reference_key:
             v.reference = reference_key

@@ -38,6 +38,18 @@ class InputContract:
         """(height, width)."""
         return (self.shape[1], self.shape[2]) if self.layout == "NCHW" else (self.shape[0], self.shape[1])
 
+    @property
+    def channels(self) -> int:
+        return self.shape[0] if self.layout == "NCHW" else self.shape[2]
+
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """The mean / std (on the 0-1 pixel scale) that make edgecam's normalised input quantize, with the input's own
+        scale and zero point, to the pixel's 0-255 value: mean = zero point / 255, std = 1 / (255 x scale). None for a
+        float input (its normalisation is not in the file)."""
+        if self.scale is None or self.zero_point is None:
+            return None
+        return (self.zero_point / 255.0,) * self.channels, (1.0 / (255.0 * self.scale),) * self.channels
+
 
 @dataclass(frozen=True)
 class ModelFile:

@@ -178,6 +178,8 @@ def float_graph(src: Path, ends: Endpoints) -> tuple[Any, dict[str, Any]]:
         elif node.op_type in ("DequantizeLinear", "QuantizeLinear"):
             alias[node.output[0]] = resolve(node.input[0])
             bypassed += 1
+        elif node.op_type == "Identity":  # TorchScript's export shares equal initialisers through Identity nodes, which onnx2torch cannot read
+            alias[node.output[0]] = resolve(node.input[0])
         elif node.op_type == "Reshape" and node.input[1] in inits:  # a batch fixed at 1 in a target shape: the batch's own size
             shape = numpy_helper.to_array(inits[node.input[1]]).astype(np.int64)
             node.input[:] = [resolve(node.input[0]), node.input[1]]

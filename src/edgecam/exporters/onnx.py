@@ -135,7 +135,7 @@ def calibration_batch(model_path: Path, budget: int = CALIB_ACTIVATION_BUDGET, c
     return max(1, min(cap, budget // max(1, activation_bytes_per_image(model_path))))
 
 
-def calibration_reader(images: np.ndarray, batch: int = CALIB_BATCH) -> Any:
+def calibration_reader(images: np.ndarray, batch: int = CALIB_BATCH, input_name: str = "input") -> Any:
     """ONNX Runtime's data reader over `images` in batches of `batch`, each made float32 as it is read (no
     float32 copy of the whole set)."""
     from onnxruntime.quantization import CalibrationDataReader
@@ -146,7 +146,7 @@ def calibration_reader(images: np.ndarray, batch: int = CALIB_BATCH) -> Any:
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             i = next(self._starts, None)
-            return None if i is None else {"input": np.ascontiguousarray(images[i : i + batch], dtype=np.float32)}
+            return None if i is None else {input_name: np.ascontiguousarray(images[i : i + batch], dtype=np.float32)}
 
     return Reader()
 
@@ -174,7 +174,7 @@ def resolve_weight_range(spec_value: str) -> str:
 
 
 def quantize_qdq(fp32_path: Path, out_path: Path, precision: str, calib_images: np.ndarray, weight_range: str = "full",
-                 activation_budget: int = CALIB_ACTIVATION_BUDGET) -> None:
+                 activation_budget: int = CALIB_ACTIVATION_BUDGET, input_name: str = "input") -> None:
     """ONNX Runtime static QDQ quantization, per-channel symmetric weights, MinMax calibration.
 
     `weight_range = "reduced"` stores int8 weights in [-64, 64] (ORT's reduce_range), recorded in the model's
@@ -193,7 +193,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, precision: str, calib_images: 
         quantize_static(
             str(fp32_path),
             str(out_path),
-            calibration_reader(calib_images, calibration_batch(fp32_path, activation_budget)),
+            calibration_reader(calib_images, calibration_batch(fp32_path, activation_budget), input_name),
             quant_format=QuantFormat.QDQ,
             activation_type=qtype,
             weight_type=qtype,
