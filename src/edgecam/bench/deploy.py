@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from edgecam.bench.outputs import ARTIFACTS
 from edgecam.bench.prepare import package_versions
+from edgecam.bench.pairing import pair_runtimes
 from edgecam.bench.variant import Variant
 from edgecam.cache import stable_hash
 
@@ -56,18 +57,3 @@ def deploy_model(ctx: "RunContext", mspec: "ModelSpec", model: Any, layer: str, 
             variants += pair_runtimes(ctx, mspec.name, fmt, precision, art)
     return variants
 
-
-def pair_runtimes(ctx: "RunContext", model: str, fmt: str, precision: str, art: Any) -> list[Variant]:
-    """One variant per configured runtime that loads `fmt` and the board has, for the artifact `art`."""
-    from edgecam.runtimes import runtime_format
-    from edgecam.runtimes.base import ANY_FORMAT
-
-    out: list[Variant] = []
-    for rspec in ctx.cfg.runtimes:
-        if runtime_format(rspec.name) not in (fmt, ANY_FORMAT):
-            continue
-        if ctx.dspec.runtimes and rspec.name not in ctx.dspec.runtimes:
-            ctx.log(f"skipping {rspec.name} on {ctx.dspec.name}: the inventory lists only {', '.join(ctx.dspec.runtimes)}")
-            continue
-        out.append(Variant(model, fmt, precision, rspec.name, art.directory, art.manifest))
-    return out

@@ -101,8 +101,8 @@ def check_file_model(mspec: "ModelSpec", data: "Datasets") -> FilePlan:
 
 def prepare_file_model(mspec: "ModelSpec", data: "Datasets") -> tuple[Any, str, dict[str, Any]]:
     """The host model of a model given by its files: its float reference as a torch module (onnx2torch), fed NCHW,
-    and its CAM layer. Returns (model, layer, facts for the manifest) as `prepare.prepare_model` does."""
-    from edgecam.bench.prepare import host_accuracy
+    and its CAM layer. Returns (model, layer, facts for the manifest) as `prepare.prepare_model` does, less the host
+    accuracy (the caller's)."""
     from edgecam.exporters.model_file import float_graph, host_module
 
     plan = plan_files(mspec, data.n_classes)
@@ -115,7 +115,6 @@ def prepare_file_model(mspec: "ModelSpec", data: "Datasets") -> tuple[Any, str, 
     meta = {"sha256": plan.reference.sha256, "trained_now": False, "source": f"{plan.reference_kind} reference: {plan.reference.path}",
             "file": str(plan.reference.path), "reference_kind": plan.reference_kind, "float_graph": facts,
             "files": {str(m.path): {"sha256": m.sha256, "format": m.format, "precision": m.precision, "granularity": m.granularity} for m in plan.files}}
-    meta["host_fp32_accuracy"] = host_accuracy(model, data)
     return model, layer, meta
 
 
@@ -218,7 +217,7 @@ def build_quantized_artifact(reference_dir: Path, precision: str, cfg: "RunConfi
 def deploy_file_model(ctx: "RunContext", mspec: "ModelSpec") -> list[Variant]:
     """Every variant of a model given by its files: the float reference (ONNX Runtime) and each file, paired with the
     configured runtimes that load its format and the board has; each compares "v. fp32" against the reference."""
-    from edgecam.bench.deploy import pair_runtimes
+    from edgecam.bench.pairing import pair_runtimes
     from edgecam.cache import installed_versions
     from edgecam.exporters.base import cached_artifact, copy_artifact
 

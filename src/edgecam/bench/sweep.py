@@ -23,7 +23,7 @@ from edgecam.bench.deploy import deploy_model
 from edgecam.bench.estimate import format_estimate, work_estimate
 from edgecam.bench.explain_stage import explain_model
 from edgecam.bench.measure import measure
-from edgecam.bench.prepare import package_versions, prepare_model, preflight
+from edgecam.bench.prepare import host_accuracy, package_versions, prepare_model, preflight
 from edgecam.bench.variant import Variant
 from edgecam.cache import atomic_write_json, stable_hash
 from edgecam.data.spec import load_data
@@ -102,6 +102,7 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
 
         with ctx.step(f"load {mspec.name} (its float reference)", "setup"):
             model, layer, meta = prepare_file_model(mspec, ctx.data)
+            meta["host_fp32_accuracy"] = host_accuracy(model, ctx.data)
     else:
         with ctx.step(f"train {mspec.name}", "setup") as note:
             model, layer, meta = prepare_model(mspec, ctx.cfg, ctx.data, ctx.bar(f"train {mspec.name}"))
