@@ -172,8 +172,9 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
         if not r["ok"]:
             table.add_row(plain(r["model"]), plain(r["runtime"]), plain(r["precision"]), plain("failed", "red"), *[""] * 6)
             continue
+        precision = r["precision"] + (" (dequantized)" if r.get("precision_effective") == "fp32-dequantized" else "")  # a file model's float reference
         table.add_row(
-            plain(r["model"]), plain(r["runtime"]), plain(r["precision"]), f"{r['accuracy']:.4f}", f"{r['agrees_fp32']:.4f}",
+            plain(r["model"]), plain(r["runtime"]), plain(precision), f"{r['accuracy']:.4f}", f"{r['agrees_fp32']:.4f}",
             f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['init_ms']:.1f}", f"{r['peak_rss_mb']:.1f}", f"{r['size_bytes'] / 1024:.1f}",
         )
     console.print(table)
