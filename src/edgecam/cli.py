@@ -341,6 +341,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     _require_run_dir(args.run_dir)
     print(build_report(args.run_dir))
+    if args.beside_paper:
+        from rich.table import Table
+
+        from edgecam.bench.studies.paper_2403 import beside_paper
+
+        side = beside_paper(args.run_dir)
+        if side.empty:
+            raise EdgecamError(f"{args.run_dir}: no model of this run has a column in 2403.09939's Table 1 (MobileNetV2, EfficientNet)")
+        table = Table(title=plain("Table 1 of arXiv 2403.09939 beside this run (gradcampp, onnx / onnxruntime)"))
+        for col in side.columns:
+            table.add_column(plain(col), justify="left" if col in ("comparison", "metric") else "right")
+        for _, r in side.iterrows():
+            table.add_row(*[plain(str(v)) for v in r])
+        _console().print(table)
     return 0
 
 
@@ -398,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
     rp = sub.add_parser("report", help="write RUN_DIR/report.html (self-contained: tables, CAM grid, trade-off plots)")
     rp.add_argument("run_dir")
+    rp.add_argument("--beside-paper", action="store_true", help="also print the run's Table 1 beside arXiv 2403.09939's values (MobileNetV2, EfficientNet columns)")
     rp.set_defaults(func=cmd_report)
     cp = sub.add_parser("compare", help="the same variants in two runs: deltas B - A with 95%% bootstrap intervals")
     cp.add_argument("run_a")

@@ -140,3 +140,34 @@ def test_a_connection_dropped_mid_run_is_survived_on_arm64(arm_board: SshServer,
     pd.testing.assert_frame_equal(a[keys], b[keys])
     fp32 = a["precision"] == "fp32"
     np.testing.assert_allclose(a.loc[fp32, ["cc_fp32", "sim_gt", "cc_gt"]].to_numpy(float), b.loc[fp32, ["cc_fp32", "sim_gt", "cc_gt"]].to_numpy(float), atol=1e-4)
+
+
+ST = ROOT.parent / "shared" / "models" / "st-mobilenet"
+ST_MNV2 = "mobilenet_v2_1.0_224_int8_per_tensor"
+
+
+@pytest.mark.slow  # ~2 min under qemu with the board's start; `make test` runs the same files locally (test_model_files.py)
+@pytest.mark.skipif(not ST.is_dir(), reason=f"the real deployed models are not here ({ST})")
+def test_the_st_pair_runs_on_the_arm64_board_as_locally(arm_board: SshServer, tmp_path: Path) -> None:
+    """Model files another toolchain made (issue 34), on aarch64 kernels: the int8 .tflite in LiteRT and the QDQ .onnx in
+    ONNX Runtime answer the photos as on x86 (a cat, an espresso), and the device gap is measured."""
+    from edgecam.bench.compare import device_gap
+    from edgecam.bench.sweep import run
+    from edgecam.config import files_config
+
+    cfg = files_config([str(ST / f"{ST_MNV2}.tflite"), str(ST / f"{ST_MNV2}.onnx")])
+    cfg = cfg.replace(data=dataclasses.replace(cfg.data, views=1), bench=BenchSpec(warmup=1, iterations=3, memory=False))
+    x86 = run(cfg, tmp_path / "x86", log=lambda m: None)
+    arm = run(cfg, tmp_path / "arm64", log=lambda m: None, device_spec=board_spec(arm_board, name="arm64", retries=4))
+    assert not x86["failed"] and not arm["failed"], arm["failed"]
+    assert arm["manifest"]["device"]["arch"] == "aarch64"
+    rows = arm["results"]
+    photos = rows[(rows.cam_method == "eigencam") & rows.image_id.isin(["chelsea-00.jpg", "coffee-00.jpg"])]
+    assert len(photos) == 6  # two photos x three variants (the dequantized reference, both int8 files)
+    for _, row in photos.iterrows():
+        assert (281 <= row.pred <= 285) if row.image_id.startswith("chelsea") else row.pred == 967
+    gap = device_gap(tmp_path / "x86", tmp_path / "arm64")
+    assert gap["same_artifact"].all() and set(gap["format"]) == {"onnx", "tflite"}
+    assert np.isfinite(gap[["max_abs_logit_diff", "top1_agreement", "cc"]].to_numpy(float)).all()
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print(f"\nST MobileNetV2 pair, device gap x86 -> emulated aarch64 (6 photos):\n{gap}")
