@@ -486,6 +486,15 @@ class RunConfig:
         for key, seed in (("train.seed", self.train.seed), ("explain.seed", self.explain.seed)):
             if seed < 0:
                 raise ConfigError(f"{key}: expected a seed >= 0, got {seed}")
+        no_float = [m.name for m in self.models if m.is_files and not m.reference and not any(Path(f).suffix.lower() == ".onnx" for f in m.files)]
+        if no_float:
+            from edgecam.explain.cams import gradient_method_names
+
+            gradient = [m for m in self.explain.methods if m in gradient_method_names()]
+            if gradient:
+                raise ConfigError(f"explain.methods: {', '.join(gradient)} differentiate a float graph, and model {no_float[0]!r} is given by TFLite files only "
+                                  "(no ONNX to take one from): use the gradient-free methods (eigencam, scorecam, rise), or give the model "
+                                  "`reference` (an fp32 ONNX of the same weights) or its QDQ ONNX among the files")
         if self.sensitivity.enabled:
             if self.sensitivity.model is not None and self.sensitivity.model not in names:
                 raise ConfigError(f"sensitivity.model: {self.sensitivity.model!r} is not one of the run's models ({', '.join(names)})")
@@ -604,6 +613,8 @@ def files_config(files: list[str], data: str | None = None, reference: str | Non
     table["runtimes"] = [{"name": r, "threads": 2} for r, suffix in (("onnxruntime", ".onnx"), ("litert", ".tflite")) if suffix in formats]
     table["bench"] = {"warmup": 5, "iterations": 30}
     table["explain"] = {"emd_size": 16, "faithfulness": False}
+    if ".onnx" not in formats:  # no float graph to differentiate (see README: a TFLite-only model)
+        table["explain"].update(methods=["eigencam", "scorecam"], scorecam_top_k=8)  # Score-CAM on 8 channels: 8 device forwards an image
     cfg = config_from_dict(table)
     if data:
         cfg = apply_overrides(cfg, data)

@@ -89,6 +89,35 @@ def test_the_st_pair_runs_from_one_command_line(session_cache: Path, tmp_path: P
     assert ref["reference_kind"] == "dequantized" and ref["reference_check"]["top1_agrees_with_source"] >= 0.9
 
 
+@needs_st
+def test_a_tflite_only_model_gets_the_gradient_free_cams_and_no_fp32_comparison(session_cache: Path, tmp_path: Path) -> None:
+    """No ONNX, so no float graph to differentiate: Eigen-CAM and Score-CAM run through the device session, the rows
+    say "v. fp32" is not measured (NaN) and the host accuracy is NaN, not a made-up number."""
+    import dataclasses
+
+    from edgecam.bench.sweep import run
+    from edgecam.config import files_config
+
+    cfg = files_config([str(ST / f"{MNV2}.tflite")])
+    assert cfg.explain.methods == ("eigencam", "scorecam") and [r.name for r in cfg.runtimes] == ["litert"]
+    cfg = cfg.replace(data=dataclasses.replace(cfg.data, views=1), bench=BenchSpec(warmup=1, iterations=3, memory=False))
+    out = run(cfg, tmp_path / "run", log=lambda m: None)
+    assert not out["failed"]
+    rows = out["results"]
+    assert set(rows.cam_method) == {"eigencam", "scorecam"} and len(rows) == 12
+    assert rows["cc_fp32"].isna().all() and rows["cc_host_ref"].isna().all() and rows["cc_sal"].notna().all()
+    assert np.isnan(out["manifest"]["models"][MNV2]["checkpoint"]["host_fp32_accuracy"])
+    assert out["bench"]["agrees_fp32"].isna().all() and out["bench"]["accuracy"].notna().all()
+
+
+def test_gradient_cams_of_a_tflite_only_model_are_refused_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "m.tflite").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"explain.methods: gradcampp differentiate a float graph, and model 'm' is given by TFLite files only"):
+        config_from_dict({"name": "x", "models": [{"name": "m", "files": [str(tmp_path / "m.tflite")]}]})
+    cfg = config_from_dict({"name": "x", "models": [{"name": "m", "files": [str(tmp_path / "m.tflite")]}], "explain": {"methods": ["eigencam", "rise"]}})
+    assert cfg.models[0].is_files
+
+
 def _config(tmp_path: Path, **model: object) -> RunConfig:
     return config_from_dict({"name": "x", "models": [{"name": "m", **model}]})
 

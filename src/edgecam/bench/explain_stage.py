@@ -26,7 +26,7 @@ from edgecam.bench import outputs as files
 from edgecam.bench.aggregate import HIST_BINS, ExplainOutput, ShardOutput, Track, aggregate, fold, push
 from edgecam.bench.measure import device_job
 from edgecam.bench.store import job_key
-from edgecam.bench.variant import Variant
+from edgecam.bench.variant import NO_REFERENCE, Variant
 from edgecam.errors import EdgecamError
 from edgecam.explain.localisation import WSOL_THRESHOLDS
 from edgecam.stages import stage
@@ -334,7 +334,10 @@ def variant_cams(ctx: "RunContext", setup: ModelSetup, shard: "TestShard", outpu
     with stage("cam"):
         host_ctx = CamContext(setup.model, setup.layer, shard.x, seed=ex.seed, options=dict(ex.method_options), body=setup.host_body)
         with stage("cam.reference"):
-            reference = reference_cams(host_ctx, ex.reference, shard.labels if ex.target == "label" else None)
+            if setup.model is None:  # a model of TFLite files only: no float graph (its "v. host reference" columns are NaN)
+                reference = np.full((len(shard.x), *shard.x.shape[2:]), np.nan, dtype=np.float32)
+            else:
+                reference = reference_cams(host_ctx, ex.reference, shard.labels if ex.target == "label" else None)
         if setup.host_body is not None and setup.host_body.reason:
             ctx.log(f"[yellow]reference CAMs use the torch body: {setup.host_body.reason}[/yellow]")
             setup.host_body = None
@@ -450,7 +453,7 @@ def _explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int, fetch
         gaps = runtime_gap_rows(ctx.cfg, ok, cams, shard.ids, preds)
         truth = ShardTruth.of(shard)
         for v in ok:
-            if v.fp32_key not in preds:
+            if v.fp32_key not in preds and v.reference != NO_REFERENCE:
                 if s0 == 0:
                     ctx.log(f"[yellow]no fp32 {v.format}/{v.runtime} variant of {v.model}: {v.key} has no CAM comparison rows[/yellow]")
                 continue
@@ -521,11 +524,13 @@ def variant_rows(ctx: "RunContext", setup: ModelSetup, v: Variant, got: VariantC
     feats = np.asarray(got.outputs["features"], dtype=np.float32)
     output_finite = np.isfinite(feats).reshape(len(feats), -1).all(1) & np.isfinite(got.outputs["logits"]).all(1)
     act = [_act_stats(f) for f in feats]
-    against = ShardMaps(shard, got.reference, got.saliency, setup.provider_name, got.preds[v.key], got.preds[v.fp32_key])
+    none = np.full(len(shard.x), -1, dtype=np.int64)  # no float reference (NO_REFERENCE): "v. fp32" is NaN
+    against = ShardMaps(shard, got.reference, got.saliency, setup.provider_name, got.preds[v.key], got.preds.get(v.fp32_key, none))
     rows: list[dict[str, Any]] = []
     tracks: dict[tuple[str, str, str], Track] = {}
     for method, mode in cam_jobs(v, ctx.cfg):
-        c, c_fp32 = got.cams[(v.key, method, mode)], got.cams[(v.fp32_key, method, mode)]
+        c = got.cams[(v.key, method, mode)]
+        c_fp32 = got.cams.get((v.fp32_key, method, mode), np.full_like(c, np.nan))
         faith = _faithfulness(setup.sessions.get(v.key), shard.x, c, got.preds[v.key], s0, setup.n_faith, ex.faithfulness_steps)
         track = tracks.setdefault((v.key, method, mode), Track(np.zeros(len(WSOL_THRESHOLDS), dtype=np.int64)))
         wsol_iou = np.full(len(c), np.nan)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgecam.bench.outputs import ARTIFACTS
-from edgecam.bench.variant import Variant
+from edgecam.bench.variant import NO_REFERENCE, Variant
 from edgecam.cache import stable_hash
 from edgecam.errors import ConfigError
 
@@ -116,15 +116,15 @@ def prepare_file_model(mspec: "ModelSpec", data: "Datasets") -> tuple[Any, str, 
     from edgecam.exporters.model_file import float_graph, host_module
 
     plan = plan_files(mspec, data.n_classes)
-    if plan.reference is None:
-        raise ConfigError(f"models.files ({mspec.name}): no ONNX file to take the float reference from ({', '.join(str(m.path) for m in plan.files)}); "
-                          "the CAMs need one: give `reference` (an fp32 ONNX of the same weights) or a QDQ ONNX among the files")
+    files = {str(m.path): {"sha256": m.sha256, "format": m.format, "precision": m.precision, "granularity": m.granularity} for m in plan.files}
+    if plan.reference is None:  # TFLite files only: no float graph; the gradient-free CAMs run on the device (config checked it)
+        return None, plan.ends[0].features, {"sha256": plan.files[0].sha256, "trained_now": False, "reference_kind": None, "files": files,
+                                              "source": f"no float reference: {', '.join(str(m.path) for m in plan.files)} (gradient-free CAMs only)"}
     assert plan.reference_ends is not None
     graph, facts = float_graph(plan.reference.path, plan.reference_ends)
     model, layer = host_module(graph, plan.reference.input.layout, plan.label_offset)
     meta = {"sha256": plan.reference.sha256, "trained_now": False, "source": f"{plan.reference_kind} reference: {plan.reference.path}",
-            "file": str(plan.reference.path), "reference_kind": plan.reference_kind, "float_graph": facts,
-            "files": {str(m.path): {"sha256": m.sha256, "format": m.format, "precision": m.precision, "granularity": m.granularity} for m in plan.files}}
+            "file": str(plan.reference.path), "reference_kind": plan.reference_kind, "float_graph": facts, "files": files}
     return model, layer, meta
 
 
@@ -270,6 +270,6 @@ def deploy_file_model(ctx: "RunContext", mspec: "ModelSpec") -> list[Variant]:
                     q_art = copy_artifact(q_cache, ctx.out_dir / ARTIFACTS / f"{mspec.name}-onnx-{precision}")
                 variants += pair_runtimes(ctx, mspec.name, "onnx", precision, q_art)
     for v in variants:
-        if reference_key is not None and v.key != reference_key:
-            v.reference = reference_key
+        if v.key != reference_key:
+            v.reference = reference_key or NO_REFERENCE
     return variants

@@ -102,7 +102,7 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
 
         with ctx.step(f"load {mspec.name} (its float reference)", "setup"):
             model, layer, meta = prepare_file_model(mspec, ctx.data)
-            meta["host_fp32_accuracy"] = host_accuracy(model, ctx.data)
+            meta["host_fp32_accuracy"] = host_accuracy(model, ctx.data) if model is not None else float("nan")
     else:
         with ctx.step(f"train {mspec.name}", "setup") as note:
             model, layer, meta = prepare_model(mspec, ctx.cfg, ctx.data, ctx.bar(f"train {mspec.name}"))

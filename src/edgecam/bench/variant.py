@@ -9,6 +9,10 @@ from typing import Any
 import numpy as np
 
 
+#: `Variant.reference` of a model that has no float reference (TFLite files only): "v. fp32" is not measured (NaN)
+NO_REFERENCE = "(no float reference)"
+
+
 @dataclass
 class Variant:
     """One deployed model: model x format x precision x runtime, and what running it produced."""
