@@ -349,7 +349,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         side = beside_paper(args.run_dir)
         if side.empty:
             raise EdgecamError(f"{args.run_dir}: no model of this run has a column in 2403.09939's Table 1 (MobileNetV2, EfficientNet)")
-        table = Table(title=plain("Table 1 of arXiv 2403.09939 beside this run (gradcampp, onnx / onnxruntime)"))
+        table = Table(title=plain("Table 1 of arXiv 2403.09939 beside this run (Grad-CAM++, onnx / onnxruntime; the paper's GT is SATSal visual saliency, "
+                                  "this run's the configured saliency provider)"))
         for col in side.columns:
             table.add_column(plain(col), justify="left" if col in ("comparison", "metric") else "right")
         for _, r in side.iterrows():

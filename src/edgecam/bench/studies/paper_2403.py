@@ -58,8 +58,7 @@ def beside_paper(run_dir: str | Path, fmt: str = "onnx", runtime: str = "onnxrun
     models = sorted({c[: -len("_mean")] for c in summary.columns if c.endswith("_mean")})
     rows = []
     for comparison, metric in ROWS:
-        row: dict[str, Any] = {"comparison": comparison.replace("saliency", "saliency (paper: GT = SATSal)") if comparison.endswith("saliency") else comparison,
-                               "metric": metric.upper()}
+        row: dict[str, Any] = {"comparison": comparison, "metric": metric.upper()}
         hit = picked[(picked["comparison"] == comparison) & (picked["metric"] == metric)]
         for model in models:
             column = paper_column(model)
