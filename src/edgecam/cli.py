@@ -197,13 +197,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if given and all(Path(f).suffix.lower() in FORMATS for f in given):  # model files: `edgecam run a.tflite a.onnx --data DIR`
         if args.weights or args.models:
             raise EdgecamError("--weights and --models pick among a config's models; model files given on the command line are the model")
-        cfg = files_config(given, args.data, args.reference, args.cam_tensor, args.label_offset)
+        cfg = files_config(given, args.data, args.reference, args.cam_tensor, args.label_offset, args.labels)
         args.config = " ".join(given)  # what the resume hint repeats
         return _run_config(args, cfg)
     if len(given) > 1:
         raise EdgecamError(f"edgecam run takes one experiment file (.toml) or model files ({', '.join(FORMATS)}); got {' '.join(given)}")
-    if args.reference or args.cam_tensor or args.label_offset is not None:
-        raise EdgecamError("--reference, --cam-tensor and --label-offset go with model files (edgecam run a.tflite a.onnx ...); in a config they are [[models]] keys")
+    if args.reference or args.cam_tensor or args.label_offset is not None or args.labels:
+        raise EdgecamError("--reference, --cam-tensor, --label-offset and --labels go with model files (edgecam run a.tflite a.onnx ...); in a config they are [[models]] keys")
     args.config = given[0] if given else None
     cfg = apply_overrides(load_config(args.config or default_config_path()), args.data, args.weights, args.models)
     return _run_config(args, cfg)
@@ -444,6 +444,7 @@ def _add_run(sub: Any) -> None:
     r.add_argument("--reference", default=None, metavar="FILE", help="with model files: an fp32 ONNX of the same weights (the mirror CAMs' head)")
     r.add_argument("--cam-tensor", default=None, metavar="NAME", help="with model files: the CAM tensor's name (default: the input of the global pool before the scores)")
     r.add_argument("--label-offset", type=int, default=None, metavar="N", help="with model files: leading non-class outputs (1: a background class first)")
+    r.add_argument("--labels", default=None, metavar="FILE", help="with model files: the class names, one a line, in class-index order (checked against the data)")
     r.add_argument("--out", default=None, help="run directory (default: runs/<name>-<timestamp>)")
     r.add_argument("--resume", default=None, metavar="RUN_DIR", help="finish an interrupted run: reuse its finished jobs (a rerun with the same --out does this too)")
     r.add_argument("--data", default=None, metavar="DIR", help="an image folder (class folders, or images + labels CSV) instead of the config's data; or 'digits-clutter'")

@@ -32,7 +32,7 @@ CUSTOM_REF = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")  # packag
 FILE_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a model given by its files: a name safe as a path component
 #: the settings of a model given by its files (issue 34), written in the manifest only when used: a run pinned
 #: before they existed keeps its config hash
-FILE_MODEL_FIELDS = ("files", "reference", "cam_tensor", "label_offset")
+FILE_MODEL_FIELDS = ("files", "reference", "cam_tensor", "label_offset", "labels")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class ModelSpec:
     reference: Optional[str] = None
     cam_tensor: Optional[str] = None
     label_offset: Optional[int] = None
+    labels: Optional[str] = None  # a text file of the model's class names, one a line, in class-index order
 
     def __post_init__(self) -> None:
         from edgecam.models import MODELS
@@ -95,7 +96,7 @@ class ModelSpec:
         object.__setattr__(self, "files", tuple(str(f) for f in self.files))
         built = [k for k in ("weights", "target_layer", "epochs", "lr", "batch_size", "shift_copies") if getattr(self, k) is not None] + (["pretrained"] if self.pretrained else [])
         if built:
-            raise ConfigError(f"{where}: {', '.join(built)} belong to a model edgecam builds; a model given by its files takes files, reference, cam_tensor, label_offset")
+            raise ConfigError(f"{where}: {', '.join(built)} belong to a model edgecam builds; a model given by its files takes files, reference, cam_tensor, label_offset, labels")
         if len(set(self.files)) != len(self.files):
             raise ConfigError(f"models.files ({self.name}): a file is listed twice: {list(self.files)}")
         for f in (*self.files, *([self.reference] if self.reference else [])):
@@ -104,6 +105,8 @@ class ModelSpec:
                 raise ConfigError(f"models.files ({self.name}): {f}: model file not found (paths are relative to the working directory, {Path.cwd()})")
         if self.reference and model_format(Path(self.reference)) != "onnx":
             raise ConfigError(f"models.reference ({self.name}): {self.reference}: the float reference must be an .onnx file (its head becomes the mirror CAMs' torch module)")
+        if self.labels is not None and not Path(self.labels).is_file():
+            raise ConfigError(f"models.labels ({self.name}): {self.labels}: file not found (a text file of class names, one a line)")
         if self.label_offset is not None and not 0 <= self.label_offset < 16:
             raise ConfigError(f"models.label_offset ({self.name}): expected the number of leading non-class outputs (0 or 1, a background class), got {self.label_offset}")
 
@@ -591,7 +594,7 @@ def apply_overrides(cfg: RunConfig, data: str | None = None, weights: str | None
 
 
 def files_config(files: list[str], data: str | None = None, reference: str | None = None, cam_tensor: str | None = None,
-                 label_offset: int | None = None) -> RunConfig:
+                 label_offset: int | None = None, labels: str | None = None) -> RunConfig:
     """The experiment `edgecam run a.tflite [b.onnx ...]` runs, as the runtimes' own tools start from the file: one
     model of those files, each in the runtime of its format, on `data` (default: the bundled sample photos, ImageNet
     labels) resized and cropped to the files' input size and, for an integer input, normalised as its own scale and
@@ -608,7 +611,7 @@ def files_config(files: list[str], data: str | None = None, reference: str | Non
     table["data"].update(resize=round(size * 256 / 224), crop=size)
     table["export"] = {"precisions": ["fp32"]}
     table["models"] = [{"name": stem, "files": list(files), **({"reference": reference} if reference else {}), **({"cam_tensor": cam_tensor} if cam_tensor else {}),
-                        **({"label_offset": label_offset} if label_offset is not None else {})}]
+                        **({"label_offset": label_offset} if label_offset is not None else {}), **({"labels": labels} if labels else {})}]
     formats = {Path(f).suffix.lower() for f in [*files, *([reference] if reference else [])]}
     table["runtimes"] = [{"name": r, "threads": 2} for r, suffix in (("onnxruntime", ".onnx"), ("litert", ".tflite")) if suffix in formats]
     table["bench"] = {"warmup": 5, "iterations": 30}

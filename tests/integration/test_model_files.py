@@ -145,6 +145,7 @@ def _tiny_onnx(path: Path, classes: int = 5, size: int = 16) -> Path:
     ({"files": ["{tiny}", "{tiny}"]}, r"a file is listed twice"),
     ({"files": ["{tiny}"], "label_offset": -1}, r"models.label_offset \(m\): expected the number of leading non-class outputs"),
     ({"cam_tensor": "x"}, r"models.cam_tensor \(m\): a setting of a model given by its files"),
+    ({"files": ["{tiny}"], "labels": "nope.txt"}, r"models.labels \(m\): nope.txt: file not found"),
 ])
 def test_file_model_settings_are_refused_before_any_work(tmp_path: Path, model: dict[str, object], match: str) -> None:
     tiny = _tiny_onnx(tmp_path / "tiny.onnx")
@@ -168,3 +169,9 @@ def test_files_that_cannot_be_one_model_or_do_not_fit_the_data_are_refused(tmp_p
     with pytest.raises(ConfigError, match=r"less the offset 1 that is 4, the data has 5 classes"):
         plan_files(ModelSpec("m", files=(str(a),), label_offset=1), 5)
     assert plan_files(ModelSpec("m", files=(str(a),)), 4).label_offset == 1  # one more score than classes: a background class first
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
+    with pytest.raises(ConfigError, match=r"models.labels \(m\): .*labels.txt names 3 classes, the data has 4"):
+        plan_files(ModelSpec("m", files=(str(a),), labels=str(tmp_path / "labels.txt")), 4)
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\nfish\n\n")
+    plan = plan_files(ModelSpec("m", files=(str(a),), labels=str(tmp_path / "labels.txt")), 4)
+    assert plan.class_names == ("cat", "dog", "bird", "fish") and plan.label_offset == 1

@@ -42,6 +42,7 @@ class FilePlan:
     reference: "ModelFile | None"
     reference_ends: "Endpoints | None"
     reference_kind: str | None
+    class_names: tuple[str, ...] = ()  # from the model's labels file, when given
 
 
 def plan_files(mspec: "ModelSpec", n_classes: int) -> FilePlan:
@@ -64,6 +65,7 @@ def plan_files(mspec: "ModelSpec", n_classes: int) -> FilePlan:
             raise ConfigError(f"models.files ({mspec.name}): {m.path} gives {m.n_classes} class scores, {first.path} {first.n_classes}: the files of one model must classify alike")
         if m.input.size != first.input.size:
             raise ConfigError(f"models.files ({mspec.name}): {m.path} takes {m.input.size[0]}x{m.input.size[1]} images, {first.path} {first.input.size[0]}x{first.input.size[1]}")
+    names = read_labels(mspec, n_classes)
     offset = first.n_classes - n_classes if mspec.label_offset is None else mspec.label_offset
     if mspec.label_offset is None and offset not in (0, 1):
         raise ConfigError(f"models.files ({mspec.name}): {first.path} gives {first.n_classes} class scores and the data has {n_classes} classes; "
@@ -76,7 +78,22 @@ def plan_files(mspec: "ModelSpec", n_classes: int) -> FilePlan:
         from edgecam.exporters.model_file import endpoints as find
 
         ref_ends = ends[files.index(ref)] if ref in files else find(ref.path, "onnx", mspec.cam_tensor)
-    return FilePlan(files, ends, offset, ref, ref_ends, kind)
+    return FilePlan(files, ends, offset, ref, ref_ends, kind, names)
+
+
+def read_labels(mspec: "ModelSpec", n_classes: int) -> tuple[str, ...]:
+    """The model's class names from its labels file (one a line; blank lines at the end ignored), which must name the
+    data's classes: refused, with the file named, when its length does not fit."""
+    if not mspec.labels:
+        return ()
+    try:
+        names = tuple(line.strip() for line in Path(mspec.labels).read_text(encoding="utf-8").rstrip("\n").splitlines())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"models.labels ({mspec.name}): {mspec.labels}: not a readable UTF-8 text file ({type(exc).__name__}: {exc})") from None
+    if len(names) != n_classes:
+        raise ConfigError(f"models.labels ({mspec.name}): {mspec.labels} names {len(names)} classes, the data has {n_classes}: "
+                          "one name a line, in class-index order, without a background class (label_offset says how many leading scores are not classes)")
+    return names
 
 
 def check_file_model(mspec: "ModelSpec", data: "Datasets") -> FilePlan:
@@ -124,7 +141,8 @@ def prepare_file_model(mspec: "ModelSpec", data: "Datasets") -> tuple[Any, str, 
     graph, facts = float_graph(plan.reference.path, plan.reference_ends)
     model, layer = host_module(graph, plan.reference.input.layout, plan.label_offset)
     meta = {"sha256": plan.reference.sha256, "trained_now": False, "source": f"{plan.reference_kind} reference: {plan.reference.path}",
-            "file": str(plan.reference.path), "reference_kind": plan.reference_kind, "float_graph": facts, "files": files}
+            "file": str(plan.reference.path), "reference_kind": plan.reference_kind, "float_graph": facts, "files": files, "label_offset": plan.label_offset,
+            **({"class_names": list(plan.class_names)} if plan.class_names else {})}
     return model, layer, meta
 
 
