@@ -119,11 +119,21 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 # -- [data]: one spec class per dataset kind ---------------------------------------------------------------
 CONFIGS = sorted((Path(__file__).resolve().parents[3] / "configs").glob("*.toml"))
+ST_MODELS = Path(__file__).resolve().parents[3].parent / "shared" / "models" / "st-mobilenet"
+NEEDS_ST = {"cam-quant-2403.09939-real"}  # its MobileNetV2 is ST's files, referenced from ../shared/models (never copied in)
+
+
+def _loadable(path: Path) -> bool:
+    """A shipped config loads here: all do, except those naming the real deployed models where ../shared/models is absent."""
+    return path.stem not in NEEDS_ST or ST_MODELS.is_dir()
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_every_shipped_config_round_trips(path: Path) -> None:
+def test_every_shipped_config_round_trips(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """load_config -> to_dict -> (JSON, as the manifest stores it) -> config_from_dict gives the same config."""
+    if not _loadable(path):
+        pytest.skip(f"{path.name} names the real deployed models, which are not here ({ST_MODELS})")
+    monkeypatch.chdir(path.parents[1])  # model files are relative to the working directory: the project root
     cfg = load_config(path)
     table = cfg.to_dict()
     assert table["data"]["name"] == cfg.data.name
@@ -131,11 +141,12 @@ def test_every_shipped_config_round_trips(path: Path) -> None:
     assert again == cfg and type(again.data) is type(cfg.data) and again.to_dict() == table
 
 
-def test_shipped_configs_keep_their_data_settings() -> None:
-    by_name = {p.stem: load_config(p).data for p in CONFIGS}
-    assert set(by_name) == {"quickstart", "digits-demo", "onnx-vs-litert", "pact-lowbit-2411.05858", "cam-quant-2403.09939", "qxai-rogers2023", "saliency-qat-2411.05858",
-                            "sensitivity-lite0"}
-    assert all(type(d) is DigitsClutterDataSpec for n, d in by_name.items() if n not in ("quickstart", "saliency-qat-2411.05858", "sensitivity-lite0"))
+def test_shipped_configs_keep_their_data_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(CONFIGS[0].parents[1])
+    assert {p.stem for p in CONFIGS} == {"quickstart", "digits-demo", "onnx-vs-litert", "pact-lowbit-2411.05858", "cam-quant-2403.09939", "qxai-rogers2023",
+                                         "saliency-qat-2411.05858", "sensitivity-lite0", "cam-quant-2403.09939-real"}
+    by_name = {p.stem: load_config(p).data for p in CONFIGS if _loadable(p)}
+    assert all(type(d) is DigitsClutterDataSpec for n, d in by_name.items() if n not in ("quickstart", "saliency-qat-2411.05858", "sensitivity-lite0", "cam-quant-2403.09939-real"))
     assert (by_name["sensitivity-lite0"].views, by_name["sensitivity-lite0"].calib_views) == (8, 20)
     assert by_name["saliency-qat-2411.05858"].name == "mnist"
     assert (by_name["quickstart"].views, by_name["quickstart"].calib_views) == (4, 8)
