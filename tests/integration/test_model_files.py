@@ -85,6 +85,7 @@ def test_the_st_pair_runs_from_one_command_line(session_cache: Path, tmp_path: P
     for name in (f"{MNV2}-tflite-int8", f"{MNV2}-onnx-int8"):
         manifest = json.loads((run_dir / "artifacts" / name / "manifest.json").read_text())
         assert manifest["surgery"]["max_abs_diff"] == 0.0 and manifest["surgery"]["images"] == 16
+    assert "is a <b>dequantized reference</b>" in (run_dir / "report.html").read_text()
     ref = json.loads((run_dir / "artifacts" / f"{MNV2}-onnx-fp32" / "manifest.json").read_text())
     assert ref["reference_kind"] == "dequantized" and ref["reference_check"]["top1_agrees_with_source"] >= 0.9
 
@@ -108,6 +109,8 @@ def test_a_tflite_only_model_gets_the_gradient_free_cams_and_no_fp32_comparison(
     assert rows["cc_fp32"].isna().all() and rows["cc_host_ref"].isna().all() and rows["cc_sal"].notna().all()
     assert np.isnan(out["manifest"]["models"][MNV2]["checkpoint"]["host_fp32_accuracy"])
     assert out["bench"]["agrees_fp32"].isna().all() and out["bench"]["accuracy"].notna().all()
+    report = (tmp_path / "run" / "report.html").read_text()  # a report without a fidelity axis still renders, and says why
+    assert 'id="reference"' in report and "does not exist (TFLite files only)" in report
 
 
 def test_gradient_cams_of_a_tflite_only_model_are_refused_before_any_work(tmp_path: Path) -> None:

@@ -131,7 +131,9 @@ def fidelity_points(results: Any, bench: Any, method: str | None = None) -> Any:
     sub = results[(results["cam_method"] == method) & (results["cam_mode"] != "sim")]
     cc = sub.groupby(["device", "model", "format", "runtime", "precision"])["cc_fp32"].mean().rename("cc_fp32").reset_index()
     ok = bench[bench["ok"]] if "ok" in bench else bench
-    return cc.merge(ok[["model", "format", "runtime", "precision", "p50_ms", "size_bytes"]], on=["model", "format", "runtime", "precision"]).assign(cam_method=method)
+    points = cc.merge(ok[["model", "format", "runtime", "precision", "p50_ms", "size_bytes"]], on=["model", "format", "runtime", "precision"]).assign(cam_method=method)
+    # a variant without a fidelity (no float reference: TFLite files only) or a latency has no place on the plots
+    return points.dropna(subset=["cc_fp32", "p50_ms", "size_bytes"]).reset_index(drop=True)
 
 
 def _seconds(value: Any) -> str:
@@ -313,6 +315,22 @@ def sensitivity_section(run_dir: Path, manifest: dict[str, Any]) -> str:
             f'<div class="scroll"><table><thead><tr>{"".join(f"<th>{c}</th>" for c in cols)}</tr></thead><tbody>{plan_rows}</tbody></table></div>{device_line}')
 
 
+def reference_note(manifest: dict[str, Any]) -> str:
+    """What "fp32" means for a model given by its files (issue 34): its fp32 ONNX, one dequantized from its QDQ ONNX,
+    or none (TFLite files only); empty for the models edgecam exported itself."""
+    lines = []
+    for name, entry in manifest.get("models", {}).items():
+        checkpoint = entry.get("checkpoint", {}) if isinstance(entry, dict) else {}
+        if "files" not in checkpoint:
+            continue
+        kind = checkpoint.get("reference_kind")
+        what = {"fp32": "is the fp32 ONNX file", "dequantized": "is a <b>dequantized reference</b>: the QDQ ONNX file made float (weights folded, "
+                "activation Q/DQ bypassed), not a float model of the original training",
+                None: "does not exist (TFLite files only): its \"v. fp32\" columns are not measured and only gradient-free CAMs ran"}.get(kind, html.escape(str(kind)))
+        lines.append(f"<li>{html.escape(name)}: given by its files ({html.escape(', '.join(Path(f).name for f in checkpoint['files']))}); its fp32 {what}.</li>")
+    return f'<div class="warn" id="reference"><ul>{"".join(lines)}</ul></div>' if lines else ""
+
+
 def build_report(run_dir: str | Path) -> Path:
     """Write `run_dir/report.html` from the run's files; returns its path."""
     from edgecam.bench import outputs as files
@@ -333,6 +351,7 @@ def build_report(run_dir: str | Path) -> Path:
 ({html.escape(str(device.get('arch', '')))}, {html.escape(str(device.get('cpu', '')))}, {html.escape(str(device.get('cores', '?')))} cores);
 {html.escape(str(manifest.get('images', '?')))} images per variant; run took {_seconds(manifest.get('wall_s'))}.</p>
 {_emulated_banner(device, "emulated")}
+{reference_note(manifest)}
 <h2 id="table1">CAM fidelity (Table 1 layout of 2403.09939)</h2>
 <p>Mean ± std over images; best per row highlighted; hover a cell for its 95% bootstrap interval and the paired Wilcoxon p-value vs fp32; click a header to sort.</p>
 {summary_table(table1, models)}
