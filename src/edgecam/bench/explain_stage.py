@@ -524,13 +524,17 @@ def variant_rows(ctx: "RunContext", setup: ModelSetup, v: Variant, got: VariantC
     feats = np.asarray(got.outputs["features"], dtype=np.float32)
     output_finite = np.isfinite(feats).reshape(len(feats), -1).all(1) & np.isfinite(got.outputs["logits"]).all(1)
     act = [_act_stats(f) for f in feats]
-    none = np.full(len(shard.x), -1, dtype=np.int64)  # no float reference (NO_REFERENCE): "v. fp32" is NaN
-    against = ShardMaps(shard, got.reference, got.saliency, setup.provider_name, got.preds[v.key], got.preds.get(v.fp32_key, none))
+    pred_fp32 = got.preds.get(v.fp32_key)
+    if pred_fp32 is None:  # no float reference (NO_REFERENCE): no top-1 to agree with
+        pred_fp32 = np.full(len(shard.x), -1, dtype=np.int64)
+    against = ShardMaps(shard, got.reference, got.saliency, setup.provider_name, got.preds[v.key], pred_fp32)
     rows: list[dict[str, Any]] = []
     tracks: dict[tuple[str, str, str], Track] = {}
     for method, mode in cam_jobs(v, ctx.cfg):
         c = got.cams[(v.key, method, mode)]
-        c_fp32 = got.cams.get((v.fp32_key, method, mode), np.full_like(c, np.nan))
+        c_fp32 = got.cams.get((v.fp32_key, method, mode))
+        if c_fp32 is None:  # no float reference (NO_REFERENCE): "v. fp32" is NaN
+            c_fp32 = np.full_like(c, np.nan)
         faith = _faithfulness(setup.sessions.get(v.key), shard.x, c, got.preds[v.key], s0, setup.n_faith, ex.faithfulness_steps)
         track = tracks.setdefault((v.key, method, mode), Track(np.zeros(len(WSOL_THRESHOLDS), dtype=np.int64)))
         wsol_iou = np.full(len(c), np.nan)

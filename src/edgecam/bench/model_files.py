@@ -75,9 +75,7 @@ def plan_files(mspec: "ModelSpec", n_classes: int) -> FilePlan:
                           f"{first.n_classes - offset}, the data has {n_classes} classes")
     ref_ends = None
     if ref is not None:
-        from edgecam.exporters.model_file import endpoints as find
-
-        ref_ends = ends[files.index(ref)] if ref in files else find(ref.path, "onnx", mspec.cam_tensor)
+        ref_ends = ends[files.index(ref)] if ref in files else endpoints(ref.path, "onnx", mspec.cam_tensor)
     return FilePlan(files, ends, offset, ref, ref_ends, kind, names)
 
 

@@ -17,6 +17,7 @@ and wraps it to take edgecam's NCHW input.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,28 +101,37 @@ def onnx_endpoints(path: Path, model: Any, cam_tensor: str | None = None) -> End
     return Endpoints(output, logits, features, layout, softmax, tuple(shape[1:]))
 
 
+def _nearest_upstream(start: Any, producers: dict[Any, Any], wanted: Any, inputs: Any) -> Any:
+    """The first node, breadth first from the producer of `start` back through what it reads (`inputs(node)`), for
+    which `wanted(node)` holds; None if none does. Shared by the ONNX and TFLite graphs (tensor names / indices)."""
+    seen, todo = set(), [start]
+    while todo:
+        tensor = todo.pop(0)
+        if tensor in seen or tensor not in producers:
+            continue
+        seen.add(tensor)
+        node = producers[tensor]
+        if wanted(node):
+            return node
+        todo.extend(inputs(node))
+    return None
+
+
 def _onnx_pool_input(path: Path, graph: Any, producers: dict[str, Any], logits: str) -> tuple[str, str]:
     """The input of the global pool nearest the logits (breadth first over what they depend on), and its layout."""
     from onnx import helper, numpy_helper
 
     inits = {t.name: t for t in graph.initializer}
-    seen, todo = set(), [logits]
-    while todo:
-        name = todo.pop(0)
-        if name in seen or name not in producers:
-            continue
-        seen.add(name)
-        node = producers[name]
-        if node.op_type in _POOLS_ONNX:
-            layout = "NCHW"
-            if node.op_type == "ReduceMean":
-                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-                axes = list(attrs.get("axes", []))
-                if not axes and len(node.input) > 1 and node.input[1] in inits:
-                    axes = [int(a) for a in numpy_helper.to_array(inits[node.input[1]]).reshape(-1)]
-                layout = "NHWC" if sorted(a % 4 for a in axes) == [1, 2] else "NCHW"
-            return node.input[0], layout
-        todo.extend(i for i in node.input if i and i not in inits)
+    node = _nearest_upstream(logits, producers, lambda n: n.op_type in _POOLS_ONNX, lambda n: [i for i in n.input if i and i not in inits])
+    if node is not None:
+        layout = "NCHW"
+        if node.op_type == "ReduceMean":
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            axes = list(attrs.get("axes", []))
+            if not axes and len(node.input) > 1 and node.input[1] in inits:
+                axes = [int(a) for a in numpy_helper.to_array(inits[node.input[1]]).reshape(-1)]
+            layout = "NHWC" if sorted(a % 4 for a in axes) == [1, 2] else "NCHW"
+        return node.input[0], layout
     raise ArtifactError(f"{path}: no global pooling (GlobalAveragePool, ReduceMean, AveragePool) found before the class scores; "
                         "name the CAM tensor (a 4-D activation) with cam_tensor")
 
@@ -259,12 +269,18 @@ def _tflite_model(path: Path) -> Any:
     return schema.ModelT.InitFromObj(schema.Model.GetRootAs(path.read_bytes(), 0))
 
 
-def _opname(model: Any, op: Any) -> str:
+@functools.lru_cache(maxsize=1)
+def _builtin_names() -> dict[int, str]:
+    """TFLite's builtin operator codes -> their names (the schema's enum, read once)."""
     from ai_edge_litert import schema_py_generated as schema
 
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if isinstance(v, int) and not k.startswith("_")}
+
+
+def _opname(model: Any, op: Any) -> str:
     code = model.operatorCodes[op.opcodeIndex]
     value = max(code.builtinCode, code.deprecatedBuiltinCode)
-    return next((k for k, v in vars(schema.BuiltinOperator).items() if v == value), str(value))
+    return _builtin_names().get(value, str(value))
 
 
 def tflite_endpoints(path: Path, cam_tensor: str | None = None) -> Endpoints:
@@ -296,16 +312,9 @@ def tflite_endpoints(path: Path, cam_tensor: str | None = None) -> Endpoints:
 
 
 def _tflite_pool_input(path: Path, model: Any, graph: Any, producers: dict[int, Any], logits: int) -> int:
-    seen, todo = set(), [logits]
-    while todo:
-        idx = todo.pop(0)
-        if idx in seen or idx not in producers:
-            continue
-        seen.add(idx)
-        op = producers[idx]
-        if _opname(model, op) in ("MEAN", "AVERAGE_POOL_2D", "REDUCE_MAX"):
-            return int(op.inputs[0])
-        todo.extend(int(i) for i in op.inputs if i >= 0 and int(i) in producers)
+    op = _nearest_upstream(logits, producers, lambda o: _opname(model, o) in ("MEAN", "AVERAGE_POOL_2D", "REDUCE_MAX"), lambda o: [int(i) for i in o.inputs if i >= 0])
+    if op is not None:
+        return int(op.inputs[0])
     raise ArtifactError(f"{path}: no global pooling (MEAN, AVERAGE_POOL_2D) found before the class scores; name the CAM tensor (a 4-D activation) with cam_tensor")
 
 
