@@ -51,7 +51,7 @@ PYVER = "3.11"  # bookworm's python3
 BOARD_PACKAGES = ("numpy", "onnxruntime", "ai-edge-litert")  # at the host's versions
 APT_PACKAGES = ("qemu-user-static", "binfmt-support", "debootstrap")
 #: glibc of bookworm is 2.36: every manylinux tag up to it (pip needs them spelled out for a foreign platform)
-PLATFORMS = ["manylinux_2_%d_aarch64" % v for v in range(36, 16, -1)] + ["manylinux2014_aarch64"]
+PLATFORMS = ["manylinux_2_%d_aarch64" % v for v in range(36, 16, -1)] + ["manylinux2014_aarch64"]  # == manylinux("aarch64", 36)
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 QEMU_CPU = "cortex-a76"  # what every process of the board runs on (sshd's SetEnv; qemu-user reads it)
 MIDR = {"implementer": "0x41", "variant": "0x4", "part": "0xd0b", "revision": "1"}  # Cortex-A76 r4p1, as qemu's model reports
@@ -68,15 +68,15 @@ class BoardUnavailable(RuntimeError):
     """This machine cannot build or start the board (not root, no apt, no binfmt_misc): the reason says which."""
 
 
-def board_dir() -> Path:
-    """Where the board lives: $EDGECAM_BOARD_DIR, else ~/.cache/edgecam/boards/debian-bookworm-arm64 (never under
+def board_dir(name: str = f"debian-{SUITE}-arm64", env_var: str = "EDGECAM_BOARD_DIR") -> Path:
+    """Where a board lives: $EDGECAM_BOARD_DIR, else ~/.cache/edgecam/boards/debian-bookworm-arm64 (never under
     the test session's temporary EDGECAM_CACHE_DIR: sshd chroots only into a path whose every component is
     root-owned and not writable by others, which /tmp is not, and the board is worth keeping across runs)."""
-    env = os.environ.get("EDGECAM_BOARD_DIR")
+    env = os.environ.get(env_var)
     if env:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgecam" / "boards" / f"debian-{SUITE}-arm64"
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgecam" / "boards" / name
 
 
 def check_chroot_path(rootfs: Path) -> None:
@@ -96,10 +96,11 @@ def _run(argv: list[str], timeout: float = 1800, **kw: object) -> subprocess.Com
     return proc
 
 
-def _ensure_tools() -> None:
-    """qemu-user-static, binfmt-support and debootstrap from Debian's apt; the aarch64 binfmt handler enabled."""
+def _ensure_tools(arm64: bool = True) -> None:
+    """qemu-user-static, binfmt-support and debootstrap from Debian's apt; the aarch64 binfmt handler enabled
+    (`arm64=False`: debootstrap alone, for a root of the host's own architecture)."""
     if os.geteuid() != 0:
-        raise BoardUnavailable("building the emulated arm64 board needs root (debootstrap, mounts, sshd's ChrootDirectory)")
+        raise BoardUnavailable("building a board's root needs root (debootstrap, mounts, chroot)")
     if not all(shutil.which(t) for t in ("qemu-aarch64-static", "update-binfmts", "debootstrap")):
         if not shutil.which("apt-get"):
             raise BoardUnavailable(f"no apt-get to install {', '.join(APT_PACKAGES)}")
@@ -108,6 +109,8 @@ def _ensure_tools() -> None:
         if proc.returncode != 0:
             subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env)
             _run(["apt-get", "install", "-y", "-q", *APT_PACKAGES], env=env)
+    if not arm64:
+        return
     if not (BINFMT / "register").exists():
         _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)])
     entry = BINFMT / "qemu-aarch64"
@@ -143,17 +146,19 @@ class BoardImage:
         return "/usr/bin/python3"  # inside the chroot
 
 
-def _site(rootfs: Path) -> Path:
-    return rootfs / "usr" / "local" / "lib" / f"python{PYVER}" / "dist-packages"
+def manylinux(arch: str, glibc_minor: int) -> list[str]:
+    """Every manylinux platform tag a root with glibc 2.`glibc_minor` runs (pip needs them spelled out for a foreign platform)."""
+    return [f"manylinux_2_{v}_{arch}" for v in range(glibc_minor, 16, -1)] + [f"manylinux2014_{arch}"]
 
 
-def _install_wheels(rootfs: Path, want: dict[str, str]) -> None:
-    """The aarch64 wheels of the board's packages into the root's /usr/local dist-packages (host pip)."""
-    site = _site(rootfs)
+def _install_wheels(rootfs: Path, want: dict[str, str], pyver: str = PYVER, platforms: list[str] = PLATFORMS) -> None:
+    """The wheels of the board's packages (`platforms`' builds for CPython `pyver`) into the root's /usr/local
+    dist-packages, by the host's pip: no pip runs inside the root."""
+    site = rootfs / "usr" / "local" / "lib" / f"python{pyver}" / "dist-packages"
     shutil.rmtree(site, ignore_errors=True)
-    platforms = [a for p in PLATFORMS for a in ("--platform", p)]
+    tags = [a for p in platforms for a in ("--platform", p)]
     pins = [f"{p}=={want[p]}" for p in BOARD_PACKAGES]
-    _run([sys.executable, "-m", "pip", "install", "-q", "--no-warn-conflicts", "--target", str(site), *platforms, "--python-version", PYVER,
+    _run([sys.executable, "-m", "pip", "install", "-q", "--no-warn-conflicts", "--target", str(site), *tags, "--python-version", pyver,
           "--implementation", "cp", "--only-binary=:all:", *pins], timeout=900)
 
 
@@ -183,36 +188,50 @@ def _add_user(rootfs: Path, user: str) -> None:
     os.chown(home, pw.pw_uid, pw.pw_gid)
 
 
-def build_board(user: str, log: Callable[[str], None] = print) -> BoardImage:
-    """The cached board, built when missing (debootstrap ~2-5 min) or refreshed when the host's package
-    versions changed (wheels only, seconds). A lock keeps two builders apart; a half-built root is never used."""
-    _ensure_tools()
-    root = board_dir()
+def build_root(root: Path, suite: str, arch: str, include: str, want: dict[str, str], pyver: str, platforms: list[str],
+               finish: Callable[[Path], None], log: Callable[[str], None] = print) -> dict[str, object]:
+    """A cached Debian root under `root`/rootfs, built when missing (`debootstrap --variant=minbase
+    --include=INCLUDE`) and its wheels refreshed when `want` (the host's package versions) changed; `finish(rootfs)`
+    adds what the board needs (users, stand-ins) on every call. A lock keeps two builders apart; a half-built root
+    is never used. Returns the build facts (board.json)."""
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stamp = root / "board.json"
         facts = json.loads(stamp.read_text()) if stamp.is_file() else {}
-        rootfs, want = root / "rootfs", wanted()
+        rootfs = root / "rootfs"
         t0 = time.monotonic()
         if not (rootfs / "usr" / "bin" / "python3").exists():
             part = root / "rootfs.partial"
             if part.exists():
                 _unmount_all(part)
                 shutil.rmtree(part)
-            log(f"arm64 board: debootstrap {SUITE} arm64 into {part} (a few minutes, once)")
-            _run(["debootstrap", "--arch=arm64", "--variant=minbase", "--include=python3", SUITE, str(part), MIRROR], timeout=3600)
+            log(f"board: debootstrap {suite} {arch} ({include}) into {part} (minutes, once)")
+            _run(["debootstrap", f"--arch={arch}", "--variant=minbase", f"--include={include}", suite, str(part), MIRROR], timeout=3600)
             shutil.rmtree(rootfs, ignore_errors=True)
             part.rename(rootfs)
             facts = {"debootstrap_s": round(time.monotonic() - t0, 1)}
         if {k: facts.get(k) for k in want} != want:
             t1 = time.monotonic()
-            log(f"arm64 board: aarch64 wheels {', '.join(f'{p} {want[p]}' for p in BOARD_PACKAGES)}")
-            _install_wheels(rootfs, want)
+            log(f"board: {arch} wheels {', '.join(f'{p} {want[p]}' for p in BOARD_PACKAGES)}")
+            _install_wheels(rootfs, want, pyver, platforms)
             facts = {**facts, **want, "wheels_s": round(time.monotonic() - t1, 1)}
+        finish(rootfs)
+        stamp.write_text(json.dumps(facts, indent=1))
+    return facts
+
+
+def build_board(user: str, log: Callable[[str], None] = print) -> BoardImage:
+    """The cached board, built when missing (debootstrap ~2-5 min) or refreshed when the host's package
+    versions changed (wheels only, seconds)."""
+    _ensure_tools()
+    root = board_dir()
+
+    def finish(rootfs: Path) -> None:
         _add_user(rootfs, user)
         (root / "cpuinfo").write_text(_cpuinfo(rootfs))
-        stamp.write_text(json.dumps(facts, indent=1))
+
+    facts = build_root(root, SUITE, "arm64", "python3", wanted(), PYVER, PLATFORMS, finish, log)
     return BoardImage(root, facts)
 
 
@@ -247,18 +266,23 @@ class Mounts:
 
 
 def mount_board(image: BoardImage) -> Mounts:
-    """/proc, a read-only /sys and the cpuinfo stand-in inside the root. Each board started mounts a layer of
-    its own on top; `release` unmounts the top layers, which are another board's when two boards on one root
-    stop out of order: same mounts either way, so a running board keeps working."""
-    rfs = image.rootfs
+    """/proc, a read-only /sys and the cpuinfo stand-in inside the board's root (see `mount_root`)."""
+    return mount_root(image.rootfs, image.cpuinfo)
+
+
+def mount_root(rfs: Path, cpuinfo: Path | None = None) -> Mounts:
+    """/proc, a read-only /sys and (given) a cpuinfo stand-in inside the root `rfs`. Each board started mounts a
+    layer of its own on top; `release` unmounts the top layers, which are another board's when two boards on one
+    root stop out of order: same mounts either way, so a running board keeps working."""
     done = Mounts([])
     try:
         _run(["mount", "-t", "proc", "proc", str(rfs / "proc")])
         done.points.append(rfs / "proc")
         _run(["mount", "--bind", "-o", "ro", "/sys", str(rfs / "sys")])
         done.points.append(rfs / "sys")
-        _run(["mount", "--bind", "-o", "ro", str(image.cpuinfo), str(rfs / "proc" / "cpuinfo")])
-        done.points.append(rfs / "proc" / "cpuinfo")
+        if cpuinfo is not None:
+            _run(["mount", "--bind", "-o", "ro", str(cpuinfo), str(rfs / "proc" / "cpuinfo")])
+            done.points.append(rfs / "proc" / "cpuinfo")
     except BoardUnavailable:
         done.release()
         raise

@@ -12,11 +12,20 @@ command the device's state (`adb get-state`) and features (`adb features`) are c
 `shell_v2` is refused rather than trusted. adb's own failures after that (device unplugged mid-run) also show
 up as a non-zero status, with adb's message on stderr.
 
-There is usually no Python on Android, so `info()` reads `getprop`, /proc/meminfo and /proc/cpuinfo instead of
-running the agent, and `benchmark()` times a .tflite with the user's LiteRT `benchmark_model` binary (path on
-the device, `benchmark_model = "..."` in devices.toml) and parses its output with
-`edgecam.devices.benchmark_model`. `run_job` (the edgecam agent) works where `python` names an interpreter on
-the device (e.g. Termux's).
+There is usually no Python on Android, so `info()` reads `getprop`, /proc/meminfo and /proc/cpuinfo (and adds
+the agent's probe where `python` is set), and `benchmark()` times a .tflite with the user's LiteRT
+`benchmark_model` binary (path on the device, `benchmark_model = "..."` in devices.toml) and parses its output
+with `edgecam.devices.benchmark_model`. `run_job` and the persistent session (the edgecam agent) work where
+`python` names an interpreter on the device (e.g. Termux's).
+
+The persistent session (`AdbSession`) is one `adb shell -T 'exec python agent serve JOB'` per artifact: with
+shell_v2 and no PTY, adb's stream carries stdin and stdout byte for byte (stderr apart), measured against a real
+adbd (Debian's 34.0.5, tests/adb_board.py): 5 MB of random bytes round-trip with the same sha256. `adb exec-out`
+carries no stdin, so it cannot.
+
+A device that drops off (adbd killed, cable pulled, Wi-Fi lost) fails the command in flight with adb's own
+message; the next command checks the device again and, for a network serial (HOST:PORT), runs `adb connect`
+once before giving up, so a run goes on when the device comes back.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from edgecam.devices.base import FACT_MAX_CHARS, Device, DeviceError, DeviceTimeout, JobFailed, RunResult, shell_command
 from edgecam.devices.benchmark_model import BenchmarkModelResult, benchmark_argv, parse_benchmark_output
+from edgecam.devices.local import LocalSession
 from edgecam.cache import sha256_file
 from edgecam.errors import ArtifactError
 
@@ -43,6 +53,11 @@ if TYPE_CHECKING:
 DEFAULT_WORKDIR = "/data/local/tmp/edgecam"
 ABI_ARCH = {"arm64-v8a": "aarch64", "armeabi-v7a": "armv7l", "armeabi": "armv5tel", "x86_64": "x86_64", "x86": "i686", "riscv64": "riscv64"}
 _SECTION = "@@edgecam:{}@@"
+#: how the adb client says the device itself is gone (not the command's own failure): the next command re-checks it
+_ADB_LOST = ("error: device offline", "error: closed", "error: no devices", "error: protocol fault", "not found", "error: device unauthorized",
+             "error: connect", "failed to connect")
+#: probe facts the agent knows better than getprop (the interpreter and runtimes it found)
+_AGENT_FACTS = ("protocol", "python", "numpy", "runtimes", "emulation", "cores_available")
 
 
 class AdbNotFound(DeviceError):
@@ -62,14 +77,20 @@ class AdbDevice(Device):
     """An Android device reached with `adb -s SERIAL`; files live under `workdir` (default /data/local/tmp/edgecam)."""
 
     kind = "adb"
-    settings_help = {"benchmark_model": "LiteRT's benchmark_model binary on the device (an absolute path): times .tflite artifacts with it"}
+    settings_help = {
+        "benchmark_model": "LiteRT's benchmark_model binary on the device (an absolute path): times .tflite artifacts with it",
+        "adb": "the adb client on this machine (a path or a name on PATH; default adb): e.g. platform-tools' own, or a wrapper",
+    }
 
     @classmethod
     def check_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
         path = settings.get("benchmark_model")
         if path is not None and not isinstance(path, str):
             raise ValueError(f"benchmark_model: expected a path on the device, got {type(path).__name__} {path!r}")
-        return {"benchmark_model": path}
+        client = settings.get("adb", "adb")
+        if not isinstance(client, str) or not client.strip():
+            raise ValueError(f"adb: expected the adb client's path or name, got {type(client).__name__} {client!r}")
+        return {"benchmark_model": path, "adb": client}
 
     def __init__(
         self,
@@ -111,7 +132,7 @@ class AdbDevice(Device):
 
     @classmethod
     def from_spec(cls, spec: "DeviceSpec", local_workdir: str | None = None) -> "AdbDevice":
-        return cls(spec.url, benchmark_model=spec.benchmark_model, workdir=spec.workdir, python=spec.python, name=spec.name)
+        return cls(spec.url, benchmark_model=spec.benchmark_model, workdir=spec.workdir, python=spec.python, name=spec.name, adb=spec.adb)
 
     # -- adb plumbing -----------------------------------------------------------------------------------
     def _adb(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
@@ -132,11 +153,26 @@ class AdbDevice(Device):
                 f"{self.name}: `adb {command}` timed out after {timeout:g} s; the adb client was killed (the command may still run on the device)"
             ) from None
 
+    def _reconnect(self) -> subprocess.CompletedProcess[str]:
+        """`adb connect SERIAL` for a network device that dropped off (its old connection stays offline), then
+        its state again."""
+        self._adb("disconnect", self.serial, timeout=self.command_timeout)
+        self._adb("connect", self.serial, timeout=self.command_timeout)
+        return self._adb("get-state", timeout=self.command_timeout)
+
+    def _lost(self, proc: "subprocess.CompletedProcess[str] | RunResult") -> None:
+        """After a failed adb command: if adb said the device is gone, check it again before the next command."""
+        if proc.returncode != 0 and any(s in (proc.stderr or "")[-500:] for s in _ADB_LOST):
+            self._ready = False
+
     def _ensure(self) -> None:
-        """Check once that the device is attached, authorized and speaks the shell protocol (real exit codes)."""
+        """Check that the device is attached, authorized and speaks the shell protocol (real exit codes): once, and
+        again after adb said the device was gone (a network device is reconnected then)."""
         if self._ready:
             return
         state = self._adb("get-state", timeout=self.command_timeout)
+        if (state.returncode != 0 or state.stdout.strip() != "device") and ":" in self.serial:
+            state = self._reconnect()
         if state.returncode != 0 or state.stdout.strip() != "device":
             text = state.stderr.strip() or state.stdout.strip()
             lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("* ")]  # skip "* daemon started"
@@ -161,6 +197,7 @@ class AdbDevice(Device):
         self._ensure()
         start = time.perf_counter()
         proc = self._adb("shell", command, timeout=timeout)
+        self._lost(proc)
         return RunResult(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
 
     def _check(self, res: RunResult, what: str) -> RunResult:
@@ -220,6 +257,7 @@ class AdbDevice(Device):
             self.cleanup(tmp)  # a push cut off by its timeout leaves no partial copy on the device
             raise
         if proc.returncode != 0:
+            self._lost(proc)
             self.cleanup(tmp)
             raise DeviceError(f"{self.name}: adb push {local} -> {tmp!r} failed (exit {proc.returncode}): {_tail(proc.stderr or proc.stdout, 5)}")
         self._check(self.shell(f"rm -rf {_q(remote)} && mv {_q(tmp)} {_q(remote)}", timeout=self.command_timeout), f"moving the pushed copy to {remote!r}")
@@ -240,6 +278,7 @@ class AdbDevice(Device):
                 tmp.unlink(missing_ok=True)
             raise
         if proc.returncode != 0 or not tmp.exists():
+            self._lost(proc)
             if tmp.is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)
             elif tmp.exists():
@@ -271,10 +310,22 @@ class AdbDevice(Device):
             if not props:
                 raise DeviceError(f"{self.name}: getprop printed nothing (exit {res.returncode}): {_tail(res.stderr or res.stdout, 5)}")
             facts = {k: (v[:FACT_MAX_CHARS] if isinstance(v, str) else v) for k, v in android_facts(props, sections).items()}  # the device's text, capped
+            if self._python:  # the agent runs here: its interpreter and runtimes are facts of the device too
+                agent = super().info()
+                facts.update({k: agent[k] for k in _AGENT_FACTS if k in agent})
+                facts["emulated"] = bool(facts["emulated"] or agent.get("emulated"))
+                if agent.get("probe_rejected"):
+                    facts["probe_rejected"] = agent["probe_rejected"]
+            else:
+                facts["python"] = None
             self._info = {**facts, "name": self.name, "kind": self.kind, "serial": self.serial}
             self._info["benchmark_model"] = self.benchmark_model
-            self._info["python"] = self._python
         return dict(self._info)
+
+    # -- persistent session ---------------------------------------------------------------------------------
+    def session(self, artifact_dir: str | Path, job: dict[str, Any], timeout: float | None = 600) -> "AdbSession":
+        """One `agent serve` behind one `adb shell -T` for `artifact_dir` (see `AdbSession`)."""
+        return AdbSession(self, artifact_dir, job, timeout)
 
     # -- benchmark_model -----------------------------------------------------------------------------------
     def benchmark(
@@ -326,6 +377,33 @@ class AdbDevice(Device):
             return parse_benchmark_output(res.stdout + res.stderr)
         except ValueError as exc:
             raise JobFailed(f"{self.name}: {exc}") from exc
+
+
+class AdbSession(LocalSession):
+    """The agent on the device behind one `adb -s SERIAL shell -T 'exec PYTHON agent serve JOB'`: the local adb
+    client's stdin / stdout carry the frames (shell_v2 without a PTY is binary-clean both ways; stderr comes back
+    apart, into the tail that explains a failure). Killing the client does not stop the command on the device,
+    so a timeout or an abort first kills the agent there (`kill_agents` on the session's job path), then the
+    client. A device that dropped off fails the request in flight (JobFailed); the next request starts a new
+    agent after the device is checked again (`AdbDevice._ensure`, reconnecting a network serial)."""
+
+    device: AdbDevice
+
+    def _command(self) -> list[str]:
+        dev = self.device
+        dev._ensure()
+        return [dev.adb, "-s", dev.serial, "shell", "-T", "exec " + shell_command([*dev.python(), dev.agent(), "serve", self.job_path])]
+
+    def _terminate(self, grace: float = 0.0) -> str:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.wait(timeout=grace)  # an agent that is exiting on its own ends its client
+            except subprocess.TimeoutExpired:
+                self.device.kill_agents(self.job_path)  # on the device, before its client goes
+        elif proc is not None:  # the client ended: if adb said the device is gone, check it before the next agent
+            self.device._ready = False
+        return super()._terminate(grace)
 
 
 def _split_sections(text: str) -> dict[str, str]:

@@ -106,14 +106,16 @@ class LocalSession(PersistentSession):
         self._stderr: Any = None
         super().__init__(device, artifact_dir, job, timeout)
 
+    def _command(self) -> list[str]:
+        """The process whose stdin / stdout carry the frames: the agent itself here (adb: its client's shell)."""
+        dev = self.device
+        return [*dev.python(), dev.agent(), "serve", self.job_path]
+
     def _spawn(self) -> None:
         self._terminate()  # a replaced process (it died or timed out) is never left running
+        argv = self._command()
         self._stderr = tempfile.TemporaryFile(prefix="edgecam-agent-stderr-")
-        dev = self.device
-        self._proc = subprocess.Popen(
-            [*dev.python(), dev.agent(), "serve", self.job_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            bufsize=0, start_new_session=True,
-        )
+        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0, start_new_session=True)
         os.set_blocking(self._proc.stdin.fileno(), False)  # type: ignore[union-attr]
 
     def _send(self, chunks: Sequence[Any], deadline: float | None) -> None:
