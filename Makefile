@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 BOARD  ?= build
 
-.PHONY: run test test-slow bench arm64-board clean
+.PHONY: run test test-slow bench arm64-board adb-board clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ bench: $(STAMP)
 ## or with BOARD=shell start it and print the devices.toml entry that reaches it
 arm64-board: $(STAMP)
 	$(PY) tests/arm64_board.py $(BOARD)
+
+## the adbd boards of the `adb` tests (Debian's real adbd in a trixie root, x86-64 and arm64 under qemu-user,
+## cached; needs root): build both, or with BOARD=shell ARCH=arm64 start one in its own network namespace and
+## print the devices.toml entry that reaches it
+ARCH ?= amd64
+adb-board: $(STAMP)
+	@if [ "$(BOARD)" = build ]; then $(PY) tests/adb_board.py build amd64 && $(PY) tests/adb_board.py build arm64; \
+	else $(PY) tests/adb_board.py $(BOARD) $(ARCH); fi
 
 clean:
 	rm -rf runs .pytest_cache

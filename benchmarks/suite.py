@@ -9,7 +9,7 @@ one run, printed as one table of ratios with their targets, and written to bench
 6. export cost: seconds per artifact per format and precision, fresh cache
 7. real scale: a 224 px model on generated JPEGs at 200 vs 2,000 images (host / agent peak RSS, bytes per image,
    wall per image), over SSH too, Score-CAM at 1,280 channels, a 10,000-image dry run (`real_scale.py`)
-8. persistent device session vs one agent process per job, local and over SSH (`session_cost.py`)
+8. persistent device session vs one agent process per job, local, over SSH and over adb (`session_cost.py`)
 9. the explain stage at real size: EfficientNet-Lite0 (real weights) at 224 px, 200 images, ONNX Runtime fp32 + int8:
    images/s per variant, host CPU per image and variant vs the device's forward, where the time goes, the ETA's
    accuracy, Ray vs in-process, and 1,000 / 2,000-image runs extrapolated to paper 002's sweep (`explain_profile.py`)
@@ -116,7 +116,7 @@ def run_suite(sizes: Sizes, items: set[str], quick: bool) -> tuple[list[Row], li
         rows += got_rows
         notes += got_notes
     if "8" in items:
-        rows += timed("item 8", lambda: session_cost.run_items(sizes.session_images, 1 if quick else 3, ssh=not quick))
+        rows += timed("item 8", lambda: session_cost.run_items(sizes.session_images, 1 if quick else 3, ssh=not quick, adb=not quick))
     peak = None
     if "9" in items:
         got_rows, got_notes, peak = timed("item 9", lambda: explain_profile.run_items(sizes.explain_images, None, sizes.explain_executors, None, sizes.explain_scale))

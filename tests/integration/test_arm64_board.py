@@ -2,7 +2,9 @@
 the probe says aarch64 and emulated; the quickstart (EfficientNet-Lite0, ONNX Runtime + LiteRT, fp32 + int8)
 runs there as a whole `edgecam run`, its latency labelled emulated; fp32 on aarch64 matches x86 to 1e-4 in
 the logits; the int8 device gap (top-1 agreement, max |logit diff|, CC of CAMs) is measured by
-`edgecam compare`; a connection dropped mid-run is survived as on the x86 sshd.
+`edgecam compare`; a connection dropped mid-run is survived as on the x86 sshd. The same quickstart over adb to
+the arm64 adbd (tests/adb_board.py: Debian's adbd in a trixie arm64 root under qemu-user) gives the SSH board's
+rows: same artifacts, same aarch64 kernels, only the transport differs.
 
 Needs root (debootstrap, mounts, ChrootDirectory): skipped with that reason otherwise; as root, a board that
 cannot be built is a failure, not a skip (CI runs as root: none of these is skipped there)."""
@@ -72,6 +74,67 @@ def quickstart_runs(arm_board: SshServer, tmp_path_factory: pytest.TempPathFacto
     run(cfg, x86, log=lambda m: None)
     out = run(cfg, arm, log=lambda m: None, device_spec=board_spec(arm_board, name="arm64", retries=4))
     return x86, arm, out
+
+
+@pytest.fixture(scope="module")
+def arm_phone() -> Iterator[Any]:
+    """The arm64 adbd board (built once, ~4.5 min under qemu-user; a cached start is timed and printed)."""
+    import time
+
+    import adb_board
+
+    t0 = time.monotonic()
+    boards = adb_board.board_session("arm64")
+    phone = next(boards)
+    print(f"\narm64 adbd board started in {time.monotonic() - t0:.1f} s")
+    yield phone
+    next(boards, None)
+
+
+@pytest.mark.adb
+@pytest.mark.slow  # the arm64 adbd's first build (~4.5 min) does not fit `make test`; the x86-64 adbd is there (test_adb_board.py)
+def test_probe_reports_the_arm64_adbd_as_an_emulated_aarch64_phone(arm_phone: Any) -> None:
+    from edgecam.devices.inventory import open_device
+
+    with open_device(arm_phone.spec()) as device:
+        facts = device.info()
+    assert facts["kind"] == "adb" and facts["arch"] == "aarch64" and facts["abi"] == "arm64-v8a" and facts["emulated"] is True
+    assert facts["os"] == "Android 14 (API 34)" and facts["python"].startswith("3.13.")
+    assert facts["runtimes"]["onnxruntime"] and facts["runtimes"]["ai_edge_litert"], facts["runtimes"]
+
+
+@pytest.mark.adb
+@pytest.mark.slow  # ~3 min under qemu after the SSH fixture's 184 s
+def test_the_quickstart_over_adb_gives_the_arm64_ssh_rows_and_the_device_gap(arm_phone: Any, quickstart_runs: tuple[Path, Path, dict[str, Any]],
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The same run over adb to the arm64 adbd and over SSH to the arm64 board: the same artifacts on the same
+    aarch64 kernels, so the same rows (device columns aside) and no gap between the two; `edgecam compare` of the adb
+    run against the local x86 run shows the device gap."""
+    from edgecam.bench.compare import device_gap
+    from edgecam.bench.sweep import run
+    from edgecam.cli import main
+
+    x86, ssh, ssh_out = quickstart_runs
+    adb = x86.parent / "quick-adb-arm64"
+    out = run(quickstart_config(), adb, log=lambda m: None, device_spec=arm_phone.spec("phone"))
+    assert not out["failed"], out["failed"]
+    device = out["manifest"]["device"]
+    assert device["kind"] == "adb" and device["arch"] == "aarch64" and device["emulated"] is True
+    keys = ["model", "format", "runtime", "precision", "cam_method", "image_id"]
+    a, b = (r.sort_values(keys).reset_index(drop=True) for r in (ssh_out["results"], out["results"]))
+    assert set(a["device"]) == {"arm64"} and set(b["device"]) == {"phone"} and len(a) == len(b) > 0
+    same = [c for c in a.columns if not c.startswith("device")]
+    pd.testing.assert_frame_equal(a[same], b[same], check_exact=False, atol=1e-6, rtol=0)
+    between = device_gap(ssh, adb)  # the transports: nothing between them
+    assert between["same_artifact"].all() and (between["max_abs_logit_diff"] == 0).all() and (between["top1_agreement"] == 1).all(), between
+    gap = device_gap(x86, adb)
+    assert gap["same_artifact"].all() and set(gap["precision"]) == {"fp32", "int8"} and (gap["images"] == QUICK_IMAGES).all()
+    assert (gap.loc[gap["precision"] == "fp32", "max_abs_logit_diff"] < 1e-4).all(), gap
+    assert main(["compare", str(x86), str(adb)]) == 0
+    printed = capsys.readouterr().out
+    assert "Device gap" in printed and "phone (aarch64, emulated)" in printed
+    with pd.option_context("display.width", 250, "display.max_columns", 20), capsys.disabled():
+        print(f"\ndevice gap x86 -> arm64 adbd (emulated aarch64), {QUICK_IMAGES} quickstart images:\n{gap}")
 
 
 @pytest.mark.slow  # with its fixture 184 s under qemu (2026-12-05); `make test-slow` runs it, `make test` the probe here and the SSH run on the x86 loopback board

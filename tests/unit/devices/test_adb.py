@@ -61,6 +61,8 @@ if cmd == "get-state":
 elif cmd == "features":
     print(os.environ.get("FAKE_ADB_FEATURES", "shell_v2\ncmd\nstat_v2\nls_v2\nfixed_push_mkdir"))
 elif cmd == "shell":
+    if rest[:1] == ["-T"]:  # no PTY: stdin and stdout are the stream (shell_v2), as the session uses them
+        rest = rest[1:]
     env = dict(os.environ, PATH=os.environ["FAKE_DEVICE_BIN"] + os.pathsep + os.environ["PATH"])
     sys.exit(subprocess.run(["/bin/sh", "-c", " ".join(rest)], cwd=os.environ["FAKE_DEVICE_CWD"], env=env).returncode)
 elif cmd in ("push", "pull"):
@@ -319,14 +321,14 @@ def test_a_command_past_its_timeout_raises_device_timeout(fake: FakeAdb, tmp_pat
         fake.device(name="pixel", benchmark_model=str(hang)).benchmark(model, 1, 5, 1, timeout=0.5)
 
 
-def test_session_runs_one_agent_per_request_over_adb(fake: FakeAdb, trained_tinycnn, tmp_path: Path) -> None:
-    """adb has no binary-clean streaming channel on every Android release, so its session is the per-request
-    fallback: each request frame is pushed, answered by `agent serve --frames-in/--frames-out`, pulled back.
-    The answers are the local streaming session's."""
+def test_session_streams_through_one_agent_over_adb_shell_T(fake: FakeAdb, trained_tinycnn, tmp_path: Path) -> None:
+    """The adb session is one `adb shell -T 'exec PY agent serve JOB'` per artifact (shell_v2 without a PTY carries
+    the frames byte for byte; tests/integration/test_adb_board.py checks it against a real adbd): every request
+    goes to the same agent, a bad one is refused without ending it, and the answers are the local session's."""
     import numpy as np
 
+    from edgecam.devices.adb import AdbSession
     from edgecam.devices.local import LocalDevice
-    from edgecam.devices.persistent import PerRequestSession
 
     art = trained_tinycnn.artifacts["fp32"]
     x = trained_tinycnn.data.test_x[:4]
@@ -336,25 +338,25 @@ def test_session_runs_one_agent_per_request_over_adb(fake: FakeAdb, trained_tiny
         ref_cam = local.scorecam(x, ref["features"][:, :5])
     dev = fake.device(python=sys.executable)
     with dev.session(art, job) as s:
-        assert isinstance(s, PerRequestSession) and not s.streaming
+        assert isinstance(s, AdbSession) and s.streaming
         out = s.forward(x, outputs=None)
-        cam = s.scorecam(x, ref["features"][:, :5])
         with pytest.raises(JobFailed, match="unknown op 'explode'"):
             s.request("explode")
-        assert s.starts == 3 and s.calls == 3
+        cam = s.scorecam(x, ref["features"][:, :5])
+        assert s.starts == 1 and s.calls == 3
     for k in ref:
         np.testing.assert_allclose(out[k], ref[k], atol=1e-6)
     np.testing.assert_allclose(cam, ref_cam, atol=1e-6)
-    assert not any((fake.workdir / "jobs").iterdir())  # request, answer and job.json removed from the device
-    serves = [c for c in fake.calls() if c[3] == "shell" and " serve " in c[4]]
-    assert len(serves) == 3 and all("--frames-in" in c[4] for c in serves)
+    assert not any((fake.workdir / "jobs").iterdir())  # the session's job folder removed from the device
+    serves = [c for c in fake.calls() if c[3] == "shell" and any(" serve " in a for a in c[4:])]
+    assert len(serves) == 1 and serves[0][4] == "-T" and serves[0][5].startswith("exec ")
 
 
 @pytest.mark.timeout(180)
 def test_a_timed_out_job_or_request_is_stopped_on_the_phone(fake: FakeAdb, trained_tinycnn) -> None:
     """Killing `adb shell` does not stop the command on the phone (the stand-in behaves the same: its `sh`
     outlives it). On a timeout the host stops the agent's whole process group through the job's pid file
-    (one-shot jobs) or the request file in its command line (per-request sessions), helper process included,
+    (one-shot jobs) or the job folder in its command line (the streaming session), helper process included,
     and the job folder with its inputs is removed."""
     from edgecam.runtimes.fault import HELPER_MARK
 
