@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from arm64_board import (BOARD_PACKAGES, QEMU_CPU, BoardUnavailable, Mounts, _cpuinfo, _ensure_tools, _run, board_dir, build_root, manylinux,
-                         mount_root)
+                         mount_root, serve_until_stopped)
 
 SUITE = "trixie"
 PYVER = "3.13"  # trixie's python3
@@ -274,15 +274,7 @@ def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "shell" and argv[1] in ARCHES:
         board = start(argv[1], Path(tempfile.mkdtemp(prefix="edgecam-adb-")))
         print(board.inventory())
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        print(f"board up ({board.netns}); Ctrl-C or SIGTERM stops it", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            board.stop()
+        serve_until_stopped(f"board up ({board.netns})", board.stop)
         return 0
     sys.stderr.write("usage: adb_board.py build|shell amd64|arm64\n")
     return 2

@@ -322,6 +322,21 @@ def board_session() -> Iterator[SshServer]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def serve_until_stopped(what: str, stop: Callable[[], object]) -> None:
+    """Keep a started board up until Ctrl-C or SIGTERM (`kill` stops it as Ctrl-C does), then `stop()` it."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"{what}; Ctrl-C or SIGTERM stops it", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["build"]:
         t0 = time.monotonic()
@@ -334,18 +349,7 @@ def main(argv: list[str]) -> int:
 
         s, mounts, image = start_board(Path(tempfile.mkdtemp(prefix="edgecam-arm64-")))
         print(f'[[devices]]\nname = "arm64"\nurl = "{s.url}"\nkey_file = "{s.key_file}"\nknown_hosts = "{s.known_hosts}"\npython = "{image.python}"\n')
-        import signal
-
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops it as Ctrl-C does: sshd stopped, mounts released
-        print("board up; Ctrl-C or SIGTERM stops it", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            s.stop()
-            mounts.release()
+        serve_until_stopped("board up", lambda: (s.stop(), mounts.release()))
         return 0
     sys.stderr.write("usage: arm64_board.py build | shell\n")
     return 2

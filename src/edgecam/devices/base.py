@@ -183,7 +183,7 @@ class Device:
     def session(self, artifact_dir: str | Path, job: dict[str, Any], timeout: float | None = 600) -> "PersistentSession":
         """A persistent session for one artifact (`edgecam.devices.persistent`): the agent loads the runtime
         and the model once and serves framed requests until closed. This default runs one agent process per
-        request through push / run / pull; streaming transports (local, SSH) override it."""
+        request through push / run / pull; streaming transports (local, SSH, adb) override it."""
         from edgecam.devices.persistent import PerRequestSession
 
         return PerRequestSession(self, artifact_dir, job, timeout)

@@ -23,7 +23,7 @@ Ops (arrays in -> arrays out; the masks are composed here, never shipped at full
 - "ping": nothing -> nothing (a liveness check); "close": answered, then the process exits.
 
 With `--frames-in REQ --frames-out RESP` the same loop reads requests from a file and writes the answers to
-a file (one process per request, for transports without a streaming channel, e.g. adb).
+a file (one process per request, for a transport without a streaming channel: `Device.session`'s default).
 """
 
 from __future__ import annotations
