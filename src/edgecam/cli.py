@@ -59,16 +59,23 @@ def plain(value: Any, style: str = "") -> Any:
 
 #: colour tags edgecam's own log messages open with ("[yellow]...[/yellow]", "[red]FAILED[/red] ...")
 LOG_TAGS = ("yellow", "red")
+#: longest line rich's highlighter colours (numbers, paths); past it a line is printed plain
+HIGHLIGHT_MAX_LINE = 400
 
 
 def markup_log(console: Any) -> Callable[[str], None]:
     """The sweep's `log` for a rich console: the message escaped as a whole, then only the colour tag it opens
     with (and the closing that ends the message, else its first) turned back into markup, so a value interpolated into a message (a
-    device name, an error, a path) is printed as text and can neither style nor break the output."""
+    device name, an error, a path) is printed as text and can neither style nor break the output. Control
+    characters are shown as escapes and the length capped (`clean_text`: a device's text cannot drive the
+    terminal), and a long line is printed without rich's highlighter, whose cost grows with a line's square."""
     from rich.markup import escape
 
+    from edgecam.textsafe import clean_text
+
     def log(message: str) -> None:
-        text = escape(str(message))
+        plain = clean_text(message)
+        text = escape(plain)
         for tag in LOG_TAGS:
             opening, closing = f"\\[{tag}]", f"\\[/{tag}]"
             if text.startswith(opening) and closing in text:
@@ -78,7 +85,7 @@ def markup_log(console: Any) -> Callable[[str], None]:
                 else:  # a tagged prefix ("[red]FAILED[/red] ..."): the first closing
                     text = f"[{tag}]" + body.replace(closing, f"[/{tag}]", 1)
                 break
-        console.print(text)
+        console.print(text, highlight=max(map(len, plain.splitlines() or [""])) <= HIGHLIGHT_MAX_LINE)
 
     return log
 
@@ -104,7 +111,7 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
     """Table 1 per format / runtime / CAM method, the runtime gap, then accuracy, latency and memory."""
     from rich.table import Table
 
-    from edgecam.bench.results import format_mean_std
+    from edgecam.bench.results import format_mean_std, format_rate, nonfinite_count
 
     summary = out["summary"]
     if not summary.empty:
@@ -166,15 +173,17 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
         title += "\n[yellow]latency and memory EMULATED: an emulated CPU's times, not the board's; accuracy and CAMs are real[/yellow]"
     table = Table(title=title)
     ms = " (emulated)" if emulated else ""
-    for col in ("model", "runtime", "precision", "accuracy", "agrees fp32", f"p50 ms{ms}", f"p99 ms{ms}", "init ms", "peak RSS MB", "size KB"):
+    nonfinite = any(nonfinite_count(r) for _, r in bench.iterrows())  # a column only when a device answered NaN / Inf
+    for col in ("model", "runtime", "precision", "accuracy", "agrees fp32", *(["non-finite"] if nonfinite else []), f"p50 ms{ms}", f"p99 ms{ms}", "init ms", "peak RSS MB", "size KB"):
         table.add_column(col, justify="left" if col in ("model", "runtime", "precision") else "right")
     for _, r in bench.iterrows():
         if not r["ok"]:
-            table.add_row(plain(r["model"]), plain(r["runtime"]), plain(r["precision"]), plain("failed", "red"), *[""] * 6)
+            table.add_row(plain(r["model"]), plain(r["runtime"]), plain(r["precision"]), plain("failed", "red"), *[""] * (6 + nonfinite))
             continue
         precision = r["precision"] + (" (dequantized)" if r.get("precision_effective") == "fp32-dequantized" else "")  # a file model's float reference
         table.add_row(
-            plain(r["model"]), plain(r["runtime"]), plain(precision), f"{r['accuracy']:.4f}", f"{r['agrees_fp32']:.4f}",
+            plain(r["model"]), plain(r["runtime"]), plain(precision), format_rate(r["accuracy"]), format_rate(r["agrees_fp32"]),
+            *([plain(str(nonfinite_count(r)), "bold red" if nonfinite_count(r) else "")] if nonfinite else []),
             f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['init_ms']:.1f}", f"{r['peak_rss_mb']:.1f}", f"{r['size_bytes'] / 1024:.1f}",
         )
     console.print(table)
@@ -362,16 +371,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from edgecam.bench.compare import GAP_COLUMNS, KEYS, compare_runs, device_gap, device_label, to_html
+    from edgecam.bench.compare import DIFFERENT_DATA_LABEL, GAP_COLUMNS, KEYS, compare_runs, data_difference, device_gap, device_label, to_html
+    from edgecam.safe_io import write_bytes
 
     for run in (args.run_a, args.run_b):
         _require_run_dir(run)
-    table = compare_runs(args.run_a, args.run_b)
+    table = compare_runs(args.run_a, args.run_b, allow_different_data=args.allow_different_data)  # runs on different data: refused unless allowed
     if table.empty:
         raise EdgecamError(f"{args.run_a} and {args.run_b} have no variant in common (same model, format, runtime, precision)")
     console = _console()
+    different = data_difference(args.run_a, args.run_b)
+    if different:
+        console.print(plain(f"{DIFFERENT_DATA_LABEL}\n{different}", "bold red"))
     console.print(plain(f"A: {args.run_a} on {device_label(args.run_a)}; B: {args.run_b} on {device_label(args.run_b)}"))
-    out = Table(title=plain(f"{args.run_b} - {args.run_a}: deltas with 95% bootstrap intervals (bold: excludes 0)"))
+    out = Table(title=plain(("DIFFERENT DATA, unpaired: " if different else "") + f"{args.run_b} - {args.run_a}: deltas with 95% bootstrap intervals (bold: excludes 0)"))
     for col in (*KEYS, "metric", "A", "B", "delta", "95% CI"):
         out.add_column(col, justify="right" if col in ("A", "B", "delta", "95% CI") else "left")
     for _, r in table.iterrows():
@@ -379,8 +392,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         out.add_row(*[plain(r[k]) for k in (*KEYS, "metric")], f"{r['a']:.4g}", f"{r['b']:.4g}",
                     plain(delta, "bold" if r["ci_lo"] > 0 or r["ci_hi"] < 0 else ""), plain(f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}]"))
     console.print(out)
-    gap = device_gap(args.run_a, args.run_b)
-    if gap.empty:
+    gap = device_gap(args.run_a, args.run_b, allow_different_data=args.allow_different_data)
+    if different:
+        console.print(plain("no device gap: the runs were made on different data", "bold red"))
+    elif gap.empty:
         console.print("no device gap: the runs kept no outputs of common images (explain.keep_outputs)")
     else:
         gt = Table(title="Device gap: the same artifact on A and B, image by image (kept outputs)")
@@ -390,10 +405,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             gt.add_row(*[plain(r[c]) for c in GAP_COLUMNS[:8]], *[f"{r[c]:.4g}" for c in GAP_COLUMNS[8:]])
         console.print(gt)
     if args.gap_csv:
-        gap.to_csv(args.gap_csv, index=False)
+        write_bytes(args.gap_csv, gap.to_csv(index=False).encode())  # atomic; a refused write is a RunDirWriteError naming the file
         print(f"device gap: {args.gap_csv}")
     if args.html:
-        Path(args.html).write_text(to_html(table, args.run_a, args.run_b, gap), encoding="utf-8")
+        write_bytes(args.html, to_html(table, args.run_a, args.run_b, gap).encode("utf-8"))
         print(f"html: {args.html}")
     return 0
 
@@ -420,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("run_b")
     cp.add_argument("--html", default=None, metavar="FILE", help="also write the comparison as an HTML page")
     cp.add_argument("--gap-csv", default=None, metavar="FILE", help="also write the device gap (same artifact on the two devices, image by image) as CSV")
+    cp.add_argument("--allow-different-data", action="store_true", help="compare runs made on different data (their data fingerprints differ; refused "
+                    "without this): means only, nothing paired by image, no device gap, every output labelled DIFFERENT DATA")
     cp.set_defaults(func=cmd_compare)
     d = sub.add_parser("devices", help="the device inventory: list it, or probe a device")
     d.add_argument("--devices", default=None, metavar="FILE", help="device inventory file")
@@ -544,13 +561,34 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+#: exit statuses (README "Usage"): 0 done, 1 a job failed (recorded), 2 bad input (a config, an argument, a damaged
+#: or foreign run directory), 3 a file could not be written (disk full, quota, read-only, permissions, a link in the
+#: run directory: finished jobs are kept, rerun the same command once it is fixed), 130 interrupted
+EXIT_BAD_INPUT, EXIT_CANNOT_WRITE = 2, 3
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `edgecam` command: run a subcommand and turn edgecam's errors into a message and an exit status
+    (`EXIT_*`), never a traceback. An OSError of a disk that takes no more writes (full, over quota, read-only)
+    raised outside edgecam's own writers (the cache, an exporter) is reported the same way as a run directory
+    that cannot be written."""
+    from edgecam.safe_io import DISK_ERRNOS, write_error
+    from edgecam.errors import RunDirWriteError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except RunDirWriteError as exc:
+        print(f"edgecam: error: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_WRITE
     except EdgecamError as exc:
         print(f"edgecam: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        print(f"edgecam: error: {write_error(exc.filename or 'a file (its name was not reported)', exc)}", file=sys.stderr)
+        return EXIT_CANNOT_WRITE
 
 
 if __name__ == "__main__":

@@ -525,6 +525,49 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
+def model_formats(cfg: RunConfig, m: ModelSpec) -> list[str]:
+    """The artifact formats model `m` brings to the device: its files' (and its float reference's, an ONNX) for a
+    model given by its files, else each of `export.formats` whose exporter supports one of `export.precisions`."""
+    from edgecam.exporters import exporter_class
+    from edgecam.exporters.inspect import model_format
+
+    if m.is_files:
+        return list(dict.fromkeys(model_format(Path(f)) for f in [*([m.reference] if m.reference else []), *m.files]))
+    return [f for f in cfg.export.formats if any(p in exporter_class(f).supported for p in cfg.export.precisions)]
+
+
+def planned_variants(cfg: RunConfig, device_runtimes: tuple[str, ...] | list[str] = ()) -> dict[str, list[tuple[str, str]]]:
+    """Per model, the (format, runtime) pairs the sweep will run: each of its formats with every configured runtime
+    that loads that format (or any format) and that the device has (`device_runtimes`, the inventory's list;
+    empty: all). What `deploy` / `pairing` will pair, decided from the config alone, before any work."""
+    from edgecam.runtimes import runtime_format
+    from edgecam.runtimes.base import ANY_FORMAT
+
+    runtimes = [r.name for r in cfg.runtimes if not device_runtimes or r.name in device_runtimes]
+    return {m.name: [(f, r) for f in model_formats(cfg, m) for r in runtimes if runtime_format(r) in (f, ANY_FORMAT)] for m in cfg.models}
+
+
+def check_plan(cfg: RunConfig, device_runtimes: tuple[str, ...] | list[str] = (), device: str | None = None) -> None:
+    """Refuse, before any training or export, a run in which a model would measure nothing: no configured runtime
+    (that the device has) loads any of its formats. The message names the formats, the runtimes and which
+    runtime runs which format."""
+    from edgecam.runtimes import RUNTIMES, runtime_format
+    from edgecam.runtimes.base import ANY_FORMAT
+
+    for name, pairs in planned_variants(cfg, device_runtimes).items():
+        if pairs:
+            continue
+        m = next(x for x in cfg.models if x.name == name)
+        formats = model_formats(cfg, m)
+        where = "its files" if m.is_files else "export.formats"
+        configured = [r.name for r in cfg.runtimes]
+        on_device = f"; device {device!r} has only {', '.join(device_runtimes)} (its inventory entry's runtimes)" if device_runtimes else ""
+        runs = "; ".join(f"{r} runs {'any format' if runtime_format(r) == ANY_FORMAT else runtime_format(r)}" for r in RUNTIMES)
+        raise ConfigError(f"nothing to measure for model {name!r}: its formats ({where}) are {', '.join(formats) or 'none'} and the runtimes "
+                          f"({', '.join(configured)}{on_device}) run none of them. Which runtime runs which format: {runs}. Add a [[runtimes]] entry "
+                          f"that runs {' or '.join(formats) or 'one of its formats'}" + ("" if m.is_files else ", or a format your runtimes run to export.formats"))
+
+
 def config_from_dict(table: dict[str, Any]) -> RunConfig:
     return build_spec(RunConfig, table, "")
 

@@ -20,3 +20,22 @@ class UnknownNameError(EdgecamError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class RunDirWriteError(EdgecamError, OSError):
+    """A file or folder of the run directory could not be written (disk full, quota, read-only, permission,
+    immutable, a symbolic link where edgecam writes). The message names the path and what to do; the CLI
+    exits with status 3. Also an OSError, so that code recording a failed job on OSError records this too."""
+
+    def __init__(self, message: str, path: object = None, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.message, self.path = message, path
+        self.errno = errno  # the OSError's errno (ENOSPC, EROFS, ...; ELOOP for a symbolic link), None when there was none
+
+    def __str__(self) -> str:  # OSError would print "[Errno ...]" and the arguments' tuple
+        return self.message
+
+
+class DamagedFileError(EdgecamError):
+    """A file of a run directory (a table, the manifest, kept outputs) does not parse or lacks what its reader
+    needs: truncated, overwritten or edited. The message names the file and what to do (rerun the run)."""

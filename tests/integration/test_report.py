@@ -99,6 +99,7 @@ def test_report_at_paper_scale_is_small_and_opens_fast(tmp_path: Path) -> None:
     load_ms = _loaded(dom, log)
     assert load_ms < 2000, load_ms
     # Table 1: 2 runtimes x (3 v. GT + 3 v. saliency + 2 v. fp32 comparisons) x SIM / CC / KLD rows + header;
-    # the grid: per model a header + 5 images
-    assert dom.count('class="grid"') == 3 and dom.count("<tr>") == 1 + 2 * 8 * 3 + 3 * (1 + 5)
+    # the grid: per model a header + 5 images; the accuracy table: a header + one row per variant
+    variants = len(pd.read_csv(run / "bench.csv"))
+    assert dom.count('class="grid"') == 3 and dom.count("<tr>") == 1 + 2 * 8 * 3 + 3 * (1 + 5) + 1 + variants
     print(f"report: {size / 2**20:.2f} MB, load {load_ms} ms")

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 from sshd_server import SshServer, board, board_spec, board_workdir, sshd  # noqa: F401 - board and sshd are fixtures
 
+from edgecam.devices.answers import BadAnswer
 from edgecam.devices.base import DeviceError, JobFailed, RunResult
 from edgecam.devices.inventory import open_device
 from edgecam.devices.local import LocalDevice
@@ -318,10 +319,13 @@ def test_a_board_without_sftp_gets_its_files_over_the_exec_channel(trained_tinyc
         real_exec = device._exec
         lying = lambda command, timeout: RunResult(0, "1\tbig.bin\n", "", 0.0) if command.startswith("du ") else real_exec(command, timeout)  # noqa: E731
         device._exec = lying  # type: ignore[method-assign]
-        with pytest.raises(DeviceError, match="more than .* bytes of output; refused"):
+        with pytest.raises(BadAnswer, match="more than .* bytes of output; refused"):  # a JobFailed: its job fails, the run goes on
             device.pull(big, tmp_path / "big2.bin")
         device._exec = real_exec  # type: ignore[method-assign]
         assert not (tmp_path / "big2.bin").exists()
+        with pytest.raises(BadAnswer, match="more than 2,097,152 bytes of output; refused"):  # the host's own bound: the board's du is not asked
+            device.pull(big, tmp_path / "big3.bin", max_bytes=1 << 20)
+        assert not (tmp_path / "big3.bin").exists()
         device.cleanup(big)
         device.close()
         out = run(_run_config(trained_tinycnn), tmp_path / "run", log=lambda m: None, device_spec=board_spec(server))
@@ -371,9 +375,10 @@ def test_only_the_results_come_back_from_a_job(board: SSHDevice, trained_tinycnn
     pulled: list[str] = []
     real_pull = board.pull
 
-    def spy(remote: str, local: Path) -> None:
+    def spy(remote: str, local: Path, max_bytes: int | None = None) -> None:
         pulled.append(remote.rsplit("/", 1)[-1])
-        real_pull(remote, local)
+        assert max_bytes is not None  # every answer is pulled within the host's bound
+        real_pull(remote, local, max_bytes)
 
     monkeypatch.setattr(board, "pull", spy)
     board.run_job(trained_tinycnn.artifacts["fp32"], trained_tinycnn.data.test_x[:3], {**JOB, "mode": "run"})

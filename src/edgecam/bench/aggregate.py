@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -66,7 +66,11 @@ class ExplainOutput:
 @dataclass
 class ShardOutput:
     """One shard's explain job: its rows and what the run-level aggregates need from it. Stored as a job
-    (tables + JSON + npz, see `bench/store.py`) so that a resumed run reads back exactly what it wrote."""
+    (tables + JSON + npz, see `bench/store.py`) so that a resumed run reads back exactly what it wrote.
+
+    Its parts are named (`parts`: "rows", "preds:<variant>", "hist:<variant>", "track:<variant>|<method>|<mode>",
+    ...); the stored record lists the parts the shard must hold (`to_job(parts)`), so that a resume can check a
+    stored shard holds all of them (`explain_stage.expected_parts`) before reusing it."""
 
     rows: Any  # DataFrame
     gaps: Any  # DataFrame
@@ -77,7 +81,16 @@ class ShardOutput:
     edges: dict[str, np.ndarray] = field(default_factory=dict)  # shard 0 only: histogram edges per family
     kept: dict[str, np.ndarray] = field(default_factory=dict)  # `explain.keep_outputs`: ids, logits and CAMs kept
 
-    def to_job(self) -> Job:
+    def parts(self) -> set[str]:
+        """The names of the parts this shard holds (before `fold` empties its tracks and histograms)."""
+        held = {f"preds:{k}" for k in self.preds} | {f"hist:{k}" for k in self.hist} | {f"edges:{k}" for k in self.edges}
+        held |= {"track:" + "|".join(k) for k in self.tracks}
+        held |= {name for name, df in (("rows", self.rows), ("gaps", self.gaps)) if df is not None and len(df)}
+        held |= {name for name, got in (("grid", self.grid), ("kept", self.kept)) if got}
+        return held
+
+    def to_job(self, parts: Iterable[str] | None = None) -> Job:
+        """The stored form; its record lists `parts` (default: the parts it holds), what a resume checks it for."""
         arrays: dict[str, np.ndarray] = {}
         tracks = []
         for t, (key, tr) in enumerate(self.tracks.items()):
@@ -102,7 +115,7 @@ class ShardOutput:
         arrays.update({f"keep_{k}": np.asarray(v) for k, v in self.kept.items()})
         tables = {name: df for name, df in (("rows", self.rows), ("gaps", self.gaps)) if len(df.columns)}
         return Job({"tracks": tracks, "hist": list(self.hist), "grid": grid, "preds": list(self.preds), "edges": list(self.edges),
-                    "kept": list(self.kept)}, arrays, tables)
+                    "kept": list(self.kept), "parts": sorted(self.parts() if parts is None else parts)}, arrays, tables)
 
     @classmethod
     def from_job(cls, job: Job) -> "ShardOutput":

@@ -10,7 +10,11 @@ dissimilar CAMs (Rogers et al. 2023's top-5% subset). Images, outputs and CAMs a
 shard: nothing holds all images of all variants. The test images past the explained ones get a logits-only
 pass, shard by shard, for the variants' accuracy.
 
-Each shard is a job of the run's store: a finished shard is read back instead of recomputed.
+Each shard is a job of the run's store: a finished shard is read back instead of recomputed. A shard is stored
+all or nothing: its record lists every part it must hold (`expected_parts`: rows, predictions, histograms, ...),
+one computed without a part (its histogram edges' shard failed) is not stored, and a stored one is reused only
+when it holds every part its record and the run expect; otherwise it is redone. A device's NaN / Inf outputs
+give no prediction (`variant.NONFINITE`) and NaN metrics, never class 0.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from edgecam.bench import outputs as files
 from edgecam.bench.aggregate import HIST_BINS, ExplainOutput, ShardOutput, Track, aggregate, fold, push
 from edgecam.bench.measure import device_job
 from edgecam.bench.store import job_key
-from edgecam.bench.variant import NO_REFERENCE, Variant
+from edgecam.bench.variant import NO_REFERENCE, Variant, finite_top1
 from edgecam.errors import EdgecamError
 from edgecam.explain.localisation import WSOL_THRESHOLDS
 from edgecam.stages import stage
@@ -168,13 +172,20 @@ def _explain_shards(ctx: "RunContext", setup: ModelSetup, key: dict[str, Any], s
     folded = ShardOutput(None, None, {}, {}, {})
     bar = ctx.bar(f"CAMs {ok[0].model}")
     keys = [job_key(**key, shard=[s0, s1]) for s0, s1 in shards]
+    needs = [expected_parts(ok, ctx.cfg, s0) for s0, _ in shards]
     ahead = Prefetch(ctx, setup)
+    incomplete: dict[int, tuple[ShardOutput, set[str]]] = {}
 
     def compute(i: int) -> Any:
         fetched = ahead.take(*shards[i])
         if i + 1 < len(shards) and not ctx.store.has("explain", keys[i + 1]):
             ahead.start(*shards[i + 1])  # its device outputs come while this shard's CAMs and metrics run
-        return explain_shard(ctx, setup, *shards[i], fetched).to_job()
+        part = explain_shard(ctx, setup, *shards[i], fetched)
+        missing = needs[i] - part.parts()
+        if missing:  # all or nothing: a shard that lacks a part is used by this run but never stored, so the next run redoes it
+            incomplete[i] = (part, missing)
+            return None
+        return part.to_job(needs[i])
 
     eta = StageEta(ok[0].model, len(ok), [s1 - s0 for s0, s1 in shards], ctx.log)
     try:
@@ -184,14 +195,19 @@ def _explain_shards(ctx: "RunContext", setup: ModelSetup, key: dict[str, Any], s
         for i, (s0, s1) in enumerate(shards):
             try:
                 t0 = time.perf_counter()
-                job, reused = ctx.store.get_or_compute("explain", keys[i], lambda i=i: compute(i), lambda j, n=s1 - s0: _check_shard(ShardOutput.from_job(j), ok, n))
+                job, reused = ctx.store.get_or_compute("explain", keys[i], lambda i=i: compute(i), lambda j, n=s1 - s0, i=i: _check_shard(j, ok, n, needs[i]))
                 eta.done(i, time.perf_counter() - t0, reused, ahead.last_wait_s, ahead.last_device_s)
             except (EdgecamError, OSError, TimeoutError) as exc:
                 out.failed.append({"job": f"explain {ok[0].model} images {s0}-{s1 - 1}", "error": f"{type(exc).__name__}: {exc}"})
                 ctx.log(f"[red]FAILED[/red] explain {ok[0].model} images {s0}-{s1 - 1}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
                 continue
-            assert job is not None  # an explain shard either raises or returns a job
-            part = ShardOutput.from_job(job)  # the stored form, resumed or not: one code path to the results
+            if job is None:  # computed, but without every part it must hold (`compute`): its rows count here, nothing is stored
+                part, missing = incomplete.pop(i)
+                why = _incomplete_reason(missing, s0)
+                out.failed.append({"job": f"explain {ok[0].model} images {s0}-{s1 - 1}", "error": why})
+                ctx.log(f"[yellow]explain {ok[0].model} images {s0}-{s1 - 1}: {why}[/yellow]")
+            else:
+                part = ShardOutput.from_job(job)  # the stored form, resumed or not: one code path to the results
             if s0 == 0:
                 setup.hist_edges.update(part.edges)
             _keep_preds(ok, part.preds, s0)
@@ -259,8 +275,51 @@ def _check_len(a: np.ndarray, n: int) -> None:
         raise ValueError(f"{a.shape} predictions for {n} images")
 
 
-def _check_shard(part: ShardOutput, ok: list[Variant], n: int) -> None:
-    """A stored explain shard of the expected form: every variant's predictions for its `n` images."""
+def expected_parts(ok: list[Variant], cfg: "RunConfig", s0: int) -> set[str]:
+    """Every part (`ShardOutput.parts`) the explain shard starting at image `s0` must hold, from the variants and
+    the config alone (never from what a run happened to compute): each variant's predictions; for each variant
+    with CAM rows its tracks and, where its family has an fp32 reference, its activation histogram; the rows;
+    the runtime gap where two runtimes share a precision; the first shard's histogram edges and grid; the kept
+    outputs of the first `explain.keep_outputs` images."""
+    keys = {v.key for v in ok}
+    with_rows = [v for v in ok if v.fp32_key in keys or v.reference == NO_REFERENCE]
+    families = {v.family for v in ok if v.fp32_key in keys}  # `_hist_edges`: the families that get histogram edges
+    need = {f"preds:{v.key}" for v in ok} | {f"hist:{v.key}" for v in with_rows if v.family in families}
+    need |= {f"track:{v.key}|{method}|{mode}" for v in with_rows for method, mode in cam_jobs(v, cfg)}
+    if with_rows:
+        need.add("rows")
+    precisions = [v.precision for v in ok]
+    if len(set(precisions)) < len(precisions) and cfg.explain.methods:
+        need.add("gaps")
+    if s0 == 0:
+        need |= {f"edges:{f}" for f in families} | {"grid"}
+    if s0 < cfg.explain.keep_outputs:
+        need.add("kept")
+    return need
+
+
+def _incomplete_reason(missing: set[str], s0: int) -> str:
+    """Why a computed shard was not stored, for failed.csv and the log."""
+    names = sorted(missing)
+    listed = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    cause = " (activation-histogram edges come from the first shard, which did not complete)" if s0 and any(n.startswith("hist:") for n in names) else ""
+    return f"incomplete shard, not stored: it lacks {listed}{cause}; its rows are in this run's results, and the next run redoes it"
+
+
+def _check_shard(job: Any, ok: list[Variant], n: int, need: set[str]) -> None:
+    """A stored explain shard that holds everything it must: its record lists every part in `need` (a shard stored
+    without one, or before records listed parts, is redone), each listed part is there, and every variant's
+    predictions cover its `n` images. The store has already checked every file against its SHA-256."""
+    listed = job.meta.get("parts")
+    if not isinstance(listed, list):
+        raise KeyError("the shard's record lists no parts")
+    lacking = need - set(listed)
+    if lacking:
+        raise KeyError(f"the shard was stored without {', '.join(sorted(lacking)[:4])}")
+    part = ShardOutput.from_job(job)
+    absent = set(listed) - part.parts()
+    if absent:
+        raise KeyError(f"the shard's record lists {', '.join(sorted(absent)[:4])}, which it does not hold")
     for v in ok:
         if v.key not in part.preds:
             raise KeyError(f"no predictions of {v.key}")
@@ -285,7 +344,7 @@ def predict_rest(ctx: "RunContext", setup: "ModelSetup", key: dict[str, Any]) ->
 
         def compute(s0: int = s0, s1: int = s1) -> Job:
             x = ctx.data.test_shard(s0, s1).x
-            return Job({}, {f"pred_{v.key}": setup.sessions[v.key](x)["logits"].argmax(1) for v in setup.ok})
+            return Job({}, {f"pred_{v.key}": finite_top1(setup.sessions[v.key](x)["logits"]) for v in setup.ok})
 
         try:
             # predictions depend on the variants, weights, device and data only: a change of explain settings or
@@ -438,13 +497,14 @@ def _explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int, fetch
 
     ok = setup.ok
     shard, outputs = fetched if fetched is not None else fetch_shard(ctx, setup, s0, s1)  # logits + features, this shard only
-    preds = {k: o["logits"].argmax(1) for k, o in outputs.items()}
+    targets = {k: np.asarray(o["logits"]).argmax(1) for k, o in outputs.items()}  # the classes the CAMs explain (any index, to run at all)
+    preds = {k: finite_top1(o["logits"], o["features"]) for k, o in outputs.items()}  # what is reported: NONFINITE where the outputs were not finite
     edges_all = setup.hist_edges if s0 else _hist_edges(ok, outputs)
     with stage("metrics.saliency"):
         mean, std = (np.asarray(a, np.float32)[:, None, None] for a in (ctx.data.mean, ctx.data.std))
         raw = np.clip(shard.x * std + mean, 0, 1)
         saliency = setup.provider.maps(raw, list(shard.ids), shard.masks)
-    reference, cams = variant_cams(ctx, setup, shard, outputs, preds)
+    reference, cams = variant_cams(ctx, setup, shard, outputs, targets)
     grid = _grid(ok, cams, raw, shard, saliency, preds) if s0 == 0 else {}
     rows: list[dict[str, Any]] = []
     tracks: dict[tuple[str, str, str], Track] = {}
@@ -461,7 +521,7 @@ def _explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int, fetch
             if edges is not None:  # None only when shard 0 failed: this shard's activations get no histogram
                 feats = np.asarray(outputs[v.key]["features"], dtype=np.float32)
                 hist[v.key] = np.histogram(np.clip(feats[np.isfinite(feats)], edges[0], edges[-1]), bins=edges)[0]
-            v_rows, v_tracks = variant_rows(ctx, setup, v, VariantCams(shard, outputs[v.key], cams, reference, saliency, preds), truth, s0)
+            v_rows, v_tracks = variant_rows(ctx, setup, v, VariantCams(shard, outputs[v.key], cams, reference, saliency, preds, targets), truth, s0)
             rows += v_rows
             tracks.update(v_tracks)
     kept = kept_outputs(ok, outputs, cams, shard.ids, s0, ctx.cfg.explain.keep_outputs, ctx.cfg.explain.keep_cam_size)
@@ -503,7 +563,8 @@ class ShardTruth:
 @dataclass(frozen=True)
 class VariantCams:
     """One shard's CAMs and what they are compared with: the shard, one variant's device outputs, every
-    (variant key, method, mode)'s CAMs, the host reference CAMs, the saliency maps and every variant's top-1."""
+    (variant key, method, mode)'s CAMs, the host reference CAMs, the saliency maps, every variant's top-1 as
+    reported (`NONFINITE` where its outputs were not finite) and the classes its CAMs explained (`targets`)."""
 
     shard: "TestShard"
     outputs: dict[str, np.ndarray]
@@ -511,6 +572,7 @@ class VariantCams:
     reference: np.ndarray
     saliency: np.ndarray
     preds: dict[str, np.ndarray]
+    targets: dict[str, np.ndarray]
 
 
 def variant_rows(ctx: "RunContext", setup: ModelSetup, v: Variant, got: VariantCams, truth: ShardTruth, s0: int) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], Track]]:
@@ -520,9 +582,10 @@ def variant_rows(ctx: "RunContext", setup: ModelSetup, v: Variant, got: VariantC
     from edgecam.explain.cams import CAM_METHODS
     from edgecam.explain.localisation import box_ious_batch
 
-    ex, shard, has_box = ctx.cfg.explain, got.shard, truth.has_box
+    ex, shard = ctx.cfg.explain, got.shard
     feats = np.asarray(got.outputs["features"], dtype=np.float32)
-    output_finite = np.isfinite(feats).reshape(len(feats), -1).all(1) & np.isfinite(got.outputs["logits"]).all(1)
+    output_finite = np.isfinite(feats).reshape(len(feats), -1).all(1) & np.isfinite(got.outputs["logits"]).reshape(len(feats), -1).all(1)
+    has_box = [i for i in truth.has_box if output_finite[i]]  # WSOL counts images whose CAM came from finite outputs only
     act = [_act_stats(f) for f in feats]
     pred_fp32 = got.preds.get(v.fp32_key)
     if pred_fp32 is None:  # no float reference (NO_REFERENCE): no top-1 to agree with
@@ -535,7 +598,7 @@ def variant_rows(ctx: "RunContext", setup: ModelSetup, v: Variant, got: VariantC
         c_fp32 = got.cams.get((v.fp32_key, method, mode))
         if c_fp32 is None:  # no float reference (NO_REFERENCE): "v. fp32" is NaN
             c_fp32 = np.full_like(c, np.nan)
-        faith = _faithfulness(setup.sessions.get(v.key), shard.x, c, got.preds[v.key], s0, setup.n_faith, ex.faithfulness_steps)
+        faith = _faithfulness(setup.sessions.get(v.key), shard.x, c, got.targets[v.key], s0, setup.n_faith, ex.faithfulness_steps)
         track = tracks.setdefault((v.key, method, mode), Track(np.zeros(len(WSOL_THRESHOLDS), dtype=np.int64)))
         wsol_iou = np.full(len(c), np.nan)
         if has_box:  # MaxBoxAcc counts on images with ground truth only

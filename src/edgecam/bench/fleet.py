@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from edgecam.bench import outputs as files
 from edgecam.bench.executors import DEFAULT_RETRIES, DeviceRun, make_executor
-from edgecam.cache import atomic_write_bytes, atomic_write_json, stable_hash
+from edgecam.safe_io import write_bytes as atomic_write_bytes, write_json as atomic_write_json  # atomic, never through a link, RunDirWriteError
+from edgecam.cache import stable_hash
 from edgecam.errors import ConfigError, EdgecamError
 
 if TYPE_CHECKING:

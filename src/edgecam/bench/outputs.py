@@ -1,16 +1,25 @@
-"""The run directory: every file name a run writes, and the writers (atomic: a reader never sees half a file).
+"""The run directory: every file name a run writes, the writers and the readers.
+
+Writers are atomic and never follow a symbolic link (`safe_io`): a reader never sees half a file, and a
+full, read-only or unwritable disk is a `RunDirWriteError` naming the file. Readers (`read_table`,
+`read_manifest`, `read_json`, `read_npz`, `read_kept`: what `report`, `compare` and the studies read)
+turn whatever a damaged file raises while it is parsed into a `DamagedFileError` naming the file and
+what to do, never a traceback.
 
 `sweep`, `report`, `compare` and the CLI take the names from here; nothing else spells them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from edgecam.cache import atomic_path, atomic_write_json
+from edgecam.safe_io import atomic_path, make_dirs, write_json
+from edgecam.errors import DamagedFileError
 from edgecam.stages import stage
 
 RESULTS = "results.parquet"  # one row per image x variant x CAM method x mode (`bench/results.py` COLUMNS)
@@ -44,11 +53,13 @@ DEVICE_SCRATCH = ".device"  # the local device's working directory inside a run,
 
 
 def write_parquet(df: Any, path: Path) -> None:
+    """`df` as parquet at `path`, atomically (RunDirWriteError naming `path` when it cannot be written)."""
     with stage("io"), atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
 
 
 def write_csv(df: Any, path: Path) -> None:
+    """`df` as CSV at `path`, atomically (RunDirWriteError naming `path` when it cannot be written)."""
     with stage("io"), atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
 
@@ -68,37 +79,113 @@ def pyplot() -> Any:
 def write_kept(run_dir: Path, model: str, s0: int, kept: dict[str, np.ndarray]) -> None:
     """One explain shard's kept outputs (`explain.keep_outputs`) as OUTPUTS/<model>/<first image>.npz."""
     path = run_dir / OUTPUTS / model / f"{s0:07d}.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with stage("io"), atomic_path(path) as tmp:
+    make_dirs(path.parent, run_dir)  # no link on the way (OUTPUTS, OUTPUTS/<model>)
+    with stage("io"), atomic_path(path, run_dir) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **kept)
 
 
+#: what to do about a damaged run-directory file
+REDO = ("it was probably cut short (a full disk, an interrupted copy) or overwritten: rerun the run that made it "
+        "(the same `edgecam run` command and --out: finished jobs are kept and its files rewritten), or restore the file")
+
+
+@contextlib.contextmanager
+def reading(path: Path, what: str = "") -> Iterator[None]:
+    """Parse `path` inside the block: whatever a damaged file raises there (ArrowInvalid, JSONDecodeError,
+    BadZipFile, EOFError, zlib errors, a missing key, RecursionError of a deeply nested JSON, ...) becomes
+    a DamagedFileError naming the file and what to do; a file that cannot be read at all (permission, I/O
+    error) says so. `what`: the kind of file, for the message ("the run's manifest")."""
+    try:
+        yield
+    except (DamagedFileError, MemoryError, KeyboardInterrupt):
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EIO, errno.EISDIR):
+            raise DamagedFileError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions and disk") from None
+        raise DamagedFileError(_damaged(path, what, exc)) from None
+    except Exception as exc:  # noqa: BLE001 - any parse failure of a file edgecam wrote means the file is damaged
+        raise DamagedFileError(_damaged(path, what, exc)) from None
+
+
+def _damaged(path: Path, what: str, exc: BaseException) -> str:
+    detail = (str(exc).splitlines() or [""])[0][:200]
+    return f"{path}{f' ({what})' if what else ''} is damaged and cannot be read ({type(exc).__name__}{': ' + detail if detail else ''}); {REDO}"
+
+
+def read_json(path: Path, what: str = "") -> Any:
+    """A JSON file of a run directory (DamagedFileError when it does not parse)."""
+    import json
+
+    with reading(path, what):
+        return json.loads(Path(path).read_bytes())
+
+
+#: manifest fields that readers index as objects (a damaged or hand-edited manifest with another type there is refused)
+MANIFEST_OBJECTS = ("config", "device", "variants", "models", "data")
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run's `manifest.json` as a dict, its object fields checked (DamagedFileError otherwise; a
+    missing manifest: DamagedFileError saying the folder is no run directory)."""
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        raise DamagedFileError(f"{run_dir}: not an edgecam run directory (no {MANIFEST}): a run that did not finish writes none; rerun it to finish it")
+    manifest = read_json(path, "the run's manifest")
+    bad = [k for k in MANIFEST_OBJECTS if k in manifest and not isinstance(manifest[k], dict)] if isinstance(manifest, dict) else ["(the whole file)"]
+    if bad:
+        raise DamagedFileError(f"{path} (the run's manifest) is damaged: {', '.join(bad)} is not a JSON object; {REDO}")
+    return manifest
+
+
+def read_npz(path: Path, what: str = "") -> dict[str, np.ndarray]:
+    """Every array of an .npz file of a run directory, loaded now (never pickled; DamagedFileError when
+    the archive or an array in it is damaged: its CRC is checked as it is read)."""
+    with reading(path, what), np.load(path, allow_pickle=False) as z:
+        return {name: z[name] for name in z.files}
+
+
 def read_kept(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
     """Every kept output of a run: array name ("logits|<variant>", "cam|<variant>|<method>|<mode>") ->
-    image id -> that image's array. Empty when the run kept none (or predates `keep_outputs`)."""
+    image id -> that image's array. Empty when the run kept none (or predates `keep_outputs`). A damaged
+    file (or one whose arrays do not have one row per id) is a DamagedFileError naming it."""
     out: dict[str, dict[str, np.ndarray]] = {}
     for path in sorted((Path(run_dir) / OUTPUTS).glob("*/*.npz")):
-        with np.load(path, allow_pickle=False) as z:
-            ids = [str(i) for i in z["ids"]]
-            for name in z.files:
-                if name != "ids":
-                    arr = z[name]
-                    out.setdefault(name, {}).update(zip(ids, arr))
+        arrays = read_npz(path, "kept outputs")
+        with reading(path, "kept outputs"):
+            ids = [str(i) for i in arrays.pop("ids")]
+            for name, arr in arrays.items():
+                if arr.ndim == 0 or len(arr) != len(ids):
+                    raise ValueError(f"{name}: {len(arr) if arr.ndim else 0} rows for {len(ids)} image ids")
+                out.setdefault(name, {}).update(zip(ids, arr))
     return out
 
 
-def read_table(run_dir: Path, name: str) -> Any:
-    """A run directory's table `name` (parquet or csv), an empty DataFrame when absent or empty."""
+def read_table(run_dir: Path, name: str, columns: Sequence[str] = ()) -> Any:
+    """A run directory's table `name` (parquet or csv), an empty DataFrame when absent or empty. A table
+    that does not parse, a CSV cut short (edgecam's end with a newline) or one without the `columns` its
+    reader needs is a DamagedFileError naming the file."""
     import pandas as pd
 
     path = Path(run_dir) / name
     if not path.is_file() or path.stat().st_size == 0:
         return pd.DataFrame()
-    try:
-        return pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
+    with reading(path, "a table of the run"):
+        if name.endswith(".parquet"):
+            df = pd.read_parquet(path)
+        else:
+            with open(path, "rb") as f:
+                f.seek(-1, 2)
+                if f.read(1) != b"\n":
+                    raise ValueError("the file does not end with a complete line (cut short)")
+            try:
+                df = pd.read_csv(path)
+            except pd.errors.EmptyDataError:
+                return pd.DataFrame()
+        missing = [c for c in columns if c not in df.columns]
+        if missing and not df.empty:
+            raise KeyError(f"no column {', '.join(missing)}")
+    return df
 
 
 DISSIMILAR_KEYS = ("model", "format", "runtime", "precision", "cam_method", "cam_mode")
@@ -157,7 +244,7 @@ def write_grid(grids: dict[str, dict[str, Any]], out_dir: Path) -> None:
         with atomic_path(out_dir / GRID_NPZ) as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **arrays)
-        atomic_write_json(out_dir / GRID_JSON, index)
+        write_json(out_dir / GRID_JSON, index)
 
 
 def write_tables(out_dir: Path, tables: Sequence[tuple[str, Any]]) -> None:

@@ -82,14 +82,14 @@ def _img_tag(rgb: np.ndarray, title: str, size: int = 96) -> str:
 def cam_grid(run_dir: Path, models: Sequence[str] = ()) -> str:
     """Figure 2 of 2403.09939 per model: rows = images, columns = input, ground truth, saliency, then
     every variant's CAM (method, mode) overlaid on the input."""
-    from edgecam.bench.outputs import GRID_JSON, GRID_NPZ
+    from edgecam.bench.outputs import GRID_JSON, GRID_NPZ, read_json, read_npz, reading
 
     index_path, arrays_path = run_dir / GRID_JSON, run_dir / GRID_NPZ
     if not index_path.is_file() or not arrays_path.is_file():
         return "<p>No CAM grid in this run (grid.json / grid.npz missing).</p>"
-    index = json.loads(index_path.read_text())
+    index, z = read_json(index_path, "the CAM grid's index"), read_npz(arrays_path, "the CAM grid")  # DamagedFileError naming a damaged one
     parts = []
-    with np.load(arrays_path, allow_pickle=False) as z:
+    with reading(index_path, "the CAM grid's index: it names arrays grid.npz lacks"):  # a grid.json and grid.npz that do not match
         for model in [m for m in models if m in index] + [m for m in index if m not in models]:
             entry = index[model]
             images, masks, sal = z[f"{model}__images"], z[f"{model}__masks"], z[f"{model}__saliency"]
@@ -224,6 +224,7 @@ th{background:#f3f3f3;cursor:pointer}td:nth-child(-n+6){text-align:left}.best{fo
 .grid td{text-align:center;padding:1px}.grid img{image-rendering:pixelated}.scroll{overflow-x:auto}.plot{max-width:100%}
 pre{background:#f7f7f7;padding:1em;font-size:11px;overflow-x:auto}
 .tablebox{max-height:430px;overflow-y:auto;display:inline-block;border:1px solid #ccc}.tablebox th{position:sticky;top:0}
+.warnrow td{background:#fff4d6}
 """
 
 SCRIPT = """
@@ -315,6 +316,58 @@ def sensitivity_section(run_dir: Path, manifest: dict[str, Any]) -> str:
             f'<div class="scroll"><table><thead><tr>{"".join(f"<th>{c}</th>" for c in cols)}</tr></thead><tbody>{plan_rows}</tbody></table></div>{device_line}')
 
 
+def _rate(value: Any) -> str:
+    """A fraction for a table cell: 4 decimals, "n/a" when it is not a number (no finite prediction to count)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return f"{x:.4f}" if np.isfinite(x) else "n/a"
+
+
+def _count(value: Any) -> int:
+    """A count from bench.csv (NaN / missing for a failed variant or an older run: 0)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return 0
+    return int(x) if np.isfinite(x) else 0
+
+
+def accuracy_table(bench: Any) -> str:
+    """Per variant: accuracy and agreement with fp32 over the test images with finite outputs (`images`), beside
+    the images whose outputs were NaN / Inf (`nonfinite_outputs`), with a warning naming the variants that had
+    any: such images have no prediction and NaN metrics, they are never counted as class 0. Every value escaped."""
+    if bench.empty:
+        return "<p>No variant ran.</p>"
+    rows, flagged = [], []
+    for _, r in bench.iterrows():
+        name = f"{r.get('model', '')} {r.get('format', '')} {r.get('runtime', '')} {r.get('precision', '')}"
+        bad = _count(r.get("nonfinite_outputs"))
+        if bad:
+            flagged.append(f"{name} ({bad})")
+        ok = bool(r.get("ok", True))
+        cells = [html.escape(str(r.get(c, ""))) for c in ("model", "format", "runtime", "precision")]
+        cells += ([_rate(r.get("accuracy")), _rate(r.get("agrees_fp32")), str(_count(r.get("images"))), str(bad)] if ok else ["failed", "", "", ""])
+        cls = ' class="warnrow"' if bad else ""
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{c}</th>" for c in ("model", "format", "runtime", "precision", "accuracy", "agrees fp32", "images (finite)", "non-finite outputs"))
+    warn = (f'<p class="warn" id="nonfinite"><b>Non-finite outputs</b>: the device answered NaN / Inf for some test images of '
+            f"{html.escape(', '.join(flagged))}. Those images have no prediction and NaN metrics; accuracy and agreement are over the "
+            "finite ones only.</p>") if flagged else ""
+    return f'{warn}<div class="tablebox"><table id="accuracy" class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+
+
+def _images_line(manifest: dict[str, Any]) -> str:
+    """"N images per variant", and when a limit cut the test split, of how many and which setting cut it."""
+    cut = manifest.get("image_limit")
+    images = html.escape(str(manifest.get("images", "?")))
+    if isinstance(cut, dict) and cut.get("cut"):
+        return (f'{images} images per variant (<b>{html.escape(str(cut.get("set_by")))} = {html.escape(str(cut.get("limit")))}</b>: '
+                f'{images} of {html.escape(str(cut.get("available")))} test images have CAMs; accuracy covers all)')
+    return f"{images} images per variant"
+
+
 def reference_note(manifest: dict[str, Any]) -> str:
     """What "fp32" means for a model given by its files (issue 34): its fp32 ONNX, one dequantized from its QDQ ONNX,
     or none (TFLite files only); empty for the models edgecam exported itself."""
@@ -334,13 +387,13 @@ def reference_note(manifest: dict[str, Any]) -> str:
 def build_report(run_dir: str | Path) -> Path:
     """Write `run_dir/report.html` from the run's files; returns its path."""
     from edgecam.bench import outputs as files
-    from edgecam.cache import atomic_path
+    from edgecam.safe_io import atomic_path
 
     run_dir = Path(run_dir)
     manifest_path = run_dir / files.MANIFEST
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not an edgecam run directory (no {files.MANIFEST})")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = files.read_manifest(run_dir)  # DamagedFileError naming it when it does not parse
     summary, bench, results, latency = (files.read_table(run_dir, n) for n in (files.SUMMARY, files.BENCH, files.RESULTS, files.LATENCY))
     models = [m["name"] for m in manifest.get("config", {}).get("models", [])] or sorted(set(bench.get("model", [])))
     table1 = summary[summary["metric"].isin(TABLE1_METRICS)] if not summary.empty else summary
@@ -349,7 +402,7 @@ def build_report(run_dir: str | Path) -> Path:
     body = f"""<h1>{html.escape(title)}</h1>
 <p>Device <b>{html.escape(str(device.get('inventory', {}).get('name', device.get('hostname', 'local'))))}</b>
 ({html.escape(str(device.get('arch', '')))}, {html.escape(str(device.get('cpu', '')))}, {html.escape(str(device.get('cores', '?')))} cores);
-{html.escape(str(manifest.get('images', '?')))} images per variant; run took {_seconds(manifest.get('wall_s'))}.</p>
+{_images_line(manifest)}; run took {_seconds(manifest.get('wall_s'))}.</p>
 {_emulated_banner(device, "emulated")}
 {reference_note(manifest)}
 <h2 id="table1">CAM fidelity (Table 1 layout of 2403.09939)</h2>
@@ -361,6 +414,8 @@ def build_report(run_dir: str | Path) -> Path:
 {scatter_plots(fidelity_points(results, bench))}
 {saliency_qat_section(run_dir)}
 {sensitivity_section(run_dir, manifest)}
+<h2 id="accuracy-agreement">Accuracy and agreement with fp32 (test split)</h2>
+{accuracy_table(bench)}
 <h2 id="performance">Latency and memory{" (EMULATED device)" if device.get("emulated") else ""}</h2>
 {_emulated_banner(device)}{latency_and_memory(latency, bench)}
 <h2 id="manifest">Manifest</h2>

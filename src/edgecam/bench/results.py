@@ -4,7 +4,9 @@ Table-1 summary (arXiv 2403.09939). The CLI and the report only render what thes
 results.parquet: one row per image x model x runtime x precision x CAM method x CAM mode, columns `COLUMNS`.
 "v. GT" columns (`*_gt`, `wsol_iou`, `pointing_energy`) are NaN for an image without a ground-truth box or
 mask (`has_gt` False): an image folder without box files has no "v. GT" numbers at all, never a score
-against an empty mask.
+against an empty mask. A row whose device outputs were NaN / Inf (`output_finite` False) has no `pred`,
+`top1_correct` or `agrees_fp32` (missing) and NaN metrics (`FROM_OUTPUTS`): never a class or a score read off
+garbage; bench.csv counts such images per variant (`nonfinite_outputs`) and leaves them out of accuracy.
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ METRIC_LABELS = {
 }
 HIGHER_IS_BETTER = {"sim": True, "cc": True, "kld": False, "nss": True, "rmse": False, "emd": False, "deletion_auc": False,
                     "insertion_auc": True, "wsol_iou": True, "pointing_energy": True}
+#: what a row computes from the variant's own outputs on the device (its CAM, activations, faithfulness): NaN in a row
+#: whose outputs were not finite (`output_finite` False), never a number computed from NaN / Inf
+FROM_OUTPUTS = ("sim_fp32", "cc_fp32", "kld_fp32", "rmse_fp32", "emd_fp32", "sim_gt", "cc_gt", "kld_gt", "nss_gt", "sim_sal", "cc_sal", "kld_sal",
+                "wsol_iou", "pointing_energy", "deletion_auc", "insertion_auc", "act_entropy", "act_std", "act_hoyer", "act_gini", "cc_host_ref")
+#: what a row compares with the fp32 reference's outputs: NaN too where the reference's outputs were not finite
+FROM_REFERENCE = ("sim_fp32", "cc_fp32", "kld_fp32", "rmse_fp32", "emd_fp32")
 PER_IMAGE = ("deletion_auc", "insertion_auc", "wsol_iou", "pointing_energy", "act_entropy", "act_std", "act_hoyer", "act_gini")
 PRECISION_ORDER = ("fp32", "int16", "int8", "mixed")  # mixed: a sensitivity plan (`bench/studies/sensitivity.py`)
 GT_COLUMNS = ("wsol_iou", "pointing_energy")  # per-image columns that need ground truth, besides the *_gt ones
@@ -83,11 +91,31 @@ class ShardMaps:
     pred_fp32: np.ndarray
 
 
+def mask_nonfinite(row: dict[str, Any], own_finite: bool, ref_pred: int) -> dict[str, Any]:
+    """`row` with what its outputs cannot give blanked: outputs that were not finite (`own_finite` False, or its
+    `pred` is `NONFINITE`) leave `pred`, `top1_correct` and `agrees_fp32` missing (None) and `FROM_OUTPUTS` NaN; a
+    reference with no prediction (`ref_pred` < 0: none, or not finite) leaves `agrees_fp32` missing, and
+    `FROM_REFERENCE` NaN when its outputs were not finite. The NaN flags (`cc_fp32_nan`, `cc_gt_nan`) follow."""
+    from edgecam.bench.variant import NONFINITE
+
+    nan = float("nan")
+    pred = row["pred"]
+    if not own_finite or pred is None or pred == NONFINITE:
+        row.update({"pred": None, "top1_correct": None, "agrees_fp32": None, **{k: nan for k in FROM_OUTPUTS}})
+    if ref_pred < 0:
+        row["agrees_fp32"] = None
+    if ref_pred == NONFINITE:
+        row.update({k: nan for k in FROM_REFERENCE})
+    row["cc_fp32_nan"], row["cc_gt_nan"] = bool(np.isnan(row["cc_fp32"])), bool(np.isnan(row["cc_gt"]))
+    return row
+
+
 def image_rows(v: "Variant", maps: CamMaps, against: ShardMaps, device: str, emd_size: int) -> list[dict[str, Any]]:
     """`COLUMNS` for each image of the shard.
 
     Each map is prepared once (`PreparedMap`: float64, normalised, distribution, centred) and shared by every
-    comparison of its image; the values are those of `compare`, `cc`, `nss`, `emd` and `energy_pointing_game`."""
+    comparison of its image; the values are those of `compare`, `cc`, `nss`, `emd` and `energy_pointing_game`.
+    A row whose outputs (or whose fp32 reference's) were not finite gets no numbers from them (`mask_nonfinite`)."""
     from edgecam.explain.localisation import energy_pointing_game
     from edgecam.explain.metrics import PreparedMap, cc_prepared, compare_prepared, emd_prepared, nss_prepared
 
@@ -120,20 +148,29 @@ def image_rows(v: "Variant", maps: CamMaps, against: ShardMaps, device: str, emd
             "cam_constant": bool(vs_fp32["pred_constant"]), "cc_fp32_nan": bool(np.isnan(vs_fp32["cc"])), "cc_gt_nan": bool(np.isnan(vs_gt["cc"])),
             "artifact_sha256": v.manifest.get("sha256"),
         }
+        mask_nonfinite(row, bool(row.get("output_finite", True)), int(pred_fp32[i]))
         rows.append({k: row[k] for k in COLUMNS})  # the schema's order; a missing column is a KeyError here, not a silent gap
     return rows
 
 
 def gap_rows(v: "Variant", ref: "Variant", method: str, cams: np.ndarray, cams_ref: np.ndarray, ids: Sequence[str], pred: np.ndarray, pred_ref: np.ndarray) -> list[dict[str, Any]]:
-    """The runtime gap, per image: `v`'s CAM vs `ref`'s CAM (same model and precision, other runtime/format)."""
+    """The runtime gap, per image: `v`'s CAM vs `ref`'s CAM (same model and precision, other runtime/format). An
+    image either side has no finite outputs for (`pred` `NONFINITE`) gets NaN metrics and no `agrees`."""
+    from edgecam.bench.variant import NONFINITE
     from edgecam.explain.metrics import PreparedMap, compare_prepared
 
     rows = []
+    nan = float("nan")
     for i in range(len(cams)):
-        m = compare_prepared(PreparedMap(cams[i], "pred"), PreparedMap(cams_ref[i], "ref"), ("sim", "cc", "kld"))
+        if pred[i] == NONFINITE or pred_ref[i] == NONFINITE:
+            m: dict[str, Any] = {"sim": nan, "cc": nan, "kld": nan}
+            agrees: bool | None = None
+        else:
+            m = compare_prepared(PreparedMap(cams[i], "pred"), PreparedMap(cams_ref[i], "ref"), ("sim", "cc", "kld"))
+            agrees = bool(pred[i] == pred_ref[i])
         rows.append({
             "model": v.model, "precision": v.precision, "cam_method": method, "pair": f"{v.format}/{v.runtime} v. {ref.format}/{ref.runtime}",
-            "image_id": ids[i], "agrees": bool(pred[i] == pred_ref[i]), "sim": m["sim"], "cc": m["cc"], "kld": m["kld"],
+            "image_id": ids[i], "agrees": agrees, "sim": m["sim"], "cc": m["cc"], "kld": m["kld"],
         })
     return rows
 
@@ -255,6 +292,24 @@ def format_mean_std(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
 
 
+def format_rate(value: Any) -> str:
+    """An accuracy or agreement for a table: 4 decimals, "n/a" when there is none (NaN: no finite prediction)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return f"{x:.4f}" if x == x else "n/a"
+
+
+def nonfinite_count(row: Any) -> int:
+    """A bench row's `nonfinite_outputs` as an int (0 where absent: a failed variant, a run before the column)."""
+    try:
+        x = float(row.get("nonfinite_outputs", 0))
+    except (TypeError, ValueError):
+        return 0
+    return int(x) if x == x else 0
+
+
 def backend_columns(result: dict[str, Any], runtime: str | None = None) -> dict[str, Any]:
     """The latency row's columns that one backend or board measures, present only where the device measured
     them: the runtime's own (`Runtime.backend_columns`: TensorRT's engines and trtexec phases; every registered
@@ -270,9 +325,13 @@ def backend_columns(result: dict[str, Any], runtime: str | None = None) -> dict[
 
 
 def variant_table(variants: Sequence["Variant"], labels: np.ndarray, device: str) -> "pd.DataFrame":
-    """Per variant: accuracy on the test images it predicted (the whole split unless a shard failed; `images`),
-    agreement with fp32 on the images both predicted, latency stats, memory, size."""
+    """Per variant: accuracy on the test images it predicted with finite outputs (the whole split unless a shard
+    failed or outputs were NaN / Inf; `images`), the images whose outputs were not finite (`nonfinite_outputs`:
+    left out, never read as class 0), agreement with fp32 on the images both predicted finitely, latency stats,
+    memory, size."""
     import pandas as pd
+
+    from edgecam.bench.variant import NONFINITE
 
     fp32_pred = {v.key: v.preds for v in variants if v.precision == "fp32" and not v.error and v.preds is not None}
     rows = []
@@ -286,6 +345,7 @@ def variant_table(variants: Sequence["Variant"], labels: np.ndarray, device: str
             row.update({
                 "accuracy": float((pred[known] == labels[: len(pred)][known]).mean()) if known.any() else float("nan"),
                 "images": int(known.sum()),
+                "nonfinite_outputs": int((pred == NONFINITE).sum()),
                 "agrees_fp32": float((pred[both] == base[: len(pred)][both]).mean()) if both is not None and both.any() else float("nan"),
                 "init_ms": v.result["init_s"] * 1e3, "first_ms": v.result["first_s"] * 1e3,
                 **latency_stats(v.result["samples_s"]), "batch_size": v.result["batch_size"], **backend_columns(v.result, v.runtime),

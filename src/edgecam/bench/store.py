@@ -16,6 +16,7 @@ same directory resumes; a different experiment in that directory is refused rath
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -28,8 +29,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from edgecam.cache import atomic_write_json, current_umask, fsync_dir, sha256_file, stable_hash
-from edgecam.errors import EdgecamError
+from edgecam.safe_io import check_no_links, links_under, make_dirs, open_nofollow, remove_temp_files, symlink_error, write_error, write_json
+from edgecam.cache import current_umask, fsync_dir, sha256_file, stable_hash
+from edgecam.errors import EdgecamError, RunDirWriteError
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"  # held (flock) by the run using the directory; holds its pid
@@ -74,6 +76,7 @@ class JobStore:
         if not (d / "meta.json").is_file():
             return None
         try:
+            check_no_links(d / "meta.json", self.root.parent)  # a job reached through a link is not this run's: refused, never trusted
             job = _read(d)
         except MemoryError:
             raise
@@ -90,10 +93,16 @@ class JobStore:
         logging.getLogger(__name__).warning("job %s/%s unusable (%s): recomputing it", kind, key, why)
 
     def put(self, kind: str, key: str, job: Job) -> None:
-        """Commit a finished job atomically (temporary sibling directory + rename)."""
+        """Commit a finished job atomically (temporary sibling directory + rename). A write that fails (a full
+        or read-only disk, permissions, a link where the job goes) is a RunDirWriteError naming the job's
+        folder and leaves no temporary folder behind."""
         final = self._dir(kind, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".part", dir=final.parent))
+        make_dirs(final.parent, self.root.parent)  # no link on the way (jobs, jobs/<kind>)
+        check_no_links(final, self.root.parent)
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".part", dir=final.parent))
+        except OSError as exc:
+            raise write_error(final, exc) from None
         try:
             if job.arrays:
                 with open(tmp / "arrays.npz", "wb") as f:
@@ -107,12 +116,15 @@ class JobStore:
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())
             os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the job from the run directory's other readers
+            check_no_links(final, self.root.parent)
             if final.exists():  # an unreadable leftover, or a concurrent writer: the new copy wins
                 shutil.rmtree(final)
             os.replace(tmp, final)
             fsync_dir(final.parent)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError) and not isinstance(exc, RunDirWriteError):
+                raise write_error(final, exc) from exc
             raise
         self.committed += 1
 
@@ -205,7 +217,7 @@ def pin_run_dir(out_dir: Path, identity: dict[str, Any], resume: bool | None, co
             before = old.get("identity", {}) if isinstance(old.get("identity"), dict) else {}
             diff = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
             if "config_hash" in diff and isinstance(old.get("config"), dict) and config is not None:
-                a, b = _flat(old["config"]), _flat(json.loads(json.dumps(config, default=str)))
+                a, b = flat_settings(old["config"]), flat_settings(json.loads(json.dumps(config, default=str)))
                 settings = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
                 diff = [d for d in diff if d != "config_hash"] + settings[:8] + ([f"... {len(settings) - 8} more"] if len(settings) > 8 else [])
             raise RunDirError(
@@ -220,16 +232,16 @@ def pin_run_dir(out_dir: Path, identity: dict[str, Any], resume: bool | None, co
     record: dict[str, Any] = {"identity": identity, "identity_hash": stable_hash(identity)}
     if config is not None:
         record["config"] = config
-    atomic_write_json(path, record)
+    write_json(path, record)
     return False
 
 
-def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+def flat_settings(obj: Any, prefix: str = "") -> dict[str, Any]:
     """A nested settings dict as dotted keys ("bench.iterations") -> JSON values; lists kept whole."""
     if isinstance(obj, dict):
         out: dict[str, Any] = {}
         for k, v in obj.items():
-            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+            out.update(flat_settings(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
     return {prefix: json.dumps(obj, sort_keys=True, default=str)}
 
@@ -238,25 +250,41 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
 def run_dir_lock(out_dir: Path) -> Iterator[None]:
     """Hold RUN_DIR/.lock (an exclusive `flock`) for a whole run: a second run into the same directory is
     refused at once, naming the first one's pid, instead of the two replacing each other's jobs and artifacts.
-    The kernel drops the lock when its process dies, so a killed run never leaves the directory locked."""
+    The kernel drops the lock when its process dies, so a killed run never leaves the directory locked.
+
+    The lock is opened without following a link (O_NOFOLLOW: a `.lock` linked to another file is refused, never
+    truncated), and once it is held the directory is checked for links (`links_under`: edgecam writes no file
+    through one) and the temporary files of a killed run's writers are removed."""
     import fcntl
 
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        f = open(out_dir / LOCK_FILE, "a+")
-    except OSError as exc:
-        raise RunDirError(f"{out_dir}: cannot be used as a run directory ({exc.strerror or exc}); pass another --out") from None
+    from edgecam.bench.outputs import ARTIFACTS, DEVICE_SCRATCH, OUTPUTS
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunDirError(f"{out_dir}: cannot be used as a run directory (not a folder); pass another --out")
+    if not out_dir.is_dir():
+        make_dirs(out_dir, out_dir.parent)  # RunDirWriteError naming it when the disk or permissions refuse
+    fd = open_nofollow(out_dir / LOCK_FILE)
+    f = os.fdopen(fd, "r+")
     try:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            pid = f.read().strip() or "?"
+            pid = f.read(64).strip() or "?"
             raise RunDirError(f"another edgecam run (pid {pid}) is using {out_dir}; wait for it to finish or pass another --out") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
+        links = links_under(out_dir, skip=(DEVICE_SCRATCH,))
+        if links:
+            raise symlink_error(links[0]) if len(links) == 1 else RunDirWriteError(
+                f"cannot use {out_dir}: it holds symbolic links ({', '.join(str(p) for p in links[:5])}{', ...' if len(links) > 5 else ''}); "
+                "edgecam never writes through links in a run directory; remove them or pass another --out", links[0], errno.ELOOP)
+        remove_temp_files(out_dir, (".*.tmp", f"{OUTPUTS}/*/.*.tmp", f"{ARTIFACTS}/.*.part"))  # a killed run's half-written files
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+        except OSError as exc:
+            raise write_error(out_dir / LOCK_FILE, exc) from None
         yield
     finally:
         f.close()  # releases the lock; the file stays (removing it would race a waiting run's open)

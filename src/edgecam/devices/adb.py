@@ -262,8 +262,9 @@ class AdbDevice(Device):
             raise DeviceError(f"{self.name}: adb push {local} -> {tmp!r} failed (exit {proc.returncode}): {_tail(proc.stderr or proc.stdout, 5)}")
         self._check(self.shell(f"rm -rf {_q(remote)} && mv {_q(tmp)} {_q(remote)}", timeout=self.command_timeout), f"moving the pushed copy to {remote!r}")
 
-    def pull(self, remote: str, local: Path) -> None:
-        """Copy a remote file or directory to `local` (replaced whole): `adb pull` to a fresh sibling, then rename."""
+    def pull(self, remote: str, local: Path, max_bytes: int | None = None) -> None:
+        """Copy a remote file or directory to `local` (replaced whole): `adb pull` to a fresh sibling, then rename
+        (`max_bytes` is enforced by `pull_checked` on what landed: adb's sync protocol cannot be stopped midway)."""
         remote = self._absolute(remote)
         local = Path(local)
         local.parent.mkdir(parents=True, exist_ok=True)

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import numpy as np
 
 from edgecam.cache import stable_hash
+from edgecam.devices.answers import MAX_PROBE_BYTES, MAX_RESULT_BYTES, SLACK_BYTES, answer_bound, check_pulled, load_npz, output_row_bytes, parse_json, read_json_file
 from edgecam.devices.errors import DeviceError, DeviceTimeout, JobFailed
 from edgecam.devices.protocol import WATCHDOG_GRACE_S
 from edgecam.devices.spec import DEVICES
 from edgecam.devices.transport import RunResult
+from edgecam.textsafe import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +105,24 @@ class Device:
         """Copy a file or directory to `remote`, atomically: a reader never sees a half-copied tree."""
         raise NotImplementedError
 
-    def pull(self, remote: str, local: Path) -> None:
+    def pull(self, remote: str, local: Path, max_bytes: int | None = None) -> None:
+        """Copy a remote file or directory to `local`. `max_bytes`: the most the host will take (its own bound,
+        never the board's word): a transport stops a transfer past it where it can, and `pull_checked` measures
+        what landed."""
         raise NotImplementedError
+
+    def pull_checked(self, remote: str, local: Path, max_bytes: int, what: str) -> int:
+        """`pull` of a device's answer within `max_bytes`, then what landed measured (`check_pulled`: regular
+        files only, apparent sizes, sparse files counted whole); BadAnswer (the job fails) past the bound."""
+        try:
+            self.pull(remote, local, max_bytes)
+            return check_pulled(Path(local), max_bytes, what)
+        except JobFailed:  # nothing refused is left on the host's disk
+            if Path(local).is_dir() and not Path(local).is_symlink():
+                shutil.rmtree(local, ignore_errors=True)
+            else:
+                Path(local).unlink(missing_ok=True)
+            raise
 
     def run(self, argv: list[str], timeout: float | None = None) -> RunResult:
         """Run `argv` (a list, never a shell string: remote transports quote every element)."""
@@ -142,10 +160,11 @@ class Device:
             res = self.run([*self.python(), self.agent(), "probe"], timeout=120)
             if res.returncode != 0:
                 raise DeviceError(f"probing {self.name} failed (exit {res.returncode}); stderr:\n{res.stderr[-2000:]}")
+            lines = res.stdout.strip().splitlines()
             try:
-                facts = json.loads(res.stdout.strip().splitlines()[-1])
-            except (json.JSONDecodeError, IndexError) as exc:
-                raise DeviceError(f"probing {self.name}: the agent printed no JSON ({exc}); stdout: {res.stdout[-500:]!r}") from exc
+                facts = parse_json(lines[-1] if lines else "", f"{self.name}'s probe answer", MAX_PROBE_BYTES)
+            except JobFailed as exc:
+                raise DeviceError(f"probing {self.name}: the agent printed no usable JSON ({exc}); stdout: {res.stdout[-500:]!r}") from None
             self._info = {**checked_facts(facts), "name": self.name, "kind": self.kind}  # the inventory names the device, not the device
         return dict(self._info)
 
@@ -234,11 +253,9 @@ class Device:
                 raise JobFailed(f"job {key} on {self.name}: agent {exit_reason(res.returncode)}; stderr:\n{res.stderr[-4000:]}")
             back = tmp / "back"  # only the results come back, never the inputs the job was sent
             back.mkdir()
-            self.pull(f"{remote_job}/result.json", back / "result.json")
-            try:
-                result = json.loads((back / "result.json").read_text())
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise JobFailed(f"job {key} on {self.name}: result.json is not JSON ({exc})") from None
+            what = f"job {key} on {self.name}"
+            self.pull_checked(f"{remote_job}/result.json", back / "result.json", MAX_RESULT_BYTES, f"{what}: result.json")
+            result = read_json_file(back / "result.json", f"{what}: result.json")
             if not isinstance(result, dict):
                 raise JobFailed(f"job {key} on {self.name}: result.json holds a {type(result).__name__}, not an object")
             if not result.get("ok"):
@@ -247,16 +264,27 @@ class Device:
                 raise JobFailed(f"job {key} on {self.name} failed: {result.get('error')}\n{result.get('traceback', '')[-4000:]}")
             outputs: dict[str, np.ndarray] = {}
             if self.exists(f"{remote_job}/outputs.npz"):
-                self.pull(f"{remote_job}/outputs.npz", back / "outputs.npz")
-                try:
-                    with np.load(back / "outputs.npz", allow_pickle=False) as z:  # never unpickle device data
-                        outputs = {k: z[k] for k in z.files}
-                except Exception as exc:  # noqa: BLE001 - a truncated or forged file from the device: its job failed
-                    raise JobFailed(f"job {key} on {self.name}: outputs.npz unreadable ({type(exc).__name__}: {exc})") from None
+                cap = _outputs_cap(artifact_dir, inputs, job, extra)
+                self.pull_checked(f"{remote_job}/outputs.npz", back / "outputs.npz", cap + SLACK_BYTES, f"{what}: outputs.npz")
+                outputs = load_npz(back / "outputs.npz", f"{what}: outputs.npz", cap)  # never unpickled, never past the host's bound
             result["remote_job_name"] = key
             result["resumed"] = res is None
             self.cleanup(remote_job)
             return result, outputs
+
+
+def _outputs_cap(artifact_dir: Path, inputs: np.ndarray, job: dict[str, Any], extra: dict[str, np.ndarray]) -> int:
+    """The most bytes of arrays a job's outputs.npz can need: its rows (inputs; inputs x masks for "masked") x
+    the artifact's declared output sizes; with no declared sizes, 64 MiB plus what the host sent."""
+    rows = len(inputs)
+    masks = extra.get("masks")
+    if job.get("mode") == "masked" and masks is not None and masks.ndim >= 2:
+        rows = int(masks.shape[0]) * int(masks.shape[1])
+        names: list[str] | None = ["logits"]
+    else:
+        names = None if job.get("outputs") is None else list(job["outputs"])
+    fallback = (64 << 20) + inputs.nbytes + sum(a.nbytes for a in extra.values())
+    return answer_bound(output_row_bytes(artifact_dir), rows, names, fallback)
 
 
 # URL scheme -> "module:Class", imported on first use (paramiko only for ssh, the adb client only for adb)
@@ -314,6 +342,15 @@ FACT_TYPES: dict[str, tuple[type, ...]] = {
 FACT_MAX_CHARS = 300
 
 
+def _cleaned(value: Any) -> Any:
+    """A fact with every string in it made printable (`clean_text`): a probe cannot drive the terminal."""
+    if isinstance(value, str):
+        return clean_text(value, FACT_MAX_CHARS)
+    if isinstance(value, dict):
+        return {clean_text(k, FACT_MAX_CHARS): _cleaned(v) for k, v in value.items()}
+    return value
+
+
 def checked_facts(facts: Any) -> dict[str, Any]:
     """A device's probe answer reduced to the facts edgecam knows, each of its declared type (bool is not
     an int here; integers within 0..2**62; strings at most FACT_MAX_CHARS; `runtimes` a name -> version
@@ -339,9 +376,9 @@ def checked_facts(facts: Any) -> dict[str, Any]:
         if ok and key == "jetson":
             ok = all(short(k) and (isinstance(v, bool) or short(v)) for k, v in value.items())
         if ok:
-            out[key] = value
+            out[key] = _cleaned(value)
         else:
-            rejected.append(str(key)[:60])
+            rejected.append(clean_text(str(key)[:60]))
     if rejected:
         out["probe_rejected"] = rejected
     return out

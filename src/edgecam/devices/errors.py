@@ -4,13 +4,22 @@ them without importing each other)."""
 from __future__ import annotations
 
 from edgecam.errors import EdgecamError
+from edgecam.textsafe import clean_text
 
 
-class DeviceError(EdgecamError):
+class _DeviceText(EdgecamError):
+    """An error whose message may quote the device (its error, traceback, stderr): made safe to print and store
+    where the error is made (`clean_text`: control characters shown as escapes, length capped)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(clean_text(a) if isinstance(a, str) else a for a in args))
+
+
+class DeviceError(_DeviceText):
     """The device cannot be reached or used (connection, authentication, host key, missing tool)."""
 
 
-class JobFailed(EdgecamError):
+class JobFailed(_DeviceText):
     """The agent ran but the job failed on the device (runtime crash, bad artifact, ...)."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from edgecam.cache import cache_dir
+from edgecam.devices.answers import check_pulled
 from edgecam.devices.base import Device, DeviceTimeout, RunResult, exit_reason, copy_tree
 from edgecam.devices.persistent import STDERR_TAIL, PersistentSession
 
@@ -45,7 +46,9 @@ class LocalDevice(Device):
         if Path(local).resolve() != Path(remote).resolve():
             copy_tree(Path(local), Path(remote))
 
-    def pull(self, remote: str, local: Path) -> None:
+    def pull(self, remote: str, local: Path, max_bytes: int | None = None) -> None:
+        if max_bytes is not None:  # measured before the copy: a sparse or huge answer is refused, not copied
+            check_pulled(Path(remote), max_bytes, f"{self.name}: {Path(remote).name}")
         copy_tree(Path(remote), Path(local))
 
     def run(self, argv: list[str], timeout: float | None = None) -> RunResult:

@@ -3,10 +3,10 @@
 
 `PersistentSession` holds the protocol (`edgecam.devices.protocol`), the typed ops and the counters; a
 transport subclass supplies five primitives: start the process, send bytes, receive bytes (both before a
-deadline), tell whether it is alive, end it. `LocalSession` (devices/local.py: a subprocess and its pipes)
-and `SSHSession` (devices/ssh.py: one exec channel, surviving a dropped connection) stream; `PerRequestSession`
-here runs one agent process per request through the device's push / run / pull (the fallback for
-transports without a streaming channel: adb).
+deadline), tell whether it is alive, end it. `LocalSession` (devices/local.py: a subprocess and its pipes),
+`SSHSession` (devices/ssh.py: one exec channel, surviving a dropped connection) and `AdbSession` (devices/adb.py:
+`adb shell -T`) stream; `PerRequestSession` here runs one agent process per request through the device's push /
+run / pull (the fallback for a transport without a streaming channel).
 
 Every request has an id; its answer carries the same id, and frames with another id (a process that was
 replaced) are dropped, so a resent request is answered once. A request past `timeout` kills the agent (its
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from edgecam.devices.answers import SLACK_BYTES, answer_bound, expect_arrays, output_row_bytes
 from edgecam.devices.errors import DeviceError, DeviceTimeout, JobFailed
 from edgecam.devices.protocol import DEFAULT_MAX_FRAME_BYTES, WATCHDOG_GRACE_S, FrameError, encode_frame, read_frame
 
@@ -57,6 +58,8 @@ class PersistentSession:
         self.artifact_dir = Path(artifact_dir)
         self.timeout = timeout
         self.max_frame_bytes = int(job.get("max_frame_bytes") or DEFAULT_MAX_FRAME_BYTES)
+        self._row_bytes = output_row_bytes(artifact_dir)  # per input and output: bounds each answer (`_answer_cap`)
+        self._answer_cap = self.max_frame_bytes  # the largest frame the next read accepts
         self.calls = self.requests = self.starts = self.resends = 0
         self.bytes_sent = self.bytes_received = 0
         self.hello: dict[str, Any] | None = None
@@ -100,7 +103,7 @@ class PersistentSession:
         return None if self.timeout is None else time.monotonic() + self.timeout
 
     def _read(self, deadline: float | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        header, arrays, size = read_frame(lambda view: self._readinto(view, deadline), self.max_frame_bytes)
+        header, arrays, size = read_frame(lambda view: self._readinto(view, deadline), min(self._answer_cap, self.max_frame_bytes))
         self.bytes_received += size
         return header, arrays
 
@@ -155,6 +158,15 @@ class PersistentSession:
     def request(self, op: str, arrays: dict[str, Any] | None = None, **params: Any) -> dict[str, np.ndarray]:
         """One op on the device: `arrays` and JSON `params` in, the answer's arrays out; JobFailed with the
         device's error and traceback tail when the op failed there (the session stays usable)."""
+        return self._request(op, arrays, (), self.max_frame_bytes, **params)
+
+    def _answer(self, op: str, arrays: dict[str, Any], name: str, rows: int, row_bytes: int | None = None, **params: Any) -> np.ndarray:
+        """`request`, then the one array `name` the op answers: present and numeric (`expect_arrays`), in a frame
+        no larger than `rows` answers can need (the artifact's declared output sizes, or `row_bytes` per row)."""
+        sizes = self._row_bytes if row_bytes is None else {name: row_bytes}
+        return self._request(op, arrays, (name,), answer_bound(sizes, rows, [name], self.max_frame_bytes), **params)[name]
+
+    def _request(self, op: str, arrays: dict[str, Any] | None, expect: Sequence[str], cap: int, **params: Any) -> dict[str, np.ndarray]:
         with self._lock:
             if self._closed:
                 raise DeviceError(f"{self.device.name}: the session for {self.artifact_dir.name} is closed")
@@ -162,33 +174,40 @@ class PersistentSession:
             chunks, size = encode_frame({"op": op, "id": rid, "params": params}, arrays)
             if size > self.max_frame_bytes:
                 raise JobFailed(f"{self.device.name}: a {op} request of {size} bytes exceeds the session's frame cap of {self.max_frame_bytes} bytes (max_frame_bytes); send fewer inputs per request")
-            header, out = self._exchange(rid, op, chunks, size)
+            self._answer_cap = max(cap, SLACK_BYTES)
+            try:
+                header, out = self._exchange(rid, op, chunks, size)
+            finally:
+                self._answer_cap = self.max_frame_bytes
             self.calls += 1
             self.last_reply = header
         if not header.get("ok"):
             raise JobFailed(f"{self.device.name}: {op} request {rid} failed: {header.get('error')}\n{str(header.get('traceback', ''))[-STDERR_TAIL:]}")
-        return out
+        return expect_arrays(out, expect, f"{self.device.name}: {op} request {rid}")
 
     # -- ops -----------------------------------------------------------------------------------------------
     def forward(self, x: np.ndarray, outputs: Sequence[str] | None = ("logits",)) -> dict[str, np.ndarray]:
         """The model's outputs for inputs `x` (N, ...): those named in `outputs` (all of them for None)."""
-        return self.request("forward", {"inputs": _f32(x)}, outputs=None if outputs is None else list(outputs))
+        names = None if outputs is None else list(outputs)
+        expect = names if names is not None else sorted({"logits", *self._row_bytes})  # all outputs: at least those the artifact declares
+        return self._request("forward", {"inputs": _f32(x)}, expect, answer_bound(self._row_bytes, len(x), names, self.max_frame_bytes), outputs=names)
 
     def masked(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """(N * K, classes) logits of images[i] * masks[i, k], image-major, composed on the device."""
-        return self.request("masked", {"images": _f32(images), "masks": _f32(masks)})["logits"]
+        return self._answer("masked", {"images": _f32(images), "masks": _f32(masks)}, "logits", int(np.prod(np.shape(masks)[:2])))
 
     def scorecam(self, images: np.ndarray, maps: np.ndarray, max_inputs: int = 256) -> np.ndarray:
         """Score-CAM's masked logits (N * K, classes), image-major: the device upsamples the (N, K, h, w)
         CAM-layer maps to the input size and min-max normalises them (`perturb.scorecam_masks`), holding at
         most `max_inputs` masks at a time; only the low-resolution maps travel."""
-        return self.request("scorecam", {"images": _f32(images), "maps": _f32(maps)}, max_inputs=int(max_inputs))["logits"]
+        return self._answer("scorecam", {"images": _f32(images), "maps": _f32(maps)}, "logits", int(np.prod(np.shape(maps)[:2])), max_inputs=int(max_inputs))
 
     def rise(self, images: np.ndarray, targets: Sequence[int], n_masks: int, cells: int, p: float = 0.5, seed: int = 0, max_inputs: int = 256) -> np.ndarray:
         """RISE saliency (N, H, W) float32 for each image's target class, the masks generated on the device
         (`perturb.rise_grid` with `seed`: the host's `perturb.rise_masks(n_masks, cells, (W, H), p, seed)`)."""
         t = np.asarray(targets, dtype=np.int64).reshape(-1)
-        return self.request("rise", {"images": _f32(images), "targets": t}, n_masks=int(n_masks), cells=int(cells), p=float(p), seed=int(seed), max_inputs=int(max_inputs))["saliency"]
+        return self._answer("rise", {"images": _f32(images), "targets": t}, "saliency", len(images), 8 * int(np.prod(np.shape(images)[2:])), n_masks=int(n_masks), cells=int(cells),
+                            p=float(p), seed=int(seed), max_inputs=int(max_inputs))
 
     def perturb(self, images: np.ndarray, cams: np.ndarray, steps: int, kind: str = "both", baseline: Any = "zero", blur_sigma: float | None = None) -> np.ndarray:
         """Deletion / Insertion logits, composed on the device (`perturb.PerturbationSeries`): (N * (steps + 1),
@@ -202,7 +221,8 @@ class PersistentSession:
             arrays["baseline"] = _f32(baseline)
         if arrays["cams"].dtype.name not in ("float32", "float64"):
             arrays["cams"] = arrays["cams"].astype(np.float64)
-        return self.request("perturb", arrays, **params)["logits"]
+        rows = len(images) * (int(steps) + 1) * (2 if kind == "both" else 1)
+        return self._answer("perturb", arrays, "logits", rows, **params)
 
     def ping(self) -> None:
         """A round trip that does nothing (starts the agent if it is not running)."""
@@ -253,9 +273,9 @@ class PersistentSession:
 
 class PerRequestSession(PersistentSession):
     """The session API over one agent process per request: the request frame is pushed as a file, `agent
-    serve JOB.json --frames-in REQ --frames-out RESP` answers it and exits, the answer is pulled back. For
-    devices without a streaming channel (adb: `adb shell` pipes are not binary-clean on every Android
-    release); every request pays the runtime's load, as a run_job does, but the ops are the same."""
+    serve JOB.json --frames-in REQ --frames-out RESP` answers it and exits, the answer is pulled back. For a
+    device without a streaming channel (`Device.session`'s default); every request pays the runtime's load, as
+    a run_job does, but the ops are the same."""
 
     streaming = False
 
@@ -279,7 +299,7 @@ class PerRequestSession(PersistentSession):
                     raise
                 if not dev.exists(remote_resp):
                     raise JobFailed(f"{dev.name}: the agent wrote no answer to {op} request {rid} (exit {res.returncode}); stderr:\n{res.stderr[-STDERR_TAIL:]}")
-                dev.pull(remote_resp, local_resp)
+                dev.pull(remote_resp, local_resp, self.max_frame_bytes * 2)  # the hello and the answer
             finally:
                 dev.cleanup(remote_req)
                 dev.cleanup(remote_resp)

@@ -19,6 +19,7 @@ is fatal.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -31,9 +32,13 @@ FIXED = struct.Struct(">4sIQ")
 #: the only dtypes a frame may carry (all fixed-size, none can hold Python objects)
 DTYPES = ("float32", "float64", "int32", "int64", "uint8", "bool")
 MAX_HEADER_BYTES = 1 << 20
+#: nesting levels a JSON text from the other side may have (a frame header, a result, a probe): real ones use 3
+MAX_JSON_DEPTH = 64
 DEFAULT_MAX_FRAME_BYTES = 2 << 30
 WATCHDOG_GRACE_S = 30.0  # job.json's watchdog_s = the host's timeout plus this: the host always times out first
 MAX_DIMS = 16
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_BRACKET = re.compile(r"[\[\]{}]")
 _DRAIN_CHUNK = 1 << 20
 
 #: `readinto(view)` fills the whole memoryview or raises EOFError
@@ -48,6 +53,17 @@ class FrameError(ValueError):
         super().__init__(message)
         self.request_id = request_id
         self.fatal = fatal
+
+
+def check_json_depth(text: str, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """ValueError if `text` nests arrays / objects deeper than `max_depth` (brackets inside strings aside):
+    checked before `json.loads`, whose recursion would otherwise end in a RecursionError. Linear: strings are
+    cut out by one regex, then the brackets counted (stopping at the first level too deep)."""
+    depth = 0
+    for m in _BRACKET.finditer(_JSON_STRING.sub("", text)):
+        depth += 1 if m.group() in "[{" else -1
+        if depth > max_depth:
+            raise ValueError("JSON nested deeper than %d levels" % max_depth)
 
 
 def wire_dtype(name: str) -> np.dtype:
@@ -131,12 +147,14 @@ def read_frame(readinto: ReadInto, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTE
     readinto(memoryview(text))
     request_id = None
     try:
-        header = json.loads(text.decode())
+        decoded = text.decode()
+        check_json_depth(decoded)
+        header = json.loads(decoded)
         if not isinstance(header, dict):
             raise ValueError("the header is not a JSON object")
         request_id = header.get("id")
         specs = _check_specs(header.get("arrays", []))
-    except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError and FrameError are ValueErrors
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # json.JSONDecodeError and FrameError are ValueErrors
         _drain(readinto, payload)
         raise FrameError("bad frame header: %s" % exc, request_id) from None
     needed = sum(s[3] for s in specs)

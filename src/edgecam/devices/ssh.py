@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 from urllib.parse import urlsplit
 
+from edgecam.devices.answers import BadAnswer
 from edgecam.devices.base import Device, DeviceError, DeviceTimeout, RunResult, shell_command
 from edgecam.devices.persistent import STDERR_TAIL, PersistentSession
 
@@ -113,7 +114,7 @@ class _ExecPump:
             self.err += self.chan.recv_stderr(1 << 16)
             busy = True
         if len(self.out) > self.max_out:
-            raise DeviceError(f"{self.name}: {self.command[:80]!r} sent more than {self.max_out} bytes of output; refused")
+            raise BadAnswer(f"{self.name}: {self.command[:80]!r} sent more than {self.max_out:,} bytes of output; refused")  # its job fails
         if len(self.err) > 2 * STDERR_KEEP:
             del self.err[: len(self.err) - STDERR_KEEP]
         return busy
@@ -479,16 +480,22 @@ class SSHDevice(Device):
         if code != 0:
             raise DeviceError(f"{self.name}: push of {local.name} over the exec channel failed (exit {code}): {err[-500:]}")
 
-    def _pull_tar(self, remote: str, local: Path) -> None:
+    def _pull_tar(self, remote: str, local: Path, max_bytes: int | None = None) -> None:
         """`pull` without SFTP: `tar -c` of `remote` on the board, read from the exec channel and unpacked here
-        (members checked: nothing outside `local`, no links, no devices)."""
+        (members checked: nothing outside `local`, no links, no devices, no sparse members, their sizes within
+        `max_bytes`). The stream is capped by the host's bound (`max_bytes` plus tar's headers), never by the
+        board's own `du` (which is used only to size the timeout, where the host gave no bound)."""
         import io
         import tarfile
 
-        size = self._exec(shell_command(["du", "-s", "-k", remote]), self.connect_timeout * 3).stdout.split()
-        nbytes = int(size[0]) * 1024 if size and size[0].isdigit() else 0
+        if max_bytes is None:
+            size = self._exec(shell_command(["du", "-s", "-k", remote]), self.connect_timeout * 3).stdout.split()
+            nbytes = min(int(size[0]) * 1024 if size and size[0].isdigit() else 0, MAX_COMMAND_OUTPUT)
+            cap = 2 * nbytes + (16 << 20)
+        else:
+            nbytes, cap = max_bytes, max_bytes + (1 << 20)  # tar's 512-byte headers and padding on top
         code, out, err = self._exec_bytes(shell_command(["tar", "-c", "-f", "-", "-C", posixpath.dirname(remote) or "/", posixpath.basename(remote)]),
-                                          timeout=_transfer_timeout(nbytes, self.connect_timeout), max_out=2 * nbytes + (16 << 20))  # tar's headers on top of du's size
+                                          timeout=_transfer_timeout(nbytes, self.connect_timeout), max_out=cap)
         if code != 0:
             if "No such file" in err or "not found" in err.lower():
                 raise FileNotFoundError(f"{self.name}: {remote}: no such file on the board")
@@ -497,10 +504,15 @@ class SSHDevice(Device):
         local.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=local.parent) as tmp_s:
             with tarfile.open(fileobj=io.BytesIO(out), mode="r:") as tar:
+                total = 0
                 for m in tar.getmembers():
                     parts = Path(m.name).parts
-                    if not parts or parts[0] != name or ".." in parts or m.name.startswith("/") or not (m.isfile() or m.isdir()):
-                        raise DeviceError(f"{self.name}: pull of {remote}: the board sent an unexpected archive member {m.name!r}")
+                    if not parts or parts[0] != name or ".." in parts or m.name.startswith("/") or not (m.isfile() or m.isdir()) or m.issparse():
+                        raise BadAnswer(f"{self.name}: pull of {remote}: the board sent an unexpected archive member {m.name!r}"
+                                        f"{' (sparse)' if m.issparse() else ''}")  # a JobFailed: the job fails and its folder is removed
+                    total += m.size
+                    if max_bytes is not None and total > max_bytes:
+                        raise BadAnswer(f"{self.name}: pull of {remote}: the archive's members hold more than {max_bytes:,} bytes; refused")
                 tar.extractall(tmp_s, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # members checked above either way
             got = Path(tmp_s) / name
             if local.is_dir() and not local.is_symlink():
@@ -509,22 +521,37 @@ class SSHDevice(Device):
                 local.unlink()
             os.replace(got, local)
 
-    def pull(self, remote: str, local: Path) -> None:
+    def pull(self, remote: str, local: Path, max_bytes: int | None = None) -> None:
         local = Path(local)
+        got = [0]
+
+        def count(done: int, _total: int, start: int) -> None:  # SFTP's progress callback: stop a stream past the bound
+            if max_bytes is not None and start + done > max_bytes:
+                raise BadAnswer(f"{self.name}: pull of {remote}: more than {max_bytes:,} bytes; refused")
 
         def download(sftp: Any, src: str, dst: Path) -> None:
-            if stat.S_ISDIR(sftp.stat(src).st_mode):
+            st = sftp.stat(src)
+            if stat.S_ISDIR(st.st_mode):
                 dst.mkdir(parents=True, exist_ok=True)
                 for entry in sftp.listdir_attr(src):
                     download(sftp, f"{src}/{entry.filename}", dst / entry.filename)
             else:
+                if max_bytes is not None and got[0] + (st.st_size or 0) > max_bytes:
+                    raise BadAnswer(f"{self.name}: pull of {remote}: {src} holds {st.st_size:,} bytes, over the {max_bytes:,} this answer can need; refused")
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                sftp.get(src, str(dst))
+                start = got[0]
+                sftp.get(src, str(dst), callback=lambda done, total: count(done, total, start))
+                got[0] += dst.stat().st_size
 
         if not self.has_sftp:
-            self._retry(f"pull {posixpath.basename(remote)}", lambda: self._pull_tar(remote, local))
+            self._retry(f"pull {posixpath.basename(remote)}", lambda: self._pull_tar(remote, local, max_bytes))
             return
-        self._retry(f"pull {posixpath.basename(remote)}", lambda: download(self._sftp_client(), remote, local))
+
+        def attempt() -> None:
+            got[0] = 0
+            download(self._sftp_client(), remote, local)
+
+        self._retry(f"pull {posixpath.basename(remote)}", attempt)
 
     def cleanup(self, remote: str) -> None:
         try:

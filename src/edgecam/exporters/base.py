@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping
 
-from edgecam.cache import atomic_write_json, sha256_file
+from edgecam.cache import atomic_write_json, current_umask, sha256_file
 from edgecam.errors import ArtifactError, ConfigError
 from edgecam.specs import require_positive
 
@@ -132,10 +132,31 @@ def cached_artifact(name: str, build: Callable[[Path], Any]) -> tuple[Path, bool
 
 def copy_artifact(cached: Path, dest: Path) -> Artifact:
     """A cached artifact copied to `dest` (a run directory's, replacing an older copy): the run keeps the files
-    it measured."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(cached, dest)
+    it measured. Copied into a `.part` sibling and renamed, never through a link (`bench.safe_io`); a copy the
+    disk refuses is a RunDirWriteError naming `dest`, and leaves no partial folder."""
+    from edgecam.safe_io import check_no_links, make_dirs, write_error
+
+    make_dirs(dest.parent, dest.parent.parent)
+    check_no_links(dest)
+    tmp: Path | None = None
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
+        for src in sorted(cached.rglob("*")):  # file by file: an error keeps its errno (copytree's would not)
+            target = tmp / src.relative_to(cached)
+            if src.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                shutil.copy2(src, target)
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide it from the run directory's other readers
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException as exc:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise write_error(dest, exc) from exc
+        raise
     return Artifact.load(dest)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from edgecam.bench.compare import compare_runs, to_html
 from edgecam.bench.stats import bootstrap_diff_ci
@@ -86,3 +87,44 @@ def test_device_gap_pairs_the_kept_images_of_two_devices(tmp_path: Path) -> None
     assert not device_gap(a, c).iloc[0]["same_artifact"]
     page = to_html(compare_runs(a, a), a, b, gap)
     assert 'id="device-gap"' in page and "pi (aarch64, emulated)" in page
+
+
+def _with_data(run: Path, fingerprint: str, seed: int) -> Path:
+    """Give a run's manifest a data fingerprint and the data settings it came from."""
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest.update({"data_fingerprint": fingerprint, "data": {"dataset": "digits-clutter", "seed": seed}, "config": {"data": {"name": "digits-clutter", "seed": seed}}})
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+def test_runs_on_different_data_are_refused_or_labelled(tmp_path: Path) -> None:
+    """Audit N45: image ids of two runs on different data name different pictures: compare refuses, naming both
+    fingerprints and the settings that differ; allowed, nothing is paired, no device gap, every row says so."""
+    from edgecam.bench.compare import DifferentDataError, check_same_data, device_gap
+
+    a = _with_data(_run(tmp_path / "a", 0.0, 1.0), "dc275c1c", 0)
+    b = _with_data(_run(tmp_path / "b", -0.05, 2.0), "319a5b78", 1)
+    for call in (lambda: compare_runs(a, b, n_boot=100), lambda: device_gap(a, b)):
+        with pytest.raises(DifferentDataError, match=r"data fingerprint dc275c1c in .*a but 319a5b78 in .*b \(differs in: data.seed 0 vs 1; source.seed 0 vs 1\)"):
+            call()
+    t = compare_runs(a, b, n_boot=100, allow_different_data=True)
+    assert not t["paired"].any() and (t["data"] == "DIFFERENT").all()
+    assert device_gap(a, b, allow_different_data=True).empty
+    page = to_html(t, a, b)
+    assert "DIFFERENT DATA" in page and "dc275c1c" in page
+    same = _with_data(_run(tmp_path / "c", 0.0, 1.0), "dc275c1c", 0)
+    assert check_same_data(a, same) is None and compare_runs(a, same, n_boot=100)["paired"].any()
+    assert check_same_data(a, _run(tmp_path / "old", 0.0, 1.0)) is None  # a manifest without a fingerprint (older run): cannot be checked
+
+
+def test_damaged_run_files_are_named(tmp_path: Path) -> None:
+    """Audit N46: a truncated results.parquet or a broken manifest is a DamagedFileError naming it."""
+    from edgecam.errors import DamagedFileError
+
+    a, b = _run(tmp_path / "a", 0.0, 1.0), _run(tmp_path / "b", 0.0, 1.0)
+    (b / "results.parquet").write_bytes((b / "results.parquet").read_bytes()[:100])
+    with pytest.raises(DamagedFileError, match=r"b/results.parquet \(a table of the run\) is damaged"):
+        compare_runs(a, b)
+    (b / "manifest.json").write_text('{"device": ')
+    with pytest.raises(DamagedFileError, match=r"b/manifest.json \(the run's manifest\) is damaged"):
+        compare_runs(a, b)

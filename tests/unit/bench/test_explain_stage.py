@@ -48,3 +48,52 @@ def test_torch_threads_set_inside_and_restored() -> None:
     assert torch.get_num_threads() == before
     with _torch_threads(None):
         assert torch.get_num_threads() == before
+
+
+def _shard_holding(need: set[str], n: int) -> "ShardOutput":
+    """A ShardOutput that holds exactly the parts named in `need` (rows, preds, hist, edges, tracks, grid, kept, gaps)."""
+    import numpy as np
+    import pandas as pd
+
+    from edgecam.bench.aggregate import ShardOutput, Track
+
+    tracks = {tuple(p[len("track:"):].split("|")): Track(np.zeros(3, dtype=np.int64)) for p in need if p.startswith("track:")}
+    grid = {"ids": ["a"], "kinds": ["typical"], "images": np.zeros((1, 3, 2, 2)), "masks": np.zeros((1, 2, 2)), "saliency": np.zeros((1, 2, 2)),
+            "has_box": np.zeros(1, bool), "cams": {}, "preds": {}} if "grid" in need else {}
+    rows = pd.DataFrame({"image_id": [str(i) for i in range(n)]}) if "rows" in need else pd.DataFrame()
+    gaps = pd.DataFrame({"image_id": ["0"]}) if "gaps" in need else pd.DataFrame()
+    pick = lambda kind: [p.split(":", 1)[1] for p in need if p.startswith(kind + ":")]  # noqa: E731
+    return ShardOutput(rows, gaps, tracks, {k: np.ones(4, np.int64) for k in pick("hist")}, grid, {k: np.zeros(n, np.int64) for k in pick("preds")},
+                       {k: np.linspace(0, 1, 5) for k in pick("edges")}, {"ids": np.array(["0"])} if "kept" in need else {})
+
+
+def test_a_shard_must_hold_every_part_the_run_expects_before_it_is_reused() -> None:
+    """Issue 36 (N55): a shard stored without its activation histogram was reused. `expected_parts` comes from the
+    variants and config alone; a record that omits a part, or lists one it does not hold, is refused."""
+    import dataclasses
+    from pathlib import Path
+
+    from edgecam.bench.explain_stage import _check_shard, expected_parts
+    from edgecam.bench.variant import Variant
+    from edgecam.config import RunConfig
+
+    cfg = RunConfig()
+    cfg = cfg.replace(explain=dataclasses.replace(cfg.explain, methods=("gradcampp",), sim=False))
+    ok = [Variant("m", "onnx", p, "onnxruntime", Path("."), {"sha256": p}) for p in ("fp32", "int8")] + [Variant("m", "tflite", "int8", "litert", Path("."), {})]
+    first, later = expected_parts(ok, cfg, 0), expected_parts(ok, cfg, 10_000)
+    onnx = "m-onnx-int8-onnxruntime"
+    assert {f"hist:{onnx}", "hist:m-onnx-fp32-onnxruntime", "edges:m-onnx-onnxruntime", "grid", "kept", "rows", "gaps", f"track:{onnx}|gradcampp|mirror"} <= first
+    assert "hist:m-tflite-int8-litert" not in first and "preds:m-tflite-int8-litert" in first  # no fp32 tflite: no rows, no histogram
+    assert later == first - {"edges:m-onnx-onnxruntime", "grid", "kept"}
+
+    _check_shard(_shard_holding(later, 4).to_job(later), ok, 4, later)  # complete: reused
+    part = _shard_holding(later, 4)
+    part.hist.pop(onnx)
+    with pytest.raises(KeyError, match=f"stored without hist:{onnx}"):  # the old commit: consistent, but a part short
+        _check_shard(part.to_job(), ok, 4, later)
+    with pytest.raises(KeyError, match=f"lists hist:{onnx}, which it does not hold"):
+        _check_shard(part.to_job(later), ok, 4, later)
+    old = _shard_holding(later, 4).to_job(later)
+    del old.meta["parts"]  # stored before records listed their parts
+    with pytest.raises(KeyError, match="lists no parts"):
+        _check_shard(old, ok, 4, later)

@@ -1,6 +1,7 @@
 """`image_rows` and `gap_rows` prepare each map once: their rows equal those built from the per-pair metric
 functions (the first implementation, kept here), on CAMs with constant, all-zero and NaN maps, with and without
-ground truth, for a quantized and an fp32 variant."""
+ground truth, for a quantized and an fp32 variant. A row whose outputs (or whose reference's) were not finite has
+no prediction and NaN metrics, and `variant_table` leaves such images out of accuracy and counts them (issue 36)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgecam.bench.results import COLUMNS, CamMaps, ShardMaps, gap_rows, image_rows
+from edgecam.bench.results import COLUMNS, FROM_OUTPUTS, FROM_REFERENCE, CamMaps, ShardMaps, gap_rows, image_rows, variant_table
+from edgecam.bench.variant import NONFINITE, NOT_PREDICTED, Variant, finite_top1
 from edgecam.explain.localisation import energy_pointing_game
 from edgecam.explain.metrics import cc, compare, emd, nss
 
@@ -42,6 +44,13 @@ def _reference_rows(v: Any, method: str, mode: str, cams: np.ndarray, cams_fp32:
             "cam_constant": bool(vs_fp32["pred_constant"]), "cc_fp32_nan": bool(np.isnan(vs_fp32["cc"])), "cc_gt_nan": bool(np.isnan(vs_gt["cc"])),
             "artifact_sha256": v.manifest.get("sha256"),
         }
+        if not extra[i]["output_finite"] or pred[i] == NONFINITE:  # issue 36: nothing computed from non-finite outputs
+            row.update({"pred": None, "top1_correct": None, "agrees_fp32": None, **{k: nan for k in FROM_OUTPUTS}})
+        if pred_fp32[i] < 0:
+            row["agrees_fp32"] = None
+        if pred_fp32[i] == NONFINITE:
+            row.update({k: nan for k in FROM_REFERENCE})
+        row["cc_fp32_nan"], row["cc_gt_nan"] = bool(np.isnan(row["cc_fp32"])), bool(np.isnan(row["cc_gt"]))
         rows.append({k: row[k] for k in COLUMNS})
     return rows
 
@@ -114,3 +123,50 @@ def test_gap_rows_equal_compare() -> None:
         assert row["pair"] == "onnx/onnxruntime v. tflite/litert" and row["agrees"] == bool(d["pred"][i] == d["pred_fp32"][i])
         for k in ("sim", "cc", "kld"):
             assert row[k] == m[k] or (math.isnan(row[k]) and math.isnan(m[k]))
+
+
+def test_rows_of_nonfinite_outputs_carry_no_number_read_off_them() -> None:
+    """Image 3's outputs were NaN (its `pred` NONFINITE), image 5's fp32 reference's were: image 3 has no pred,
+    top-1, agreement or metric; image 5 keeps its own pred and GT / saliency metrics but nothing "v. fp32"."""
+    d = _inputs()
+    pred, pred_fp32 = d["pred"].copy(), d["pred_fp32"].copy()
+    pred[3], pred_fp32[5] = NONFINITE, NONFINITE
+    maps = CamMaps("gradcampp", "mirror", d["cams"], d["cams_fp32"], d["wsol_iou"], d["extra"])
+    rows = image_rows(_variant("int8"), maps, ShardMaps(d["shard"], d["reference"], d["saliency"], "spectral_residual", pred, pred_fp32), "local", 3)
+    bad, ref_bad, good = rows[3], rows[5], rows[8]
+    assert bad["pred"] is None and bad["top1_correct"] is None and bad["agrees_fp32"] is None and not bad["output_finite"]
+    assert all(math.isnan(bad[k]) for k in FROM_OUTPUTS) and bad["cc_fp32_nan"]
+    assert ref_bad["pred"] == int(pred[5]) and ref_bad["agrees_fp32"] is None and all(math.isnan(ref_bad[k]) for k in FROM_REFERENCE)
+    assert not math.isnan(ref_bad["cc_sal"])
+    assert good["pred"] == int(pred[8]) and isinstance(good["top1_correct"], bool) and isinstance(good["agrees_fp32"], bool) and not math.isnan(good["cc_fp32"])
+    gaps = gap_rows(_variant("int8"), SimpleNamespace(format="tflite", runtime="litert"), "eigencam", d["cams"], d["cams_fp32"], d["shard"].ids, pred, pred_fp32)
+    assert gaps[3]["agrees"] is None and math.isnan(gaps[3]["cc"]) and gaps[5]["agrees"] is None and math.isnan(gaps[5]["sim"])
+    assert isinstance(gaps[8]["agrees"], bool) and not math.isnan(gaps[8]["cc"])
+
+
+def test_finite_top1_never_reads_a_class_off_nan() -> None:
+    logits = np.array([[0.1, 0.9, 0.0], [np.nan] * 3, [0.2, np.inf, 0.1], [3.0, 1.0, 2.0]], np.float32)
+    feats = np.ones((4, 2, 2, 2), np.float32)
+    feats[3, 1, 0, 0] = np.nan
+    assert finite_top1(logits).tolist() == [1, NONFINITE, NONFINITE, 0]
+    assert finite_top1(logits, feats).tolist() == [1, NONFINITE, NONFINITE, NONFINITE]
+
+
+def test_accuracy_and_agreement_cover_finite_predictions_and_count_the_rest(tmp_path: Any) -> None:
+    """An all-NaN variant is accuracy NaN with every image counted, never 0.1 with agreement 1.0 (argmax 0 = 0)."""
+    labels = np.array([0, 1, 2, 0, 1, 0])
+    result = {"init_s": 0.01, "first_s": 0.002, "samples_s": [0.001] * 5, "batch_size": 1}
+
+    def variant(precision: str, preds: list[int]) -> Variant:
+        return Variant("m", "onnx", precision, "onnxruntime", tmp_path, {"sha256": precision, "size_bytes": 10}, result=result, preds=np.array(preds))
+
+    fp32 = variant("fp32", [0, 1, 2, 0, 2, 0])
+    half = variant("int16", [0, NONFINITE, 2, 1, NONFINITE, NOT_PREDICTED])  # 2 non-finite, 1 not predicted
+    dead = variant("int8", [NONFINITE] * 6)
+    table = variant_table([fp32, half, dead], labels, "local").set_index("precision")
+    assert table.loc["fp32", "nonfinite_outputs"] == 0 and table.loc["fp32", "accuracy"] == 5 / 6
+    assert table.loc["int16", "nonfinite_outputs"] == 2 and table.loc["int16", "images"] == 3
+    assert table.loc["int16", "accuracy"] == 2 / 3 and table.loc["int16", "agrees_fp32"] == 2 / 3
+    assert table.loc["int8", "nonfinite_outputs"] == 6 and table.loc["int8", "images"] == 0
+    assert math.isnan(table.loc["int8", "accuracy"]) and math.isnan(table.loc["int8", "agrees_fp32"])
+    assert dead.nonfinite_outputs == 6 and fp32.nonfinite_outputs == 0

@@ -140,3 +140,52 @@ def test_a_run_directory_is_held_by_one_run_at_a_time(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="cannot be used as a run directory"):
         with run_dir_lock(blocker):
             pass
+
+
+def test_the_lock_and_the_run_directory_refuse_symbolic_links(tmp_path: Path) -> None:
+    """Audit item 6: `.lock` was opened with "a+" and truncated through a link. A linked `.lock` is refused and
+    its target kept; a run directory holding a link anywhere (a job, outputs/) is refused, naming the link."""
+    import errno
+
+    from edgecam.bench.store import run_dir_lock
+    from edgecam.errors import RunDirWriteError
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").symlink_to(victim)
+    with pytest.raises(RunDirWriteError, match=r"\.lock: it is a symbolic link") as info:
+        with run_dir_lock(out):
+            pass
+    assert info.value.errno == errno.ELOOP and victim.read_text() == "precious"
+    (out / ".lock").unlink()
+    (out / "jobs" / "explain").mkdir(parents=True)
+    (out / "jobs" / "explain" / "k1").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(RunDirWriteError, match=r"jobs/explain/k1: it is a symbolic link"):
+        with run_dir_lock(out):
+            pass
+    (out / "jobs" / "explain" / "k1").unlink()
+    (out / ".results.parquet.x1.tmp").write_bytes(b"half")  # what a killed writer leaves: removed once the lock is held
+    with run_dir_lock(out):
+        assert not (out / ".results.parquet.x1.tmp").exists()
+
+
+def test_a_job_the_disk_refuses_is_a_named_error_and_leaves_no_partial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit that fails with ENOSPC (here: np.savez) is a RunDirWriteError naming the job's folder (an
+    OSError too, so the sweep records a failed job) and leaves no `.part` folder."""
+    import errno
+
+    from edgecam.errors import RunDirWriteError
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    store = JobStore(tmp_path / "jobs")
+    monkeypatch.setattr(np, "savez", full)
+    with pytest.raises(RunDirWriteError, match=r"cannot write .*jobs/explain/k1: No space left on device; the disk is full") as info:
+        store.put("explain", "k1", Job({"a": 1}, {"z": np.zeros(3)}))
+    assert isinstance(info.value, OSError) and list((tmp_path / "jobs" / "explain").iterdir()) == [] and store.get("explain", "k1") is None
+    (tmp_path / "jobs" / "explain" / "k2").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(RunDirWriteError, match="k2: it is a symbolic link"):
+        store.put("explain", "k2", Job({"a": 1}))

@@ -34,10 +34,11 @@ def test_unknown_kind_lists_the_known_kinds() -> None:
 def test_dataspec_picks_the_kind_class_and_keeps_the_attribute_names() -> None:
     d = DataSpec()
     assert type(d) is DigitsClutterDataSpec and isinstance(d, DataSpec)
-    assert (d.name, d.canvas, d.digit_size, d.copies_test, d.seed, d.limit, d.mean, d.std) == ("digits-clutter", 64, 24, 1, 0, 200, None, None)
+    # data.limit unset means every test image (issue 36: a default of 200 cut a 900-image folder silently)
+    assert (d.name, d.canvas, d.digit_size, d.copies_test, d.seed, d.limit, d.mean, d.std) == ("digits-clutter", 64, 24, 1, 0, None, None, None)
     f = DataSpec(name="image-folder", path="/x", boxes_dir="boxes", resize=72, crop=64)
     assert type(f) is ImageFolderDataSpec
-    assert (f.path, f.resize, f.crop, f.test_fraction, f.num_classes, f.limit) == ("/x", 72, 64, 0.5, None, 200)
+    assert (f.path, f.resize, f.crop, f.test_fraction, f.num_classes, f.limit) == ("/x", 72, 64, 0.5, None, None)
     assert str(f.resolve(f.boxes_dir)) == "/x/boxes" and str(f.resolve("/abs/l.csv")) == "/abs/l.csv" and f.resolve(None) is None
     assert not hasattr(d, "resize") and not hasattr(f, "canvas")
     assert dataclasses.replace(f, limit=4) == DataSpec(name="image-folder", path="/x", boxes_dir="boxes", resize=72, crop=64, limit=4)

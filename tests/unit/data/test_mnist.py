@@ -89,3 +89,44 @@ def test_damaged_files_are_config_errors_naming_the_file(tmp_path: Path) -> None
 def test_bad_settings_are_refused(fields: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         DataSpec(name="mnist", **fields)
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """`array` (uint8) as an IDX file, gzipped: LeCun's header (0, 0, 0x08, dims) then the big-endian sizes."""
+    import struct
+
+    header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def _fashion_folder(root: Path, n_train: int, n_test: int) -> Path:
+    """A Fashion-MNIST folder of synthetic images: `n_train` / `n_test` images (0: an empty but well-formed IDX file)."""
+    rng = np.random.default_rng(0)
+    root.mkdir()
+    for stem, n in (("train", n_train), ("t10k", n_test)):
+        _write_idx(root / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(root / f"{stem}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    return root
+
+
+@pytest.mark.parametrize(("n_train", "n_test", "message"), [(0, 0, "training and test splits"), (50, 0, "the test split"), (0, 20, "the training split")])
+def test_an_empty_source_is_a_config_error_naming_it(tmp_path: Path, n_train: int, n_test: int, message: str) -> None:
+    """An IDX file holding 0 images (audit N37: a numpy traceback) is refused, naming the split and the files."""
+    folder = _fashion_folder(tmp_path / "fm", n_train, n_test)
+    with pytest.raises(ConfigError, match=rf"{message} of .*{folder.name}.* no image \({n_train} training, {n_test} test images\)"):
+        load_data(DataSpec(name="fashion-mnist", source=str(folder)))
+    good = load_data(DataSpec(name="fashion-mnist", source=str(_fashion_folder(tmp_path / "ok", 30, 10))))  # the same code path with images works
+    assert (good.n_train, good.n_test) == (30, 10)
+
+
+@pytest.mark.filterwarnings("ignore:loadtxt")  # numpy warns that the empty file holds no data
+def test_an_empty_or_one_row_mnist_csv_is_a_config_error(tmp_path: Path) -> None:
+    """The MNIST CSV: an empty file names itself; one row leaves an empty test split, refused the same way."""
+    empty = tmp_path / "empty.csv.gz"
+    empty.write_bytes(gzip.compress(b""))
+    with pytest.raises(ConfigError, match="empty.csv.gz: holds no images"):
+        load_data(DataSpec(name="mnist", source=str(empty)))
+    one = tmp_path / "one.csv.gz"
+    one.write_bytes(gzip.compress((",".join(["0"] * 784) + ",3\n").encode()))
+    with pytest.raises(ConfigError, match=r"the test split of .*one.csv.gz holds no image \(1 training, 0 test images\)"):
+        load_data(DataSpec(name="mnist", source=str(one)))

@@ -191,8 +191,8 @@ def test_a_board_that_sends_back_damaged_files_fails_that_job_only(trained_tinyc
 
 
     class Damaging(LocalDevice):
-        def pull(self, remote: str, local: str | Path) -> None:
-            super().pull(remote, local)
+        def pull(self, remote: str, local: str | Path, max_bytes: int | None = None) -> None:
+            super().pull(remote, local, max_bytes)
             local = Path(local)
             name = local.name
             if damage == "result-truncated" and name == "result.json":

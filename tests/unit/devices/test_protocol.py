@@ -65,6 +65,7 @@ GOOD = {"op": "ping", "id": 99, "params": {}}
         (_raw({"op": "f", "id": 6, "arrays": [{"name": "x", "dtype": "uint8", "shape": [2]}, {"name": "x", "dtype": "uint8", "shape": [2]}]}, b"abcd"), "appears twice", 6),
         (FIXED.pack(MAGIC, 5, 3) + b"{nope" + b"abc", "bad frame header", None),
         (_raw({"op": "f", "id": 8, "arrays": [{"name": "x", "dtype": "uint8", "shape": [4096]}]}, b"\1" * 4096), "oversize frame refused: frame of", None),
+        (FIXED.pack(MAGIC, 2 * 1500, 0) + b"[" * 1500 + b"]" * 1500, "bad frame header: JSON nested deeper than 64 levels", None),  # not a RecursionError
     ],
 )
 def test_malformed_frames_are_refused_and_the_stream_stays_in_step(frame: bytes, message: str, rid: object) -> None:
