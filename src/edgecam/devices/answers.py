@@ -148,18 +148,24 @@ def load_npz(path: Path, what: str, max_bytes: int) -> dict[str, np.ndarray]:
     return out
 
 
-def output_row_bytes(artifact_dir: str | Path) -> dict[str, int]:
-    """Bytes of one input's answer per output, at most (float64), from the artifact's manifest (`output_shapes`,
-    batch dimension dropped); {} when the manifest says nothing (the caller then has no bound of its own)."""
+def declared_shapes(artifact_dir: str | Path) -> dict[str, tuple[int, ...]]:
+    """Per-item output shapes the artifact declares (`output_shapes` of its manifest, batch dimension dropped;
+    outputs with a symbolic dimension left out); {} when the manifest says nothing."""
     try:
         shapes = json.loads((Path(artifact_dir) / "manifest.json").read_text()).get("output_shapes", {})
     except (OSError, ValueError, AttributeError):
         return {}
-    out: dict[str, int] = {}
+    out: dict[str, tuple[int, ...]] = {}
     for name, dims in (shapes.items() if isinstance(shapes, dict) else ()):
-        if isinstance(dims, list) and len(dims) >= 1 and all(isinstance(d, int) and d > 0 for d in dims[1:]):
-            out[str(name)] = 8 * int(np.prod(dims[1:], dtype=np.int64))
+        if isinstance(dims, list) and len(dims) >= 1 and all(isinstance(d, int) for d in dims[1:]):
+            out[str(name)] = tuple(dims[1:])
     return out
+
+
+def output_row_bytes(artifact_dir: str | Path) -> dict[str, int]:
+    """Bytes of one input's answer per output, at most (float64), from `declared_shapes`; {} when the manifest
+    says nothing (the caller then has no bound of its own)."""
+    return {name: 8 * int(np.prod(dims, dtype=np.int64)) for name, dims in declared_shapes(artifact_dir).items() if all(d > 0 for d in dims)}
 
 
 def answer_bound(row_bytes: Mapping[str, int], rows: int, names: Sequence[str] | None, fallback: int) -> int:

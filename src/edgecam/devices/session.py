@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from edgecam.devices.answers import declared_shapes
 from edgecam.stages import stage
 
 if TYPE_CHECKING:
@@ -22,21 +23,6 @@ if TYPE_CHECKING:
 
 #: bytes of inputs (or images + masks) per request: bounds what one frame moves and the agent holds at once
 MAX_REQUEST_BYTES = 256 << 20
-
-
-def _manifest_shapes(artifact_dir: str | Path) -> dict[str, tuple[int, ...]]:
-    """Per-item output shapes the artifact declares (`output_shapes` of its manifest, batch dimension dropped)."""
-    import json
-
-    try:
-        shapes = json.loads((Path(artifact_dir) / "manifest.json").read_text()).get("output_shapes", {})
-    except (OSError, ValueError, AttributeError):
-        return {}
-    out: dict[str, tuple[int, ...]] = {}
-    for name, dims in (shapes.items() if isinstance(shapes, dict) else ()):
-        if isinstance(dims, list) and len(dims) >= 1 and all(isinstance(d, int) for d in dims[1:]):
-            out[str(name)] = tuple(dims[1:])
-    return out
 
 
 class DeviceSession:
@@ -56,7 +42,7 @@ class DeviceSession:
         self.inputs = 0
         self._session: "PersistentSession | None" = None
         self._lock = threading.Lock()  # one request at a time: the explain stage's prefetch worker shares the session
-        self._shapes: dict[str, tuple[int, ...]] = _manifest_shapes(artifact_dir)  # each output's per-item shape: the
+        self._shapes: dict[str, tuple[int, ...]] = declared_shapes(artifact_dir)  # each output's per-item shape: the
         # artifact's own (its manifest), else the device's first answer
 
     @property
