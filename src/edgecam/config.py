@@ -279,6 +279,7 @@ class ExplainSpec:
     keep_cam_size: int = 56  # kept CAMs area-downsampled to at most this many pixels a side
     bootstrap: int = 2000  # resamples of the 95% confidence intervals in summary.csv
     seed: int = 0
+    cc_floor: float = 0.9  # the decision table's picks: the fastest / smallest variant whose CAMs keep CC vs fp32 >= this
     #: the CAM methods' own options (`CamMethod.option_help`: `rise_masks`, `scorecam_top_k`), written as keys of
     #: `[explain]`, validated by their methods, with every registered method's defaults filled in
     method_options: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()
@@ -316,6 +317,8 @@ class ExplainSpec:
             raise ConfigError(f"explain.keep_cam_size: expected at least 2 pixels a side, got {self.keep_cam_size}")
         if self.emd_size < 0 or self.emd_size == 1:
             raise ConfigError(f"explain.emd_size: expected 0 (off) or an integer >= 2, got {self.emd_size}")
+        if not 0.0 < self.cc_floor <= 1.0:
+            raise ConfigError(f"explain.cc_floor: expected a CC in (0, 1] (the decision table's fidelity floor), got {self.cc_floor}")
         if self.bootstrap < 100:
             raise ConfigError(f"explain.bootstrap: expected at least 100 resamples, got {self.bootstrap}")
         _require_gradient_cam("explain.reference", self.reference)

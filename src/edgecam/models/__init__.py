@@ -133,15 +133,39 @@ def _efficientnet_lite0() -> ModelEntry:
 MODELS.add("efficientnet_lite0", _efficientnet_lite0())
 
 
+def _import_user_module(ref: str, mod_name: str) -> Any:
+    """Import the module of a `module:factory` model. The working directory is searched too (appended to the
+    module search path, so an installed package of the same name still wins): `edgecam` is a console script,
+    whose search path, unlike `python -m`'s, does not hold the folder it was started from. A module that is
+    not found is named with the folders searched."""
+    import sys
+
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.append(cwd)
+    try:
+        return importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not mod_name.startswith(exc.name):  # a module the user's module imports is missing
+            raise ConfigError(f"model {ref!r}: importing {mod_name!r} failed: {exc}") from exc
+        top = mod_name.split(".")[0]
+        raise ConfigError(f"model {ref!r}: no module {exc.name!r}: edgecam looked for {top}.py or a {top}/ package in the working directory "
+                          f"({cwd}) and on the module search path (PYTHONPATH and the installed packages); run edgecam from the folder "
+                          f"that holds it, or add that folder to PYTHONPATH") from exc
+    except Exception as exc:  # noqa: BLE001 - whatever the user's module raises on import: named, not a traceback
+        raise ConfigError(f"model {ref!r}: importing module {mod_name!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
 def _custom_entry(ref: str, target_layer: str | None) -> ModelEntry:
     """`package.module:factory` -> entry; the factory is called as `factory(num_classes=N)`."""
     mod_name, _, attr = ref.partition(":")
     if not mod_name or not attr:
         raise ConfigError(f"model {ref!r}: expected a registered name ({', '.join(MODELS.names())}) or 'module.path:factory'")
+    module = _import_user_module(ref, mod_name)
     try:
-        factory = getattr(importlib.import_module(mod_name), attr)
-    except Exception as exc:  # noqa: BLE001 - ImportError, AttributeError, or whatever the module raises on import
-        raise ConfigError(f"model {ref!r}: cannot import factory {attr!r} from module {mod_name!r}: {type(exc).__name__}: {exc}") from exc
+        factory = getattr(module, attr)
+    except AttributeError as exc:
+        raise ConfigError(f"model {ref!r}: module {mod_name!r} ({getattr(module, '__file__', '?')}) has no {attr!r}") from exc
     if not callable(factory):
         raise ConfigError(f"model {ref!r}: {attr!r} in {mod_name!r} is a {type(factory).__name__}, not a factory function")
     if target_layer is None:

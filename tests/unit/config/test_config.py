@@ -62,6 +62,7 @@ def test_frozen() -> None:
         ('[explain]\nsaliency = "itti"\n', "unknown saliency provider 'itti'; known saliency providers: directory, fine_grained, gt_mask, spectral_residual"),
         ('[explain]\nsaliency = "directory"\n', "explain.saliency_dir: required when explain.saliency = 'directory'"),
         ('[explain]\nemd_size = 1\n', "explain.emd_size: expected 0 (off) or an integer >= 2, got 1"),
+        ('[explain]\ncc_floor = 1.5\n', "explain.cc_floor: expected a CC in (0, 1] (the decision table's fidelity floor), got 1.5"),
         ('[explain]\nshard_size = 0\n', "explain.shard_size: expected a positive integer, got 0"),
         ('[[models]]\nname = ".relative:factory"\n', "models.name: '.relative:factory' is not 'module.path:factory'"),
         ('[[models]]\nname = "a/b:factory"\n', "is not 'module.path:factory'"),
