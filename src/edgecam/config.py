@@ -662,7 +662,7 @@ def files_config(files: list[str], data: str | None = None, reference: str | Non
     table["runtimes"] = [{"name": r, "threads": 2} for r, suffix in (("onnxruntime", ".onnx"), ("litert", ".tflite")) if suffix in formats]
     table["bench"] = {"warmup": 5, "iterations": 30}
     table["explain"] = {"emd_size": 16, "faithfulness": False}
-    if ".onnx" not in formats:  # no float graph to differentiate (see README: a TFLite-only model)
+    if ".onnx" not in formats:  # no float graph to differentiate (see docs/model-files.md: a TFLite-only model)
         table["explain"].update(methods=["eigencam", "scorecam"], scorecam_top_k=8)  # Score-CAM on 8 channels: 8 device forwards an image
     cfg = config_from_dict(table)
     if data:

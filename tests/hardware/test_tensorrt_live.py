@@ -1,6 +1,6 @@
 """The board-side TensorRT runtime on a machine where TensorRT runs (a Jetson, or a GPU machine with TensorRT
 and cuda-python): skipped with the reason elsewhere. Not run on the machine this project is built on, which has
-no TensorRT (see the README's TensorRT section).
+no TensorRT (see docs/devices.md, TensorRT).
 
     .venv/bin/python -m pytest tests/hardware/test_tensorrt_live.py -q -m hardware
 """
