@@ -15,17 +15,76 @@ from edgecam.errors import EdgecamError
 
 
 class RunProgress:
-    """Rich progress bars, one per stage (train / export / run / CAMs)."""
+    """Rich progress bars for a terminal, one per stage (train / export / run / CAMs). A stage's bar is made
+    when the stage starts (`RunContext.bar`), so that its elapsed time is the whole stage's, not what is left
+    after a long first shard; a stage that does not say how many images it goes through stays hidden until its
+    first update (a cached export shows none). The bars are transient (`Progress(transient=True)`): the final
+    screen is the summary."""
 
     def __init__(self, progress: Any) -> None:
         self.progress = progress
         self.tasks: dict[str, Any] = {}
 
-    def stage(self, name: str, total: float) -> Callable[[str, float], None]:
+    def stage(self, name: str, total: float | None = None) -> Callable[[str, float], None]:
+        images = int(total) if total and total > 1 else None  # a count of images (1.0: the old "fraction" total)
+        # a stage over images (the CAMs) shows at once, its clock running through a long first shard; one without
+        # (an export, training) at its first update: a cached export never shows
+        task = self.progress.add_task(name, total=100, visible=images is not None, count=f"0/{images:,} images" if images else "")
+        self.tasks[name] = task
+
         def update(desc: str, frac: float) -> None:
-            if desc not in self.tasks:
-                self.tasks[desc] = self.progress.add_task(desc, total=100)
-            self.progress.update(self.tasks[desc], completed=min(100.0, 100.0 * frac))
+            frac = min(1.0, max(0.0, float(frac)))
+            count = f"{round(frac * images):,}/{images:,} images" if images else ""
+            self.progress.update(task, description=desc, completed=100.0 * frac, visible=True, count=count)
+
+        return update
+
+
+def _duration(seconds: float) -> str:
+    """"4.2 s", "3.5 min", "1.2 h": a time for a log line."""
+    if seconds != seconds or seconds < 0:
+        return "?"
+    return f"{seconds:.1f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def progress_line(desc: str, frac: float, images: int | None, elapsed: float) -> str:
+    """One stage's progress as a plain log line: its name, images done / total when known (else the percent
+    done), the time since the stage started and, before the end, the time left at the rate so far."""
+    frac = min(1.0, max(0.0, float(frac)))
+    if frac >= 1.0:
+        return f"{desc}: done" + (f", {images:,} images" if images else "") + f" in {_duration(elapsed)}"
+    done = f"{round(frac * images):,}/{images:,} images ({100 * frac:.0f}%)" if images else f"{100 * frac:.0f}%"
+    eta = _duration(elapsed * (1.0 - frac) / frac) if frac > 0 else "unknown"
+    return f"{desc}: {done}, {_duration(elapsed)} elapsed, ETA {eta}"
+
+
+class PlainProgress:
+    """Progress for a log (stdout not a terminal: a pipe, a file, CI): no bars, one line per update of a stage
+    (a shard done, a variant timed), throttled: none in a stage's first `interval` seconds, then at most one
+    every `interval` seconds, a gap that grows with the stage's age (a `growth` share of its elapsed time, up to
+    `max_interval`: a stage of hours writes a few dozen lines, not thousands); the stage's last update
+    (fraction 1) is always written, once. A stage that is never updated (a cached export) writes nothing."""
+
+    def __init__(self, write: Callable[[str], None], interval: float = 10.0, clock: Callable[[], float] | None = None,
+                 growth: float = 0.5, max_interval: float = 300.0) -> None:
+        import time
+
+        self.write, self.interval, self.clock = write, interval, clock or time.monotonic
+        self.growth, self.max_interval = growth, max_interval
+
+    def stage(self, name: str, total: float | None = None) -> Callable[[str, float], None]:
+        images = int(total) if total and total > 1 else None
+        start = self.clock()
+        state = {"last": start, "done": False}
+
+        def update(desc: str, frac: float) -> None:
+            now = self.clock()
+            finished = frac >= 1.0
+            gap = max(self.interval, min(self.max_interval, self.growth * (now - start)))
+            if state["done"] or (not finished and now - state["last"] < gap):
+                return
+            state["last"], state["done"] = now, finished
+            self.write(progress_line(desc, frac, images, now - start))
 
         return update
 
@@ -85,7 +144,7 @@ def markup_log(console: Any) -> Callable[[str], None]:
                 else:  # a tagged prefix ("[red]FAILED[/red] ..."): the first closing
                     text = f"[{tag}]" + body.replace(closing, f"[/{tag}]", 1)
                 break
-        console.print(text, highlight=max(map(len, plain.splitlines() or [""])) <= HIGHLIGHT_MAX_LINE)
+        console.print(text, highlight=max(map(len, plain.splitlines() or [""])) <= HIGHLIGHT_MAX_LINE, soft_wrap=not console.is_terminal)  # a log: one line each
 
     return log
 
@@ -107,12 +166,9 @@ def metric_table(title: str, rows: Any, models: Sequence[str]) -> Any:
     return table
 
 
-def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> None:
-    """Table 1 per format / runtime / CAM method, the runtime gap, then accuracy, latency and memory."""
-    from rich.table import Table
-
-    from edgecam.bench.results import format_mean_std, format_rate, nonfinite_count
-
+def print_table1(console: Any, out: dict[str, Any], models: Sequence[str]) -> None:
+    """Table 1 per format / runtime / CAM method (CAM fidelity; faithfulness, localisation, activations), then
+    the runtime gap."""
     summary = out["summary"]
     if not summary.empty:
         table1 = summary["metric"].isin(("sim", "cc", "kld"))
@@ -124,53 +180,114 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
     if gap is not None and not gap.empty:
         for method, grp in gap.groupby("cam_method", sort=False):
             console.print(metric_table(f"Runtime gap: {method} CAMs of two runtimes at the same precision", grp, models))
+
+
+def _mean_part(cell: Any) -> str:
+    """"0.912" of a "0.912 [0.880, 0.940]" cell (the compact study tables)."""
+    return str(cell).split(" [", 1)[0]
+
+
+def print_studies(console: Any, out: dict[str, Any], compact: bool = False) -> None:
+    """The low-bit, saliency-assisted QAT and sensitivity tables of a run that has them (they are what those
+    experiments are for); `compact`: the headline columns only, one-line titles (every column: --tables)."""
+    from rich.table import Table
+
+    from edgecam.bench.results import format_mean_std
+
     lowbit = out.get("lowbit")
     if lowbit is not None and not lowbit.empty:
-        lt = Table(title="Low-bit PACT (arXiv 2411.05858): accuracy per bit width and CAMs vs the fp32 model's, mean ± std")
-        for col in ("model", "precision", "execution", "accuracy", "fp32 accuracy", "SIM", "CC", "KLD", "ONNX Runtime"):
-            lt.add_column(col, justify="right" if col in ("accuracy", "fp32 accuracy", "SIM", "CC", "KLD") else "left")
-        for _, r in lowbit.iterrows():
-            ort = f"accuracy {r['ort_accuracy']:.4f}, agrees with sim {r['ort_top1_agreement']:.4f}" if r["ort_accuracy"] == r["ort_accuracy"] else str(r["ort_status"])
-            lt.add_row(plain(r["model"]), plain(r["precision"]), plain("host simulation" if "host" in r["execution"] else r["execution"]), f"{r['accuracy']:.4f}",
-                       f"{r['accuracy_fp32']:.4f}", *(format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in ("sim", "cc", "kld")), plain(ort[:90]))
+        if compact:
+            lt = Table(title="Low-bit PACT (arXiv 2411.05858): accuracy and CAMs vs the fp32 model's (mean ± std); sim: host simulation")
+            for col in ("model", "precision", "accuracy", "fp32 accuracy", "CC", "SIM", "ONNX Runtime"):
+                lt.add_column(col, justify="left" if col in ("model", "precision", "ONNX Runtime") else "right")
+            for _, r in lowbit.iterrows():
+                ort = f"accuracy {r['ort_accuracy']:.3f}, agrees {r['ort_top1_agreement']:.3f}" if r["ort_accuracy"] == r["ort_accuracy"] else str(r["ort_status"])
+                lt.add_row(plain(r["model"]), plain(f"{r['precision']}{' (sim)' if 'host' in str(r['execution']) else ''}"), f"{r['accuracy']:.4f}", f"{r['accuracy_fp32']:.4f}",
+                           format_mean_std(r["cc_mean"], r["cc_std"]), format_mean_std(r["sim_mean"], r["sim_std"]), plain(ort[:40]))
+        else:
+            lt = Table(title="Low-bit PACT (arXiv 2411.05858): accuracy per bit width and CAMs vs the fp32 model's, mean ± std")
+            for col in ("model", "precision", "execution", "accuracy", "fp32 accuracy", "SIM", "CC", "KLD", "ONNX Runtime"):
+                lt.add_column(col, justify="right" if col in ("accuracy", "fp32 accuracy", "SIM", "CC", "KLD") else "left")
+            for _, r in lowbit.iterrows():
+                ort = f"accuracy {r['ort_accuracy']:.4f}, agrees with sim {r['ort_top1_agreement']:.4f}" if r["ort_accuracy"] == r["ort_accuracy"] else str(r["ort_status"])
+                lt.add_row(plain(r["model"]), plain(r["precision"]), plain("host simulation" if "host" in r["execution"] else r["execution"]), f"{r['accuracy']:.4f}",
+                           f"{r['accuracy_fp32']:.4f}", *(format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in ("sim", "cc", "kld")), plain(ort[:90]))
         console.print(lt)
     sq = out.get("saliency_qat")
     if sq is not None and not sq.empty:
-        st = Table(title="Saliency-assisted QAT (arXiv 2411.05858): accuracy and map clarity, mean [95% bootstrap interval]; "
-                         "IG = input gradient, GC++ = Grad-CAM++, CC vs the fp32 model of the same training")
-        for col in sq.columns:
-            st.add_column(plain(col))
-        for _, r in sq.iterrows():
-            st.add_row(*(plain(v) for v in r))
+        if compact:
+            keep = [c for c in ("dataset", "training", "precision", "accuracy", "IG gini", "IG deletion_auc", "GC++ cc_vs_fp32", "IG cc_vs_fp32", "ONNX Runtime") if c in sq.columns]
+            st = Table(title="Saliency-assisted QAT (arXiv 2411.05858): means (intervals: --tables, saliency_qat.csv); IG = input gradient, GC++ = Grad-CAM++")
+            for col in keep:
+                st.add_column(plain(col), justify="left" if col in ("dataset", "training", "precision", "ONNX Runtime") else "right")
+            for _, r in sq.iterrows():
+                st.add_row(*(plain(r[c] if c in ("dataset", "training", "precision", "ONNX Runtime") else _mean_part(r[c])) for c in keep))
+        else:
+            st = Table(title="Saliency-assisted QAT (arXiv 2411.05858): accuracy and map clarity, mean [95% bootstrap interval]; "
+                             "IG = input gradient, GC++ = Grad-CAM++, CC vs the fp32 model of the same training")
+            for col in sq.columns:
+                st.add_column(plain(col))
+            for _, r in sq.iterrows():
+                st.add_row(*(plain(v) for v in r))
         console.print(st)
     ranking = out.get("sensitivity_ranking")
     if ranking is not None and not ranking.empty:
         entry = out.get("sensitivity") or {}
-        rt = Table(title=plain(f"Explanation sensitivity ({entry.get('model')} {entry.get('precision')}, {entry.get('images')} training images, host simulation): "
-                               f"the {min(10, len(ranking))} of {len(ranking)} quantized groups whose float fallback moves the CAM most"))
-        for col in ("rank", "group", "kind", "CC gain (fallback)", "95% interval", "CC loss (alone)", "top-1 gain", "SQNR dB"):
+        top = 5 if compact else 10
+        if compact:
+            rt = Table(title=plain(f"Explanation sensitivity ({entry.get('model')} {entry.get('precision')}, host simulation): the {min(top, len(ranking))} of "
+                                   f"{len(ranking)} quantized groups whose float fallback moves the CAM most"))
+            cols: tuple[str, ...] = ("rank", "group", "kind", "CC gain (fallback)", "95% interval", "top-1 gain")
+        else:
+            rt = Table(title=plain(f"Explanation sensitivity ({entry.get('model')} {entry.get('precision')}, {entry.get('images')} training-split images, host simulation): "
+                                   f"the {min(top, len(ranking))} of {len(ranking)} quantized groups whose float fallback moves the CAM most"))
+            cols = ("rank", "group", "kind", "CC gain (fallback)", "95% interval", "CC loss (alone)", "top-1 gain", "SQNR dB")
+        for col in cols:
             rt.add_column(col, justify="left" if col in ("group", "kind") else "right")
-        for _, r in ranking.sort_values("rank").head(10).iterrows():
-            rt.add_row(str(r["rank"]), plain(r["group"]), plain(r["kind"]), f"{r['delta_cc']:+.4f}", f"[{r['delta_cc_ci_lo']:+.4f}, {r['delta_cc_ci_hi']:+.4f}]", f"{r['only_delta_cc']:+.4f}", f"{r['delta_top1_agreement']:+.3f}", f"{r['sqnr_db']:.1f}")
+        for _, r in ranking.sort_values("rank").head(top).iterrows():
+            cells = {"rank": str(r["rank"]), "group": plain(r["group"]), "kind": plain(r["kind"]), "CC gain (fallback)": f"{r['delta_cc']:+.4f}",
+                     "95% interval": f"[{r['delta_cc_ci_lo']:+.4f}, {r['delta_cc_ci_hi']:+.4f}]", "CC loss (alone)": f"{r['only_delta_cc']:+.4f}",
+                     "top-1 gain": f"{r['delta_top1_agreement']:+.3f}", "SQNR dB": f"{r['sqnr_db']:.1f}"}
+            rt.add_row(*(cells[c] for c in cols))
         console.print(rt)
         steps = out.get("sensitivity_plan")
         if steps is not None and not steps.empty:
-            pt = Table(title=plain(f"Mixed-precision plan: groups tried in float (int16 for weights ONNX Runtime would re-quantize), kept when they raise the CC, until CC vs fp32 >= {entry.get('cc_target')} "
-                                   "(host simulation, ranking images; each row: the kept groups plus this one)"))
-            for col in ("step", "group", "kept", "CC", "SIM", "KLD", "top-1 agreement"):
+            if compact:
+                pt = Table(title=plain(f"Mixed-precision plan: groups tried in float, kept when they raise the CC, until CC vs fp32 >= {entry.get('cc_target')} (host simulation)"))
+                pcols: tuple[str, ...] = ("step", "group", "kept", "CC", "top-1 agreement")
+            else:
+                pt = Table(title=plain(f"Mixed-precision plan: groups tried in float (int16 for weights ONNX Runtime would re-quantize), kept when they raise the CC, until CC vs fp32 >= {entry.get('cc_target')} "
+                                       "(host simulation, ranking images; each row: the kept groups plus this one)"))
+                pcols = ("step", "group", "kept", "CC", "SIM", "KLD", "top-1 agreement")
+            for col in pcols:
                 pt.add_column(col, justify="left" if col == "group" else "right")
             for _, r in steps.iterrows():
-                pt.add_row(str(r["step"]), plain(r["group"] if isinstance(r["group"], str) and r["group"] else "(none: the whole artifact)"), "yes" if r["kept"] else "no",
-                           f"{r['cc']:.4f}", f"{r['sim']:.4f}", f"{r['kld']:.4f}", f"{r['top1_agreement']:.3f}")
+                cells = {"step": str(r["step"]), "group": plain(r["group"] if isinstance(r["group"], str) and r["group"] else "(none: the whole artifact)"),
+                         "kept": "yes" if r["kept"] else "no", "CC": f"{r['cc']:.4f}", "SIM": f"{r['sim']:.4f}", "KLD": f"{r['kld']:.4f}", "top-1 agreement": f"{r['top1_agreement']:.3f}"}
+                pt.add_row(*(cells[c] for c in pcols))
             console.print(pt)
         agree = entry.get("host_vs_device")
         if agree:
             console.print(plain(f"mixed variant, device vs host simulation on the ranking images: CAM CC {agree['device_vs_host_cc']:.4f}, top-1 agreement {agree['device_vs_host_top1_agreement']:.3f}"))
-    bench = out["bench"]
-    emulated = bool(bench.get("device_emulated", False).any()) if not bench.empty and "device_emulated" in bench else False
+
+
+def _emulated(bench: Any) -> bool:
+    return bool(bench.get("device_emulated", False).any()) if not bench.empty and "device_emulated" in bench else False
+
+
+EMULATED_NOTE = "[yellow]latency and memory EMULATED: an emulated CPU's times, not the board's; accuracy and CAMs are real[/yellow]"
+
+
+def performance_table(bench: Any) -> Any:
+    """Accuracy, latency and memory per variant (Table 1's companion: `--tables`)."""
+    from rich.table import Table
+
+    from edgecam.bench.results import format_rate, nonfinite_count
+
+    emulated = _emulated(bench)
     title = "Accuracy, latency and memory (test split; latency at batch 1)"
     if emulated:
-        title += "\n[yellow]latency and memory EMULATED: an emulated CPU's times, not the board's; accuracy and CAMs are real[/yellow]"
+        title += "\n" + EMULATED_NOTE
     table = Table(title=title)
     ms = " (emulated)" if emulated else ""
     nonfinite = any(nonfinite_count(r) for _, r in bench.iterrows())  # a column only when a device answered NaN / Inf
@@ -186,7 +303,103 @@ def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> N
             *([plain(str(nonfinite_count(r)), "bold red" if nonfinite_count(r) else "")] if nonfinite else []),
             f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['init_ms']:.1f}", f"{r['peak_rss_mb']:.1f}", f"{r['size_bytes'] / 1024:.1f}",
         )
+    return table
+
+
+def print_summary(console: Any, out: dict[str, Any], models: Sequence[str]) -> None:
+    """Every table of the run (`edgecam run --tables`): Table 1 per format / runtime / CAM method, the runtime
+    gap, the studies' tables in full, then accuracy, latency and memory."""
+    print_table1(console, out, models)
+    print_studies(console, out, compact=False)
+    console.print(performance_table(out["bench"]))
+
+
+def _size_mb(size: Any) -> str:
+    try:
+        mb = float(size) / 2**20
+    except (TypeError, ValueError):
+        return ""
+    return "" if mb != mb else f"{mb:.1f}" if mb >= 10 else f"{mb:.2f}" if mb >= 1 else f"{mb:.3f}"
+
+
+def _ms(x: Any) -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return ""
+    return "n/a" if v != v else f"{v:.2f}" if v < 100 else f"{v:.1f}"
+
+
+def _cc_cell(row: Any, method: str, interval: bool) -> str:
+    mean, lo, hi = (float(row.get(f"cc_{method}{k}", float("nan"))) for k in ("", "_lo", "_hi"))
+    if mean != mean:
+        return "n/a"
+    return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]" if interval and lo == lo and hi == hi else f"{mean:.3f}"
+
+
+def decision_rich_table(decision: Any, bench: Any, interval: bool = True) -> Any:
+    """The decision table (`bench.decision.decide`) for the terminal: per variant its label, accuracy, agreement
+    with fp32, p50 / p99 latency, peak RSS, size, per CAM method the mean CC of its CAMs vs fp32 (with the 95%
+    bootstrap interval when `interval`) and the Pareto mark; the emulated-latency warning and the non-finite
+    outputs column as in the performance table."""
+    from rich.table import Table
+
+    from edgecam.bench.results import format_rate, nonfinite_count
+
+    t = decision.table
+    emulated = _emulated(bench)
+    models = list(dict.fromkeys(t["model"])) if "model" in t else []
+    one = models[0] if len(models) == 1 else None  # one model: named once in the title, not in every row
+    title = f"{one + ': w' if one else 'W'}hich variant to ship: accuracy, latency at batch 1, memory, size and CAM CC vs fp32 (test split)"
+    if emulated:
+        title += "\n" + EMULATED_NOTE
+    ms = " (emulated)" if emulated else ""
+    ci = " [95% CI]" if interval else ""
+    table = Table(title=title, caption=plain(f"Pareto ✓: no other variant is as fast (p50), as small and as faithful (CC {decision.reference}) and better on one")
+                  if decision.reference else None)
+    nonfinite = any(nonfinite_count(r) for _, r in t.iterrows())
+    cols = ["variant", "accuracy", "agrees fp32", *(["non-finite"] if nonfinite else []), f"p50 ms{ms}", f"p99 ms{ms}", "peak RSS MB", "size MB",
+            *(f"CC {m}{ci}" for m in decision.methods), "Pareto"]
+    for col in cols:
+        table.add_column(plain(col), justify="left" if col == "variant" else "center" if col == "Pareto" else "right", no_wrap=col == "variant")
+    effective = list(bench["precision_effective"]) if "precision_effective" in bench else [None] * len(t)
+    for (_, r), eff in zip(t.iterrows(), effective + [None] * (len(t) - len(effective))):
+        label = str(r["label"])
+        label = (label[len(one) + 1 :] if one and label.startswith(one + " ") else label) + (" (dequantized)" if eff == "fp32-dequantized" else "")
+        if not r["ok"]:
+            table.add_row(plain(label), plain("failed", "red"), *[""] * (len(cols) - 2))
+            continue
+        n_bad = nonfinite_count(r)
+        table.add_row(plain(label), format_rate(r["accuracy"]), format_rate(r["agrees_fp32"]),
+                      *([plain(str(n_bad), "bold red" if n_bad else "")] if nonfinite else []),
+                      _ms(r["p50_ms"]), _ms(r["p99_ms"]), _ms(r["peak_rss_mb"]), _size_mb(r["size_bytes"]),
+                      *(_cc_cell(r, m, interval) for m in decision.methods), "✓" if r.get("pareto") else "")
+    return table
+
+
+def run_decision(out: dict[str, Any], cfg: Any) -> Any:
+    """`decide` on the run's bench and results with its `explain.reference`, `explain.cc_floor`, bootstrap and seed."""
+    from edgecam.bench.decision import DEFAULT_CC_FLOOR, decide
+
+    ex = cfg.explain
+    return decide(out["bench"], out["results"], ex.reference, getattr(ex, "cc_floor", DEFAULT_CC_FLOOR),
+                  n_boot=int(min(max(ex.bootstrap, 100), 10_000)), seed=int(ex.seed))
+
+
+def print_decision(console: Any, out: dict[str, Any], cfg: Any) -> None:
+    """The default summary: the decision table (the CC intervals when they fit the console's width), then one
+    line per pick."""
+    from rich.measure import Measurement
+
+    if out["bench"].empty:
+        return
+    decision = run_decision(out, cfg)
+    table = decision_rich_table(decision, out["bench"], interval=True)
+    if Measurement.get(console, console.options.update_width(10_000), table).maximum > console.width:  # the intervals do not fit: means only
+        table = decision_rich_table(decision, out["bench"], interval=False)
     console.print(table)
+    for pick in decision.picks:
+        console.print(plain(pick.line()), soft_wrap=not console.is_terminal)
 
 
 def _console() -> Any:
@@ -258,17 +471,29 @@ def _run_config(args: argparse.Namespace, cfg: Any) -> int:
     executor = getattr(args, "executor", "inprocess")
     if getattr(args, "fleet", None) or executor != "inprocess":
         return _run_on_executor(args, cfg, out_dir, dspec, console)
+    verbose = bool(getattr(args, "verbose", False))
+    log = markup_log(console)
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                      console=console, transient=False) as progress:
-            out = run(cfg, out_dir, limit=args.limit, progress=RunProgress(progress), log=markup_log(console), device_spec=dspec, resume=True if args.resume else None)
+        if console.is_terminal:  # bars, gone when the run ends
+            bars = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[count]}"),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True)
+            with bars:
+                out = run(cfg, out_dir, limit=args.limit, progress=RunProgress(bars), log=log, device_spec=dspec, resume=True if args.resume else None, verbose=verbose)
+        else:  # a log: plain lines, a few per stage
+            lines = PlainProgress(lambda line: console.print(plain(line), soft_wrap=True, highlight=False))
+            out = run(cfg, out_dir, limit=args.limit, progress=lines, log=log, device_spec=dspec, resume=True if args.resume else None, verbose=verbose)
     except KeyboardInterrupt:
-        markup_log(console)(f"[yellow]interrupted: finished jobs are kept in {out_dir}/{files.JOBS}; resume with: edgecam run {args.config or ''} --resume {out_dir}[/yellow]".replace("  ", " "))
+        log(f"[yellow]interrupted: finished jobs are kept in {out_dir}/{files.JOBS}; resume with: edgecam run {args.config or ''} --resume {out_dir}[/yellow]".replace("  ", " "))
         return 130
-    print_summary(console, out, [m.name for m in cfg.models])
-    console.print(plain(f"results: {out_dir}/{files.RESULTS}, {files.LATENCY}, {files.BENCH}, {files.SUMMARY}, {files.MANIFEST}  ({out['manifest']['wall_s']:.0f} s)"))
+    if getattr(args, "tables", False):
+        print_summary(console, out, [m.name for m in cfg.models])
+    else:
+        print_studies(console, out, compact=True)
+    print_decision(console, out, cfg)
+    wrap = not console.is_terminal
+    console.print(plain(f"results: {out_dir}/{files.RESULTS}, {files.LATENCY}, {files.BENCH}, {files.SUMMARY}, {files.MANIFEST}  ({out['manifest']['wall_s']:.0f} s)"), soft_wrap=wrap)
     if out.get("report"):
-        console.print(plain(f"report: {out['report']}"))
+        console.print(plain(f"report: {out['report']}"), soft_wrap=wrap)
     failed = out["failed"]
     if failed:
         table = Table(title=plain(f"{len(failed)} failed job(s) (also in {out_dir}/{files.FAILED}); rerun the same command to retry just these"))
@@ -425,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default=None, metavar="DIR", help="as for `run`")
     t.add_argument("--models", default=None, metavar="A,B", help="train only these of the config's models")
     t.add_argument("--allow-code", action="store_true", help="allow 'module:factory' models (the experiment file runs Python code)")
+    t.add_argument("-v", "--verbose", action="store_true", help="let the libraries' own log lines and warnings through")
     t.set_defaults(func=cmd_train)
     rp = sub.add_parser("report", help="write RUN_DIR/report.html (self-contained: tables, CAM grid, trade-off plots)")
     rp.add_argument("run_dir")
@@ -476,7 +702,16 @@ def _add_run(sub: Any) -> None:
     r.add_argument("--executor", default="inprocess", choices=("inprocess", "ray"), help="inprocess: one device after another (default); ray: every "
                    "device at once, one Ray actor per board (pip install 'edgecam[ray]')")
     r.add_argument("--address", default=None, metavar="ADDR", help="the Ray cluster to join (default: start one on this machine for the run)")
+    _add_output_flags(r)
     r.set_defaults(func=cmd_run)
+
+
+def _add_output_flags(p: Any) -> None:
+    """What a run prints: --tables (every table, as Table 1 of arXiv 2403.09939 lays it out) and --verbose."""
+    p.add_argument("--tables", action="store_true", help="also print every table: CAM fidelity per CAM method x format, faithfulness, the runtime gap, "
+                   "the studies' tables in full, accuracy / latency / memory (default: the decision table and its picks)")
+    p.add_argument("-v", "--verbose", action="store_true", help="let the libraries' own log lines and warnings through (absl, TensorFlow, torch ...) "
+                   "and print the explain stage's work estimate per variant")
 
 
 def _add_sensitivity(sub: Any) -> None:
@@ -494,6 +729,7 @@ def _add_sensitivity(sub: Any) -> None:
         se.add_argument(a, default=None, **kw)
     se.add_argument("--limit", type=int, default=None, help="test images per variant")
     se.add_argument("--allow-code", action="store_true", help="allow 'module:factory' models (the experiment file runs Python code)")
+    _add_output_flags(se)
     se.set_defaults(func=cmd_sensitivity)
 
 
@@ -575,9 +811,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edgecam.safe_io import DISK_ERRNOS, write_error
     from edgecam.errors import RunDirWriteError
 
+    from edgecam.quiet import third_party_quiet
+
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        with third_party_quiet(verbose=bool(getattr(args, "verbose", False))):  # the libraries' own log lines: --verbose
+            return int(args.func(args))
     except RunDirWriteError as exc:
         print(f"edgecam: error: {exc}", file=sys.stderr)
         return EXIT_CANNOT_WRITE

@@ -35,7 +35,7 @@ def test_run_writes_results_and_reuses_cache(trained_tinycnn, session_cache: Pat
     cfg = tmp_path / "e2e.toml"
     cfg.write_text(CONFIG)
     out = tmp_path / "run"
-    proc = edgecam(["run", str(cfg), "--out", str(out), "--limit", "12"], session_cache)
+    proc = edgecam(["run", str(cfg), "--out", str(out), "--limit", "12", "--tables"], session_cache)  # --tables: Table 1's layout too
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "int8 v. fp32" in proc.stdout and "p50 ms" in proc.stdout
     results = pd.read_parquet(out / "results.parquet")
@@ -107,7 +107,7 @@ def test_two_formats_give_a_runtime_gap(trained_tinycnn, tflite_tinycnn, session
     """ONNX Runtime and LiteRT side by side: both formats' rows, and the runtime gap per precision."""
     repo = Path(__file__).resolve().parents[2]
     out = tmp_path / "run"
-    proc = edgecam(["run", str(repo / "configs" / "onnx-vs-litert.toml"), "--out", str(out), "--limit", "6"], session_cache)
+    proc = edgecam(["run", str(repo / "configs" / "onnx-vs-litert.toml"), "--out", str(out), "--limit", "6", "--tables"], session_cache)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Runtime gap" in proc.stdout
     results = pd.read_parquet(out / "results.parquet")

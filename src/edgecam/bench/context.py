@@ -37,27 +37,31 @@ class RunContext:
     out_dir: Path
     n_img: int  # test images the run evaluates (the first n of the test split)
     log: Callable[[str], None] = print
-    progress: Any = None  # an object with `.stage(name, total) -> Progress` (the CLI's rich bars), or None
+    progress: Any = None  # an object with `.stage(name, total) -> Progress` (the CLI's bars or log lines), or None
     timings: dict[str, float] = field(default_factory=dict)  # manifest "stages_s": what each step took
     cpu_timings: dict[str, float] = field(default_factory=dict)  # manifest "stages_cpu_s": the host process's CPU
     # seconds in each step (every thread of this process; a local device's agent is another process)
     emulated: bool = False  # the device's CPU is emulated (`DeviceSpec.is_emulated`): its latency is labelled so
     device_id: str = ""  # `device_fingerprint`: what every device job's key names the device by
+    verbose: bool = False  # the log may say more (`edgecam run --verbose`: the explain stage's work estimate per variant)
 
-    def bar(self, name: str) -> Progress:
-        """A progress callback `(description, fraction done)` for one step."""
-        return self.progress.stage(name, 1.0) if self.progress is not None else _no_progress
+    def bar(self, name: str, total: int | None = None) -> Progress:
+        """A progress callback `(description, fraction done)` for one stage, which starts now (its elapsed time
+        counts from this call, not from its first update); `total`: the images the stage goes through, when known."""
+        return self.progress.stage(name, total) if self.progress is not None else _no_progress
 
     @contextlib.contextmanager
     def step(self, label: str, tag: str) -> Iterator[dict[str, str]]:
         """Time one step into `timings[label]` (the caller may append a suffix such as " (cached)" by setting
-        `note["suffix"]`) and charge it to the stage tag `tag` (`edgecam.stages`)."""
+        `note["suffix"]`, or name the step once it knows what it did by setting `note["label"]`) and charge it
+        to the stage tag `tag` (`edgecam.stages`)."""
         note: dict[str, str] = {"suffix": ""}
         t0, c0 = time.perf_counter(), time.process_time()
         with stage(tag):
             yield note
-        self.timings[label + note["suffix"]] = time.perf_counter() - t0
-        self.cpu_timings[label + note["suffix"]] = time.process_time() - c0
+        name = note.get("label", label) + note["suffix"]
+        self.timings[name] = time.perf_counter() - t0
+        self.cpu_timings[name] = time.process_time() - c0
 
 
 def device_fingerprint(spec: "DeviceSpec", info: dict[str, Any]) -> str:

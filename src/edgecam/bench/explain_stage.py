@@ -5,9 +5,12 @@ For each shard of `explain.shard_size` test images, decoded when its turn comes:
 maps, then every CAM method on every variant in each mode it declares and the artifact allows (mirror / surrogate
 from the device's outputs and its session; sim in the host fake-quant graph), then the rows
 (`bench/results.py`), the runtime gap and what the run-level aggregates need (`bench/aggregate.py`): WSOL
-hit counts per threshold on images with ground truth, activation histograms and a bounded heap of the most
-dissimilar CAMs (Rogers et al. 2023's top-5% subset). Images, outputs and CAMs are dropped after their
-shard: nothing holds all images of all variants. The test images past the explained ones get a logits-only
+hit counts per threshold on images with ground truth, activation histograms, a bounded heap of the most
+dissimilar CAMs (Rogers et al. 2023's top-5% subset) and the shard's candidates for the report's CAM grid (each
+image's score, `grid_score`, and at most GRID_TYPICAL + GRID_DISSIMILAR images with their arrays, stored small:
+uint8 images and masks, float16 maps). Images, outputs and CAMs are dropped after their shard: nothing holds all
+images of all variants, and a run keeps of each shard's grid candidates their scores only, reading back the
+arrays of the few the run picks (`aggregate.pick_grid`). The test images past the explained ones get a logits-only
 pass, shard by shard, for the variants' accuracy.
 
 Each shard is a job of the run's store: a finished shard is read back instead of recomputed. A shard is stored
@@ -27,10 +30,10 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from edgecam.bench import outputs as files
-from edgecam.bench.aggregate import HIST_BINS, ExplainOutput, ShardOutput, Track, aggregate, fold, push
+from edgecam.bench.aggregate import HIST_BINS, ExplainOutput, ShardOutput, Track, aggregate, fold, light_grid, push, shard_candidates
 from edgecam.bench.measure import device_job
 from edgecam.bench.store import job_key
-from edgecam.bench.variant import NO_REFERENCE, Variant, finite_top1
+from edgecam.bench.variant import NO_REFERENCE, NONFINITE, Variant, finite_top1
 from edgecam.errors import EdgecamError
 from edgecam.explain.localisation import WSOL_THRESHOLDS
 from edgecam.stages import stage
@@ -170,7 +173,7 @@ def _explain_shards(ctx: "RunContext", setup: ModelSetup, key: dict[str, Any], s
     out = ExplainOutput()
     parts: list[ShardOutput] = []
     folded = ShardOutput(None, None, {}, {}, {})
-    bar = ctx.bar(f"CAMs {ok[0].model}")
+    bar = ctx.bar(f"CAMs {ok[0].model}", ctx.n_img)  # the stage starts here: its elapsed time counts the first shard too
     keys = [job_key(**key, shard=[s0, s1]) for s0, s1 in shards]
     needs = [expected_parts(ok, ctx.cfg, s0) for s0, _ in shards]
     ahead = Prefetch(ctx, setup)
@@ -215,13 +218,21 @@ def _explain_shards(ctx: "RunContext", setup: ModelSetup, key: dict[str, Any], s
                 files.write_kept(ctx.out_dir, ok[0].model, s0, part.kept)
                 part.kept = {}
             fold(folded, part, setup.top_k)  # bounded: one heap per track, not one per shard
+            if job is not None:  # stored: its grid candidates' arrays are read back only if the run picks them
+                part.grid = light_grid(part.grid)
             parts.append(part)
-            bar(f"CAMs {ok[0].model}", (i + 1) / len(shards))
+            bar(f"CAMs {ok[0].model}", s1 / max(1, ctx.n_img))  # images done (shards end at n_img)
     finally:
         ahead.close()
     out.overlapped_device_s = ahead.device_s
     out.estimates = eta.estimates
-    aggregate([*parts, folded], setup.ok, setup.hist_edges, setup.top_k, out)
+    stored = {s0: k for (s0, _), k in zip(shards, keys)}
+
+    def load_grid(s0: int) -> dict[str, Any] | None:
+        job = ctx.store.get("explain", stored[s0], count=False)
+        return ShardOutput.from_job(job).grid if job is not None else None
+
+    aggregate([*parts, folded], setup.ok, setup.hist_edges, setup.top_k, out, load_grid)
     out.calls = sum(s.calls for s in setup.sessions.values())  # the explain shards' device traffic; predictions apart
     out.bytes_sent = sum(s.bytes_sent for s in setup.sessions.values())
     out.bytes_received = sum(s.bytes_received for s in setup.sessions.values())
@@ -279,8 +290,9 @@ def expected_parts(ok: list[Variant], cfg: "RunConfig", s0: int) -> set[str]:
     """Every part (`ShardOutput.parts`) the explain shard starting at image `s0` must hold, from the variants and
     the config alone (never from what a run happened to compute): each variant's predictions; for each variant
     with CAM rows its tracks and, where its family has an fp32 reference, its activation histogram; the rows;
-    the runtime gap where two runtimes share a precision; the first shard's histogram edges and grid; the kept
-    outputs of the first `explain.keep_outputs` images."""
+    the runtime gap where two runtimes share a precision; the grid part (every shard: its images' scores and grid
+    candidates; a shard stored before it, or with the grid of an earlier form, is redone); the first shard's
+    histogram edges; the kept outputs of the first `explain.keep_outputs` images."""
     keys = {v.key for v in ok}
     with_rows = [v for v in ok if v.fp32_key in keys or v.reference == NO_REFERENCE]
     families = {v.family for v in ok if v.fp32_key in keys}  # `_hist_edges`: the families that get histogram edges
@@ -291,8 +303,9 @@ def expected_parts(ok: list[Variant], cfg: "RunConfig", s0: int) -> set[str]:
     precisions = [v.precision for v in ok]
     if len(set(precisions)) < len(precisions) and cfg.explain.methods:
         need.add("gaps")
+    need.add("grid")
     if s0 == 0:
-        need |= {f"edges:{f}" for f in families} | {"grid"}
+        need |= {f"edges:{f}" for f in families}
     if s0 < cfg.explain.keep_outputs:
         need.add("kept")
     return need
@@ -505,7 +518,6 @@ def _explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int, fetch
         raw = np.clip(shard.x * std + mean, 0, 1)
         saliency = setup.provider.maps(raw, list(shard.ids), shard.masks)
     reference, cams = variant_cams(ctx, setup, shard, outputs, targets)
-    grid = _grid(ok, cams, raw, shard, saliency, preds) if s0 == 0 else {}
     rows: list[dict[str, Any]] = []
     tracks: dict[tuple[str, str, str], Track] = {}
     hist: dict[str, np.ndarray] = {}
@@ -524,6 +536,8 @@ def _explain_shard(ctx: "RunContext", setup: ModelSetup, s0: int, s1: int, fetch
             v_rows, v_tracks = variant_rows(ctx, setup, v, VariantCams(shard, outputs[v.key], cams, reference, saliency, preds, targets), truth, s0)
             rows += v_rows
             tracks.update(v_tracks)
+    score = grid_score(ok, ctx.cfg)
+    grid = _grid(cams, raw, shard, saliency, preds, grid_scores(rows, score, ok, len(raw)), score, s0)
     kept = kept_outputs(ok, outputs, cams, shard.ids, s0, ctx.cfg.explain.keep_outputs, ctx.cfg.explain.keep_cam_size)
     return ShardOutput(pd.DataFrame(rows), pd.DataFrame(gaps), tracks, hist, grid, preds, edges_all if s0 == 0 else {}, kept)
 
@@ -626,47 +640,98 @@ def kept_outputs(ok: list[Variant], outputs: dict[str, dict[str, np.ndarray]], c
     n = max(0, min(len(ids), keep - s0))
     if n == 0:
         return {}
-    import cv2
-
     kept = {"ids": np.asarray([str(i) for i in ids[:n]])}
     names = {v.key: f"{v.model}|{v.format}|{v.precision}|{v.runtime}" for v in ok}
     for v in ok:
         kept[f"logits|{names[v.key]}"] = np.asarray(outputs[v.key]["logits"][:n], dtype=np.float32)
     for (vkey, method, mode), c in cams.items():
-        h, w = c.shape[1:]
-        f = min(1.0, size / max(h, w))
-        dsize = (max(1, round(w * f)), max(1, round(h * f)))
-        kept[f"cam|{names[vkey]}|{method}|{mode}"] = np.stack([cv2.resize(np.asarray(m, np.float32), dsize, interpolation=cv2.INTER_AREA) if f < 1 else np.asarray(m, np.float32)
-                                                               for m in c[:n]])
+        kept[f"cam|{names[vkey]}|{method}|{mode}"] = shrink_maps(c[:n], size)
     return kept
 
 
-GRID_TYPICAL = 3
-GRID_DISSIMILAR = 2
+def shrink_maps(maps: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W) maps area-downsampled (cv2.INTER_AREA) to at most `size` pixels a side, float32; as they are
+    when already that small."""
+    import cv2
+
+    h, w = maps.shape[1:]
+    f = min(1.0, size / max(h, w))
+    if f >= 1:
+        return np.asarray(maps, np.float32)
+    dsize = (max(1, round(w * f)), max(1, round(h * f)))
+    return np.stack([cv2.resize(np.asarray(m, np.float32), dsize, interpolation=cv2.INTER_AREA) for m in maps]).reshape(len(maps), dsize[1], dsize[0])
 
 
-def _grid(ok: list[Variant], cams: dict[tuple[str, str, str], np.ndarray], raw: np.ndarray, shard: "TestShard", saliency: np.ndarray,
-          preds: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The report's Figure-2 grid (2403.09939): the first shard's first images ("typical") and its images
-    whose lowest-precision CAM is furthest from fp32 by RMSE ("dissimilar"), with every variant's CAM."""
-    from edgecam.explain.metrics import rmse
+def precision_bits(precision: str) -> int:
+    """The bits of a precision label, for "lowest precision": the smallest number in it ("int8" 8, "int16x8" 8,
+    "fp16" 16); a label without one ("mixed") counts as 8."""
+    import re
 
+    bits = [int(b) for b in re.findall(r"\d+", precision)]
+    return min(bits) if bits else 8
+
+
+def grid_score(ok: list[Variant], cfg: "RunConfig") -> dict[str, str] | None:
+    """What the grid scores each image by: the RMSE vs fp32 (results' `rmse_fp32`) of the CAMs of the run's reference
+    method (`explain.reference`, else the first of `explain.methods`) in its default mode, on the lowest-precision
+    quantized variant that has an fp32 CAM to compare with (the last such in the run's order on a tie), or None."""
+    if not cfg.explain.methods:
+        return None
+    method = cfg.explain.reference if cfg.explain.reference in cfg.explain.methods else cfg.explain.methods[0]
+    mode = dict(default_jobs(cfg))[method]
+    keys = {v.key for v in ok}
+    scored = [v for v in ok if v.precision != "fp32" and v.fp32_key in keys and (method, mode) in cam_jobs(v, cfg)]
+    if not scored:
+        return None
+    v = min(reversed(scored), key=lambda v: precision_bits(v.precision))  # min keeps the first of equals: the last in `ok`
+    return {"variant": v.key, "method": method, "mode": mode, "metric": "rmse_fp32"}
+
+
+def grid_scores(rows: list[dict[str, Any]], score: dict[str, str] | None, ok: list[Variant], n: int) -> np.ndarray:
+    """Each of the shard's `n` images' grid score: its row's `score["metric"]` (the very number results.parquet holds;
+    NaN where the outputs were not finite), NaN for all without a score."""
+    if score is None:
+        return np.full(n, np.nan)
+    v = next(v for v in ok if v.key == score["variant"])
+    ident = (v.model, v.format, v.runtime, v.precision, score["method"], score["mode"])
+    got = [float(r[score["metric"]]) for r in rows if (r["model"], r["format"], r["runtime"], r["precision"], r["cam_method"], r["cam_mode"]) == ident]
+    return np.asarray(got, dtype=np.float64) if len(got) == n else np.full(n, np.nan)
+
+
+#: the grid's saliency maps and CAMs are kept at most this many pixels a side (the report upsamples them onto
+#: the image): a CAM is a 7 x 7 to 28 x 28 map upsampled, so 56 px loses nothing visible, and a shard's grid
+#: candidates (5 images x every variant's CAM) stay ~1 MB at 224 px instead of ~7.5 MB
+GRID_MAP_SIZE = 56
+
+
+def _half(a: np.ndarray) -> np.ndarray:
+    """A map for display, float16 (half the bytes of float32); values past float16's range saturate, NaN stays."""
+    return np.clip(np.asarray(a, dtype=np.float32), -65504, 65504).astype(np.float16)
+
+
+def _byte(a: np.ndarray) -> np.ndarray:
+    """An image or mask in [0, 1] for display, uint8 0-255 (NaN as 0): a quarter of float32's bytes."""
+    return np.round(np.clip(np.nan_to_num(np.asarray(a, dtype=np.float32)), 0, 1) * 255).astype(np.uint8)
+
+
+def _grid(cams: dict[tuple[str, str, str], np.ndarray], raw: np.ndarray, shard: "TestShard", saliency: np.ndarray, preds: dict[str, np.ndarray],
+          scores: np.ndarray, score: dict[str, str] | None, s0: int) -> dict[str, Any]:
+    """The shard's part of the report's Figure-2 grid (2403.09939): every image's score (`grid_score`) and the
+    images it keeps as candidates (`aggregate.shard_candidates`: its most dissimilar and those nearest its own
+    median; the run picks among every shard's, `aggregate.pick_grid`) with their input (uint8), mask (uint8),
+    saliency and every variant's CAM (float16, at most `GRID_MAP_SIZE` px a side) and prediction. An image with a non-finite output on any variant
+    (`NONFINITE`) is never a typical candidate."""
     n = len(raw)
-    chosen = list(range(min(GRID_TYPICAL, n)))
-    kinds = ["typical"] * len(chosen)
-    method_mode = next(((m, mode) for (_, m, mode) in cams), None)
-    lowest = [v for v in ok if v.precision != "fp32"]
-    if method_mode and lowest:
-        v = lowest[-1]
-        if (v.fp32_key, *method_mode) in cams:
-            a, b = cams[(v.key, *method_mode)], cams[(v.fp32_key, *method_mode)]
-            scores = np.array([rmse(a[i], b[i]) for i in range(n)])
-            order = [i for i in np.argsort(-np.nan_to_num(scores, nan=-1.0), kind="stable") if i not in chosen][:GRID_DISSIMILAR]
-            chosen += [int(i) for i in order]
-            kinds += ["dissimilar"] * len(order)
+    typical_ok = np.ones(n, dtype=bool)
+    for p in preds.values():
+        typical_ok &= np.asarray(p) != NONFINITE
+    chosen = shard_candidates(scores, typical_ok, s0)
     return {
-        "ids": [str(shard.ids[i]) for i in chosen], "kinds": kinds, "images": raw[chosen], "masks": shard.masks[chosen], "has_box": shard.has_box[chosen],
-        "saliency": saliency[chosen], "cams": {key: c[chosen] for key, c in cams.items()}, "preds": {k: p[chosen] for k, p in preds.items()},
+        "score": score, "s0": s0, "scores": np.asarray(scores, dtype=np.float64), "ids": [str(shard.ids[i]) for i in chosen], "index": [s0 + i for i in chosen],
+        "typical_ok": [bool(typical_ok[i]) for i in chosen], "images": _byte(raw[chosen]), "masks": _byte(shard.masks[chosen]),
+        "has_box": np.asarray(shard.has_box[chosen], dtype=bool), "saliency": _half(shrink_maps(saliency[chosen], GRID_MAP_SIZE)),
+        "cams": {key: _half(shrink_maps(c[chosen], GRID_MAP_SIZE)) for key, c in cams.items()},
+        "preds": {k: np.asarray(p[chosen], dtype=np.int64) for k, p in preds.items()},
     }
 
 

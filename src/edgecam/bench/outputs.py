@@ -226,13 +226,22 @@ def write_dissimilar(items: list[dict[str, Any]], out_dir: Path, per_variant: in
 
 def write_grid(grids: dict[str, dict[str, Any]], out_dir: Path) -> None:
     """Save the per-model CAM grids as `grid.npz` (arrays) + `grid.json` (what each array is; `has_box`
-    says which images have a ground-truth mask, the report shows n/a for the others)."""
+    says which images have a ground-truth mask, the report shows n/a for the others). Where the grid was picked
+    by score (`aggregate.pick_grid`), its entry also holds "rule" (one sentence: how the typical and dissimilar
+    images were picked, the report's caption), "scores" (each image's score, aligned with "ids"; null where NaN)
+    and "score" (what was scored: variant, method, mode, metric, the run's median and image counts)."""
     arrays: dict[str, np.ndarray] = {}
     index: dict[str, Any] = {}
     for model, g in grids.items():
         if not g:
             continue
         entry: dict[str, Any] = {"ids": g["ids"], "kinds": g["kinds"], "has_box": [bool(b) for b in g["has_box"]], "cams": []}
+        if "rule" in g:
+            entry["rule"] = str(g["rule"])
+        if "scores" in g:
+            entry["scores"] = [float(x) if np.isfinite(x) else None for x in np.asarray(g["scores"], dtype=np.float64)]
+        if "score" in g:
+            entry["score"] = {k: (None if isinstance(x, float) and not np.isfinite(x) else x) for k, x in g["score"].items()}
         for name in ("images", "masks", "saliency"):
             arrays[f"{model}__{name}"] = np.asarray(g[name], dtype=np.float32)
         for j, ((vkey, method, mode), c) in enumerate(g["cams"].items()):

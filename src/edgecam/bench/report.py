@@ -137,11 +137,15 @@ def summary_by_method(summary: Any, models: Sequence[str]) -> str:
 
 
 def _overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
-    """RGB uint8: the image (C, H, W in [0, 1]) blended half and half with the jet-coloured CAM."""
+    """RGB uint8: the image (C, H, W in [0, 1]) blended half and half with the jet-coloured CAM (upsampled
+    bilinearly to the image when stored smaller: grid.npz keeps maps at most 56 px a side)."""
     import cv2
 
+    cam = np.nan_to_num(np.asarray(cam, np.float32))
+    if cam.shape != image.shape[1:]:
+        cam = cv2.resize(cam, (image.shape[2], image.shape[1]), interpolation=cv2.INTER_LINEAR)
     rgb = np.clip(np.nan_to_num(np.asarray(image, np.float32)).transpose(1, 2, 0), 0, 1)  # a NaN pixel shows black
-    heat = cv2.applyColorMap((np.clip(np.nan_to_num(np.asarray(cam, np.float32)), 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1] / 255.0
+    heat = cv2.applyColorMap((np.clip(cam, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1] / 255.0
     return (255 * (0.5 * rgb + 0.5 * heat)).astype(np.uint8)
 
 

@@ -12,7 +12,7 @@ garbage; bench.csv counts such images per variant (`nonfinite_outputs`) and leav
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -175,17 +175,34 @@ def gap_rows(v: "Variant", ref: "Variant", method: str, cams: np.ndarray, cams_r
     return rows
 
 
-def _stats(vals: np.ndarray, seed: int, n_boot: int) -> dict[str, float]:
-    """Mean, sample std, 95% bootstrap interval of the mean over the finite values; NaNs counted apart."""
+def _stats(vals: np.ndarray, seed: int, n_boot: int, measured: np.ndarray | None = None) -> dict[str, float]:
+    """Mean, sample std, 95% bootstrap interval of the mean over the finite values of the measured images;
+    `nan`: the measured images whose value came out NaN (non-finite outputs, a degenerate map); `not_measured`:
+    the images the metric was not computed for (`measured` False: past the faithfulness subset), apart."""
     from edgecam.bench.stats import bootstrap_ci
 
-    finite = vals[~np.isnan(vals)]
+    vals = np.asarray(vals, dtype=float)
+    measured = np.ones(len(vals), dtype=bool) if measured is None else np.asarray(measured, dtype=bool)
+    nan = np.isnan(vals)
+    finite = vals[measured & ~nan]
     lo, hi = bootstrap_ci(finite, n_boot=n_boot, seed=seed) if finite.size > 1 else (float("nan"), float("nan"))
     return {
         "mean": float(finite.mean()) if finite.size else float("nan"),
         "std": float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
-        "ci_lo": float(lo), "ci_hi": float(hi), "nan": int(np.isnan(vals).sum()),
+        "ci_lo": float(lo), "ci_hi": float(hi), "nan": int((nan & measured).sum()), "not_measured": int((~measured).sum()),
     }
+
+
+#: per-image columns measured on a subset of the images only: Deletion / Insertion run through the device for
+#: the first `explain.faithfulness_images` test images (none with `explain.faithfulness = false`)
+SUBSET_COLUMNS = ("deletion_auc", "insertion_auc")
+
+
+def faithfulness_subset(test_ids: Sequence[str], n_faith: int) -> dict[str, frozenset[str]]:
+    """`summarise`'s `measured`: the image ids Deletion / Insertion were computed for (the first `n_faith` of
+    the test split, as the explain stage picks them); the others are "not measured", not NaN."""
+    ids = frozenset(str(i) for i in list(test_ids)[: max(0, int(n_faith))])
+    return {col: ids for col in SUBSET_COLUMNS}
 
 
 def _put(row: dict[str, Any], model: str, stats: dict[str, float]) -> None:
@@ -235,11 +252,14 @@ def summarise_gap(gap: "pd.DataFrame", models: Sequence[str], n_boot: int = 2000
     return pd.DataFrame(out)
 
 
-def summarise(results: "pd.DataFrame", models: Sequence[str], n_boot: int = 2000, seed: int = 0) -> "pd.DataFrame":
+def summarise(results: "pd.DataFrame", models: Sequence[str], n_boot: int = 2000, seed: int = 0,
+              measured: "Mapping[str, Collection[str]] | None" = None) -> "pd.DataFrame":
     """Table 1 layout: rows = format x runtime x CAM method x mode x comparison ("int8 v. GT") x metric, with
     keys (`precision`, `reference` in gt | sal | fp32 | "", `metric`) beside the display labels (`comparison`,
-    `metric_label`); columns per model: mean, std (Table 1 of 2403.09939), a 95% bootstrap CI, NaNs left out
-    (`_nan`), degenerate (constant) CAMs (`_constant`) and, for a quantized precision, the paired Wilcoxon
+    `metric_label`); columns per model: mean, std (Table 1 of 2403.09939), a 95% bootstrap CI, the values
+    computed that came out NaN, left out (`_nan`), the images a subset metric was not computed for (`_not_measured`:
+    `measured` maps such a column, Deletion / Insertion, to the image ids it was computed for, `faithfulness_subset`;
+    a column it does not name counts every image as measured), degenerate (constant) CAMs (`_constant`) and, for a quantized precision, the paired Wilcoxon
     p-value of the same per-image score against fp32's on the same images (`_p_vs_fp32`; not for "v. fp32",
     where fp32 is the reference itself); `best` names the best model of the row. Rows about the ground truth
     ("v. GT", WSOL IoU, pointing game) are absent when no image of the group has ground truth."""
@@ -271,7 +291,8 @@ def summarise(results: "pd.DataFrame", models: Sequence[str], n_boot: int = 2000
                     extra: dict[str, Any] = {}
                     for model in models:
                         sub = grp[(grp["model"] == model) & (grp["precision"] == precision)]
-                        stats[model] = _stats(sub[col].to_numpy(dtype=float), seed, n_boot)
+                        ids = (measured or {}).get(col)
+                        stats[model] = _stats(sub[col].to_numpy(dtype=float), seed, n_boot, None if ids is None else sub["image_id"].astype(str).isin(ids).to_numpy())
                         extra[f"{model}_constant"] = int(sub["cam_constant"].sum()) if "cam_constant" in sub else 0
                         p = float("nan")
                         if precision != "fp32" and comp != "fp32":

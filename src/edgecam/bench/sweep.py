@@ -119,9 +119,10 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
             model, layer, meta = prepare_file_model(mspec, ctx.data)
             meta["host_fp32_accuracy"] = host_accuracy(model, ctx.data) if model is not None else float("nan")
     else:
-        with ctx.step(f"train {mspec.name}", "setup") as note:
-            model, layer, meta = prepare_model(mspec, ctx.cfg, ctx.data, ctx.bar(f"train {mspec.name}"))
-            note["suffix"] = "" if meta["trained_now"] else " (pretrained)" if mspec.pretrained else " (weights file)" if mspec.weights else " (cached)"
+        given = mspec.pretrained or bool(mspec.weights)  # nothing trains: the step is the fp32 accuracy pass
+        with ctx.step(prepare_label(mspec, trained_now=not given), "setup") as note:
+            model, layer, meta = prepare_model(mspec, ctx.cfg, ctx.data, None if given else ctx.bar(f"train {mspec.name}"))
+            note["label"] = prepare_label(mspec, meta["trained_now"])
     manifest["models"][mspec.name] = {"target_layer": layer, "checkpoint": meta}
     origin = "trained now" if meta["trained_now"] else meta["source"] if mspec.pretrained or mspec.weights or mspec.is_files else "cached checkpoint"
     ctx.log(f"{mspec.name}: fp32 host accuracy {meta['host_fp32_accuracy']:.4f} ({origin})")
@@ -139,7 +140,7 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
     estimate = work_estimate(variants, ctx.cfg.explain, ctx.n_img, tuple(ctx.data.input_shape))
     manifest.setdefault("work_estimate", {})[mspec.name] = estimate
     if estimate:
-        ctx.log(format_estimate(estimate))
+        ctx.log(format_estimate(estimate) if ctx.verbose else estimate_line(mspec.name, estimate))
     with ctx.step(f"CAMs + metrics {mspec.name}", "other"):
         ex = explain_model(ctx, model, layer, variants, meta["sha256"])
     acc.add(mspec.name, ex)
@@ -156,6 +157,26 @@ def run_model(ctx: RunContext, mspec: "ModelSpec", manifest: dict[str, Any], acc
         with ctx.step(f"low-bit PACT {mspec.name}", "other"):
             acc.lowbit += lowbit_study(ctx, model, layer, mspec.name, meta["sha256"])
     acc.variants += variants
+
+
+def prepare_label(mspec: "ModelSpec", trained_now: bool) -> str:
+    """The prepare step's name in the manifest's `stages_s`: "train M" only when it trained the model; else the
+    host's fp32 accuracy pass of the packaged weights, the weights file or the cached checkpoint."""
+    if trained_now:
+        return f"train {mspec.name}"
+    origin = "pretrained" if mspec.pretrained else "weights file" if mspec.weights else "cached checkpoint"
+    return f"fp32 accuracy {mspec.name} ({origin})"
+
+
+def estimate_line(model: str, rows: list[dict[str, Any]]) -> str:
+    """The explain stage's work estimate in one line (`format_estimate`'s per-variant lines: --verbose)."""
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    forwards = sum(int(r["device_forwards"]) for r in rows)
+    pushed = sum(int(r["bytes_pushed"]) for r in rows)
+    secs = sum(float(r["seconds_at_p50"]) for r in rows)
+    eta = "unknown device time" if secs != secs else f"~{secs:.0f} s of device time at p50" if secs < 120 else f"~{secs / 60:.1f} min of device time at p50"
+    return (f"{model}: explain stage work {forwards:,} device forwards over {len(variants)} variant(s), {pushed / 2**20:,.1f} MiB to push, {eta} "
+            "(per variant: --verbose)")
 
 
 def measure_variants(ctx: RunContext, variants: list[Variant], ckpt_sha: str, acc: Collected) -> None:
@@ -195,15 +216,17 @@ def write_outputs(ctx: RunContext, acc: Collected) -> dict[str, Any]:
     """Assemble the run's tables from what the stages collected and write every run-directory file."""
     import pandas as pd
 
-    from edgecam.bench.results import summarise, summarise_gap, variant_table
+    from edgecam.bench.results import faithfulness_subset, summarise, summarise_gap, variant_table
 
+    ex = ctx.cfg.explain
+    n_faith = min(ctx.n_img, ex.faithfulness_images) if ex.faithfulness else 0  # the images Deletion / Insertion ran on (explain_stage)
     with stage("metrics"):
         names = [m.name for m in ctx.cfg.models]
         results = pd.concat(acc.rows, ignore_index=True) if acc.rows else pd.DataFrame()
         gap = pd.concat(acc.gaps, ignore_index=True) if acc.gaps else pd.DataFrame()
         tables = {
             "results": results, "bench": variant_table(acc.variants, ctx.data.test_y, ctx.device.name).assign(device_emulated=ctx.emulated),
-            "summary": summarise(results, names, ctx.cfg.explain.bootstrap, ctx.cfg.explain.seed),
+            "summary": summarise(results, names, ctx.cfg.explain.bootstrap, ctx.cfg.explain.seed, faithfulness_subset(ctx.data.test_ids, n_faith)),
             "runtime_gap": summarise_gap(gap, names, ctx.cfg.explain.bootstrap, ctx.cfg.explain.seed),
             "wsol": pd.DataFrame(acc.wsol, columns=["model", "format", "runtime", "precision", "cam_method", "cam_mode", "max_box_acc", "best_threshold", "images"]),
             "lowbit": pd.DataFrame(acc.lowbit),
@@ -232,18 +255,18 @@ def write_outputs(ctx: RunContext, acc: Collected) -> dict[str, Any]:
 
 
 def run(cfg: "RunConfig", out_dir: Path, limit: int | None = None, progress: Any = None, log: Callable[[str], None] = print, device_spec: "DeviceSpec | None" = None,
-        inventory: str | Path | None = None, resume: bool | None = None) -> dict[str, Any]:
+        inventory: str | Path | None = None, resume: bool | None = None, verbose: bool = False) -> dict[str, Any]:
     """Run the whole experiment into `out_dir`; returns the manifest and the tables. `progress` is the CLI's
     `RunProgress` or None. The device is `device_spec`, else the config's `device` looked up in the
     inventory (`inventory` file or the default search path); the host prepares artifacts and CAMs, the
     device only runs artifacts. Once the input checks out, the run directory is locked for the rest of the
-    run (`store.run_dir_lock`)."""
+    run (`store.run_dir_lock`). `verbose`: the log says more (the explain stage's work estimate per variant)."""
     with contextlib.ExitStack() as held:
-        return _run(cfg, Path(out_dir), limit, progress, log, device_spec, inventory, resume, held)
+        return _run(cfg, Path(out_dir), limit, progress, log, device_spec, inventory, resume, held, verbose)
 
 
 def _run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log: Callable[[str], None], device_spec: "DeviceSpec | None",
-         inventory: str | Path | None, resume: bool | None, held: contextlib.ExitStack) -> dict[str, Any]:
+         inventory: str | Path | None, resume: bool | None, held: contextlib.ExitStack, verbose: bool = False) -> dict[str, Any]:
     from edgecam.devices.agent import probe
 
     import torch
@@ -257,7 +280,7 @@ def _run(cfg: "RunConfig", out_dir: Path, limit: int | None, progress: Any, log:
     with ctx.device:  # closed (SSH connection, adb forward) however the run ends
         with stage("device"):
             device_info = ctx.device.info()
-        ctx = replace(ctx, emulated=ctx.dspec.is_emulated(device_info), device_id=device_fingerprint(ctx.dspec, device_info))
+        ctx = replace(ctx, emulated=ctx.dspec.is_emulated(device_info), device_id=device_fingerprint(ctx.dspec, device_info), verbose=verbose)
         if ctx.emulated:
             log(f"[yellow]device {ctx.dspec.name} is emulated ({device_info.get('emulation') or 'inventory: emulated = true'}): its latency is labelled "
                 "emulated (not a hardware figure); predictions and CAM fidelity are real[/yellow]")

@@ -280,7 +280,7 @@ class OnnxExporter(Exporter):
             "weight_dtype": spec.precision,
             "weights": "per-channel symmetric",
             "activations": "per-tensor asymmetric",
-            "calibration": f"MinMax on {len(calib_images)} training images (seed {spec.seed})",
+            "calibration": f"MinMax on {len(calib_images)} calibration images (seed {spec.seed})",
         }
         quant_info.update(finish_qdq(fp32_path, qdq, out_path, spec, calib, f"{info.name}-{spec.precision}", progress))
         return quant_info

@@ -243,7 +243,7 @@ class TensorRTExporter(OnnxExporter):
                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": True, "QuantizeBias": False})
         info_out: dict[str, Any] = {"method": spec.quant, "activation_dtype": "int8", "weight_dtype": "int8", "weights": "per-channel symmetric",
                                     "activations": "per-tensor symmetric", "biases": "float",
-                                    "calibration": f"MinMax on {len(calib_images)} training images (seed {spec.seed})"}
+                                    "calibration": f"MinMax on {len(calib_images)} calibration images (seed {spec.seed})"}
         # the same fine-tuning as the onnx format, on this graph: zero points stay 0 and biases float (the lint checks)
         info_out.update(finish_qdq(fp32_path, qdq, out_path, spec, calib, f"{info.name}-tensorrt-{spec.precision}", progress))
         return info_out

@@ -139,7 +139,7 @@ class TfliteExporter(Exporter):
             "recipe": RECIPES[spec.precision],
             "activation_dtype": spec.precision,
             "weight_dtype": "int8",
-            "calibration": f"min/max over {len(calib_images)} training images (seed {spec.seed}; true extrema, not the quantizer's moving average)",
+            "calibration": f"min/max over {len(calib_images)} calibration images (seed {spec.seed}; true extrema, not the quantizer's moving average)",
             "why_not_qat_ranges": "ai-edge-quantizer calibration is keyed by TFLite tensor names, not mapped from the QDQ ONNX graph",
         }
 

@@ -73,8 +73,9 @@ def test_a_shard_round_trips_through_its_stored_form() -> None:
     v = _variant()
     cam, fp32 = rng.random((2, 8, 8)).astype(np.float32)
     tr = Track(np.arange(len(WSOL_THRESHOLDS), dtype=np.int64), 5, [(0.3, 4, "img4", cam, fp32)])
-    grid = {"ids": ["a"], "kinds": ["typical"], "images": rng.random((1, 3, 8, 8)), "masks": np.zeros((1, 8, 8)), "has_box": np.array([False]),
-            "saliency": rng.random((1, 8, 8)), "cams": {(v.key, "gradcampp", "mirror"): cam[None]}, "preds": {v.key: np.array([3])}}
+    grid = {"score": None, "s0": 0, "scores": np.array([np.nan]), "ids": ["a"], "index": [0], "typical_ok": [True], "images": rng.random((1, 3, 8, 8)),
+            "masks": np.zeros((1, 8, 8)), "has_box": np.array([False]), "saliency": rng.random((1, 8, 8)), "cams": {(v.key, "gradcampp", "mirror"): cam[None]},
+            "preds": {v.key: np.array([3])}}
     shard = ShardOutput(pd.DataFrame({"image_id": ["a"], "cc_fp32": [0.9]}), pd.DataFrame(), {(v.key, "gradcampp", "mirror"): tr}, {v.key: np.arange(4)}, grid)
     back = ShardOutput.from_job(shard.to_job())
     pd.testing.assert_frame_equal(back.rows, shard.rows)
