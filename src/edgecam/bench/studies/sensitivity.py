@@ -371,7 +371,7 @@ def sensitivity_stage(ctx: "RunContext", mspec: "ModelSpec", variants: list[Vari
     art = copy_artifact(mixed_artifact(qdq_v, fp32_v, list(job.meta["float_groups"]), job.meta), ctx.out_dir / files.ARTIFACTS / f"{mspec.name}-onnx-{MIXED}")
     art_dir = art.directory
     host = job.meta["planned"]
-    ctx.log(f"sensitivity {mspec.name}: {len(ranking)} groups ranked on {job.meta['images']} training images; host CAM CC vs fp32 "
+    ctx.log(f"sensitivity {mspec.name}: {len(ranking)} groups ranked on {job.meta['images']} training-split images; host CAM CC vs fp32 "
             f"{job.meta['base']['cc']:.4f} at {spec.precision} -> {host['cc']:.4f} with {len(job.meta['float_groups'])} group(s) in float "
             f"({'reaches' if job.meta['reached'] else 'short of'} the target {spec.cc_target})")
     mixed = [Variant(v.model, v.format, MIXED, v.runtime, art_dir, art.manifest) for v in variants if v.format == "onnx" and v.precision == spec.precision]
