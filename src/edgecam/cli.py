@@ -62,11 +62,12 @@ class PlainProgress:
     """Progress for a log (stdout not a terminal: a pipe, a file, CI): no bars, one line per update of a stage
     (a shard done, a variant timed), throttled: none in a stage's first `interval` seconds, then at most one
     every `interval` seconds, a gap that grows with the stage's age (a `growth` share of its elapsed time, up to
-    `max_interval`: a stage of hours writes a few dozen lines, not thousands); the stage's last update
-    (fraction 1) is always written, once. A stage that is never updated (a cached export) writes nothing."""
+    `max_interval`: a stage of hours writes a line a minute, not one per shard of a few seconds; a log tailed
+    during a long stage still moves every minute); the stage's last update (fraction 1) is always written, once.
+    A stage that is never updated (a cached export) writes nothing."""
 
     def __init__(self, write: Callable[[str], None], interval: float = 10.0, clock: Callable[[], float] | None = None,
-                 growth: float = 0.5, max_interval: float = 300.0) -> None:
+                 growth: float = 0.5, max_interval: float = 60.0) -> None:
         import time
 
         self.write, self.interval, self.clock = write, interval, clock or time.monotonic
