@@ -659,7 +659,10 @@ def shrink_maps(maps: np.ndarray, size: int) -> np.ndarray:
     if f >= 1:
         return np.asarray(maps, np.float32)
     dsize = (max(1, round(w * f)), max(1, round(h * f)))
-    return np.stack([cv2.resize(np.asarray(m, np.float32), dsize, interpolation=cv2.INTER_AREA) for m in maps]).reshape(len(maps), dsize[1], dsize[0])
+    out = np.empty((len(maps), dsize[1], dsize[0]), np.float32)  # (0, h, w) for a shard that keeps no grid candidate
+    for i, m in enumerate(maps):
+        out[i] = cv2.resize(np.asarray(m, np.float32), dsize, interpolation=cv2.INTER_AREA).reshape(dsize[1], dsize[0])
+    return out
 
 
 def precision_bits(precision: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,3 +98,15 @@ def test_a_shard_must_hold_every_part_the_run_expects_before_it_is_reused() -> N
     del old.meta["parts"]  # stored before records listed their parts
     with pytest.raises(KeyError, match="lists no parts"):
         _check_shard(old, ok, 4, later)
+
+
+def test_shrink_maps_keeps_small_maps_and_takes_no_maps() -> None:
+    """The grid's and the kept outputs' maps: area-downsampled to at most `size` a side, as they are when small;
+    a shard that keeps no grid candidate shrinks an empty stack (it crashed the run with numpy's empty stack)."""
+    from edgecam.bench.explain_stage import shrink_maps
+
+    maps = np.arange(2 * 8 * 4, dtype=np.float32).reshape(2, 8, 4)
+    small = shrink_maps(maps, 4)
+    assert small.shape == (2, 4, 2) and small[0, 0, 0] == np.mean(maps[0, :2, :2])
+    assert np.array_equal(shrink_maps(maps, 8), maps)
+    assert shrink_maps(maps[:0], 4).shape == (0, 4, 2)
