@@ -338,11 +338,12 @@ def _cc_cell(row: Any, method: str, interval: bool) -> str:
     return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]" if interval and lo == lo and hi == hi else f"{mean:.3f}"
 
 
-def decision_rich_table(decision: Any, bench: Any, interval: bool = True) -> Any:
+def decision_rich_table(decision: Any, bench: Any, interval: bool = True, part: str = "all") -> Any:
     """The decision table (`bench.decision.decide`) for the terminal: per variant its label, accuracy, agreement
     with fp32, p50 / p99 latency, peak RSS, size, per CAM method the mean CC of its CAMs vs fp32 (with the 95%
     bootstrap interval when `interval`) and the Pareto mark; the emulated-latency warning and the non-finite
-    outputs column as in the performance table."""
+    outputs column as in the performance table. `part`: "all", or for a narrow terminal one of its two halves,
+    "perf" (up to size) or "cams" (the CC columns and the Pareto mark), each with the variant column."""
     from rich.table import Table
 
     from edgecam.bench.results import format_rate, nonfinite_count
@@ -356,11 +357,14 @@ def decision_rich_table(decision: Any, bench: Any, interval: bool = True) -> Any
         title += "\n" + EMULATED_NOTE
     ms = " (emulated)" if emulated else ""
     ci = " [95% CI]" if interval else ""
+    if part == "cams":
+        title = f"{one + ': ' if one else ''}CAM CC vs fp32 per variant"
     table = Table(title=title, caption=plain(f"Pareto ✓: no other variant is as fast (p50), as small and as faithful (CC {decision.reference}) and better on one")
-                  if decision.reference else None)
+                  if decision.reference and part != "perf" else None)
     nonfinite = any(nonfinite_count(r) for _, r in t.iterrows())
-    cols = ["variant", "accuracy", "agrees fp32", *(["non-finite"] if nonfinite else []), f"p50 ms{ms}", f"p99 ms{ms}", "peak RSS MB", "size MB",
-            *(f"CC {m}{ci}" for m in decision.methods), "Pareto"]
+    perf = ["accuracy", "agrees fp32", *(["non-finite"] if nonfinite else []), f"p50 ms{ms}", f"p99 ms{ms}", "peak RSS MB", "size MB"]
+    cams = [*(f"CC {m}{ci}" for m in decision.methods), "Pareto"]
+    cols = ["variant", *(perf if part != "cams" else []), *(cams if part != "perf" else [])]
     for col in cols:
         table.add_column(plain(col), justify="left" if col == "variant" else "center" if col == "Pareto" else "right", no_wrap=col == "variant")
     effective = list(bench["precision_effective"]) if "precision_effective" in bench else [None] * len(t)
@@ -371,10 +375,10 @@ def decision_rich_table(decision: Any, bench: Any, interval: bool = True) -> Any
             table.add_row(plain(label), plain("failed", "red"), *[""] * (len(cols) - 2))
             continue
         n_bad = nonfinite_count(r)
-        table.add_row(plain(label), format_rate(r["accuracy"]), format_rate(r["agrees_fp32"]),
-                      *([plain(str(n_bad), "bold red" if n_bad else "")] if nonfinite else []),
-                      _ms(r["p50_ms"]), _ms(r["p99_ms"]), _ms(r["peak_rss_mb"]), _size_mb(r["size_bytes"]),
-                      *(_cc_cell(r, m, interval) for m in decision.methods), "✓" if r.get("pareto") else "")
+        perf_cells = [format_rate(r["accuracy"]), format_rate(r["agrees_fp32"]), *([plain(str(n_bad), "bold red" if n_bad else "")] if nonfinite else []),
+                      _ms(r["p50_ms"]), _ms(r["p99_ms"]), _ms(r["peak_rss_mb"]), _size_mb(r["size_bytes"])]
+        cam_cells = [*(_cc_cell(r, m, interval) for m in decision.methods), "✓" if r.get("pareto") else ""]
+        table.add_row(plain(label), *(perf_cells if part != "cams" else []), *(cam_cells if part != "perf" else []))
     return table
 
 
@@ -388,17 +392,28 @@ def run_decision(out: dict[str, Any], cfg: Any) -> Any:
 
 
 def print_decision(console: Any, out: dict[str, Any], cfg: Any) -> None:
-    """The default summary: the decision table (the CC intervals when they fit the console's width), then one
-    line per pick."""
+    """The default summary: the decision table (the CC intervals when they fit the console's width; in two halves
+    when the whole does not fit), then one line per pick."""
     from rich.measure import Measurement
 
     if out["bench"].empty:
         return
     decision = run_decision(out, cfg)
-    table = decision_rich_table(decision, out["bench"], interval=True)
-    if Measurement.get(console, console.options.update_width(10_000), table).maximum > console.width:  # the intervals do not fit: means only
-        table = decision_rich_table(decision, out["bench"], interval=False)
-    console.print(table)
+
+    def fits(table: Any) -> bool:
+        return bool(Measurement.get(console, console.options.update_width(10_000), table).maximum <= console.width)
+
+    # the widest form that fits: whole with intervals, whole with means; in a narrow terminal (80 columns) the
+    # performance half and the CAM half one above the other, rather than every number cut to "0.9…"
+    built = [decision_rich_table(decision, out["bench"], interval=True)]
+    if not fits(built[0]):
+        built = [decision_rich_table(decision, out["bench"], interval=False)]
+    if not fits(built[0]):
+        cams = decision_rich_table(decision, out["bench"], interval=True, part="cams")
+        built = [decision_rich_table(decision, out["bench"], part="perf"),
+                 cams if fits(cams) else decision_rich_table(decision, out["bench"], interval=False, part="cams")]
+    for table in built:
+        console.print(table)
     for pick in decision.picks:
         console.print(plain(pick.line()), soft_wrap=not console.is_terminal)
 

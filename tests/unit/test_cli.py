@@ -256,10 +256,19 @@ def test_the_decision_table_and_its_picks() -> None:
     assert "│ onnxruntime int8 " in text  # one model: named in the title, not in every row
     assert "fastest with CC vs fp32 (gradcampp) >= 0.9: m onnxruntime int8" in text and "most faithful quantized (gradcampp):" in text
     assert "non-finite" not in text and "EMULATED" not in text and "✓" in text
-    narrow = _render(_decision_out(), 100)  # the intervals do not fit: means only
+    narrow = _render(_decision_out(), 100)  # the whole does not fit: two halves, the intervals kept in the CAM half
     rows = "".join(line for line in narrow.splitlines() if line.startswith(("│", "┃")))
-    assert "[95% CI]" not in rows and "[0.9" not in rows and "0.960" in rows
+    assert "…" not in rows and "m: CAM CC vs fp32 per variant" in narrow and "0.960 [0.95" in rows
     assert "0.960 [0.95" in text  # the mean CC of the int8 variants (0.95, 0.96, 0.97 per image) with its interval
+
+
+def test_an_80_column_terminal_gets_the_decision_table_in_two_halves_with_every_number_whole() -> None:
+    """At 80 columns the whole table squeezed every number to "0.9…": the performance half and the CAM half
+    are printed one above the other instead, each fitting, the CC intervals kept when they fit."""
+    text = _render(_decision_out(), 80)
+    assert "…" not in "".join(line for line in text.splitlines() if line.startswith("│"))
+    assert "m: CAM CC vs fp32 per variant" in text and "0.960 [0.95" in text and "0.9000" in text and "5.00" in text
+    assert max(len(line) for line in text.splitlines() if line.startswith(("│", "┃", "┏", "└"))) <= 80
 
 
 def test_the_decision_table_keeps_the_emulated_warning_and_the_nonfinite_column() -> None:
