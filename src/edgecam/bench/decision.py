@@ -141,7 +141,8 @@ def decision_table(bench: "pd.DataFrame", results: "pd.DataFrame", methods: Sequ
     return pd.DataFrame(table)
 
 
-def _fmt_size(size: Any) -> str:
+def format_size(size: Any) -> str:
+    """Bytes as "17.9 MB" / "52 KB" (MB = 2**20 bytes, as bench.csv's columns), for the picks and the report."""
     x = float(size)
     return f"{x / 2**20:.1f} MB" if x >= 2**20 else f"{x / 1024:.0f} KB"
 
@@ -163,7 +164,7 @@ def picks(table: "pd.DataFrame", reference: str | None, cc_floor: float) -> tupl
             out.append(Pick(f"{objective} with {floor}", None, f"no variant keeps it{best_cc}"))
             continue
         r = cand.sort_values([col, cc_col], ascending=[True, False]).iloc[0]
-        value = f"{r['p50_ms']:.2f} ms p50" if col == "p50_ms" else _fmt_size(r["size_bytes"])
+        value = f"{r['p50_ms']:.2f} ms p50" if col == "p50_ms" else format_size(r["size_bytes"])
         out.append(Pick(f"{objective} with {floor}", str(r["label"]), f"{value}, CC {r[cc_col]:.3f}"))
     quantized = working[working["precision"] != "fp32"]
     if quantized.empty:

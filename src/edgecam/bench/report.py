@@ -444,11 +444,11 @@ def _float(value: Any) -> float | None:
 
 
 def _size(value: Any) -> str:
-    """Bytes as "17.9 MB" / "52 KB"."""
+    """Bytes as "17.9 MB" / "52 KB" (`decision.format_size`); "n/a" when not a number."""
+    from edgecam.bench.decision import format_size
+
     x = _float(value)
-    if x is None:
-        return "n/a"
-    return f"{x / 2**20:.1f} MB" if x >= 2**20 else f"{x / 1024:.0f} KB"
+    return "n/a" if x is None else format_size(x)
 
 
 def _na() -> str:
